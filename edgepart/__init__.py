@@ -1,0 +1,25 @@
+"""edgepart: split a DNN into pipeline stages over heterogeneous edge devices, exactly.
+
+Public API::
+
+    inst = load_instance("instances/resnet50_8nodes.json")
+    result = solve(inst, "cpsat", time_limit=60)
+    print(result.status, result.objective_s, result.bound_s, result.gap)
+    metrics = evaluate(inst, result.plan)
+"""
+
+from __future__ import annotations
+
+from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
+from edgepart.errors import InputError
+from edgepart.instance import Device, Instance, Layer, LayerGraph, Link, load_instance
+from edgepart.plan import Plan, Stage, load_plan
+from edgepart.results import SolutionStatus, SolveResult, Termination
+from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method, solve
+
+__all__ = [
+    "METHODS", "Device", "InputError", "Instance", "Layer", "LayerGraph", "Link", "Metrics",
+    "Objective", "Plan", "SolutionStatus", "SolveOptions", "SolveResult", "Stage", "Termination",
+    "evaluate", "get_method", "load_instance", "load_plan", "lower_bound", "solve", "validate_plan",
+]
+__version__ = "0.1.0"

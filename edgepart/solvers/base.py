@@ -1,0 +1,128 @@
+"""What every method shares: options, the registry by name, and :func:`finish`, the one place
+where a plan becomes a :class:`SolveResult` (validated and re-evaluated by the shared cost model;
+a method's own objective value is never trusted)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from edgepart.cost import evaluate, validate_plan
+from edgepart.errors import InputError
+from edgepart.instance import Instance
+from edgepart.plan import Plan
+from edgepart.results import (
+    OPTIMALITY_TOL,
+    SolutionStatus,
+    SolveResult,
+    Termination,
+    relative_gap,
+)
+
+__all__ = ["METHODS", "Objective", "SolveOptions", "finish", "get_method", "register", "solve"]
+
+
+class Objective(StrEnum):
+    BOTTLENECK = "bottleneck"
+    LATENCY = "latency"
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    objective: Objective = Objective.BOTTLENECK
+    time_limit: float | None = None
+    threads: int | None = None
+    max_latency: float | None = None  # bound on latency when minimising the period
+    max_period: float | None = None  # bound on the period when minimising latency
+    warm_start: Plan | None = None
+    verbose: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objective", Objective(self.objective))
+        for name in ("time_limit", "max_latency", "max_period"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise InputError(f"{name}: must be a positive number, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads: must be >= 1, got {self.threads}")
+
+
+Method = Callable[[Instance, SolveOptions], SolveResult]
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str) -> Callable[[Method], Method]:
+    """Decorator: make a method available by name (``edgepart solve --solver NAME``)."""
+
+    def wrap(fn: Method) -> Method:
+        METHODS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    _load_builtin_methods()
+    if name not in METHODS:
+        raise InputError(f"solver: unknown method '{name}' (choose from {', '.join(sorted(METHODS))})")
+    return METHODS[name]
+
+
+def solve(inst: Instance, method: str = "cpsat", options: SolveOptions | None = None,
+          **kwargs: Any) -> SolveResult:
+    """Run one method by name. ``kwargs`` are :class:`SolveOptions` fields."""
+    return get_method(method)(inst, options or SolveOptions(**kwargs))
+
+
+def _load_builtin_methods() -> None:
+    import edgepart.solvers.registry  # noqa: F401  (registers every built-in method)
+
+
+def respects_limits(metrics_latency: float, metrics_period: float, options: SolveOptions) -> bool:
+    tol = 1 + 1e-9
+    if options.max_latency is not None and metrics_latency > options.max_latency * tol:
+        return False
+    return not (options.max_period is not None and metrics_period > options.max_period * tol)
+
+
+def finish(inst: Instance, plan: Plan | None, *, method: str, options: SolveOptions,
+           termination: Termination, bound: float = -math.inf, wall_time_s: float = 0.0,
+           version: str = "", message: str = "", exact: bool = False,
+           extra: dict[str, Any] | None = None) -> SolveResult:
+    """Validate and evaluate ``plan`` and package it.
+
+    ``exact`` marks methods whose ``bound`` is a proof (exact solvers, exact DP): the result is
+    called optimal only when the re-evaluated objective meets that bound within
+    :data:`OPTIMALITY_TOL`. A proven-infeasible run passes ``plan=None`` and
+    ``termination=INFEASIBLE``.
+    """
+    common = {"method": method, "objective": options.objective.value, "bound_s": bound,
+              "wall_time_s": wall_time_s, "solver_version": version, "extra": extra or {}}
+    if plan is None:
+        status = (SolutionStatus.INFEASIBLE if termination is Termination.INFEASIBLE
+                  else SolutionStatus.NONE)
+        return SolveResult(termination=termination, status=status, message=message, **common)
+    plan = Plan(plan.stages, inst.name, method, plan.meta)
+    problems = validate_plan(inst, plan)
+    if problems:
+        return SolveResult(termination=Termination.ERROR, status=SolutionStatus.NONE,
+                           message=f"{method} produced an invalid plan: {problems[0]}", **common)
+    metrics = evaluate(inst, plan)
+    if not respects_limits(metrics.latency_s, metrics.bottleneck_s, options):
+        return SolveResult(termination=termination, status=SolutionStatus.NONE,
+                           message=message or "plan breaks --max-latency/--max-period", **common)
+    value = metrics.objective(options.objective.value)
+    proven = exact and relative_gap(value, bound) <= OPTIMALITY_TOL
+    if exact and bound > value * (1 + OPTIMALITY_TOL) + 1e-12:
+        message = (message + "; " if message else "") + (
+            f"bound {bound:.9g} exceeds the evaluated objective {value:.9g}: bound discarded")
+        common["bound_s"] = -math.inf
+        proven = False
+    return SolveResult(termination=termination,
+                       status=SolutionStatus.OPTIMAL if proven else SolutionStatus.FEASIBLE,
+                       plan=plan, metrics=metrics, objective_s=value, message=message, **common)

@@ -1,0 +1,5 @@
+"""Imports every built-in method so that it registers itself by name (see ``base.register``)."""
+
+from __future__ import annotations
+
+from edgepart.solvers import brute  # noqa: F401
