@@ -1,0 +1,111 @@
+"""The device catalog: classes of edge devices, read from ``catalog.json`` (data, not code).
+
+Each class has its RAM (``memory_bytes``), its peak FP32 throughput (``flops_per_s``), its DRAM
+bandwidth (``memory_bandwidth_bytes_per_s``, used only by the roofline time model) and a
+``source`` string naming the public specification the numbers come from.
+
+Speed model. Layers are timed on the profiling host; a layer's time on class ``c`` is the host
+time times the class's *speed factor* ``host_flops_per_s / c.flops_per_s``, where
+``host_flops_per_s`` is the catalog's ``reference_host`` (measured on the machine that generated the
+shipped instances with ``edgepart devices probe``) unless the caller measures or gives another.
+This is a first-order model: it assumes every layer runs at the same fraction of peak on every
+device, which flatters devices (GPUs above all) that reach a smaller fraction of their peak at
+batch 1. Clusters may define their own classes with measured numbers
+(:mod:`edgepart.profiling.clusters`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from edgepart.errors import InputError
+
+__all__ = ["Catalog", "DeviceClass", "load_catalog", "parse_device_class"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClass:
+    """One class of device and the public source of its numbers."""
+
+    name: str
+    memory_bytes: int
+    flops_per_s: float
+    memory_bandwidth_bytes_per_s: float | None = None
+    description: str = ""
+    source: str = ""
+
+    def speed_factor(self, host_flops_per_s: float) -> float:
+        """Multiplier from a time measured on the host to a time on this class."""
+        return host_flops_per_s / self.flops_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The reference host and the known device classes."""
+
+    host_name: str
+    host_flops_per_s: float
+    host_source: str
+    classes: Mapping[str, DeviceClass]
+
+    def get(self, name: str, where: str = "class") -> DeviceClass:
+        """The class ``name``; an unknown name is an :class:`InputError` listing the known ones."""
+        try:
+            return self.classes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.classes))
+            raise InputError(f"{where}: unknown device class {name!r} (known: {known})") from None
+
+
+@cache
+def load_catalog(path: str | None = None) -> Catalog:
+    """Read the catalog (the packaged ``catalog.json`` unless ``path`` is given)."""
+    if path is None:
+        text = resources.files("edgepart.profiling").joinpath("catalog.json").read_text()
+    else:
+        text = Path(path).read_text()
+    data = json.loads(text)
+    host = data["reference_host"]
+    classes = {name: parse_device_class(name, entry, f"catalog.classes.{name}")
+               for name, entry in data["classes"].items()}
+    return Catalog(host["name"], float(host["flops_per_s"]), host["source"],
+                   MappingProxyType(classes))
+
+
+def parse_device_class(name: str, data: Any, where: str) -> DeviceClass:
+    """Validate one class entry (catalog or cluster file); errors name the field by ``where``."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: expected an object, got {type(data).__name__}")
+    unknown = set(data) - {"memory_bytes", "flops_per_s", "memory_bandwidth_bytes_per_s",
+                           "description", "source"}
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    bandwidth = data.get("memory_bandwidth_bytes_per_s")
+    return DeviceClass(
+        name=name,
+        memory_bytes=int(positive(data.get("memory_bytes"), f"{where}.memory_bytes")),
+        flops_per_s=positive(data.get("flops_per_s"), f"{where}.flops_per_s"),
+        memory_bandwidth_bytes_per_s=(
+            None if bandwidth is None
+            else positive(bandwidth, f"{where}.memory_bandwidth_bytes_per_s")
+        ),
+        description=str(data.get("description", "")),
+        source=str(data.get("source", "")),
+    )
+
+
+def positive(value: Any, where: str) -> float:
+    """``value`` as a float if it is a finite number > 0, else an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where}: expected a number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{where}: must be a finite number > 0, got {value!r}")
+    return float(value)
