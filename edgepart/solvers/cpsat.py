@@ -1,0 +1,80 @@
+"""CP-SAT backend (OR-Tools): the neutral model with integer coefficients.
+
+Integer time scale: one unit is ``horizon / 10**12`` seconds, where the horizon bounds every time
+quantity of the instance. Coefficients of lower-bounding time constraints are rounded *up* (so the
+integer optimum, times the unit, is a valid lower bound on the real one); capacities and user
+limits are rounded *down* (an integer solution never breaks them). Bytes are whole bytes.
+The plan decoded from the integer solution is re-evaluated in floating point by the cost model.
+Enforced constraints use ``only_enforce_if``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ortools
+from ortools.sat.python import cp_model
+
+from edgepart.formulations.model import Constraint, Dim, LinearModel, Rounding
+from edgepart.instance import Instance
+from edgepart.results import SolveResult, Termination
+from edgepart.solvers.base import SolveOptions, register
+from edgepart.solvers.exact import BackendResult, solve_exact
+
+__all__ = ["TIME_STEPS", "run_cpsat", "solve_cpsat"]
+
+TIME_STEPS = 10**9
+
+
+def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
+    units = {Dim.TIME: model.max_coef(Dim.TIME) / TIME_STEPS, Dim.BYTES: 1.0, Dim.COUNT: 1.0}
+    cp = cp_model.CpModel()
+    scale = [1.0 if v.boolean else units[v.dim] for v in model.vars]
+    xs = [cp.new_bool_var(v.name) if v.boolean
+          else cp.new_int_var(0, math.ceil(v.ub / scale[i]), v.name)
+          for i, v in enumerate(model.vars)]
+    for con in model.constraints:
+        _add(cp, con, xs, scale, units[con.dim])
+    cp.minimize(xs[model.objective])
+    for i, value in model.hint.items():
+        cp.add_hint(xs[i], round(value / scale[i]) if not model.vars[i].boolean else bool(value))
+    solver = cp_model.CpSolver()
+    params = solver.parameters
+    if options.time_limit is not None:
+        params.max_time_in_seconds = options.time_limit
+    params.num_workers = options.threads or 8
+    params.random_seed = options.seed
+    params.log_search_progress = options.verbose
+    params.relative_gap_limit = 0.0
+    params.cp_model_presolve = bool(options.extra.get("presolve", True))
+    status = solver.solve(cp)
+    unit = scale[model.objective]
+    has = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+    termination = {cp_model.OPTIMAL: Termination.OPTIMAL,
+                   cp_model.INFEASIBLE: Termination.INFEASIBLE,
+                   cp_model.MODEL_INVALID: Termination.ERROR}.get(status, Termination.TIME_LIMIT)
+    return BackendResult(
+        values=[solver.value(x) * s for x, s in zip(xs, scale, strict=True)] if has else None,
+        termination=termination,
+        bound_s=solver.best_objective_bound * unit if has else -math.inf,
+        version=f"OR-Tools CP-SAT {ortools.__version__}",
+        message="" if has or status == cp_model.INFEASIBLE else solver.status_name(status))
+
+
+def _add(cp: cp_model.CpModel, con: Constraint, xs: list[cp_model.IntVar], scale: list[float],
+         unit: float) -> None:
+    rnd = {Rounding.RELAX: math.ceil, Rounding.TIGHTEN: math.floor,
+           Rounding.EXACT: round}[con.rounding]
+    coefs: dict[int, float] = {}
+    for c, i in con.terms:
+        coefs[i] = coefs.get(i, 0.0) + c * scale[i] / unit
+    items = [(xs[i], int(rnd(c))) for i, c in coefs.items() if rnd(c) != 0]
+    expr = cp_model.LinearExpr.weighted_sum([x for x, _ in items], [c for _, c in items])
+    ct = cp.add(expr >= -int(rnd(con.const / unit)))
+    if con.enforce:
+        ct.only_enforce_if([xs[i] for i in con.enforce])
+
+
+@register("cpsat")
+def solve_cpsat(inst: Instance, options: SolveOptions) -> SolveResult:
+    return solve_exact(inst, options, "cpsat", run_cpsat)
