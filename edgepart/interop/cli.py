@@ -1,0 +1,194 @@
+"""``edgepart import pipedream|msr|msr-plan`` and ``edgepart export-plan msr|torch``.
+
+Argument parsing and printing only; the conversions live in :mod:`edgepart.interop.pipedream`,
+:mod:`edgepart.interop.msr` and :mod:`edgepart.interop.torch_pipelining`. Exit codes follow
+:mod:`edgepart.cli_common`: 0 done, 2 bad input (one line on stderr), and 1 for
+``export-plan torch`` when the plan is valid but cannot be written as split points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK
+from edgepart.errors import InputError
+from edgepart.instance import load_instance
+from edgepart.plan import load_plan
+
+__all__ = ["main", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``import`` and ``export-plan`` with their sub-commands."""
+    imp = subparsers.add_parser("import", help="convert another tool's profile or split")
+    kinds = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    _add_import_pipedream(kinds)
+    _add_import_msr(kinds)
+    _add_import_msr_plan(kinds)
+    exp = subparsers.add_parser("export-plan", help="write a plan in another tool's format")
+    targets = exp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    _add_export_msr(targets)
+    _add_export_torch(targets)
+
+
+def _add_import_pipedream(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = kinds.add_parser("pipedream", help="a PipeDream profiler graph.txt onto a cluster")
+    p.add_argument("graph", help="PipeDream graph.txt")
+    p.add_argument("--cluster", required=True, help="cluster JSON (see docs/profiling.md)")
+    p.add_argument("--out", required=True, help="instance JSON to write")
+    p.add_argument("--profiled-on", metavar="CLASS",
+                   help="device class the times were measured on (default: the cluster's class "
+                        "with the most FLOP/s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="samples per request (default 256, the profiled batch)")
+    p.add_argument("--profiled-batch", type=int, default=256,
+                   help="batch size of the profile (default 256)")
+    p.add_argument("--name", help="instance name (default: the graph's folder name)")
+    p.set_defaults(handler=_import_pipedream)
+
+
+def _add_import_msr(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = kinds.add_parser("msr", help="an MSR device-placement (NeurIPS 2020) input file")
+    p.add_argument("file", help="MSR input JSON")
+    p.add_argument("--out", required=True, help="instance JSON to write")
+    p.add_argument("--bandwidth-bytes-per-s", type=float, default=1.0,
+                   help="link bandwidth B: tensor bytes = edge cost x B (default 1)")
+    p.add_argument("--no-cpus", action="store_true",
+                   help="drop the CPUs (exact accounting; CPU-only nodes become an error)")
+    p.add_argument("--name", help="instance name (default: the file name)")
+    p.set_defaults(handler=_import_msr)
+
+
+def _add_import_msr_plan(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = kinds.add_parser("msr-plan", help="an MSR split file as an edgepart plan")
+    p.add_argument("file", help="split JSON ({\"fpgas\": [{\"nodes\": [...]}], \"cpus\": ...})")
+    p.add_argument("--instance", required=True, help="the instance imported from MSR")
+    p.add_argument("--out", required=True, help="plan JSON to write")
+    p.set_defaults(handler=_import_msr_plan)
+
+
+def _add_export_msr(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = targets.add_parser("msr", help="a plan as an MSR split file")
+    p.add_argument("plan", help="plan JSON")
+    p.add_argument("--instance", required=True, help="instance JSON")
+    p.add_argument("--out", help="file to write (default: stdout)")
+    p.set_defaults(handler=_export_msr)
+
+
+def _add_export_torch(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = targets.add_parser("torch", help="a plan as a torch.distributed.pipelining split spec")
+    p.add_argument("plan", help="plan JSON")
+    p.add_argument("--instance", required=True, help="instance JSON (layers list fx nodes)")
+    p.add_argument("--model", metavar="SPEC",
+                   help="the profiled model: torchvision:NAME or package.module:factory "
+                        "(default: the instance's meta.model)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the model factory (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Python code")
+    p.set_defaults(handler=_export_torch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------------------------
+
+
+def _import_pipedream(args: argparse.Namespace) -> int:
+    from edgepart.interop import pipedream
+    from edgepart.profiling.clusters import load_cluster
+
+    graph = pipedream.read_pipedream(args.graph)
+    name = args.name or Path(args.graph).resolve().parent.name or "pipedream"
+    data = pipedream.instance_data(graph, load_cluster(args.cluster),
+                                   profiled_on=args.profiled_on, batch_size=args.batch_size,
+                                   profiled_batch=args.profiled_batch, name=name)
+    _write_instance(data, args.out, name)
+    return EXIT_OK
+
+
+def _import_msr(args: argparse.Namespace) -> int:
+    from edgepart.interop import msr
+
+    name = args.name or Path(args.file).stem
+    data = msr.instance_data(msr.read_msr(args.file), name=name, cpus=not args.no_cpus,
+                             bandwidth_bytes_per_s=args.bandwidth_bytes_per_s)
+    _write_instance(data, args.out, name)
+    if data["meta"]["cpus"].startswith("kept"):
+        print("note: CPU stages are charged their transfers, unlike the MSR model (their CPUs "
+              "pay none); use --no-cpus for exact accounting", file=sys.stderr)
+    return EXIT_OK
+
+
+def _import_msr_plan(args: argparse.Namespace) -> int:
+    from edgepart.interop import msr
+
+    inst = load_instance(args.instance)
+    plan = msr.split_to_plan(inst, msr.read_split(args.file), method=f"msr:{Path(args.file).stem}")
+    plan.save(args.out)
+    print(f"wrote {args.out}: {len(plan.stages)} stage(s) "
+          f"({', '.join(s.device for s in plan.stages)})")
+    return EXIT_OK
+
+
+def _export_msr(args: argparse.Namespace) -> int:
+    from edgepart.interop import msr
+
+    split = msr.plan_to_split(load_instance(args.instance), load_plan(args.plan))
+    _emit(json.dumps(split, indent=2) + "\n", args.out)
+    return EXIT_OK
+
+
+def _export_torch(args: argparse.Namespace) -> int:
+    from edgepart.interop import torch_pipelining as tp
+    from edgepart.profiling.model_spec import build_model, parse_model_args
+
+    inst, plan = load_instance(args.instance), load_plan(args.plan)
+    spec = args.model or inst.meta.get("model")
+    if not isinstance(spec, str):
+        raise InputError("--model: give the model spec (the instance's meta names none)")
+    module = build_model(spec, parse_model_args(args.model_arg))
+    try:
+        split = tp.torch_split(inst, plan, tp.fx_calls(module))
+    except tp.NotExpressible as err:
+        print(f"edgepart: not expressible as split points: {err}", file=sys.stderr)
+        return EXIT_NO_PLAN
+    _emit(split.to_json() + "\n" if args.json else split.to_code(), None)
+    return EXIT_OK
+
+
+def _write_instance(data: dict[str, Any], out: str, name: str) -> None:
+    from edgepart.interop._common import validated_instance
+
+    inst = validated_instance(data, name)
+    Path(out).write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out}: {len(inst.model.layers)} layers, {len(inst.model.edges)} edges, "
+          f"{len(inst.devices)} devices")
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one interop command on its own (``python -m edgepart.interop.cli import msr ...``)."""
+    parser = argparse.ArgumentParser(prog="edgepart")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except InputError as err:
+        print(f"edgepart: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
