@@ -86,7 +86,7 @@ def _add_export_torch(targets: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--instance", required=True, help="instance JSON (layers list fx nodes)")
     p.add_argument("--model", metavar="SPEC",
                    help="the profiled model: torchvision:NAME or package.module:factory "
-                        "(default: the instance's meta.model)")
+                        "(default: the instance's meta.model_spec, with its meta.model_kwargs)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the model factory (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Python code")
@@ -148,10 +148,13 @@ def _export_torch(args: argparse.Namespace) -> int:
     from edgepart.profiling.model_spec import build_model, parse_model_args
 
     inst, plan = load_instance(args.instance), load_plan(args.plan)
-    spec = args.model or inst.meta.get("model")
+    spec = args.model or inst.meta.get("model_spec")
     if not isinstance(spec, str):
-        raise InputError("--model: give the model spec (the instance's meta names none)")
-    module = build_model(spec, parse_model_args(args.model_arg))
+        raise InputError("--model: give the model spec (the instance's meta.model_spec is "
+                         "missing)")
+    kwargs = (parse_model_args(args.model_arg) if args.model_arg or args.model
+              else dict(inst.meta.get("model_kwargs", {})))
+    module = build_model(spec, kwargs)
     try:
         split = tp.torch_split(inst, plan, tp.fx_calls(module))
     except tp.NotExpressible as err:

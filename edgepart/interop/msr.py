@@ -247,6 +247,7 @@ def parse_msr(data: Any) -> MsrGraph:
                      nodes=tuple(ok_nodes), edges=tuple(ok_edges))
     if r.problems:
         raise InputError(r.problems)
+    stable_topological_order(sorted(ids), [(e.source, e.dest) for e in graph.edges])  # a DAG?
     return graph
 
 
@@ -298,7 +299,7 @@ def instance_data(graph: MsrGraph, *, name: str = "msr", bandwidth_bytes_per_s: 
     _check_devices(graph, n_cpus, dropped=not cpus)
     cost = graph.out_cost()
     by_id = {n.id: n for n in graph.nodes}
-    order = stable_topological_order([n.id for n in graph.nodes],
+    order = stable_topological_order(sorted(by_id),
                                      [(e.source, e.dest) for e in graph.edges])
     position = {v: i for i, v in enumerate(order)}
     layers = [_layer(by_id[v], cost.get(v, 0.0) * bandwidth_bytes_per_s) for v in order]
@@ -353,7 +354,7 @@ def _layer(node: MsrNode, output_bytes: float) -> dict[str, Any]:
 
 def _colocate(graph: MsrGraph) -> list[list[str]]:
     groups: dict[int, list[str]] = defaultdict(list)
-    for n in graph.nodes:
+    for n in sorted(graph.nodes, key=lambda n: n.id):
         if n.color_class is not None:
             groups[n.color_class].append(str(n.id))
     return [g for g in groups.values() if len(g) > 1]

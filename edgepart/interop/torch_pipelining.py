@@ -104,7 +104,7 @@ def fx_calls(module: nn.Module) -> list[FxCall]:
     """The model's torch.fx nodes in execution order (arguments with defaults kept constant)."""
     from torch import fx
 
-    params = list(inspect.signature(module.forward).parameters.values())
+    params = list(inspect.signature(module.forward).parameters.values())[1:]  # keep the input
     concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     try:
         gm = fx.symbolic_trace(module, concrete_args=concrete or None)
