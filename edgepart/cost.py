@@ -46,7 +46,9 @@ from typing import Any
 from edgepart.instance import Instance, Transfer
 from edgepart.plan import Plan
 
-__all__ = ["Metrics", "StageMetrics", "evaluate", "lower_bound", "validate_plan"]
+__all__ = [
+    "Metrics", "StageMetrics", "evaluate", "infeasibility_reasons", "lower_bound", "validate_plan",
+]
 
 REL_TOL = 1e-9
 
@@ -252,3 +254,29 @@ def lower_bound(inst: Instance) -> float:
         speed.append(min(ratios, default=1.0))
     total = sum(best)
     return max(max(best), total / sum(speed) if sum(speed) > 0 else 0.0)
+
+
+def infeasibility_reasons(inst: Instance) -> list[str]:
+    """Plain reasons why no plan can exist (each a proof on its own); empty when none is found.
+
+    Checks that every layer, and every colocation group, fits alone on some device it may run on
+    (parameters plus working set), and that no single layer is unsupported everywhere.
+    """
+    g = inst.model
+    reasons = []
+    groups = [tuple(g.index[x] for x in grp) for grp in g.colocate]
+    grouped = {v for grp in groups for v in grp}
+    units = groups + [(v,) for v in range(len(g.layers)) if v not in grouped]
+    for unit in units:
+        need = sum(g.layers[v].param_bytes for v in unit) + max(g.layers[v].work_bytes
+                                                                 for v in unit)
+        hosts = [d for d in range(len(inst.devices)) if all(inst.allowed(v, d) for v in unit)]
+        what = (f"layer '{g.layers[unit[0]].id}'" if len(unit) == 1
+                else f"colocate group starting '{g.layers[unit[0]].id}'")
+        if not hosts:
+            reasons.append(f"{what} may run on no single device")
+        elif need > max(inst.devices[d].memory_bytes for d in hosts):
+            best = max(inst.devices[d].memory_bytes for d in hosts)
+            reasons.append(f"{what} needs {need:.0f} bytes but the largest device it may run on "
+                           f"has {best:.0f}")
+    return reasons

@@ -201,10 +201,9 @@ class Instance:
             raise InputError("devices: removing " + ", ".join(sorted(ids)) + " leaves none")
         data = self.to_dict()
         data["devices"] = [data["devices"][k] for k in keep]
-        data["links"] = {"matrix": {
-            "bandwidth_bytes_per_s": [[self.links[i][j].bandwidth_bytes_per_s for j in keep]
-                                      for i in keep],
-            "latency_s": [[self.links[i][j].latency_s for j in keep] for i in keep]}}
+        matrix = data["links"]["matrix"]
+        data["links"] = {"matrix": {key: [[matrix[key][i][j] for j in keep] for i in keep]
+                                    for key in ("bandwidth_bytes_per_s", "latency_s")}}
         for end in ("source", "sink"):
             if data.get(end) in ids:
                 data.pop(end)
@@ -213,6 +212,10 @@ class Instance:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (links written as a full matrix)."""
         return _to_dict(self)
+
+
+SELF = Link(math.inf, 0.0)
+"""The "link" from a device to itself (never used: transfers on one device cost nothing)."""
 
 
 def _layer_time(layer: Layer, dev: Device) -> float:
@@ -490,7 +493,7 @@ class _Checker:
         grid: list[list[Link | None]] = [[None] * n for _ in range(n)]
         if "default" in d:
             default = self.link(d["default"], "links.default")
-            grid = [[default] * n for _ in range(n)]
+            grid = [[default if i != j else SELF for j in range(n)] for i in range(n)]
         if "matrix" in d:
             self.matrix(d["matrix"], grid)
         elif "default" not in d:
@@ -505,7 +508,9 @@ class _Checker:
             for key, end in zip(("src", "dst"), ends, strict=True):
                 if end not in ids:
                     self.bad(f"{path}.{key}", f"unknown device id {json.dumps(end)}")
-            if all(end in ids for end in ends):
+            if ends[0] == ends[1]:
+                self.bad(path, f"src and dst are the same device {json.dumps(ends[0])}")
+            elif all(end in ids for end in ends):
                 grid[ids[ends[0]]][ids[ends[1]]] = link
         if any(link is None for row in grid for link in row):
             return None
@@ -528,7 +533,7 @@ class _Checker:
         for i in range(n):
             for j in range(n):
                 if i == j:
-                    grid[i][j] = Link(1.0, 0.0)
+                    grid[i][j] = SELF
                     continue
                 cell = {"bandwidth_bytes_per_s": cols["bandwidth_bytes_per_s"][i][j],
                         "latency_s": cols["latency_s"][i][j]}
@@ -560,7 +565,7 @@ class _Checker:
     def times(self, model: LayerGraph, devices: tuple[Device, ...]) -> None:
         for k, dev in enumerate(devices):
             for layer in model.layers:
-                if math.isinf(_layer_time(layer, dev)) and (
+                if math.isfinite(layer.flops) and math.isinf(_layer_time(layer, dev)) and (
                         layer.device_classes is None or dev.cls in layer.device_classes):
                     self.bad(f"devices[{k}].class", f"no time for layer '{layer.id}' on class "
                              f"'{dev.cls}' (give model.layers[{model.index[layer.id]}].time_s."
@@ -605,8 +610,8 @@ def _to_dict(inst: Instance) -> dict[str, Any]:
                      **({"flops_per_s": d.flops_per_s} if d.flops_per_s else {}),
                      **({"meta": dict(d.meta)} if d.meta else {})} for d in inst.devices],
         "links": {"matrix": {
-            "bandwidth_bytes_per_s": [[inst.links[i][j].bandwidth_bytes_per_s for j in range(n)]
-                                      for i in range(n)],
+            "bandwidth_bytes_per_s": [[inst.links[i][j].bandwidth_bytes_per_s if i != j else 0
+                                       for j in range(n)] for i in range(n)],
             "latency_s": [[inst.links[i][j].latency_s for j in range(n)] for i in range(n)]}},
         "cost_model": {"overlap": inst.cost_model.overlap,
                        "transfer": inst.cost_model.transfer.value},

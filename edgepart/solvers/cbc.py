@@ -19,7 +19,7 @@ from edgepart.instance import Instance
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.exact import BackendResult, solve_exact
-from edgepart.solvers.milp import to_pulp
+from edgepart.solvers.milp import solver_output, to_pulp
 
 __all__ = ["run_cbc", "solve_cbc"]
 
@@ -35,7 +35,8 @@ def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
                                    threads=options.threads, gapRel=GAP_REL,
                                    warmStart=bool(model.hint), logPath=str(log_path),
                                    options=[f"randomSeed {options.seed + 1}"])
-        pm.problem.solve(solver)
+        with solver_output(options.verbose):
+            pm.problem.solve(solver)
         log = log_path.read_text() if log_path.exists() else ""
     unit = pm.scale[model.objective]
     has = pm.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
@@ -51,7 +52,7 @@ def _read_log(log: str) -> tuple[Termination, float]:
     objective = re.search(r"^Objective value:\s+(\S+)", log, re.M)
     lower = re.search(r"^Lower bound:\s+(\S+)", log, re.M)
     text = result.group(1) if result else ""
-    if "infeasible" in text.lower():
+    if "infeasible" in text.lower() or re.search(r"^Problem is infeasible", log, re.M):
         return Termination.INFEASIBLE, math.inf
     if lower:
         bound = float(lower.group(1))

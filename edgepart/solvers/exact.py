@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from edgepart.cost import evaluate, validate_plan
+from edgepart.cost import evaluate, infeasibility_reasons, validate_plan
 from edgepart.formulations.model import LinearModel
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
@@ -36,6 +36,10 @@ Backend = Callable[[LinearModel, SolveOptions], BackendResult]
 
 def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backend) -> SolveResult:
     start = time.perf_counter()
+    reasons = infeasibility_reasons(inst)
+    if reasons:
+        return finish(inst, None, method=name, options=options,
+                      termination=Termination.INFEASIBLE, message="; ".join(reasons))
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
     form = PipelineFormulation(inst, options.objective.value, options.max_latency,
@@ -53,12 +57,17 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backe
     if warm is not None and warm_value is not None and (
             plan is None or _value(inst, plan, options) > warm_value):
         plan = warm
-    termination = res.termination
+    termination, message = res.termination, res.message
     if termination is Termination.INFEASIBLE and plan is not None:
         termination = Termination.OPTIMAL  # nothing beats the warm start (cut at its value)
+    elif termination is Termination.INFEASIBLE:
+        message = "proven infeasible: no plan meets memory, device classes, colocation" + (
+            " and the latency/period limits" if options.max_latency or options.max_period else "")
+    elif plan is None and termination is Termination.TIME_LIMIT:
+        message = f"no plan found within the time limit ({options.time_limit} s)"
     return finish(inst, plan, method=name, options=options, termination=termination,
                   bound=res.bound_s, wall_time_s=time.perf_counter() - start,
-                  version=res.version, message=res.message, exact=True,
+                  version=res.version, message=message, exact=True,
                   extra={"variables": len(form.model.vars),
                          "constraints": len(form.model.constraints)})
 

@@ -18,7 +18,7 @@ from edgepart.instance import Instance
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.exact import BackendResult, solve_exact
-from edgepart.solvers.milp import to_pulp
+from edgepart.solvers.milp import solver_output, to_pulp
 
 __all__ = ["run_highs", "solve_highs"]
 
@@ -41,7 +41,8 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
     solver = _WarmHiGHS(msg=options.verbose, timeLimit=options.time_limit,
                         threads=options.threads, gapRel=1e-7, gapAbs=0.0,
                         random_seed=options.seed)
-    pm.problem.solve(solver)
+    with solver_output(options.verbose):
+        pm.problem.solve(solver)
     h = pm.problem.solverModel
     info = h.getInfo()
     status = h.getModelStatus()

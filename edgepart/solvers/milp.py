@@ -7,13 +7,17 @@ Enforced constraints become big-M rows, with M computed from the variable bounds
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pulp
 
 from edgepart.formulations.model import Constraint, Dim, LinearModel
 
-__all__ = ["PulpModel", "to_pulp"]
+__all__ = ["PulpModel", "solver_output", "to_pulp"]
 
 STEPS = 1000.0
 
@@ -62,3 +66,20 @@ def _row(model: LinearModel, con: Constraint, pvars: list[pulp.LpVariable], scal
         const += big_m * len(con.enforce)
     expr = pulp.LpAffineExpression([(pvars[i], c) for i, c in coefs.items() if c != 0.0])
     return pulp.LpConstraint(expr, pulp.LpConstraintGE, rhs=-const)
+
+
+@contextmanager
+def solver_output(verbose: bool) -> Iterator[None]:
+    """Send what native solvers print on stdout to stderr (``verbose``) or nowhere, so that
+    stdout carries only edgepart's own output (``--json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    target = os.dup(2) if verbose else os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(target, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(target)

@@ -1,0 +1,130 @@
+"""Exact backends against brute force: the stored known-answer set and random instances.
+
+Every backend must find the brute-force optimum (within 1e-6 relative), prove it (bound <= objective,
+gap <= 1e-6), return a plan the shared checker accepts, and report infeasibility as an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import cost_models, random_instance
+
+from edgepart import (
+    Plan,
+    SolutionStatus,
+    Stage,
+    Termination,
+    evaluate,
+    load_instance,
+    solve,
+    validate_plan,
+)
+from edgepart.results import OPTIMALITY_TOL
+
+TINY = Path(__file__).resolve().parents[1] / "instances" / "tiny"
+NAMES = sorted(p.name.removesuffix(".json") for p in TINY.glob("*.json")
+               if not p.name.endswith(".optimum.json"))
+BACKENDS = ["cpsat", "highs", "cbc"]
+
+
+def check_optimal(inst, result, expected: float) -> None:  # type: ignore[no-untyped-def]
+    assert result.status is SolutionStatus.OPTIMAL, result.message
+    assert result.termination is Termination.OPTIMAL
+    assert result.objective_s == pytest.approx(expected, rel=1e-6)
+    assert result.bound_s <= result.objective_s * (1 + 1e-12)
+    assert result.gap <= OPTIMALITY_TOL
+    assert validate_plan(inst, result.plan) == []
+    value = evaluate(inst, result.plan).objective(result.objective)
+    assert value == result.objective_s
+
+
+def test_known_answer_set_is_not_empty() -> None:
+    assert len(NAMES) >= 10
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("objective", ["bottleneck", "latency"])
+def test_stored_optimum_is_the_brute_force_optimum(name: str, objective: str) -> None:
+    expected = json.loads((TINY / f"{name}.optimum.json").read_text())[objective]
+    result = solve(load_instance(TINY / f"{name}.json"), "brute", objective=objective)
+    if expected == "infeasible":
+        assert result.status is SolutionStatus.INFEASIBLE
+    else:
+        assert result.objective_s == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("objective", ["bottleneck", "latency"])
+def test_backend_finds_stored_optimum(backend: str, name: str, objective: str) -> None:
+    inst = load_instance(TINY / f"{name}.json")
+    expected = json.loads((TINY / f"{name}.optimum.json").read_text())[objective]
+    result = solve(inst, backend, objective=objective, time_limit=60)
+    if expected == "infeasible":
+        assert result.status is SolutionStatus.INFEASIBLE
+        assert result.termination is Termination.INFEASIBLE
+        assert "layer 'b' needs" in result.message
+    else:
+        check_optimal(inst, result, expected)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 6), nd=st.integers(1, 3),
+       chain=st.booleans(), cost_model=cost_models, ends=st.booleans(),
+       uniform=st.booleans(), memory=st.booleans(), objective=st.sampled_from(
+           ["bottleneck", "latency"]))
+def test_all_backends_agree_with_brute_force(seed: int, n: int, nd: int, chain: bool,
+                                             cost_model: tuple[str, bool], ends: bool,
+                                             uniform: bool, memory: bool,
+                                             objective: str) -> None:
+    transfer, overlap = cost_model
+    inst = load_instance(random_instance(seed, n=n, nd=nd, chain=chain, transfer=transfer,
+                                         overlap=overlap, ends=ends, uniform_links=uniform,
+                                         memory=memory, restrict=seed % 5 == 0,
+                                         colocate=seed % 7 == 0))
+    ref = solve(inst, "brute", objective=objective)
+    for backend in BACKENDS:
+        result = solve(inst, backend, objective=objective, time_limit=60)
+        if ref.status is SolutionStatus.INFEASIBLE:
+            assert result.status is SolutionStatus.INFEASIBLE
+        else:
+            check_optimal(inst, result, ref.objective_s)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_limits_on_the_other_objective(backend: str) -> None:
+    inst = load_instance(TINY / "two_layers.json")
+    # Period 1 s needs the split (latency 2.1 s); a 2.05 s latency cap forbids it.
+    capped = solve(inst, backend, max_latency=2.05)
+    check_optimal(inst, capped, 2.0)
+    assert capped.metrics is not None and capped.metrics.latency_s <= 2.05
+    fast = solve(inst, backend, objective="latency", max_period=1.5)
+    check_optimal(inst, fast, 2.1)
+    none = solve(inst, backend, objective="latency", max_period=0.5)
+    assert none.status is SolutionStatus.INFEASIBLE and none.plan is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_warm_start_is_accepted_and_improved(backend: str) -> None:
+    inst = load_instance(TINY / "dag5_relay.json")
+    one_device = Plan((Stage("d0", tuple(x.id for x in inst.model.layers)),))
+    result = solve(inst, backend, warm_start=one_device)
+    expected = json.loads((TINY / "dag5_relay.optimum.json").read_text())["bottleneck"]
+    check_optimal(inst, result, expected)
+
+
+def test_time_limit_returns_best_plan_with_honest_gap() -> None:
+    data = random_instance(7, n=40, nd=6, transfer="relay")
+    inst = load_instance(data)
+    result = solve(inst, "cbc", time_limit=1)
+    assert result.has_plan and validate_plan(inst, result.plan) == []
+    assert result.bound_s <= result.objective_s
+    if result.status is not SolutionStatus.OPTIMAL:
+        assert result.termination is Termination.TIME_LIMIT and result.gap > OPTIMALITY_TOL
+    assert math.isfinite(result.objective_s)
