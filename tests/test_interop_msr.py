@@ -157,6 +157,7 @@ def test_brute_force_optimum_matches_their_max_load_on_a_tiny_graph() -> None:
     graph["maxCPUs"] = 0
     inst = msr.to_instance(msr.parse_msr(graph))
     result = solve(inst, "brute")
+    assert result.plan is not None
     group = {int(v): b + 1 for b, s in enumerate(result.plan.stages) for v in s.layers}
     assert result.objective_s == pytest.approx(max(their_loads(graph, group).values()))
 
