@@ -71,15 +71,15 @@ def test_single_stage_needs_no_split_point() -> None:
 
 
 def test_interleaved_dag_stages_are_not_expressible() -> None:
-    with pytest.raises(tp.NotExpressible, match="fx node 'd' .stage 0. runs after 'b' .stage 1."):
+    with pytest.raises(tp.NotExpressible, match=r"fx node 'd' .stage 0. runs after 'b' .stage 1."):
         spec("a d", "b add act c")
 
 
 def test_boundary_between_two_functions_is_not_expressible() -> None:
     calls = (*CALLS[:4], tp.FxCall("add", "call_function", "add"),
              tp.FxCall("act", "call_function", "relu"), *CALLS[6:])
-    with pytest.raises(tp.NotExpressible, match="between fx nodes 'add' .call_function add. "
-                                                "and 'act' .call_function relu."):
+    with pytest.raises(tp.NotExpressible, match=r"between fx nodes 'add' .call_function add. "
+                                                r"and 'act' .call_function relu."):
         spec("a b d add", "act c", calls=calls)
 
 
@@ -106,7 +106,7 @@ def test_mismatched_model_plan_or_instance_is_bad_input() -> None:
         tp.torch_split(instance(c=["zz"]), plan("a b d add act c"), CALLS)
     with pytest.raises(InputError, match="layer 'c' lists no fx nodes"):
         tp.torch_split(instance(c=[]), plan("a b d add act c"), CALLS)
-    with pytest.raises(InputError, match="plan: .*goes backwards"):
+    with pytest.raises(InputError, match=r"plan: .*goes backwards"):
         tp.torch_split(instance(), plan("b d add act c", "a"), CALLS)
 
 
@@ -139,7 +139,7 @@ def test_split_spec_gives_the_plans_stages_and_the_same_output(tiny_net: Any,
                                                      split.split_spec().items()})
     assert pipe.num_stages == len(stages)
     for i, stage in enumerate(stages):
-        graph = pipe.get_stage_module(i).graph
+        graph: torch.fx.Graph = pipe.get_stage_module(i).graph  # type: ignore[assignment]
         modules = {str(n.target) for n in graph.nodes if n.op == "call_module"}
         assert modules == set(stage.split()) - {"add"}
     with torch.no_grad():
