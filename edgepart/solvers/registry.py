@@ -4,3 +4,4 @@ from __future__ import annotations
 
 from edgepart.solvers import brute  # noqa: F401
 from edgepart.solvers import cbc, cpsat, highs  # noqa: F401
+from edgepart.solvers import dp  # noqa: F401

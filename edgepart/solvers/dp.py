@@ -1,0 +1,607 @@
+r"""Exact dynamic programmes over pipeline cuts: ``dp`` (ranges) and ``dp_ideals`` (ideals).
+
+Model. A plan is a chain of *cuts* :math:`\emptyset = I_0 \subsetneq I_1 \subsetneq \dots
+\subsetneq I_k = V`, each a predecessor-closed set of layers; stage :math:`b` runs
+:math:`I_{b+1} \setminus I_b` on device :math:`d_b` (all distinct). In relay mode (see
+:mod:`edgepart.cost`) the boundary after stage :math:`b` carries the bytes :math:`B(I_{b+1})` of
+every tensor produced inside :math:`I_{b+1}` and consumed outside it, as one message
+:math:`R_b = \tau_{d_b d_{b+1}}(B(I_{b+1}))`, so a stage's time depends only on its own layer set,
+its device and its two neighbours' devices. With overlap the period is
+:math:`\max(\max_b C_b, \max_b R_b)`, which a DP with state *(cut, devices used, device of the
+last stage)* minimises exactly:
+
+.. math::
+
+    A[J][S][d] = \min_u \max(H[J][S][u],\ \tau_{u d}(B(J))), \qquad
+    H[I][S + d][d] = \min_{J \subsetneq I} \max(A[J][S][d],\ C_d(I \setminus J))
+
+(:math:`C_d = \infty` where a layer may not run on :math:`d` or the stage does not fit in its
+memory, buffers included). The latency :math:`\sum_b C_b + \sum_b R_b` is the same DP with
+``+`` for ``max``. Without overlap a stage costs :math:`R_{b-1} + C_b + R_b`, which couples three
+devices; we bisect on the period :math:`P`: plan exists iff the DP keeping, per state, the
+*smallest incoming transfer* among prefixes whose stages all meet :math:`P` reaches the end
+(monotone: a smaller incoming transfer never hurts later stages). Each feasible answer lowers the
+upper bound to its plan's period; an infeasible one raises the proven lower bound.
+
+Devices that are interchangeable (same class, memory and speed, same links to every other device
+and to the source and sink, and neither the source nor the sink) are merged into *types*, as in
+PipeEdge: the "devices used" set becomes a multiset, :math:`S = \prod_t (c_t + 1)` states instead
+of :math:`2^D`, and the plan maps types back to devices in order.
+
+Families of cuts.
+
+* ``dp``: prefixes of the given topological order (every stage is a range). Exact for every plan
+  on a chain (where every plan is a range plan, and relay and direct transfers coincide), so it
+  reports ``OPTIMAL`` only when ``inst.model.is_chain``; on a DAG the best range plan is a heuristic
+  (``FINISHED``, no bound). Time :math:`O(n^2 S T + n S T^2)` per pass, memory :math:`O(n S T)`.
+* ``dp_ideals``: every ideal (predecessor-closed set) of the DAG, as in Tarnawski et al.'s DP.
+  Exact on any DAG in relay mode (and on chains); with direct transfers on a DAG a tensor's cost
+  depends on the devices of non-adjacent stages, so the relay boundary is only a proxy and the
+  result is ``FINISHED``. Time :math:`O(P S T + M S T^2)` per pass plus :math:`O(M^2 n)` bit
+  operations to find the :math:`P \le M^2/2` pairs of :math:`M` ideals.
+
+Colocation is honoured by using only cuts that split no colocate group. Refusals (``UNSUPPORTED``,
+with the numbers) beyond :data:`MAX_CELLS` stored states, :data:`MAX_WORK` state updates per pass
+or :data:`MAX_IDEALS` ideals. Bicriteria requests (a latency cap on the period objective, or a
+period cap on latency without overlap) are refused too.
+
+References
+----------
+.. [1] Y. Hu et al., "PipeEdge: Pipeline Parallelism for Large-Scale Model Inference on
+   Heterogeneous Edge Devices", DSD 2022 (DP over layers, device-type multiset, next type).
+.. [2] J. Tarnawski, A. Phanishayee, N. Devanur, D. Mahajan, F. Nina Paravecino, "Efficient
+   Algorithms for Device Placement of DNN Graph Operators", NeurIPS 2020 (DP over ideals).
+.. [3] SNU-RTOS/DNNPipe (DP over layers and device subsets with bound pruning).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from edgepart.cost import REL_TOL
+from edgepart.instance import Instance, Transfer
+from edgepart.plan import Plan
+from edgepart.results import SolveResult, Termination
+from edgepart.solvers.base import Objective, SolveOptions, finish, register
+from edgepart.solvers.heuristics.common import alive_bytes, colocation_cut_ok
+
+__all__ = [
+    "BISECTION_TOL",
+    "MAX_CELLS",
+    "MAX_IDEALS",
+    "MAX_WORK",
+    "CutFamily",
+    "DPOutcome",
+    "DPProblem",
+    "DeviceTypes",
+    "ideal_family",
+    "optimise",
+    "path_plan",
+    "path_times",
+    "prefix_family",
+    "run_family",
+    "solve_dp",
+    "solve_dp_ideals",
+]
+
+MAX_CELLS = 6_000_000
+"""Most (cut, device state, type) cells kept (two float arrays of this size)."""
+MAX_WORK = 300_000_000
+"""Most (cut pair, device state, type) updates in one pass of the DP."""
+MAX_IDEALS = 5_000
+"""Most ideals ``dp_ideals`` enumerates (Tarnawski et al. stop at 60,000 with one state each;
+ours carry S x T device states)."""
+BISECTION_TOL = 1e-8
+"""Relative gap at which the bisection on the period (no overlap) stops."""
+
+_CHUNK = 2_000_000  # elements of one vectorised block
+
+
+# ---------------------------------------------------------------------------------------------
+# Device types and cut families
+# ---------------------------------------------------------------------------------------------
+
+
+def _default_key(inst: Instance, d: int) -> tuple[Any, ...]:
+    dev = inst.devices[d]
+    return (dev.cls, dev.memory_bytes, dev.flops_per_s)
+
+
+@dataclass(frozen=True)
+class DeviceTypes:
+    """Devices grouped into interchangeable types; ``members[t]`` lists device indices."""
+
+    members: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, inst: Instance, devices: Sequence[int],
+           key: Callable[[Instance, int], tuple[Any, ...]] = _default_key,
+           refine: bool = True) -> DeviceTypes:
+        """Group ``devices`` by ``key``; the source and sink are always alone. With ``refine``,
+        any group whose members' links (to each other, other devices, source, sink) differ is
+        split into single devices, so that swapping two members is a symmetry of the instance."""
+        ends = {e for e in (inst.source_index, inst.sink_index) if e is not None}
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for d in devices:
+            groups.setdefault(("end", d) if d in ends else key(inst, d), []).append(d)
+        members = [tuple(g) for g in groups.values()]
+        while refine:
+            split = _asymmetric_groups(inst, members, ends)
+            if not split:
+                break
+            members = [m for g, grp in enumerate(members)
+                       for m in ([(d,) for d in grp] if g in split else [grp])]
+        return cls(tuple(members))
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        return np.array([len(m) for m in self.members])
+
+    @cached_property
+    def strides(self) -> np.ndarray:
+        return np.concatenate([[1], np.cumprod(self.counts + 1)[:-1]]).astype(np.int64)
+
+    @property
+    def n_types(self) -> int:
+        return len(self.members)
+
+    @property
+    def n_states(self) -> int:
+        return int(np.prod(self.counts + 1))
+
+    @cached_property
+    def addable(self) -> tuple[np.ndarray, ...]:
+        """Per type t, the states that still have a device of type t free."""
+        s = np.arange(self.n_states)
+        return tuple(np.flatnonzero((s // self.strides[t]) % (self.counts[t] + 1) < self.counts[t])
+                     for t in range(self.n_types))
+
+    def contains(self, t: int, device: int | None) -> bool:
+        return device is not None and device in self.members[t]
+
+
+def _asymmetric_groups(inst: Instance, members: list[tuple[int, ...]], ends: set[int]) -> set[int]:
+    """Groups (indices) whose links are not a function of the pair of groups."""
+    gid = {d: g for g, grp in enumerate(members) for d in grp}
+    for e in ends - gid.keys():
+        gid[e] = -1 - e  # an end that is not a candidate device is a group of its own
+    seen: dict[tuple[int, int], Any] = {}
+    bad: set[int] = set()
+    for x in gid:
+        for y in gid:
+            if x == y:
+                continue
+            pair, link = (gid[x], gid[y]), inst.link(x, y)
+            if seen.setdefault(pair, link) != link:
+                bad.update(g for g in pair if g >= 0 and len(members[g]) > 1)
+    return bad
+
+
+@dataclass(frozen=True)
+class CutFamily:
+    """Cuts (predecessor-closed layer sets) sorted by size, from empty (0) to everything (M-1).
+
+    ``subs[I]`` holds the cuts strictly inside cut ``I``: each pair ``J < I`` is a possible stage
+    ``sets[I] & ~sets[J]``.
+    """
+
+    sets: np.ndarray
+    subs: tuple[np.ndarray, ...]
+
+    @property
+    def size(self) -> int:
+        return int(self.sets.shape[0])
+
+    @cached_property
+    def pairs(self) -> int:
+        return int(sum(len(s) for s in self.subs))
+
+
+def prefix_family(inst: Instance, positions: Sequence[int] | None = None) -> CutFamily:
+    """Prefixes of the layer order at ``positions`` (default: every position that splits no
+    colocate group); 0 and n are always included."""
+    n = len(inst.model.layers)
+    ok = colocation_cut_ok(inst)
+    pos = sorted({0, n, *(j for j in (range(n + 1) if positions is None else positions) if ok[j])})
+    sets = np.arange(n)[None, :] < np.array(pos)[:, None]
+    return CutFamily(sets, tuple(np.arange(i) for i in range(len(pos))))
+
+
+def ideal_family(inst: Instance, max_ideals: int = MAX_IDEALS) -> CutFamily | None:
+    """Every ideal of the layer DAG that splits no colocate group, or ``None`` when there are
+    more than ``max_ideals`` ideals (counted before the colocation filter)."""
+    g = inst.model
+    n = len(g.layers)
+    pred = [sum(1 << u for u in p) for p in g.pred]
+    seen = {0}
+    level = [0]
+    while level:
+        nxt = []
+        for ideal in level:
+            for v in range(n):
+                bit = 1 << v
+                if not ideal & bit and pred[v] & ~ideal == 0 and ideal | bit not in seen:
+                    seen.add(ideal | bit)
+                    nxt.append(ideal | bit)
+            if len(seen) > max_ideals:
+                return None
+        level = nxt
+    groups = [sum(1 << g.index[lid] for lid in grp) for grp in g.colocate]
+    ideals = sorted((i for i in seen if all(i & m in (0, m) for m in groups)), key=int.bit_count)
+    nbytes = (n + 7) // 8
+    sets = np.array([np.unpackbits(np.frombuffer(i.to_bytes(nbytes, "little"), np.uint8),
+                                   bitorder="little")[:n] for i in ideals], dtype=bool)
+    packed = np.packbits(sets, axis=1)
+    subs = tuple(np.flatnonzero(~(packed[:i] & ~packed[i]).any(axis=1)) for i in range(len(ideals)))
+    return CutFamily(sets, subs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The problem: stage costs and transfer times over a family and device types
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DPProblem:
+    """Everything one DP pass reads. Build it with :meth:`of`; fields are arrays over cuts (M),
+    types (T) or layers (n). ``comm_bytes`` are the bytes of the message across a cut,
+    ``buffer_bytes`` what the stages on both sides hold for it (equal, except for PipeEdge's own
+    model)."""
+
+    family: CutFamily
+    types: DeviceTypes
+    comm_bytes: np.ndarray
+    buffer_bytes: np.ndarray
+    lat: np.ndarray
+    inv_bw: np.ndarray
+    src: np.ndarray
+    snk: np.ndarray
+    cum_time: np.ndarray
+    cum_bad: np.ndarray
+    params: np.ndarray
+    work: np.ndarray
+    capacity: np.ndarray
+    recv_first: np.ndarray
+    send_last: np.ndarray
+
+    @classmethod
+    def of(cls, inst: Instance, family: CutFamily, types: DeviceTypes) -> DPProblem:
+        """The relay cost model of ``inst`` on ``family`` with devices grouped by ``types``."""
+        reps = [m[0] for m in types.members]
+        times = np.array(inst.times, dtype=float).reshape(len(inst.model.layers), -1)[:, reps]
+        runs = np.isfinite(times)
+        sets = family.sets.astype(float)
+        alive = alive_bytes(inst, family.sets)
+        lat, inv_bw = _type_links(inst, types)
+        return cls(
+            family=family, types=types, comm_bytes=alive, buffer_bytes=alive, lat=lat,
+            inv_bw=inv_bw,
+            src=_end_times(inst, types, inst.source_index, alive[0], outgoing=True),
+            snk=_end_times(inst, types, inst.sink_index, alive[-1], outgoing=False),
+            cum_time=sets @ np.where(runs, times, 0.0), cum_bad=sets @ (~runs).astype(float),
+            params=sets @ np.array([x.param_bytes for x in inst.model.layers]),
+            work=np.array([x.work_bytes for x in inst.model.layers]),
+            capacity=np.array([inst.devices[d].memory_bytes for d in reps]),
+            recv_first=np.array([0.0 if types.contains(t, inst.source_index) else alive[0]
+                                 for t in range(types.n_types)]),
+            send_last=np.array([0.0 if types.contains(t, inst.sink_index) else alive[-1]
+                                for t in range(types.n_types)]))
+
+    def stage(self, i: int, js: np.ndarray) -> np.ndarray:
+        """(len(js), T): compute seconds of stage ``sets[i] - sets[j]`` on each type; ``inf``
+        where a layer may not run there or the stage (with its buffers) does not fit."""
+        last = self.family.size - 1
+        comp = self.cum_time[i] - self.cum_time[js]
+        bad = self.cum_bad[i] - self.cum_bad[js] > 0.5
+        mem = (self.params[i] - self.params[js] + self._max_work(i, js))[:, None] + (
+            self.send_last if i == last else self.buffer_bytes[i])
+        mem = mem + np.where((js == 0)[:, None], self.recv_first[None, :],
+                             self.buffer_bytes[js][:, None])
+        return np.where(bad | (mem > self.capacity * (1 + REL_TOL)), np.inf, comp)
+
+    def _max_work(self, i: int, js: np.ndarray) -> np.ndarray:
+        if not self.work.any():
+            return np.zeros(len(js))
+        inside = self.family.sets[i] & ~self.family.sets[js]
+        return np.where(inside, self.work, 0.0).max(axis=1)
+
+    def cross(self, i: int) -> np.ndarray:
+        """(T, T): seconds of the message across cut ``i`` from a stage of type u to one of v."""
+        return self.lat + self.comm_bytes[i] * self.inv_bw
+
+
+def _type_links(inst: Instance, types: DeviceTypes) -> tuple[np.ndarray, np.ndarray]:
+    """Latency and 1/bandwidth between types (within a type: between two of its devices)."""
+    nt = types.n_types
+    lat, inv_bw = np.full((nt, nt), np.inf), np.zeros((nt, nt))
+    for u, mu in enumerate(types.members):
+        for v, mv in enumerate(types.members):
+            pair = (mu[0], mv[0]) if u != v else (mu[:2] if len(mu) > 1 else None)
+            if pair is not None:
+                link = inst.link(*pair)
+                lat[u, v], inv_bw[u, v] = link.latency_s, 1.0 / link.bandwidth_bytes_per_s
+    return lat, inv_bw
+
+
+def _end_times(inst: Instance, types: DeviceTypes, end: int | None, nbytes: float,
+               outgoing: bool) -> np.ndarray:
+    """Seconds between the source (sink) and a first (last) stage of each type."""
+    reps = [m[0] for m in types.members]
+    return np.array([inst.transfer_time(end, d, nbytes) if outgoing
+                     else inst.transfer_time(d, end, nbytes) for d in reps])
+
+
+# ---------------------------------------------------------------------------------------------
+# The DP engine
+# ---------------------------------------------------------------------------------------------
+
+
+class Mode(Enum):
+    BOTTLENECK = "bottleneck"  # min max(transfers, computes): the period with overlap
+    LATENCY = "latency"  # min sum of transfers and computes (stage parts each <= cap)
+    FEASIBLE = "feasible"  # min incoming transfer with every stage's in + compute + out <= cap
+
+
+class _Timeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One DP pass: its mode, the cap (period limit; ``inf`` for none) and its tables."""
+
+    prob: DPProblem
+    mode: Mode
+    cap: float
+    deadline: float
+    h: np.ndarray = field(init=False)
+    a: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        m, s, t = self.prob.family.size, self.prob.types.n_states, self.prob.types.n_types
+        object.__setattr__(self, "h", np.full((m, s, t), np.inf))
+        object.__setattr__(self, "a", np.full((m, s, t), np.inf))
+        self.a[0, 0] = self._capped(self.prob.src)
+        for i in range(1, m):
+            if time.perf_counter() > self.deadline:
+                raise _Timeout
+            self.h[i] = self._pull(i)
+            if i < m - 1:
+                self.a[i] = self.link_value(self.h[i][:, :, None],
+                                            self.prob.cross(i)[None]).min(axis=1)
+
+    def _capped(self, x: np.ndarray) -> np.ndarray:
+        return np.where(x <= self.cap, x, np.inf) if self.mode is Mode.LATENCY else x
+
+    def combine(self, a: np.ndarray, comp: np.ndarray) -> np.ndarray:
+        """Value after adding a stage of compute ``comp`` to an entry value ``a``."""
+        if self.mode is Mode.BOTTLENECK:
+            return np.maximum(a, comp)
+        return a + self._capped(comp)
+
+    def link_value(self, h: np.ndarray, tau: np.ndarray) -> np.ndarray:
+        """Entry value of the next stage after a transfer ``tau`` from a state of value ``h``."""
+        if self.mode is Mode.BOTTLENECK:
+            return np.maximum(h, tau)
+        if self.mode is Mode.LATENCY:
+            return h + self._capped(tau)
+        return np.where(h + tau <= self.cap, tau, np.inf)
+
+    def _pull(self, i: int) -> np.ndarray:
+        types = self.prob.types
+        js = self.prob.family.subs[i]
+        best = np.full((types.n_states, types.n_types), np.inf)
+        step = max(1, _CHUNK // best.size)
+        for k in range(0, len(js), step):
+            chunk = js[k:k + step]
+            vals = self.combine(self.a[chunk], self.prob.stage(i, chunk)[:, None, :])
+            np.minimum(best, vals.min(axis=0), out=best)
+        out = np.full_like(best, np.inf)
+        for t, states in enumerate(types.addable):
+            out[states + types.strides[t], t] = best[states, t]
+        return out
+
+    def finals(self) -> np.ndarray:
+        """(S, T): objective of each complete state (after the sink transfer)."""
+        h, snk = self.h[-1], self.prob.snk[None, :]
+        if self.mode is Mode.FEASIBLE:
+            return np.where(h + snk <= self.cap, h + snk, np.inf)
+        return self.link_value(h, snk)
+
+    def backtrack(self) -> list[tuple[int, int, int]] | None:
+        """The best complete plan as stages ``(J, I, type)`` in order, or ``None``."""
+        fin = self.finals()
+        if not np.isfinite(fin).any():
+            return None
+        s, t = (int(x) for x in np.unravel_index(np.argmin(fin), fin.shape))
+        i, path = self.prob.family.size - 1, []
+        while True:
+            js = self.prob.family.subs[i]
+            s -= int(self.prob.types.strides[t])
+            j = int(js[np.argmin(self.combine(self.a[js, s, t], self.prob.stage(i, js)[:, t]))])
+            path.append((j, i, t))
+            if j == 0:
+                return path[::-1]
+            i, t = j, int(np.argmin(self.link_value(self.h[j, s], self.prob.cross(j)[:, t])))
+
+
+@dataclass(frozen=True)
+class DPOutcome:
+    """The DP's answer in its own model: a path of stages ``(J, I, type)``, its value, the proven
+    lower bound (``value`` when solved; less after a timeout) and the number of passes."""
+
+    path: tuple[tuple[int, int, int], ...] | None
+    value: float
+    bound: float
+    passes: int
+    timed_out: bool = False
+
+
+def path_times(prob: DPProblem, path: Sequence[tuple[int, int, int]]
+               ) -> tuple[list[float], list[float]]:
+    """Per stage compute seconds and the k + 1 transfers (source, cuts, sink) of a path."""
+    comp = [float(prob.stage(i, np.array([j]))[0, t]) for j, i, t in path]
+    comm = [float(prob.src[path[0][2]])]
+    comm += [float(prob.cross(i)[t, path[b + 1][2]]) for b, (_, i, t) in enumerate(path[:-1])]
+    comm.append(float(prob.snk[path[-1][2]]))
+    return comp, comm
+
+
+def _serial_period(prob: DPProblem, path: Sequence[tuple[int, int, int]]) -> float:
+    comp, comm = path_times(prob, path)
+    return max(comm[b] + c + comm[b + 1] for b, c in enumerate(comp))
+
+
+def optimise(prob: DPProblem, objective: Objective, overlap: bool, deadline: float = math.inf,
+             max_period: float | None = None) -> DPOutcome:
+    """Minimise the period (or latency) over the problem's cut family, exactly in its model.
+
+    Raises
+    ------
+    ValueError
+        For a period cap on the latency objective without overlap (not a DP of this form).
+    """
+    cap = math.inf if max_period is None else max_period
+    try:
+        if objective is Objective.LATENCY:
+            if cap < math.inf and not overlap:
+                raise ValueError("a period cap on latency without overlap couples neighbouring "
+                                 "stages; use cpsat")
+            return _single(_Pass(prob, Mode.LATENCY, cap, deadline))
+        first = _single(_Pass(prob, Mode.BOTTLENECK, math.inf, deadline))
+    except _Timeout:
+        return DPOutcome(None, math.inf, -math.inf, 0, timed_out=True)
+    if overlap or first.path is None:
+        return first
+    return _bisect(prob, first, deadline)
+
+
+def _single(p: _Pass) -> DPOutcome:
+    path = p.backtrack()
+    if path is None:
+        return DPOutcome(None, math.inf, math.inf, 1)
+    value = float(p.finals().min())
+    return DPOutcome(tuple(path), value, value, 1)
+
+
+def _bisect(prob: DPProblem, first: DPOutcome, deadline: float) -> DPOutcome:
+    """Without overlap: the overlapped optimum is a lower bound (max <= sum); bisect up from it."""
+    assert first.path is not None
+    best, lo = first.path, first.value
+    hi = _serial_period(prob, best)
+    passes = 1
+    while hi - lo > BISECTION_TOL * hi:
+        mid = 0.5 * (lo + hi)
+        try:
+            path = _Pass(prob, Mode.FEASIBLE, mid, deadline).backtrack()
+        except _Timeout:
+            return DPOutcome(best, hi, lo, passes, timed_out=True)
+        passes += 1
+        if path is None:
+            lo = mid
+        else:
+            best, hi = tuple(path), min(mid, _serial_period(prob, path))
+    return DPOutcome(best, hi, lo, passes)
+
+
+def path_plan(inst: Instance, prob: DPProblem, path: Sequence[tuple[int, int, int]],
+              method: str = "") -> Plan:
+    """The plan of a DP path: stage b runs ``sets[I] - sets[J]`` on the next free device of its
+    type."""
+    stage_of = np.zeros(len(inst.model.layers), dtype=int)
+    free = [list(m) for m in prob.types.members]
+    devices = []
+    for b, (j, i, t) in enumerate(path):
+        stage_of[prob.family.sets[i] & ~prob.family.sets[j]] = b
+        devices.append(free[t].pop(0))
+    return Plan.from_assignment(inst, stage_of.tolist(), devices, method)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered methods
+# ---------------------------------------------------------------------------------------------
+
+
+def _refusal(inst: Instance, options: SolveOptions) -> str:
+    if options.objective is Objective.BOTTLENECK and options.max_latency is not None:
+        return "a latency cap on the period objective is bicriteria; use cpsat"
+    if (options.objective is Objective.LATENCY and options.max_period is not None
+            and not inst.cost_model.overlap):
+        return ("a period cap on latency without overlap couples neighbouring stages; "
+                "use cpsat")
+    return ""
+
+
+def _size_refusal(family: CutFamily, types: DeviceTypes) -> str:
+    per_cut = types.n_states * types.n_types
+    cells, work = family.size * per_cut, family.pairs * per_cut
+    if cells > MAX_CELLS or work > MAX_WORK:
+        return (f"{family.size} cuts x {types.n_states} device states x {types.n_types} device "
+                f"types = {cells:.3g} cells and {work:.3g} updates per pass (limits "
+                f"{MAX_CELLS:.3g} and {MAX_WORK:.3g}; devices differ too much to be merged)")
+    return ""
+
+
+def run_family(inst: Instance, options: SolveOptions, method: str, family: CutFamily | None,
+               exact: bool, start: float, why_not: str = "") -> SolveResult:
+    """Run the DP on ``family`` with every device and package the answer for ``method``."""
+    types = DeviceTypes.of(inst, range(len(inst.devices)))
+    refusal = why_not or _refusal(inst, options) or (
+        _size_refusal(family, types) if family is not None else "")
+    if refusal or family is None:
+        return finish(inst, None, method=method, options=options,
+                      termination=Termination.UNSUPPORTED, message=f"{method}: {refusal}")
+    prob = DPProblem.of(inst, family, types)
+    deadline = start + options.time_limit if options.time_limit else math.inf
+    out = optimise(prob, options.objective, inst.cost_model.overlap, deadline, options.max_period)
+    extra = {"cuts": family.size, "cut_pairs": family.pairs, "device_types": types.n_types,
+             "device_states": types.n_states, "passes": out.passes}
+    plan = None if out.path is None else path_plan(inst, prob, out.path)
+    wall = time.perf_counter() - start
+    if out.timed_out:
+        return finish(inst, plan, method=method, options=options,
+                      termination=Termination.TIME_LIMIT, bound=out.bound if exact else -math.inf,
+                      wall_time_s=wall, exact=exact, extra=extra,
+                      message=f"stopped at the time limit ({options.time_limit} s)")
+    if plan is None:
+        return finish(inst, None, method=method, options=options,
+                      termination=Termination.INFEASIBLE if exact else Termination.FINISHED,
+                      wall_time_s=wall, extra=extra,
+                      message="no plan over these cuts meets memory, device classes, colocation "
+                              "and the limits")
+    return finish(inst, plan, method=method, options=options,
+                  termination=Termination.OPTIMAL if exact else Termination.FINISHED,
+                  bound=out.bound if exact else -math.inf, wall_time_s=wall, exact=exact,
+                  extra=extra, message="" if exact else _heuristic_note(inst, method))
+
+
+def _heuristic_note(inst: Instance, method: str) -> str:
+    if method == "dp":
+        return "exact over range plans; the DAG may have better non-range plans"
+    return "direct transfers on a DAG: the DP charges relay boundaries, so it proves nothing"
+
+
+@register("dp")
+def solve_dp(inst: Instance, options: SolveOptions) -> SolveResult:
+    """Exact DP over range plans (see the module docstring); optimal when the model is a chain."""
+    start = time.perf_counter()
+    return run_family(inst, options, "dp", prefix_family(inst), inst.model.is_chain, start)
+
+
+@register("dp_ideals")
+def solve_dp_ideals(inst: Instance, options: SolveOptions) -> SolveResult:
+    """Exact DP over ideals (see the module docstring); refuses beyond :data:`MAX_IDEALS`."""
+    start = time.perf_counter()
+    family = ideal_family(inst)
+    why = "" if family is not None else (
+        f"the layer graph has more than {MAX_IDEALS} ideals (too wide to enumerate)")
+    exact = inst.cost_model.transfer is Transfer.RELAY or inst.model.is_chain
+    return run_family(inst, options, "dp_ideals", family, exact, start, why)
