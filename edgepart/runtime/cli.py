@@ -1,0 +1,182 @@
+"""``edgepart run`` and ``edgepart worker``: argument parsing and printing only.
+
+torch is imported only when a command runs, so the core CLI starts without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK, print_json
+from edgepart.errors import InputError
+
+__all__ = ["parse_slowdown", "register", "worker_main"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run`` and ``worker`` to the top-level CLI."""
+    _add_run(subparsers)
+    _add_worker(subparsers)
+
+
+def _add_run(subparsers: Any) -> None:
+    p = subparsers.add_parser("run", help="run a plan on workers (local processes or machines)")
+    p.add_argument("instance")
+    p.add_argument("plan", help="PLAN.json (from edgepart solve --out)")
+    p.add_argument("--model", required=True, help="torchvision:NAME or package.module:factory")
+    p.add_argument("--requests", type=int, default=20, metavar="N", help="default 20")
+    p.add_argument("--inflight", type=int, default=4, metavar="K",
+                   help="requests unanswered at most (default 4)")
+    p.add_argument("--emulate", choices=["none", "pad", "cgroup"], default="none",
+                   help="emulate the instance's devices: pad compute, or cgroup CPU/memory limits")
+    p.add_argument("--time-scale", default="1", metavar="X|auto",
+                   help="multiply every emulated time (default 1; auto: the least that fits)")
+    p.add_argument("--master", default=None, metavar="HOST:PORT",
+                   help="serve remote workers here (default: spawn local workers on 127.0.0.1)")
+    p.add_argument("--fail-stage", type=int, default=None, metavar="K",
+                   help="kill stage K's worker (0-based) ...")
+    p.add_argument("--fail-after", type=int, default=None, metavar="N",
+                   help="... after it has processed N requests")
+    p.add_argument("--adapt", action="store_true", help="re-plan when a device slows down")
+    p.add_argument("--slowdown", action="append", default=[], metavar="DEVICE:FACTOR@REQUEST",
+                   help="make DEVICE FACTOR times slower from request REQUEST on (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="random weights and inputs (default 0)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="state dict to load (torch.load with weights_only=True)")
+    p.add_argument("--input-shape", default=None, metavar="1,3,224,224",
+                   help="default: the instance's meta.input_shape")
+    p.add_argument("--replan-time-limit", type=float, default=10.0, metavar="S")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_run)
+
+
+def _add_worker(subparsers: Any) -> None:
+    p = subparsers.add_parser("worker", help="serve as one device's worker for edgepart run")
+    _worker_arguments(p)
+    p.set_defaults(handler=cmd_worker)
+
+
+def _worker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rank", type=int, required=True,
+                   help="1 + the device's index in the instance")
+    p.add_argument("--world", type=int, required=True, help="1 + number of devices")
+    p.add_argument("--master", required=True, metavar="HOST:PORT", help="the driver's address")
+    p.add_argument("--bind", default=None, metavar="ADDR",
+                   help="listen on this address (default: the one that routes to the master)")
+    p.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+                   help="exit after S seconds without word from the driver (default 30)")
+    p.add_argument("--connect-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cgroup", action="append", default=[], help=argparse.SUPPRESS)
+
+
+def parse_slowdown(text: str) -> tuple[str, float, int]:
+    """``DEVICE:FACTOR@REQUEST`` -> (device, factor, request)."""
+    device, _, rest = text.rpartition(":")
+    factor, _, request = rest.partition("@")
+    try:
+        value, first = float(factor), int(request)
+    except ValueError:
+        value, first = math.nan, -1
+    if not device or not value > 0 or first < 0:
+        raise InputError(f"--slowdown: expected DEVICE:FACTOR@REQUEST (e.g. pi-3:2.5@40), "
+                         f"got {text!r}")
+    return device, value, first
+
+
+def _time_scale(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--time-scale: expected a number or 'auto', got {text!r}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgepart.instance import load_instance
+    from edgepart.plan import load_plan
+    from edgepart.profiling.model_spec import parse_input_shape
+    from edgepart.runtime.cluster import WorkerError
+    from edgepart.runtime.driver import run
+    from edgepart.runtime.emulate import Mode
+    from edgepart.runtime.prepare import RunOptions, Slowdown
+    from edgepart.runtime.replan import NoPlanError
+    from edgepart.runtime.transport import parse_address
+
+    inst = load_instance(args.instance)
+    plan = load_plan(args.plan)
+    options = RunOptions(
+        model=args.model, requests=args.requests, inflight=args.inflight,
+        emulate=Mode(args.emulate), time_scale=_time_scale(args.time_scale),
+        master=parse_address(args.master) if args.master else None,
+        fail_stage=args.fail_stage, fail_after=args.fail_after, adapt=args.adapt,
+        slowdowns=tuple(Slowdown(*parse_slowdown(s)) for s in args.slowdown),
+        seed=args.seed, weights=args.weights,
+        input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,
+        replan_time_limit_s=args.replan_time_limit)
+    try:
+        report = run(inst, plan, options)
+    except (WorkerError, NoPlanError) as err:
+        sys.stderr.write(f"edgepart run: {err}\n")
+        return EXIT_NO_PLAN
+    if args.json:
+        print_json(report)
+    else:
+        _print_report(report)
+    for warning in report["warnings"]:
+        sys.stderr.write(f"edgepart run: warning: {warning}\n")
+    ok = report["completed"] == report["requests"] and report["mismatches"] == 0
+    return EXIT_OK if ok else EXIT_NO_PLAN
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    head = (f"{'stage':>5}  {'device':<16} {'layers':>6} {'compute ms':>11} {'predicted':>10}"
+            f" {'transfer ms':>12} {'predicted':>10} {'idle ms':>8}")
+    print(head)
+    print("-" * len(head))
+    for s in r["stages"]:
+        print(f"{s['stage']:>5}  {s['device']:<16.16} {s['layers']:>6}"
+              f" {s['compute_s'] * 1e3:>11.2f} {s['predicted_compute_s'] * 1e3:>10.2f}"
+              f" {s['transfer_s'] * 1e3:>12.2f}"
+              f" {s['predicted_transfer_s'] * 1e3:>10.2f} {s['idle_s'] * 1e3:>8.2f}")
+    print(f"answered {r['completed']}/{r['requests']}, mismatches {r['mismatches']}, "
+          f"emulate {r['emulate']} (time scale {r['time_scale']:g})")
+    print(f"throughput {r['throughput_per_s']:.3f}/s (predicted "
+          f"{r['predicted_throughput_per_s']:.3f}/s, best single device "
+          f"{r['single_device_throughput_per_s']:.3f}/s)")
+    print(f"latency p50 {r['latency_p50_s'] * 1e3:.1f} ms, p95 {r['latency_p95_s'] * 1e3:.1f} ms "
+          f"(predicted {r['predicted_latency_s'] * 1e3:.1f} ms, empty pipeline)")
+    if r["failures"]:
+        print(f"failures {r['failures']}, replans {r['replans']}, "
+              f"recovery {r['recovery_s']:.2f} s")
+    for a in r["adaptations"]:
+        print(f"adapted to {a['device']} x{a['factor']:.2f}: switched={a['switched']}, "
+              f"throughput {a['throughput_before_per_s']:.3f}/s -> "
+              f"{a['throughput_after_per_s']:.3f}/s")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from edgepart.runtime.transport import parse_address
+    from edgepart.runtime.worker import serve
+
+    return serve(args.rank, args.world, parse_address(args.master), args.bind,
+                 cgroups=args.cgroup, parent_pid=args.parent_pid,
+                 idle_timeout_s=args.idle_timeout, connect_timeout_s=args.connect_timeout)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m edgepart.runtime worker ...``: how the driver spawns local workers."""
+    parser = argparse.ArgumentParser(prog="edgepart")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_worker(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except InputError as err:
+        sys.stderr.write(f"edgepart worker: {err}\n")
+        return EXIT_BAD_INPUT

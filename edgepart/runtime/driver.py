@@ -1,0 +1,362 @@
+"""The driver: deploys a plan on the workers, streams requests, survives faults, adapts.
+
+:func:`run` checks everything (:mod:`~edgepart.runtime.prepare`), starts one worker per device
+(:class:`~edgepart.runtime.cluster.Cluster`), deploys the plan and streams ``requests`` requests
+with at most ``inflight`` unanswered at any time. Each answer is compared with the unsplit model's
+output (``torch.testing.assert_close`` tolerances); an answer that differs counts in
+``mismatches``.
+
+Every deployment has an *epoch*. When a worker dies (an RPC error, a missed heartbeat or, for a
+local worker, its process exiting), the driver drops that device from the instance, re-plans on
+the devices left (:func:`~edgepart.runtime.replan.replan`), deploys the new plan as a new epoch
+(workers drop older messages) and re-sends every request not yet answered. Answers are kept by
+request id, so each request is answered exactly once, even when a re-sent copy and an old one
+both arrive.
+
+With ``adapt``, each answer's per-stage compute times are compared with what the instance
+predicts for that device; when a device runs slower than its profile by more than
+:data:`ADAPT_THRESHOLD` (median over :data:`ADAPT_WINDOW` requests), its speed is updated in the
+instance, a new plan is made, and it is deployed (after draining the pipeline) when the predicted
+gain over the remaining requests outweighs the switch (a redeploy plus one pipeline latency).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import queue
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from edgepart.cost import Metrics, evaluate
+from edgepart.instance import Instance, Link
+from edgepart.plan import Plan
+from edgepart.profiling.model_spec import first_line
+from edgepart.runtime import events, worker
+from edgepart.runtime.cluster import Cluster, WorkerError
+from edgepart.runtime.emulate import Emulation
+from edgepart.runtime.prepare import Prepared, RunOptions, prepare
+from edgepart.runtime.replan import replan, slowed, warm_up_solvers
+from edgepart.runtime.report import build_report
+from edgepart.runtime.split import fingerprint, split_plan
+from edgepart.runtime.transport import Transport
+
+__all__ = ["ADAPT_THRESHOLD", "ADAPT_WINDOW", "Deployment", "run"]
+
+ADAPT_WINDOW = 5
+WARMUP = -1
+"""The id of the untimed request sent through a fresh deployment first (it opens every
+connection between stages, so the measured stream starts warm)."""
+ADAPT_THRESHOLD = 0.3
+
+
+@dataclass
+class Deployment:
+    epoch: int
+    reason: str
+    plan: Plan
+    metrics: Metrics  # predicted, on the instance as believed then
+    deploy_s: float = 0.0
+    started: float = 0.0  # driver perf_counter when it was live
+
+
+def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
+    """Run ``plan`` and return the report (see ``docs/runtime.md``)."""
+    prep = prepare(inst, plan, options)
+    _drain_inbox()
+    cluster = Cluster(inst, options.master, startup_timeout_s=options.startup_timeout_s,
+                      heartbeat_timeout_s=options.heartbeat_timeout_s)
+    with _terminate_as_exit():
+        try:
+            limits = None
+            if prep.cgroup_cpus is not None:
+                limits = {d.id: (prep.cgroup_cpus[d.id], d.memory_bytes) for d in inst.devices}
+            cluster.start(limits)
+            cluster.setup({cluster.ranks[d]: worker.WorkerSetup(
+                options.model, options.seed, options.weights, prep.input_shape, t)
+                for d, t in prep.threads.items()}, fingerprint(prep.gm))
+            stream = _Stream(prep, cluster)
+            stream.run()
+            return build_report(prep, stream)
+        finally:
+            cluster.close()
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the workers and cgroups are always cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _drain_inbox() -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            events.INBOX.get_nowait()
+
+
+def _link(inst: Instance, src: str | None, dst: str | None) -> Link | None:
+    """The link a message from ``src`` to ``dst`` takes (None: no message, or same device)."""
+    if src is None or dst is None or src == dst:
+        return None
+    return inst.link(inst.device_index[src], inst.device_index[dst])
+
+
+class _Source(threading.Thread):
+    """Sends request inputs to the first stage, one at a time over the source link."""
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(daemon=True)
+        self.transport = transport
+        self.queue: queue.Queue[tuple[int, int, torch.Tensor] | None] = queue.Queue()
+        self.route: tuple[int, int, Link | None, Emulation] = (-1, 0, None, Emulation())
+
+    def run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            epoch, request, x = item
+            current, rank, link, emulation = self.route
+            if epoch != current:
+                continue
+            time.sleep(emulation.link_wait(link, x.numel() * x.element_size()))
+            try:
+                self.transport.call(rank, worker.submit, epoch, request, (x,), ())
+            except Exception as err:  # backend-specific: the first stage is gone
+                events.INBOX.put(events.Fault(epoch, 0, rank, first_line(err)))
+
+
+class _Stream:
+    """The request loop and everything that changes the deployment while it runs."""
+
+    def __init__(self, prep: Prepared, cluster: Cluster) -> None:
+        self.prep, self.cluster, self.options = prep, cluster, prep.options
+        self.truth = prep.inst  # devices as they are (emulation targets)
+        self.belief = prep.inst  # devices as the driver believes them (planning)
+        self.plan = prep.plan
+        self.deployments: list[Deployment] = []
+        self.sent: dict[int, float] = {}  # request -> first send time
+        self.pending: set[int] = set()
+        self.done: dict[int, float] = {}
+        self.mismatches = 0
+        self.duplicates = 0
+        self.next = 0
+        self.warm = False
+        self.failures: list[dict[str, Any]] = []
+        self.recovering: float | None = None
+        self.adaptations: list[dict[str, Any]] = []
+        self.switch_to: Plan | None = None
+        self.samples: dict[str, collections.deque[float]] = {}
+        self.baseline: dict[str, float] = {}
+        self.source = _Source(cluster._t())
+        self.slowdowns = {s.device: (s.factor, s.request) for s in self.options.slowdowns}
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        warm_up_solvers()
+        self.source.start()
+        try:
+            failed = self.deploy(self.plan, "initial")
+            if failed:
+                self.lose(failed, "lost while deploying")
+            self.send(WARMUP)
+            self.loop()
+        finally:
+            self.source.queue.put(None)
+
+    def loop(self) -> None:
+        stall_s = max(60.0, 20 * self.deployments[0].metrics.latency_s
+                      * self.prep.emulation.time_scale)
+        last = time.monotonic()
+        while len(self.done) < self.options.requests:
+            self.fill()
+            try:
+                event = events.INBOX.get(timeout=0.5)
+            except queue.Empty:
+                if time.monotonic() - last > stall_s:
+                    raise WorkerError(f"no answer for {stall_s:.0f} s; "
+                                      f"{len(self.pending)} requests unanswered") from None
+                continue
+            last = time.monotonic()
+            if isinstance(event, events.Result):
+                self.on_result(event)
+            else:
+                self.on_fault(event)
+
+    def fill(self) -> None:
+        while (self.warm and self.switch_to is None and len(self.pending) < self.options.inflight
+               and self.next < self.options.requests):
+            self.send(self.next)
+            self.next += 1
+
+    def send(self, request: int) -> None:
+        self.sent.setdefault(request, time.perf_counter())
+        self.pending.add(request)
+        x = self.prep.inputs[request % len(self.prep.inputs)]
+        self.source.queue.put((self.cluster.epoch, request, x))
+
+    def on_result(self, ev: events.Result) -> None:
+        if ev.request == WARMUP:
+            self.warm = True
+            self.pending.discard(WARMUP)
+            return
+        if ev.request in self.done:
+            self.duplicates += 1
+            return
+        self.done[ev.request] = ev.received
+        self.pending.discard(ev.request)
+        reference = self.prep.references[ev.request % len(self.prep.references)]
+        try:
+            torch.testing.assert_close(ev.output, reference)
+        except (AssertionError, TypeError, ValueError):
+            self.mismatches += 1
+        if self.recovering is not None and ev.epoch == self.cluster.epoch:
+            self.failures[-1]["recovery_s"] = ev.received - self.recovering
+            self.recovering = None
+        if self.options.adapt and ev.epoch == self.cluster.epoch:
+            self.observe(ev.hops)
+        if self.switch_to is not None and not self.pending:
+            self.switch(self.switch_to)
+
+    # --- deployments ---------------------------------------------------------------------------
+
+    def deploy(self, plan: Plan, reason: str) -> set[int]:
+        """Deploy ``plan`` as a new epoch; returns the ranks that died meanwhile."""
+        t0 = time.perf_counter()
+        epoch = self.cluster.epoch + 1
+        configs = self.configs(plan, epoch, first=not self.deployments)
+        self.cluster.epoch = epoch
+        failed = self.cluster.deploy(configs)
+        self.plan = plan
+        first = plan.stages[0].device
+        self.source.route = (epoch, self.cluster.ranks[first],
+                             _link(self.truth, self.truth.source, first), self.prep.emulation)
+        now = time.perf_counter()
+        self.deployments.append(Deployment(epoch, reason, plan, evaluate(self.belief, plan),
+                                           now - t0, now))
+        self.reset_adaptation()
+        return failed
+
+    def configs(self, plan: Plan, epoch: int, first: bool) -> dict[int, worker.StageConfig | None]:
+        truth, emulation = self.truth, self.prep.emulation
+        specs = split_plan(self.prep.gm, truth, plan)
+        predicted = evaluate(truth, plan)
+        devices = [st.device for st in plan.stages]
+        out: dict[int, worker.StageConfig | None] = dict.fromkeys(self.cluster.devices)
+        for b, spec in enumerate(specs):
+            here, last = devices[b], b + 1 == len(devices)
+            fail = self.options.fail_after if first and b == self.options.fail_stage else None
+            out[self.cluster.ranks[here]] = worker.StageConfig(
+                epoch, here, spec, 0 if last else self.cluster.ranks[devices[b + 1]],
+                _link(truth, here, truth.sink if last else devices[b + 1]), emulation,
+                emulation.pad_target(predicted.stages[b].compute_s), self.slowdowns.get(here),
+                fail)
+        return out
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def on_fault(self, ev: events.Fault) -> None:
+        rank = ev.peer
+        if rank in self.cluster.dead or (ev.epoch < self.cluster.epoch and ev.rank != 0):
+            return
+        if rank == 0 or (ev.rank != 0 and self.cluster.responsive(rank)):
+            raise WorkerError(f"device '{self.cluster.devices.get(ev.rank, 'driver')}' could not "
+                              f"send to rank {rank}: {ev.message}")
+        self.lose({rank}, ev.message)
+
+    def lose(self, ranks: set[int], message: str) -> None:
+        """Drop the devices of dead ``ranks``, re-plan and redeploy if they ran a stage."""
+        t0 = time.perf_counter()
+        self.cluster.dead |= ranks
+        redeployed = False
+        while ranks:
+            gone = {self.cluster.devices[r] for r in ranks}
+            self.failures += [{"device": d, "requests_answered": len(self.done),
+                               "message": message, "recovery_s": None} for d in sorted(gone)]
+            self.truth = self.truth.without_devices(gone)
+            self.belief = self.belief.without_devices(gone)
+            ranks = set()
+            if gone & {st.device for st in self.plan.stages}:
+                self.switch_to = None
+                t1 = time.perf_counter()
+                plan = replan(self.belief, self.options.replan_time_limit_s)
+                self.failures[-1]["replan_s"] = time.perf_counter() - t1
+                ranks = self.deploy(plan, "failure of " + ", ".join(sorted(gone)))
+                self.failures[-1]["deploy_s"] = self.deployments[-1].deploy_s
+                redeployed = True
+        if not redeployed:
+            return
+        for request in sorted(self.pending):
+            self.send(request)
+        if self.pending:
+            self.recovering = t0
+        else:
+            self.failures[-1]["recovery_s"] = time.perf_counter() - t0
+
+    # --- adaptation ----------------------------------------------------------------------------
+
+    def reset_adaptation(self) -> None:
+        for d in self.samples.values():
+            d.clear()
+
+    def observe(self, hops: tuple[events.Hop, ...]) -> None:
+        """Track measured / predicted compute per device; adapt on a sustained slowdown."""
+        metrics = self.deployments[-1].metrics
+        expected = {st.device: st.compute_s for st in metrics.stages}
+        for device, compute_s in hops:
+            if not expected.get(device):
+                continue
+            window = self.samples.setdefault(device, collections.deque(maxlen=ADAPT_WINDOW))
+            window.append(compute_s / expected[device])
+            if len(window) < ADAPT_WINDOW:
+                continue
+            ratio = statistics.median(window)
+            base = self.baseline.setdefault(device, ratio)
+            if ratio > base * (1 + ADAPT_THRESHOLD) and self.switch_to is None:
+                self.adapt(device, ratio / base)
+                return
+
+    def adapt(self, device: str, factor: float) -> None:
+        scale = self.prep.emulation.time_scale
+        self.belief = slowed(self.belief, device, factor)
+        plan = replan(self.belief, self.options.replan_time_limit_s)
+        old = evaluate(self.belief, self.plan)
+        new = evaluate(self.belief, plan)
+        remaining = self.options.requests - len(self.done)
+        gain_s = (old.bottleneck_s - new.bottleneck_s) * scale * remaining
+        cost_s = self.deployments[-1].deploy_s + new.latency_s * scale
+        switch = gain_s > cost_s and plan.stages != self.plan.stages
+        self.adaptations.append({
+            "device": device, "factor": factor, "request_answered": len(self.done),
+            "predicted_period_before_s": old.bottleneck_s, "predicted_period_after_s":
+            new.bottleneck_s, "gain_s": gain_s / scale, "switch_cost_s": cost_s / scale,
+            "switched": switch, "detected_at": time.perf_counter()})
+        self.deployments[-1].metrics = old
+        self.reset_adaptation()
+        if switch:
+            self.switch_to = plan
+            if not self.pending:
+                self.switch(plan)
+
+    def switch(self, plan: Plan) -> None:
+        self.switch_to = None
+        failed = self.deploy(plan, f"adapt to {self.adaptations[-1]['device']}")
+        self.adaptations[-1]["switched_at"] = time.perf_counter()
+        if failed:
+            self.lose(failed, "lost while deploying")

@@ -1,0 +1,196 @@
+"""Everything the driver checks and computes before it starts a single worker.
+
+Bad input fails here, before any process exists: the plan against the instance, the instance
+against the model (every fx node in exactly one layer), the fault and slowdown options, and
+whether this host can emulate the cluster at the requested ``--time-scale`` (``auto`` picks the
+smallest one that fits). The request inputs and the unsplit model's reference outputs are made
+here too, so the driver does no model work while it measures.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from edgepart.cost import evaluate, validate_plan
+from edgepart.errors import InputError
+from edgepart.instance import CostModel, Instance, Transfer
+from edgepart.plan import Plan
+from edgepart.runtime.emulate import CPU_HEADROOM, Emulation, Mode, device_cpus, scale_needed
+from edgepart.runtime.emulate import usable_cpus as host_cpus
+from edgepart.runtime.split import load_model, split_plan, trace
+from edgepart.runtime.transport import Address
+
+__all__ = ["INPUT_POOL", "Prepared", "RunOptions", "Slowdown", "prepare"]
+
+INPUT_POOL = 8
+"""Distinct request inputs; request ``i`` sends input ``i % INPUT_POOL``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slowdown:
+    """``--slowdown DEVICE:FACTOR@REQUEST``: the device's compute is ``factor`` times slower
+    from request id ``request`` on."""
+
+    device: str
+    factor: float
+    request: int
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str
+    requests: int = 20
+    inflight: int = 4
+    emulate: Mode = Mode.NONE
+    time_scale: float | None = 1.0  # None: auto
+    master: Address | None = None
+    fail_stage: int | None = None
+    fail_after: int | None = None
+    adapt: bool = False
+    slowdowns: tuple[Slowdown, ...] = ()
+    seed: int = 0
+    weights: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    replan_time_limit_s: float = 10.0
+    startup_timeout_s: float = 120.0
+    heartbeat_timeout_s: float = 3.0
+
+
+@dataclass
+class Prepared:
+    inst: Instance
+    plan: Plan
+    options: RunOptions
+    model: nn.Module
+    gm: fx.GraphModule
+    input_shape: tuple[int, ...]
+    inputs: list[torch.Tensor]
+    references: list[Any]
+    emulation: Emulation
+    cpus: float
+    threads: dict[str, int]
+    cgroup_cpus: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
+    """Check the inputs and make the requests; raises :class:`InputError` on bad input."""
+    _check_options(inst, plan, options)
+    warnings = []
+    if inst.cost_model.transfer is Transfer.DIRECT:
+        warnings.append("the runtime relays tensors stage to stage: predictions use "
+                        "transfer=relay, not the instance's direct")
+        inst = replace(inst, cost_model=CostModel(inst.cost_model.overlap, Transfer.RELAY))
+    shape = options.input_shape or _recorded_shape(inst)
+    model = load_model(options.model, options.seed, options.weights)
+    gm = trace(model, shape).graph_module
+    split_plan(gm, inst, plan)
+    inputs = _inputs(shape, options.seed, min(options.requests, INPUT_POOL))
+    with torch.no_grad():
+        references = [model(x) for x in inputs]
+    cpus = host_cpus()
+    prep = Prepared(inst, plan, options, model, gm, shape, inputs, references,
+                    Emulation(options.emulate, options.time_scale or 1.0), cpus, {},
+                    warnings=warnings)
+    if torch.Size(shape).numel() * 4 != inst.model.input_bytes:
+        warnings.append(f"input {list(shape)} has {torch.Size(shape).numel() * 4} bytes but the "
+                        f"instance says {inst.model.input_bytes:.0f}: predictions may be off")
+    _fit_host(prep)
+    return prep
+
+
+def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
+    problems = validate_plan(inst, plan)
+    if problems:
+        raise InputError([f"plan: {p}" for p in problems])
+    if options.requests < 1:
+        raise InputError(f"--requests: must be >= 1, got {options.requests}")
+    if options.inflight < 1:
+        raise InputError(f"--inflight: must be >= 1, got {options.inflight}")
+    if options.time_scale is not None and not options.time_scale > 0:
+        raise InputError(f"--time-scale: must be > 0, got {options.time_scale}")
+    if (options.fail_stage is None) != (options.fail_after is None):
+        raise InputError("--fail-stage and --fail-after go together")
+    if options.fail_stage is not None and not 0 <= options.fail_stage < len(plan.stages):
+        raise InputError(f"--fail-stage: the plan has stages 0..{len(plan.stages) - 1}, "
+                         f"got {options.fail_stage}")
+    if options.fail_after is not None and options.fail_after < 0:
+        raise InputError(f"--fail-after: must be >= 0, got {options.fail_after}")
+    for s in options.slowdowns:
+        if s.device not in inst.device_index:
+            raise InputError(f"--slowdown: unknown device '{s.device}'")
+    if options.emulate is Mode.CGROUP and options.master is not None:
+        raise InputError("--emulate cgroup limits workers that this driver spawns; "
+                         "it cannot be combined with --master")
+
+
+def _recorded_shape(inst: Instance) -> tuple[int, ...]:
+    shape = inst.meta.get("input_shape")
+    if not (isinstance(shape, Sequence) and shape and all(isinstance(d, int) for d in shape)):
+        raise InputError("--input-shape: the instance records no input shape (meta.input_shape); "
+                         "give one, e.g. --input-shape 1,3,224,224")
+    return tuple(shape)
+
+
+def _inputs(shape: tuple[int, ...], seed: int, count: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed + 1)
+    return [torch.randn(shape, generator=generator) for _ in range(count)]
+
+
+def host_model_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    """Median single-thread time of the whole model on this host."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            model(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times)
+
+
+def _fit_host(prep: Prepared) -> None:
+    """Choose ``--time-scale auto`` or refuse a scale the host cannot keep up with; set the
+    threads of every worker and the cgroup quotas.
+
+    Two limits: all the emulated compute together must fit the host's CPUs (with
+    :data:`CPU_HEADROOM`), and no used device may be faster than one host CPU (each emulating
+    worker computes on one thread), so ``time_scale >= max speed``.
+    """
+    options, inst = prep.options, prep.inst
+    default_threads = max(1, int(prep.cpus // len(prep.plan.stages)))
+    prep.threads = {d.id: default_threads for d in inst.devices}
+    if options.emulate is Mode.NONE:
+        return
+    host_s = host_model_seconds(prep.model, prep.inputs[0])
+    speed = device_cpus(inst, host_s, 1.0)
+    used = [st.device for st in prep.plan.stages]
+    if options.emulate is Mode.CGROUP:
+        demand = sum(speed[d] for d in used)
+    else:
+        demand = host_s / evaluate(inst, prep.plan).bottleneck_s
+    need = max(scale_needed(demand, prep.cpus), max(speed[d] for d in used))
+    scale = options.time_scale or max(1.0, math.ceil(need * 10) / 10)
+    if scale < need:
+        raise InputError(
+            f"--time-scale {scale:g}: this host cannot keep up: the emulated devices need "
+            f"{demand / scale:.2f} CPUs (it has {prep.cpus:g}, {CPU_HEADROOM:.0%} usable) and "
+            f"the fastest is {max(speed[d] for d in used) / scale:.2f} x one CPU; use "
+            f"--time-scale {math.ceil(need * 10) / 10:g} or more (or auto)")
+    prep.emulation = Emulation(options.emulate, scale)
+    prep.threads = dict.fromkeys(prep.threads, 1)
+    if options.emulate is Mode.CGROUP:
+        prep.cgroup_cpus = {d: c / scale for d, c in speed.items()}

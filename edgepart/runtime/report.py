@@ -1,0 +1,161 @@
+"""The run report: measured next to predicted, per run and per stage, plus the host check.
+
+All times are in *instance time*: wall seconds divided by ``time_scale``, so they compare with the
+cost model's predictions directly. Throughput is measured between answers (the first
+:func:`warmup` answers excluded), so pipeline fill does not count; latency is from a request's
+first send to its answer, including queueing behind up to ``inflight - 1`` others (the
+prediction is for an empty pipeline, so compare at ``--inflight 1``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from edgepart.cost import evaluate
+from edgepart.runtime.emulate import Mode
+from edgepart.runtime.replan import best_single_device
+
+if TYPE_CHECKING:
+    from edgepart.runtime.driver import _Stream
+    from edgepart.runtime.prepare import Prepared
+    from edgepart.runtime.worker import Record
+
+__all__ = ["KEEP_UP_SLACK", "build_report", "rate", "warmup"]
+
+KEEP_UP_SLACK = 1.25
+"""The host did not keep up when a stage's compute exceeds the emulated time by more than this
+factor (cgroup), or its real compute overran the padding target in over 20% of requests (pad)."""
+
+
+def warmup(count: int) -> int:
+    """Answers (or stage records) left out of averages as warm-up."""
+    return min(count // 10, 5)
+
+
+def rate(times: Sequence[float]) -> float:
+    """Answers per second between sorted completion ``times`` (warm-up excluded)."""
+    w = warmup(len(times))
+    if len(times) - w < 2 or times[-1] <= times[w]:
+        return math.nan
+    return (len(times) - 1 - w) / (times[-1] - times[w])
+
+
+def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
+    """The report of a finished run (``--json`` prints it)."""
+    scale = prep.emulation.time_scale
+    first = stream.deployments[0].metrics
+    done = sorted(stream.done.values())
+    latencies = [(stream.done[r] - stream.sent[r]) / scale for r in stream.done]
+    device, period = best_single_device(prep.inst)
+    throughput = rate(done) * scale
+    stages = _stages(prep, stream)
+    out: dict[str, Any] = {
+        "requests": prep.options.requests, "completed": len(stream.done),
+        "mismatches": stream.mismatches, "duplicates_dropped": stream.duplicates,
+        "throughput_per_s": throughput, "predicted_throughput_per_s": first.throughput_per_s,
+        "latency_p50_s": _quantile(latencies, 0.5), "latency_p95_s": _quantile(latencies, 0.95),
+        "predicted_latency_s": first.latency_s,
+        "single_device": device, "single_device_throughput_per_s": 1 / period,
+        "speedup_vs_single_device": throughput * period,
+        "predicted_speedup_vs_single_device": period / first.bottleneck_s,
+        "emulate": prep.emulation.mode.value, "time_scale": scale,
+        "inflight": prep.options.inflight, "host_cpus": prep.cpus,
+        "wall_s": (done[-1] - min(stream.sent[r] for r in stream.done)) if done else 0.0,
+        "stages": stages,
+        "deployments": [_deployment(d) for d in stream.deployments],
+        "failures": len(stream.failures),
+        "replans": sum(d.reason.startswith("failure") for d in stream.deployments),
+        "recovery_s": max((f["recovery_s"] or 0.0 for f in stream.failures), default=None),
+        "failure_events": stream.failures,
+        "adaptations": [_adaptation(a, stream) for a in stream.adaptations],
+    }
+    warnings = [*prep.warnings, *_keep_up(prep, stages)]
+    out["host_keeps_up"] = not any(w.startswith("host cannot keep up") for w in warnings)
+    out["warnings"] = warnings
+    return out
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _stages(prep: Prepared, stream: _Stream) -> list[dict[str, Any]]:
+    final = stream.deployments[-1]
+    predicted = evaluate(stream.truth, final.plan)
+    rows: list[dict[str, Any]] = []
+    for st in predicted.stages:
+        rank = stream.cluster.ranks[st.device]
+        recs = sorted(stream.cluster.records(rank, final.epoch), key=lambda r: r.started)
+        row: dict[str, Any] = {"stage": len(rows), "device": st.device, "layers": len(st.layers),
+                               "requests": len(recs)}
+        pad = st.compute_s if prep.emulation.mode is Mode.PAD else None
+        row.update(_measured(recs[warmup(len(recs)):], prep.emulation.time_scale, pad))
+        row.update({"predicted_compute_s": st.compute_s, "predicted_transfer_s": st.send_s,
+                    "predicted_receive_s": st.recv_s})
+        rows.append(row)
+    return rows
+
+
+def _measured(recs: Sequence[Record], scale: float, pad_s: float | None) -> dict[str, Any]:
+    """Means over a stage's records, in instance time; ``late_share``: the share of requests
+    whose real compute overran the padding target ``pad_s``."""
+    if not recs:
+        return dict.fromkeys(("compute_s", "real_compute_s", "transfer_s", "overhead_s", "idle_s",
+                              "message_bytes", "late_share"), math.nan)
+    gaps = [b.started - a.finished for a, b in itertools.pairwise(recs)]
+    real = [(r.computed - r.started) / scale for r in recs]
+    return {
+        "compute_s": statistics.fmean(r.finished - r.started for r in recs) / scale,
+        "real_compute_s": statistics.fmean(real),
+        "transfer_s": statistics.fmean(r.link_wait + r.delivered - r.sent for r in recs) / scale,
+        "overhead_s": statistics.fmean(r.delivered - r.sent for r in recs) / scale,
+        "idle_s": statistics.fmean(gaps) / scale if gaps else 0.0,
+        "message_bytes": statistics.fmean(r.nbytes for r in recs),
+        "late_share": statistics.fmean(t > 1.02 * pad_s for t in real) if pad_s else 0.0,
+    }
+
+
+def _keep_up(prep: Prepared, stages: Sequence[dict[str, Any]]) -> list[str]:
+    """Warnings for the stages this host could not emulate faithfully (see KEEP_UP_SLACK)."""
+    out = []
+    for row in stages:
+        if not row["predicted_compute_s"] > 0:
+            continue
+        ratio = row["real_compute_s"] / row["predicted_compute_s"]
+        if prep.emulation.mode is Mode.PAD and row["late_share"] > 0.2:
+            out.append(_late(row, prep.emulation.time_scale, max(ratio, 1.1)))
+        elif prep.emulation.mode is Mode.CGROUP and ratio > KEEP_UP_SLACK:
+            out.append(_late(row, prep.emulation.time_scale, ratio))
+    return out
+
+
+def _late(row: dict[str, Any], scale: float, ratio: float) -> str:
+    return (f"host cannot keep up: stage {row['stage']} on '{row['device']}' computes in "
+            f"{row['real_compute_s'] * 1e3:.1f} ms real time for "
+            f"{row['predicted_compute_s'] * 1e3:.1f} ms emulated; rerun with --time-scale "
+            f"{math.ceil(scale * ratio * 12) / 10:g}")
+
+
+def _deployment(d: Any) -> dict[str, Any]:
+    return {"epoch": d.epoch, "reason": d.reason, "method": d.plan.method,
+            "devices": [st.device for st in d.plan.stages],
+            "predicted_throughput_per_s": d.metrics.throughput_per_s,
+            "predicted_latency_s": d.metrics.latency_s, "deploy_s": d.deploy_s}
+
+
+def _adaptation(a: dict[str, Any], stream: _Stream) -> dict[str, Any]:
+    scale = stream.prep.emulation.time_scale
+    done = sorted(stream.done.values())
+    before = [t for t in done if t <= a["detected_at"]][-2 * 5:]
+    after = [t for t in done if t > a.get("switched_at", a["detected_at"])]
+    out = {k: v for k, v in a.items() if k not in ("detected_at", "switched_at")}
+    out["throughput_before_per_s"] = rate(before) * scale
+    out["throughput_after_per_s"] = rate(after) * scale
+    return out

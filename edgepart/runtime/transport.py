@@ -1,0 +1,178 @@
+"""The transport between the driver and the workers: a small interface, torch RPC behind it.
+
+Processes are numbered: rank 0 is the driver, ranks ``1..W-1`` are workers. A transport calls a
+module-level function in another process, synchronously (:meth:`Transport.call`) or not
+(:meth:`Transport.call_async`); that is all the runtime needs, so another implementation (gRPC,
+ZeroMQ, torch.distributed.pipelining) can replace :class:`RpcTransport`, whose backend
+(``torch.distributed.rpc``) is in maintenance mode upstream.
+
+:class:`RpcTransport` uses TensorPipe. Binding is explicit: the rendezvous store of rank 0 listens
+only on the master address (a socket bound by :func:`bind_master`, never the wildcard address
+that torch's own ``tcp://`` rendezvous uses), and TensorPipe listens on the interface that holds
+the bind address (``127.0.0.1`` unless another address is given). torch RPC unpickles what it
+receives: run it on a trusted network only.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qs, urlparse
+
+from edgepart.errors import InputError
+
+__all__ = [
+    "Address",
+    "Reply",
+    "RpcTransport",
+    "Transport",
+    "bind_master",
+    "local_address_towards",
+    "parse_address",
+]
+
+T = TypeVar("T")
+Address = tuple[str, int]
+_SCHEME = "edgepart"
+_UNSET = -1.0  # torch.distributed.rpc's "use the default timeout"
+_LISTENERS: dict[Address, socket.socket] = {}
+_SERVING: list[socket.socket] = []  # rank 0's store sockets, kept open while their store lives
+_REGISTERED: list[bool] = []
+
+
+class Reply(Protocol):
+    """The pending result of an asynchronous call."""
+
+    def wait(self) -> Any: ...
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None: ...
+
+
+class Transport(Protocol):
+    """Calls between the driver (rank 0) and the workers (ranks 1..W-1)."""
+
+    rank: int
+
+    def call(self, rank: int, fn: Callable[..., T], *args: Any, timeout: float = 0) -> T: ...
+
+    def call_async(self, rank: int, fn: Callable[..., Any], *args: Any,
+                   timeout: float = 0) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+def parse_address(text: str, what: str = "--master") -> Address:
+    """``HOST:PORT`` -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InputError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def bind_master(host: str, port: int) -> Address:
+    """Bind rank 0's rendezvous socket now (port 0 picks a free port); returns the address."""
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as err:
+        reason = "port in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+        raise InputError(f"--master {host}:{port}: cannot listen ({reason})") from None
+    address = (host, sock.getsockname()[1])
+    _LISTENERS[address] = sock
+    return address
+
+
+def local_address_towards(host: str, port: int) -> str:
+    """The local IP address that routes to ``host`` (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, port))
+            return str(probe.getsockname()[0])
+    except OSError as err:
+        raise InputError(f"--master {host}:{port}: unreachable ({err.strerror or err})") from None
+
+
+def _interface_of(address: str) -> str | None:
+    """The name of the network interface that holds IPv4 ``address`` (Linux), if any."""
+    if ipaddress.ip_address(address).is_loopback:
+        return "lo"
+    packed = socket.inet_aton(address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                info = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue
+            if info[20:24] == packed:
+                return name
+    return None
+
+
+def _rendezvous(url: str, timeout: timedelta = timedelta(seconds=60),
+                **_: Any) -> Iterator[tuple[Any, int, int]]:
+    """torch rendezvous handler for ``edgepart://HOST:PORT``: rank 0 serves on its bound socket."""
+    import torch.distributed as dist
+
+    parts = urlparse(url)
+    query = parse_qs(parts.query)
+    rank, world = int(query["rank"][0]), int(query["world_size"][0])
+    host, port = str(parts.hostname), int(parts.port or 0)
+    if rank == 0:
+        sock = _LISTENERS.pop((host, port))
+        _SERVING.append(sock)
+        store = dist.TCPStore(host, port, world, True, timeout, master_listen_fd=sock.fileno())
+    else:
+        store = dist.TCPStore(host, port, world, False, timeout)
+    yield store, rank, world
+    raise RuntimeError("edgepart:// rendezvous cannot be repeated")
+
+
+class RpcTransport:
+    """:class:`Transport` over ``torch.distributed.rpc`` (TensorPipe). Process names: ``w{rank}``.
+
+    ``master`` is rank 0's address: rank 0 must have called :func:`bind_master` for it. ``bind``
+    is the address this process listens on (default: the one that routes to the master).
+    """
+
+    def __init__(self, rank: int, world: int, master: Address, bind: str | None = None,
+                 timeout_s: float = 120.0) -> None:
+        import torch.distributed as dist
+        import torch.distributed.rpc as rpc
+
+        self.rank = rank
+        self._rpc = rpc
+        address = bind or (master[0] if rank == 0 else local_address_towards(*master))
+        iface = _interface_of(address)
+        if iface is None:
+            raise InputError(f"--bind {address}: no local interface has this address")
+        os.environ["TP_SOCKET_IFNAME"] = iface
+        if not _REGISTERED:
+            dist.register_rendezvous_handler(_SCHEME, _rendezvous)
+            _REGISTERED.append(True)
+        options = rpc.TensorPipeRpcBackendOptions(
+            init_method=f"{_SCHEME}://{master[0]}:{master[1]}", rpc_timeout=timeout_s,
+            num_worker_threads=8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            rpc.init_rpc(f"w{rank}", rank=rank, world_size=world, rpc_backend_options=options)
+
+    def call(self, rank: int, fn: Callable[..., T], *args: Any, timeout: float = 0) -> T:
+        result: T = self._rpc.rpc_sync(f"w{rank}", fn, args, timeout=timeout or _UNSET)
+        return result
+
+    def call_async(self, rank: int, fn: Callable[..., Any], *args: Any,
+                   timeout: float = 0) -> Reply:
+        future: Reply = self._rpc.rpc_async(f"w{rank}", fn, args, timeout=timeout or _UNSET)
+        return future
+
+    def close(self) -> None:
+        self._rpc.shutdown(graceful=False)
+        while _SERVING:
+            _SERVING.pop().close()

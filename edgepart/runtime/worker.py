@@ -1,0 +1,277 @@
+"""A worker: one process per device, running whatever stage the driver deploys on it.
+
+The driver calls, through the transport: :func:`setup` (build and trace the model once),
+:func:`deploy` (build this device's stage for a deployment *epoch*, or none), :func:`ping`,
+:func:`records` and :func:`stop`. Stages call :func:`submit` on the next stage; the last stage
+calls :func:`edgepart.runtime.events.deliver` on the driver.
+
+Inside, two threads make a two-stage pipeline, as the cost model's ``overlap`` assumes: the compute
+thread runs the stage module (padded or slowed as configured) and the send thread holds each
+message for its emulated link time and then sends it, so compute of request ``i + 1`` overlaps the
+transfer of request ``i``. Messages of an older epoch are dropped: after a redeploy only the
+driver's re-sent requests flow. A worker exits when the driver says stop or has been silent for
+``idle_timeout_s`` (the driver pings every few hundred milliseconds), so none is ever left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from edgepart.instance import Link
+from edgepart.profiling.model_spec import first_line
+from edgepart.runtime import emulate, events
+from edgepart.runtime.emulate import Emulation
+from edgepart.runtime.split import StageSpec, build_stage, fingerprint, load_model, payload_bytes
+from edgepart.runtime.split import trace as trace_model
+from edgepart.runtime.transport import Address, RpcTransport, Transport
+
+__all__ = [
+    "Record",
+    "StageConfig",
+    "WorkerSetup",
+    "deploy",
+    "ping",
+    "records",
+    "serve",
+    "setup",
+    "stop",
+    "submit",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    model: str
+    seed: int
+    weights: str | None
+    input_shape: tuple[int, ...]
+    threads: int
+
+
+@dataclass(frozen=True, slots=True)
+class StageConfig:
+    """One deployment of a stage on this worker's device."""
+
+    epoch: int
+    device: str
+    spec: StageSpec
+    next_rank: int  # 0: the driver
+    link: Link | None  # the outgoing link to emulate (None: same device or no sink)
+    emulation: Emulation
+    pad_s: float | None = None
+    slowdown: tuple[float, int] | None = None  # (factor, from request id)
+    fail_after: int | None = None
+
+
+@dataclass(slots=True)
+class Record:
+    """One request through one stage (``time.perf_counter`` seconds of the worker)."""
+
+    request: int
+    epoch: int
+    arrived: float
+    started: float
+    computed: float  # end of the real compute
+    finished: float  # end of the padded or slowed compute
+    link_wait: float = 0.0
+    sent: float = 0.0  # after the link wait
+    delivered: float = 0.0  # the transport acknowledged the message
+    nbytes: int = 0
+
+
+@dataclass
+class _Work:
+    epoch: int
+    request: int
+    values: Any
+    hops: tuple[events.Hop, ...]
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+class _Worker:
+    transport: Transport
+
+    def __init__(self) -> None:
+        self.inbox: queue.Queue[_Work | None] = queue.Queue()
+        self.outbox: queue.Queue[tuple[StageConfig, Any, _Work, Record] | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.gm: torch.fx.GraphModule | None = None
+        self.config: StageConfig | None = None
+        self.module: torch.nn.Module | None = None
+        self.count = 0
+        self.log: list[Record] = []
+        self.contact = time.monotonic()
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._compute_loop, daemon=True),
+                        threading.Thread(target=self._send_loop, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def current(self, epoch: int) -> StageConfig | None:
+        cfg = self.config
+        return cfg if cfg is not None and cfg.epoch == epoch else None
+
+    def _compute_loop(self) -> None:
+        while (work := self.inbox.get()) is not None:
+            with self.lock:
+                cfg, module = self.current(work.epoch), self.module
+            if cfg is None or module is None:
+                continue
+            self.count += work.request >= 0  # the driver's warm-up request does not count
+            if cfg.fail_after is not None and self.count > cfg.fail_after:
+                os.kill(os.getpid(), signal.SIGKILL)  # --fail-stage: die mid-stream
+            started = time.perf_counter()
+            with torch.no_grad():
+                out = module(*work.values)
+            computed = time.perf_counter()
+            _sleep_until(started + _emulated(cfg, work.request, computed - started))
+            finished = time.perf_counter()
+            hop = (cfg.device, (finished - started) / cfg.emulation.time_scale)
+            work.hops = (*work.hops, hop)
+            rec = Record(work.request, work.epoch, work.arrived, started, computed, finished)
+            self.outbox.put((cfg, out, work, rec))
+
+    def _send_loop(self) -> None:
+        while (item := self.outbox.get()) is not None:
+            cfg, out, work, rec = item
+            if self.current(cfg.epoch) is None:
+                continue
+            rec.nbytes = payload_bytes(out)
+            rec.link_wait = cfg.emulation.link_wait(cfg.link, rec.nbytes)
+            _sleep_until(time.perf_counter() + rec.link_wait)
+            rec.sent = time.perf_counter()
+            try:
+                if cfg.next_rank == 0:
+                    self.transport.call(0, events.deliver, cfg.epoch, work.request, out, work.hops)
+                else:
+                    self.transport.call(cfg.next_rank, submit, cfg.epoch, work.request, out,
+                                        work.hops)
+            except Exception as err:  # the transport's error types are backend-specific
+                self._report(cfg, first_line(err))
+                continue
+            rec.delivered = time.perf_counter()
+            self.log.append(rec)
+
+    def _report(self, cfg: StageConfig, message: str) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.call_async(0, events.report, cfg.epoch, self.transport.rank,
+                                      cfg.next_rank, message)
+
+    def close(self) -> None:
+        self.inbox.put(None)
+        self.outbox.put(None)
+
+
+def _emulated(cfg: StageConfig, request: int, real_s: float) -> float:
+    """Seconds the compute of ``request`` takes on the emulated device."""
+    busy = max(real_s, cfg.pad_s or 0.0)
+    if cfg.slowdown is not None and request >= cfg.slowdown[1]:
+        busy *= cfg.slowdown[0]
+    return busy
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+_WORKER: list[_Worker] = []
+
+
+def _this() -> _Worker:
+    if not _WORKER:
+        raise RuntimeError("this process is not serving as an edgepart worker")
+    return _WORKER[0]
+
+
+# --- called by the driver through the transport ----------------------------------------------
+
+
+def setup(cfg: WorkerSetup) -> str:
+    """Build and trace the model; returns the graph's fingerprint."""
+    w = _this()
+    w.contact = time.monotonic()
+    torch.set_num_threads(cfg.threads)
+    model = load_model(cfg.model, cfg.seed, cfg.weights)
+    w.gm = trace_model(model, cfg.input_shape).graph_module
+    return fingerprint(w.gm)
+
+
+def deploy(cfg: StageConfig | None) -> None:
+    """Run ``cfg``'s stage from now on (None: no stage); older messages are dropped."""
+    w = _this()
+    w.contact = time.monotonic()
+    if cfg is not None and w.gm is None:
+        raise RuntimeError("deploy before setup")
+    module = build_stage(w.gm, cfg.spec) if cfg is not None and w.gm is not None else None
+    with w.lock:
+        w.config, w.module, w.count = cfg, module, 0
+
+
+def submit(epoch: int, request: int, values: Any, hops: tuple[events.Hop, ...]) -> None:
+    """Queue a request's boundary values for this stage (called by the previous stage)."""
+    _this().inbox.put(_Work(epoch, request, values, hops))
+
+
+def ping() -> None:
+    _this().contact = time.monotonic()
+
+
+def records(epoch: int) -> list[Record]:
+    """This worker's records of deployment ``epoch``."""
+    w = _this()
+    w.contact = time.monotonic()
+    return [r for r in w.log if r.epoch == epoch and r.request >= 0]
+
+
+def stop() -> None:
+    _this().stopped.set()
+
+
+# --- the process -------------------------------------------------------------------------------
+
+
+def serve(rank: int, world: int, master: Address, bind: str | None = None, *,
+          cgroups: Sequence[str] = (), parent_pid: int | None = None,
+          idle_timeout_s: float = 30.0, connect_timeout_s: float = 300.0) -> int:
+    """Join the group as worker ``rank`` and serve until stopped; returns the exit code."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
+    emulate.join(cgroups)
+    worker = _Worker()
+    _WORKER[:] = [worker]  # before joining: the driver may call setup() at once
+    transport = worker.transport = RpcTransport(rank, world, master, bind,
+                                                timeout_s=connect_timeout_s)
+    try:
+        while not worker.stopped.wait(0.2):
+            if time.monotonic() - worker.contact > idle_timeout_s:
+                print(f"edgepart worker {rank}: no word from the driver for {idle_timeout_s:.0f} s;"
+                      " exiting", file=sys.stderr)
+                break
+    finally:
+        worker.close()
+        _WORKER.clear()
+        transport.close()
+    return 0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILL when the spawning driver dies, so no worker outlives it."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
