@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,7 @@ class RangeModel:
         self.capacity = np.array([d.memory_bytes for d in inst.devices])
         self.src = inst.source_index
         self.snk = inst.sink_index
+        self._fits: dict[tuple[int, int, int], bool] = {}
 
     def compute(self, i: int, j: int, d: int) -> float:
         """Seconds of layers ``i..j-1`` on device ``d`` (``inf`` if one may not run there)."""
@@ -137,15 +138,34 @@ class RangeModel:
         """Bytes stage ``i..j-1`` needs on device ``d``: parameters, largest working set, the
         receive buffer (unless it is the first stage and ``d`` is the source) and the send buffer
         (unless it is the last stage and ``d`` is the sink)."""
+        return float(self.memory_row(i, np.array([j]), d)[0])
+
+    def range_costs(self, pos: np.ndarray, d: int) -> np.ndarray:
+        """``out[a, b]``: compute seconds of layers ``pos[a]..pos[b]-1`` on device ``d``, or
+        ``inf`` when ``a >= b``, a layer may not run on ``d`` or the stage does not fit."""
+        comp = self._cum_time[pos, d][None, :] - self._cum_time[pos, d][:, None]
+        bad = self._cum_bad[pos, d][None, :] > self._cum_bad[pos, d][:, None]
+        order = pos[None, :] <= pos[:, None]
+        mem = np.stack([self.memory_row(int(i), pos, d) for i in pos])
+        return np.where(order | bad | (mem > self.capacity[d] * (1 + REL_TOL)), np.inf, comp)
+
+    def memory_row(self, i: int, js: np.ndarray, d: int = -1) -> np.ndarray:
+        """:meth:`memory` of layers ``i..j-1`` on ``d`` for every ``j`` in ``js`` (``-1``: a
+        device that is neither the source nor the sink); entries with ``j <= i`` are ``inf``."""
+        run = np.maximum.accumulate(self._work[i:]) if i < self.n else np.zeros(0)
+        top = np.where(js > i, run[np.clip(js - i - 1, 0, max(len(run) - 1, 0))]
+                       if len(run) else 0.0, np.inf)
         recv = self.boundary[i] if i > 0 or d != self.src else 0.0
-        send = self.boundary[j] if j < self.n or d != self.snk else 0.0
-        return float(self._cum_param[j] - self._cum_param[i] + self._work[i:j].max(initial=0.0)
-                     + recv + send)
+        send = np.where((js < self.n) | (d != self.snk), self.boundary[js], 0.0)
+        return np.asarray(self._cum_param[js] - self._cum_param[i] + top + recv + send)
 
     def fits(self, i: int, j: int, d: int) -> bool:
-        """Layers ``i..j-1`` may all run on ``d`` and fit in its memory."""
-        return (math.isfinite(self.compute(i, j, d))
-                and self.memory(i, j, d) <= self.capacity[d] * (1 + REL_TOL))
+        """Layers ``i..j-1`` may all run on ``d`` and fit in its memory (memoised)."""
+        key = (i, j, d)
+        if key not in self._fits:
+            self._fits[key] = (math.isfinite(self.compute(i, j, d))
+                               and self.memory(i, j, d) <= self.capacity[d] * (1 + REL_TOL))
+        return self._fits[key]
 
     def valid(self, rp: RangePlan) -> bool:
         """Every cut splits no colocate group and every stage fits its device."""
@@ -197,7 +217,7 @@ def device_speed(inst: Instance) -> np.ndarray:
     return np.asarray(speed / speed.max())
 
 
-def balanced_cuts(weights: Sequence[float], k: int, cut_ok: np.ndarray) -> tuple[int, ...] | None:
+def balanced_cuts(weights: np.ndarray, k: int, cut_ok: np.ndarray) -> tuple[int, ...] | None:
     """Cut positions splitting ``weights`` into ``k`` contiguous non-empty parts of about equal
     sum: the b-th cut is the allowed position whose prefix sum is nearest ``b / k`` of the total.
 
