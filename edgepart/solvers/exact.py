@@ -17,7 +17,7 @@ from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
 from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination
-from edgepart.solvers.base import SolveOptions, finish, respects_limits
+from edgepart.solvers.base import METHODS, SolveOptions, finish, respects_limits
 
 __all__ = ["Backend", "BackendResult", "solve_exact"]
 
@@ -90,10 +90,18 @@ def _decoded(inst: Instance, form: PipelineFormulation, res: BackendResult) -> P
     return None if validate_plan(inst, plan) else plan
 
 
+WARM_START_METHODS = ("dp", "local")
+"""Fast methods whose plans warm-start the exact backends (when registered and applicable)."""
+
+
 def _warm_start(inst: Instance, options: SolveOptions) -> Plan | None:
-    """The best valid plan among the caller's and every single-device plan (or none)."""
+    """The best valid plan among the caller's, every single-device plan and the plans of
+    :data:`WARM_START_METHODS` (or none)."""
     candidates = [options.warm_start] + [
         Plan((Stage(dev.id, tuple(x.id for x in inst.model.layers)),)) for dev in inst.devices]
+    quick = replace(options, warm_start=None, verbose=False)
+    candidates += [METHODS[name](inst, quick).plan for name in WARM_START_METHODS
+                   if name in METHODS]
     best: tuple[float, Plan] | None = None
     for plan in candidates:
         if plan is None or validate_plan(inst, plan):
