@@ -66,7 +66,7 @@ class ClusterDevice:
     id: str
     device_class: DeviceClass
     memory_bytes: int
-    tier: str = "wifi"
+    tier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +226,7 @@ def _expand(entry: Any, where: str, classes: Mapping[str, DeviceClass],
     unknown = set(entry) - {"id", "class", "count", "memory_bytes", "tier"}
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    name = entry.get("class")
+    name = str(entry.get("class"))
     if name not in classes:
         raise InputError(f"{where}.class: unknown device class {name!r} "
                          f"(known: {', '.join(sorted(classes))})")
@@ -234,14 +234,13 @@ def _expand(entry: Any, where: str, classes: Mapping[str, DeviceClass],
     count = entry.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InputError(f"{where}.count: expected an integer >= 1, got {count!r}")
-    tier = entry.get("tier", "wifi")
-    if tier not in TIERS:
+    tier = entry.get("tier")
+    if tier is not None and tier not in TIERS:
         raise InputError(f"{where}.tier: expected one of {', '.join(TIERS)}, got {tier!r}")
-    memory = entry.get("memory_bytes", cls.memory_bytes)
-    memory = int(positive(memory, f"{where}.memory_bytes"))
+    memory = int(positive(entry.get("memory_bytes", cls.memory_bytes), f"{where}.memory_bytes"))
+    base = entry.get("id")
     out = []
     for k in range(count):
-        base = entry.get("id")
         if base is None:
             dev_id = f"{name}-{per_class.get(name, 0)}"
             per_class[name] = per_class.get(name, 0) + 1
@@ -305,7 +304,7 @@ def _generate(spec: Any, devices: Sequence[ClusterDevice]) -> tuple[dict[str, An
     if kind == "ethernet":
         return ethernet_links(**params), meta
     if kind == "mixed":
-        return mixed_links([d.tier for d in devices], **params), meta
+        return mixed_links([d.tier or "wifi" for d in devices], **params), meta
     seed = params.pop("seed", None)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"cluster.generator.seed: the wireless generator needs an integer seed, "
@@ -327,7 +326,7 @@ def cluster_to_json(cluster: Cluster) -> dict[str, Any]:
     own = {c.name: _class_json(c) for c in cluster.classes
            if catalog.classes.get(c.name) != c}
     devices = [{"id": d.id, "class": d.device_class.name, "memory_bytes": d.memory_bytes,
-                "tier": d.tier} for d in cluster.devices]
+                **({"tier": d.tier} if d.tier else {})} for d in cluster.devices]
     out: dict[str, Any] = {"name": cluster.name}
     if own:
         out["classes"] = own

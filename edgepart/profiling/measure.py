@@ -13,7 +13,7 @@ What is modelled, per fx node (units add up their nodes, see :mod:`edgepart.prof
 * **time**: a node-by-node :class:`torch.fx.Interpreter` under ``torch.inference_mode()``;
   ``warmup`` full passes, then ``repeats`` passes, each node timed with ``time.perf_counter`` (so
   a node's time includes a few microseconds of interpreter overhead). The garbage collector is
-  paused while timing. :func:`summarize` reduces the samples to the median and the spread.
+  paused while timing. :func:`summarize` reduces the samples to the median, quartiles and extremes.
 """
 
 from __future__ import annotations
@@ -46,22 +46,29 @@ class NodeCost:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """Median, minimum and maximum of repeated measurements, in seconds."""
+    """Median, quartiles, minimum and maximum of repeated measurements, in seconds."""
 
     median_s: float
+    q1_s: float
+    q3_s: float
     min_s: float
     max_s: float
     repeats: int
 
     @property
     def spread(self) -> float:
-        """(max - min) / median: the relative noise across repeats (0 when the median is 0)."""
-        return (self.max_s - self.min_s) / self.median_s if self.median_s > 0 else 0.0
+        """Interquartile range / median: the typical relative noise (0 when the median is 0).
+
+        Robust to the odd stalled repeat, which ``max_s`` still shows.
+        """
+        return (self.q3_s - self.q1_s) / self.median_s if self.median_s > 0 else 0.0
 
 
 def summarize(samples: Sequence[float]) -> Timing:
-    """Reduce repeated measurements to a :class:`Timing`."""
-    return Timing(statistics.median(samples), min(samples), max(samples), len(samples))
+    """Reduce repeated measurements to a :class:`Timing` (quartiles: inclusive method)."""
+    q1, median, q3 = (statistics.quantiles(samples, n=4, method="inclusive")
+                      if len(samples) > 1 else [samples[0]] * 3)
+    return Timing(median, q1, q3, min(samples), max(samples), len(samples))
 
 
 def count_costs(traced: TracedModel) -> dict[str, NodeCost]:

@@ -1,0 +1,175 @@
+"""Probe this machine as a device class (`edgepart devices probe`), after AMP4EC's monitor.
+
+What is reported:
+
+* ``cpus``: CPUs this process may use: the affinity mask, capped by the cgroup CPU quota
+  (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``; the smallest quota on the path
+  from the process's cgroup up to the root);
+* ``memory_bytes``: ``MemTotal`` from ``/proc/meminfo``, capped by the cgroup memory limit
+  (v2 ``memory.max``, v1 ``memory.limit_in_bytes``; the smallest on the path);
+* ``flops_per_s``: measured FP32 throughput of a small benchmark (a 1024 x 1024 matmul and a
+  3 x 3, 64 -> 64 channel convolution on 56 x 56, as in resnet's first stage; median of
+  ``repeats`` runs each, FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode`);
+* ``memory_bandwidth_bytes_per_s``: copying a 64 MiB tensor into another (read + write);
+* ``speed_factor``: ``reference host flops_per_s / flops_per_s``, the multiplier from times
+  measured on the catalog's reference host to times on this machine.
+
+The output is a device-class entry that can be pasted into a cluster file's ``classes``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepart.profiling.catalog import load_catalog
+
+__all__ = ["ProbeResult", "benchmark", "cgroup_cpu_limit", "cgroup_memory_limit", "probe"]
+
+_UNLIMITED = 1 << 60
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """This machine as a device class."""
+
+    name: str
+    cpus: float
+    memory_bytes: int
+    flops_per_s: float
+    memory_bandwidth_bytes_per_s: float
+    speed_factor: float
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
+          proc: Path = Path("/proc")) -> ProbeResult:
+    """Measure this machine (see the module docstring)."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    quota = cgroup_cpu_limit(cgroup_root, proc / "self" / "cgroup")
+    memory = min(_mem_total(proc / "meminfo"),
+                 cgroup_memory_limit(cgroup_root, proc / "self" / "cgroup") or _UNLIMITED)
+    flops, bandwidth = benchmark(repeats)
+    host = load_catalog().host_flops_per_s
+    return ProbeResult(
+        name=f"probed:{platform.node() or 'host'}",
+        cpus=min(cpus, quota) if quota else cpus,
+        memory_bytes=memory,
+        flops_per_s=float(f"{flops:.4g}"),
+        memory_bandwidth_bytes_per_s=float(f"{bandwidth:.4g}"),
+        speed_factor=round(host / flops, 4),
+        source=f"edgepart devices probe on {platform.node() or 'host'} "
+               f"({platform.machine()}, {platform.processor() or 'cpu'})",
+    )
+
+
+def cgroup_cpu_limit(root: Path, self_cgroup: Path) -> float | None:
+    """The smallest CPU quota (in CPUs) on this process's cgroup path, or None when unlimited."""
+    limits = []
+    for directory in _cgroup_dirs(root, self_cgroup, ("cpu", "cpu,cpuacct")):
+        v2 = _read(directory / "cpu.max")
+        if v2 is not None:
+            quota, _, period = v2.partition(" ")
+            if quota != "max" and period:
+                limits.append(int(quota) / int(period))
+            continue
+        quota_us, period_us = _read(directory / "cpu.cfs_quota_us"), _read(
+            directory / "cpu.cfs_period_us")
+        if quota_us is not None and period_us and int(quota_us) > 0:
+            limits.append(int(quota_us) / int(period_us))
+    return min(limits) if limits else None
+
+
+def cgroup_memory_limit(root: Path, self_cgroup: Path) -> int | None:
+    """The smallest memory limit (bytes) on this process's cgroup path, or None when unlimited."""
+    limits = []
+    for directory in _cgroup_dirs(root, self_cgroup, ("memory",)):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            text = _read(directory / name)
+            if text is not None and text != "max" and int(text) < _UNLIMITED:
+                limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def _cgroup_dirs(root: Path, self_cgroup: Path, controllers: tuple[str, ...]) -> Iterator[Path]:
+    """Existing cgroup directories from this process's group up to the hierarchy's root.
+
+    v2 (the ``0::/path`` line) lives under ``root``, or ``root/unified`` on a hybrid host; v1
+    under ``root/<controller>``. Inside a
+    container the recorded path may not exist under ``root``: then only the root is read.
+    """
+    text = _read(self_cgroup) or ""
+    for line in text.splitlines():
+        _, names, path = line.split(":", 2)
+        if names == "":  # v2; on a hybrid host it is mounted at root/unified
+            base = root if (root / "cgroup.controllers").exists() else root / "unified"
+        elif names in controllers or set(names.split(",")) & set(controllers):
+            base = root / names
+        else:
+            continue
+        directory = base / path.lstrip("/")
+        while True:
+            if directory.is_dir():
+                yield directory
+            if directory == base:
+                break
+            directory = directory.parent
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _mem_total(meminfo: Path) -> int:
+    for line in (_read(meminfo) or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return _UNLIMITED
+
+
+def benchmark(repeats: int = 10) -> tuple[float, float]:
+    """FP32 FLOP/s of the matmul + conv benchmark, and copy bandwidth in bytes/s."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(1024, 1024, generator=generator)
+    image = torch.randn(1, 64, 56, 56, generator=generator)
+    weight = torch.randn(64, 64, 3, 3, generator=generator)
+    src = torch.ones(16 * 1024 * 1024)  # 64 MiB of float32
+    dst = torch.zeros_like(src)
+
+    def work() -> None:
+        torch.mm(a, a)
+        torch.nn.functional.conv2d(image, weight, padding=1)
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            work()
+        flops = counter.get_total_flops() / _median_time(work, repeats)
+        copy_bytes = 2 * src.numel() * src.element_size()
+        bandwidth = copy_bytes / _median_time(lambda: dst.copy_(src), repeats)
+    return flops, bandwidth
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
