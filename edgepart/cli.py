@@ -18,7 +18,7 @@ from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK, print_jso
 from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import Instance, load_instance
-from edgepart.plan import Plan, load_plan
+from edgepart.plan import load_plan
 from edgepart.results import SolveResult
 from edgepart.solvers.base import SolveOptions, get_method
 
@@ -139,7 +139,8 @@ def stage_table(inst: Instance, metrics: Metrics) -> str:
         lines.append(
             f"{b:>5}  {s.device:<14.14} {dev.cls:<16.16} {len(s.layers):>6}  {span:<34.34}"
             f"{s.compute_s * 1e3:>9.3f} {s.recv_s * 1e3:>8.3f} {s.send_s * 1e3:>8.3f}"
-            f" {s.time_s * 1e3:>9.3f}  {s.memory_bytes / 1e6:>7.1f} / {dev.memory_bytes / 1e6:<7.0f}")
+            f" {s.time_s * 1e3:>9.3f}  {s.memory_bytes / 1e6:>7.1f}"
+            f" / {dev.memory_bytes / 1e6:<7.0f}")
     lines.append("(times in ms per request; 'in'/'out' = receive/send transfer time)")
     return "\n".join(lines)
 

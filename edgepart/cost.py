@@ -1,8 +1,8 @@
 r"""The one cost model and the one plan checker. No solver code here.
 
 Notation. Layers :math:`v` with stage :math:`\sigma(v) \in \{0..k-1\}`; stage :math:`b` runs on
-device :math:`d_b`; :math:`t(v, d)` is the layer's time on device :math:`d`; :math:`\beta_u` the bytes
-of the tensor layer :math:`u` produces; :math:`\tau_{ij}(x) = \lambda_{ij} + x / \mathrm{bw}_{ij}` the
+device :math:`d_b`; :math:`t(v, d)` is the layer's time on device :math:`d`; :math:`\beta_u` the
+bytes of the tensor layer :math:`u` produces; :math:`\tau_{ij}(x) = \lambda_{ij} + x / bw_{ij}` the
 time of one :math:`x`-byte message from device :math:`i` to :math:`j` (0 when :math:`i = j`).
 The request input (``input_bytes``) is a tensor produced at stage :math:`-1` on the ``source``
 device and consumed by the entry layers; the exit layers' tensors are consumed at stage :math:`k`
@@ -97,7 +97,7 @@ def evaluate(inst: Instance, plan: Plan) -> Metrics:
     sigma = plan.stage_of(inst)
     dev = plan.devices(inst)
     k = len(plan.stages)
-    ends = [inst.source_index] + dev + [inst.sink_index]  # ends[b + 1] is stage b's device
+    ends = [inst.source_index, *dev, inst.sink_index]  # ends[b + 1] is stage b's device
     times = inst.times
     compute = [0.0] * k
     for v, b in enumerate(sigma):
@@ -155,7 +155,7 @@ def _transfers(inst: Instance, flows: list[tuple[int, float, list[int]]], ends: 
             for b in range(src, max(consumers)):
                 boundary[b + 1] += nbytes
         for b in range(-1, k):
-            if b + 1 > k - 1 and inst.sink is None or b < 0 and inst.source is None:
+            if (b + 1 > k - 1 and inst.sink is None) or (b < 0 and inst.source is None):
                 continue
             if ends[b + 1] == ends[b + 2]:
                 continue

@@ -1,8 +1,8 @@
 """The instance: a profiled layer graph, a cluster of devices and links, and cost-model options.
 
 Loaded once from JSON (format version 1, see ``docs/instance-format.md`` and the JSON Schema
-``instance.schema.json`` beside this file) into frozen dataclasses, validated once, with every problem
-reported by its JSON path (``model.layers[12].param_bytes: must be >= 0, got -4``).
+``instance.schema.json`` beside this file) into frozen dataclasses, validated once, with every
+problem reported by its JSON path (``model.layers[12].param_bytes: must be >= 0, got -4``).
 
 Derived data that every method needs (per-layer time on each device, tensor sizes, predecessors,
 successors, link times) is computed here once, so the cost model, the formulations and the
@@ -190,8 +190,8 @@ class Instance:
     @cached_property
     def uniform_links(self) -> bool:
         """True when every ordered pair of distinct devices has the same link."""
-        pairs = {self.links[i][j] for i in range(len(self.devices)) for j in range(len(self.devices))
-                 if i != j}
+        n = len(self.devices)
+        pairs = {self.links[i][j] for i in range(n) for j in range(n) if i != j}
         return len(pairs) <= 1
 
     def without_devices(self, ids: set[str]) -> Instance:
@@ -510,8 +510,8 @@ class _Checker:
                     self.bad(f"{path}.{key}", f"unknown device id {json.dumps(end)}")
             if ends[0] == ends[1]:
                 self.bad(path, f"src and dst are the same device {json.dumps(ends[0])}")
-            elif all(end in ids for end in ends):
-                grid[ids[ends[0]]][ids[ends[1]]] = link
+            elif ends[0] in ids and ends[1] in ids:
+                grid[ids[str(ends[0])]][ids[str(ends[1])]] = link
         if any(link is None for row in grid for link in row):
             return None
         return tuple(tuple(link for link in row if link is not None) for row in grid)

@@ -30,9 +30,9 @@ class Plan:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_assignment(cls, inst: Instance, stage_of: Sequence[int], device_of_stage: Sequence[int],
-                        method: str = "") -> Plan:
-        """Build a plan from layer -> stage index and stage -> device index (empty stages dropped)."""
+    def from_assignment(cls, inst: Instance, stage_of: Sequence[int],
+                        device_of_stage: Sequence[int], method: str = "") -> Plan:
+        """A plan from layer -> stage index and stage -> device index (empty stages dropped)."""
         stages = []
         for b, d in enumerate(device_of_stage):
             layers = tuple(inst.model.layers[v].id for v, s in enumerate(stage_of) if s == b)

@@ -1,7 +1,8 @@
 """Exact backends against brute force: the stored known-answer set and random instances.
 
-Every backend must find the brute-force optimum (within 1e-6 relative), prove it (bound <= objective,
-gap <= 1e-6), return a plan the shared checker accepts, and report infeasibility as an answer.
+Every backend must find the brute-force optimum (within 1e-6 relative), prove it (bound <=
+objective, gap <= 1e-6), return a plan the shared checker accepts, and report infeasibility as
+an answer.
 """
 
 from __future__ import annotations

@@ -78,13 +78,24 @@ class LinearModel:
         """Add ``sum(terms) + const >= 0`` (only when every ``enforce`` literal is 1)."""
         self.constraints.append(Constraint(terms, const, dim, rounding, enforce, name))
 
-    def le(self, terms: Terms, const: float = 0.0, **kw: object) -> None:
+    def le(self, terms: Terms, const: float = 0.0, *, dim: Dim = Dim.COUNT,
+           rounding: Rounding = Rounding.EXACT, enforce: tuple[int, ...] = ()) -> None:
         """Add ``sum(terms) + const <= 0``."""
-        self.ge([(-c, v) for c, v in terms], -const, **kw)  # type: ignore[arg-type]
+        self.ge([(-c, v) for c, v in terms], -const, dim=dim, rounding=rounding, enforce=enforce)
 
-    def eq(self, terms: Terms, const: float = 0.0, **kw: object) -> None:
-        self.ge(terms, const, **kw)  # type: ignore[arg-type]
-        self.le(terms, const, **kw)
+    def eq(self, terms: Terms, const: float = 0.0) -> None:
+        """Add ``sum(terms) + const == 0`` (integer coefficients)."""
+        self.ge(terms, const)
+        self.le(terms, const)
+
+    def time_ge(self, terms: Terms, const: float = 0.0, enforce: tuple[int, ...] = ()) -> None:
+        """A lower bound on a time quantity: may be relaxed by rounding."""
+        self.ge(terms, const, dim=Dim.TIME, rounding=Rounding.RELAX, enforce=enforce)
+
+    def capacity_le(self, terms: Terms, const: float, dim: Dim,
+                    enforce: tuple[int, ...] = ()) -> None:
+        """A capacity or a user limit (``terms + const <= 0``): may only be tightened."""
+        self.le(terms, const, dim=dim, rounding=Rounding.TIGHTEN, enforce=enforce)
 
     def bounds(self, terms: Terms, const: float = 0.0) -> tuple[float, float]:
         """Smallest and largest value of ``terms + const`` over the variable bounds."""

@@ -157,7 +157,7 @@ class PipelineFormulation:
             m.le(self.used(b), -1.0)
         for d in range(self.nd):
             m.le([(1.0, self.y[b][d]) for b in range(self.K)], -1.0)
-        m.eq(self.used(0), -1.0, name="stage 0 used")
+        m.eq(self.used(0), -1.0)  # stage 0 is used
         for b in range(self.K - 1):
             m.ge(self.used(b) + _neg(self.used(b + 1)))
 
@@ -220,18 +220,16 @@ class PipelineFormulation:
             for link, pairs in types.items():
                 time_terms = [(-nb / link.bandwidth_bytes_per_s, a) for nb, a in bytes_at[b]]
                 if len(types) == 1:
-                    m.ge([(1.0, r), *time_terms, *_scale(self.used(b + 1), -link.latency_s)],
-                         dim=Dim.TIME, rounding=Rounding.RELAX)
+                    m.time_ge([(1.0, r), *time_terms, *_scale(self.used(b + 1), -link.latency_s)])
                     continue
                 lt = m.boolean(f"link[{b},{link}]")
                 for d, e in pairs:
                     m.ge([(1.0, lt), (-1.0, self.y[b][d]), (-1.0, self.y[b + 1][e])], 1.0)
-                m.ge([(1.0, r), *time_terms], -link.latency_s, dim=Dim.TIME,
-                     rounding=Rounding.RELAX, enforce=(lt,))
+                m.time_ge([(1.0, r), *time_terms], -link.latency_s, enforce=(lt,))
         src = self._source_time()
         sink = [self._sink_time(b) for b in range(K)]
         self.sink_all = [t for terms in sink for t in terms]
-        stage_in = [src] + R
+        stage_in = [src, *R]
         stage_out = [(R[b] if b < K - 1 else []) + sink[b] for b in range(K)]
         return stage_in, stage_out, []
 
@@ -276,8 +274,8 @@ class PipelineFormulation:
         for d in range(self.nd):
             if d != k:
                 tau = self.inst.transfer_time(d, k, nbytes)
-                self.model.ge([(1.0, t), (-tau, self.y[b][d]), *_scale(self.used(b + 1), tau)],
-                              dim=Dim.TIME, rounding=Rounding.RELAX)
+                self.model.time_ge([(1.0, t), (-tau, self.y[b][d]),
+                                    *_scale(self.used(b + 1), tau)])
         return [(1.0, t)]
 
     # direct --------------------------------------------------------------------------------
@@ -302,7 +300,7 @@ class PipelineFormulation:
                         tau = inst.transfer_time(d, k, g.tensor_bytes[u])
                         sink_stage.append((tau, X))
                         st = m.number(f"send_sink[{u},{d}]", self.cap, Dim.TIME)
-                        m.ge([(1.0, st), (-tau, X)], dim=Dim.TIME, rounding=Rounding.RELAX)
+                        m.time_ge([(1.0, st), (-tau, X)])
                         send[d].append((1.0, st))
                         self.send_flags[d].append((g.tensor_bytes[u], X))
         source_stages = self._direct_input(recv)
@@ -332,8 +330,7 @@ class PipelineFormulation:
             self.send_flags[d].append((nbytes, sent))
             for e in dests:
                 tau = inst.transfer_time(d, e, nbytes)
-                m.ge([(1.0, st), (-tau, X), (-tau, r[e])], tau, dim=Dim.TIME,
-                     rounding=Rounding.RELAX)
+                m.time_ge([(1.0, st), (-tau, X), (-tau, r[e])], tau)
                 m.ge([(1.0, sent), (-1.0, X), (-1.0, r[e])], 1.0)
         for e, re in r.items():
             senders = [d for d in self.X[u] if d != e]
@@ -341,8 +338,7 @@ class PipelineFormulation:
             recv[e].append((1.0, rt))
             for d in senders:
                 tau = inst.transfer_time(d, e, nbytes)
-                m.ge([(1.0, rt), (-tau, self.X[u][d]), (-tau, re)], tau, dim=Dim.TIME,
-                     rounding=Rounding.RELAX)
+                m.time_ge([(1.0, rt), (-tau, self.X[u][d]), (-tau, re)], tau)
 
     def _direct_input(self, recv: list[Terms]) -> list[Terms]:
         """The input tensor from the source to each device holding an entry layer."""
@@ -369,32 +365,28 @@ class PipelineFormulation:
     def _period(self, stage_in: list[Terms], stage_out: list[Terms], extra: list[Terms]) -> None:
         """P >= every stage's time; L >= the latency expression."""
         m, relay = self.model, self.inst.cost_model.transfer is Transfer.RELAY
-        time_ge = {"dim": Dim.TIME, "rounding": Rounding.RELAX}
         P: Terms = [(1.0, self.P)]
         for terms in extra:
-            m.ge(P + _neg(terms), **time_ge)  # type: ignore[arg-type]
+            m.time_ge(P + _neg(terms))
         if self.inst.cost_model.overlap:
             for d in range(self.nd):
-                m.ge(P + _neg(self.compute(d)), **time_ge)  # type: ignore[arg-type]
+                m.time_ge(P + _neg(self.compute(d)))
             for terms in stage_in + stage_out:
                 if terms:
-                    m.ge(P + _neg(terms), **time_ge)  # type: ignore[arg-type]
+                    m.time_ge(P + _neg(terms))
         elif relay:
             for b in range(self.K):
                 cs = m.number(f"C[{b}]", self.cap, Dim.TIME)
                 for d in range(self.nd):
-                    m.ge([(1.0, cs), *_neg(self.compute(d))], enforce=(self.y[b][d],),
-                         **time_ge)  # type: ignore[arg-type]
-                m.ge(P + _neg(stage_in[b] + [(1.0, cs)] + stage_out[b]),
-                     **time_ge)  # type: ignore[arg-type]
+                    m.time_ge([(1.0, cs), *_neg(self.compute(d))], enforce=(self.y[b][d],))
+                m.time_ge(P + _neg(stage_in[b] + [(1.0, cs)] + stage_out[b]))
         else:
             for d in range(self.nd):
-                m.ge(P + _neg(stage_in[d] + self.compute(d) + stage_out[d]),
-                     **time_ge)  # type: ignore[arg-type]
+                m.time_ge(P + _neg(stage_in[d] + self.compute(d) + stage_out[d]))
         latency = [t for d in range(self.nd) for t in self.compute(d)]
         latency += [t for terms in stage_in for t in terms] + self.sink_all
         if self.L >= 0:
-            m.ge([(1.0, self.L), *_neg(latency)], **time_ge)  # type: ignore[arg-type]
+            m.time_ge([(1.0, self.L), *_neg(latency)])
 
     def _memory(self) -> None:
         """Memory per device, only where it could overflow."""
@@ -414,14 +406,13 @@ class PipelineFormulation:
                     m.ge([(1.0, work), (-g.layers[v].work_bytes, self.X[v][d])], dim=Dim.BYTES,
                          rounding=Rounding.RELAX)
             own = [*params, (1.0, work)]
-            cap = {"dim": Dim.BYTES, "rounding": Rounding.TIGHTEN}
             if inst.cost_model.transfer is Transfer.RELAY:
                 for b in range(self.K):
-                    m.le(own + self._relay_buffers(b, d), -dev.memory_bytes,
-                         enforce=(self.y[b][d],), **cap)  # type: ignore[arg-type]
+                    m.capacity_le(own + self._relay_buffers(b, d), -dev.memory_bytes, Dim.BYTES,
+                                  enforce=(self.y[b][d],))
             else:
-                m.le(own + self.recv_flags[d] + self.send_flags[d], -dev.memory_bytes,
-                     **cap)  # type: ignore[arg-type]
+                m.capacity_le(own + self.recv_flags[d] + self.send_flags[d], -dev.memory_bytes,
+                              Dim.BYTES)
 
     def _relay_buffers(self, b: int, d: int) -> Terms:
         inst, g = self.inst, self.inst.model
@@ -453,12 +444,12 @@ class PipelineFormulation:
         if self.objective == "latency":
             m.objective = self.L
             if self.max_period is not None:
-                m.le([(1.0, self.P)], -self.max_period, dim=Dim.TIME, rounding=Rounding.TIGHTEN)
+                m.capacity_le([(1.0, self.P)], -self.max_period, Dim.TIME)
         else:
             m.objective = self.P
-            m.ge([(1.0, self.P)], -lower_bound(self.inst), dim=Dim.TIME, rounding=Rounding.RELAX)
+            m.time_ge([(1.0, self.P)], -lower_bound(self.inst))
             if self.max_latency is not None:
-                m.le([(1.0, self.L)], -self.max_latency, dim=Dim.TIME, rounding=Rounding.TIGHTEN)
+                m.capacity_le([(1.0, self.L)], -self.max_latency, Dim.TIME)
 
     # decoding and hints --------------------------------------------------------------------
 
@@ -470,9 +461,9 @@ class PipelineFormulation:
             stage_of.append(b)
         devices = []
         for b in range(self.K):
-            d = max(range(self.nd), key=lambda d, b=b: values[self.y[b][d]])
-            devices.append(d if values[self.y[b][d]] > 0.5 else -1)
-        used = [d for d in devices if d >= 0]
+            on = [d for d in range(self.nd) if values[self.y[b][d]] > 0.5]
+            devices.extend(on)
+        used = devices
         return Plan.from_assignment(self.inst, stage_of, used)
 
     def hint(self, plan: Plan) -> dict[int, float]:

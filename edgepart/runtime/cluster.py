@@ -43,7 +43,7 @@ class Cluster:
     """Worker processes (or remote workers), the transport, and the heartbeat."""
 
     def __init__(self, inst: Instance, master: Address | None, *, startup_timeout_s: float = 120.0,
-                 heartbeat_s: float = 0.25, heartbeat_timeout_s: float = 3.0) -> None:
+                 heartbeat_s: float = 0.25, heartbeat_timeout_s: float = 10.0) -> None:
         self.ranks = {d.id: k + 1 for k, d in enumerate(inst.devices)}
         self.devices = {r: d for d, r in self.ranks.items()}
         self.world = len(inst.devices) + 1

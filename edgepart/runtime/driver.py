@@ -41,7 +41,7 @@ from edgepart.plan import Plan
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
-from edgepart.runtime.emulate import Emulation
+from edgepart.runtime.emulate import Emulation, LinkClock
 from edgepart.runtime.prepare import Prepared, RunOptions, prepare
 from edgepart.runtime.replan import replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report
@@ -127,6 +127,7 @@ class _Source(threading.Thread):
         self.transport = transport
         self.queue: queue.Queue[tuple[int, int, torch.Tensor] | None] = queue.Queue()
         self.route: tuple[int, int, Link | None, Emulation] = (-1, 0, None, Emulation())
+        self.link = LinkClock()
 
     def run(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -134,11 +135,14 @@ class _Source(threading.Thread):
             current, rank, link, emulation = self.route
             if epoch != current:
                 continue
-            time.sleep(emulation.link_wait(link, x.numel() * x.element_size()))
+            wait = emulation.link_wait(link, x.numel() * x.element_size())
+            self.link.hold(wait)
+            t0 = time.perf_counter()
             try:
                 self.transport.call(rank, worker.submit, epoch, request, (x,), ())
             except Exception as err:  # backend-specific: the first stage is gone
                 events.INBOX.put(events.Fault(epoch, 0, rank, first_line(err)))
+            self.link.sent(wait, time.perf_counter() - t0)
 
 
 class _Stream:

@@ -17,11 +17,13 @@ the whole model on ``d``; its CPU quota is ``s_d / time_scale`` CPUs. A device w
 ``cpus`` (e.g. AMP4EC's 1-CPU and 0.4-CPU profiles) gets that quota instead (divided by
 ``time_scale``).
 
-In the emulating modes every message waits ``time_scale * (latency + bytes / bandwidth)`` of its
-link before it is sent. All times the runtime reports are divided by ``time_scale`` so they
-compare with the prediction directly. When the host cannot keep up (the CPU the emulated
-devices need exceeds its cores, or real compute exceeds the emulated time), the run says so and
-names the ``--time-scale`` that would fit.
+In the emulating modes every message occupies its link for ``time_scale * (latency + bytes /
+bandwidth)``: it is held for that time less what the real transport took for the recent messages
+on the link (a moving average, :class:`LinkClock`), then sent, so the real transport time is
+part of the emulated link time instead of coming on top of it. All times the runtime reports
+are divided by ``time_scale`` so they compare with the prediction directly. When the host cannot
+keep up (the CPU the emulated devices need exceeds its cores, or real compute exceeds the
+emulated time), the run says so and names the ``--time-scale`` that would fit.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "CPU_HEADROOM",
     "Cgroups",
     "Emulation",
+    "LinkClock",
     "Mode",
     "device_cpus",
     "join",
@@ -76,6 +79,27 @@ class Emulation:
     def pad_target(self, predicted_compute_s: float) -> float | None:
         """Seconds a stage's compute is padded to (None: not padded)."""
         return self.time_scale * predicted_compute_s if self.mode is Mode.PAD else None
+
+
+class LinkClock:
+    """Holds each message on one emulated link, less the transport's recent own time."""
+
+    def __init__(self) -> None:
+        self.transport_s = 0.0  # moving average of the real send time (call to acknowledgement)
+
+    def hold(self, wait_s: float) -> float:
+        """Sleep for the part of ``wait_s`` the transport will not take; returns the seconds
+        slept."""
+        if wait_s <= 0:
+            return 0.0
+        held = max(0.0, wait_s - self.transport_s)
+        time.sleep(held)
+        return held
+
+    def sent(self, wait_s: float, transport_s: float) -> None:
+        """Record a message's real send time (only emulated links learn it)."""
+        if wait_s > 0:
+            self.transport_s += 0.2 * (transport_s - self.transport_s)
 
 
 def device_cpus(inst: Instance, host_model_s: float, time_scale: float) -> dict[str, float]:

@@ -61,7 +61,7 @@ class RunOptions:
     input_shape: tuple[int, ...] | None = None
     replan_time_limit_s: float = 10.0
     startup_timeout_s: float = 120.0
-    heartbeat_timeout_s: float = 3.0
+    heartbeat_timeout_s: float = 10.0
 
 
 @dataclass

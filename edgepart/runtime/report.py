@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgepart.cost import evaluate
@@ -73,7 +73,8 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
         "failure_events": stream.failures,
         "adaptations": [_adaptation(a, stream) for a in stream.adaptations],
     }
-    warnings = [*prep.warnings, *_keep_up(prep, stages)]
+    out["hop_transport_s"] = _mean_finite(s["transport_s"] for s in stages)
+    warnings = [*prep.warnings, *_keep_up(prep, stages), *_shortfall(prep, out)]
     out["host_keeps_up"] = not any(w.startswith("host cannot keep up") for w in warnings)
     out["warnings"] = warnings
     return out
@@ -107,15 +108,15 @@ def _measured(recs: Sequence[Record], scale: float, pad_s: float | None) -> dict
     """Means over a stage's records, in instance time; ``late_share``: the share of requests
     whose real compute overran the padding target ``pad_s``."""
     if not recs:
-        return dict.fromkeys(("compute_s", "real_compute_s", "transfer_s", "overhead_s", "idle_s",
+        return dict.fromkeys(("compute_s", "real_compute_s", "transfer_s", "transport_s", "idle_s",
                               "message_bytes", "late_share"), math.nan)
     gaps = [b.started - a.finished for a, b in itertools.pairwise(recs)]
     real = [(r.computed - r.started) / scale for r in recs]
     return {
         "compute_s": statistics.fmean(r.finished - r.started for r in recs) / scale,
         "real_compute_s": statistics.fmean(real),
-        "transfer_s": statistics.fmean(r.link_wait + r.delivered - r.sent for r in recs) / scale,
-        "overhead_s": statistics.fmean(r.delivered - r.sent for r in recs) / scale,
+        "transfer_s": statistics.fmean(r.held + r.delivered - r.sent for r in recs) / scale,
+        "transport_s": statistics.fmean(r.delivered - r.sent for r in recs) / scale,
         "idle_s": statistics.fmean(gaps) / scale if gaps else 0.0,
         "message_bytes": statistics.fmean(r.nbytes for r in recs),
         "late_share": statistics.fmean(t > 1.02 * pad_s for t in real) if pad_s else 0.0,
@@ -134,6 +135,26 @@ def _keep_up(prep: Prepared, stages: Sequence[dict[str, Any]]) -> list[str]:
         elif prep.emulation.mode is Mode.CGROUP and ratio > KEEP_UP_SLACK:
             out.append(_late(row, prep.emulation.time_scale, ratio))
     return out
+
+
+def _shortfall(prep: Prepared, report: dict[str, Any]) -> list[str]:
+    """A warning when an emulated run is over 10% slower than predicted, naming the busiest
+    stage's measured and predicted times."""
+    measured, predicted = report["throughput_per_s"], report["predicted_throughput_per_s"]
+    if prep.emulation.mode is Mode.NONE or not measured < 0.9 * predicted or not report["stages"]:
+        return []
+    s = max(report["stages"], key=lambda row: max(row["compute_s"], row["transfer_s"]))
+    return [f"measured throughput {measured:.3g}/s is {1 - measured / predicted:.0%} below the "
+            f"prediction; busiest: stage {s['stage']} on '{s['device']}', compute "
+            f"{s['compute_s'] * 1e3:.2f} ms (predicted {s['predicted_compute_s'] * 1e3:.2f}), "
+            f"transfer {s['transfer_s'] * 1e3:.2f} ms (predicted "
+            f"{s['predicted_transfer_s'] * 1e3:.2f}, real transport "
+            f"{s['transport_s'] * 1e3:.2f})"]
+
+
+def _mean_finite(values: Iterable[float]) -> float:
+    kept = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(kept) if kept else math.nan
 
 
 def _late(row: dict[str, Any], scale: float, ratio: float) -> str:

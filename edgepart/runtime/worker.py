@@ -85,8 +85,9 @@ class Record:
     started: float
     computed: float  # end of the real compute
     finished: float  # end of the padded or slowed compute
-    link_wait: float = 0.0
-    sent: float = 0.0  # after the link wait
+    link_wait: float = 0.0  # the emulated link time
+    held: float = 0.0  # the part of it the message was held before sending
+    sent: float = 0.0  # after the hold
     delivered: float = 0.0  # the transport acknowledged the message
     nbytes: int = 0
 
@@ -112,6 +113,7 @@ class _Worker:
         self.module: torch.nn.Module | None = None
         self.count = 0
         self.log: list[Record] = []
+        self.link = emulate.LinkClock()
         self.contact = time.monotonic()
         self.stopped = threading.Event()
         self.threads = [threading.Thread(target=self._compute_loop, daemon=True),
@@ -150,7 +152,7 @@ class _Worker:
                 continue
             rec.nbytes = payload_bytes(out)
             rec.link_wait = cfg.emulation.link_wait(cfg.link, rec.nbytes)
-            _sleep_until(time.perf_counter() + rec.link_wait)
+            rec.held = self.link.hold(rec.link_wait)
             rec.sent = time.perf_counter()
             try:
                 if cfg.next_rank == 0:
@@ -162,6 +164,7 @@ class _Worker:
                 self._report(cfg, first_line(err))
                 continue
             rec.delivered = time.perf_counter()
+            self.link.sent(rec.link_wait, rec.delivered - rec.sent)
             self.log.append(rec)
 
     def _report(self, cfg: StageConfig, message: str) -> None:

@@ -69,7 +69,8 @@ def register(name: str) -> Callable[[Method], Method]:
 def get_method(name: str) -> Method:
     _load_builtin_methods()
     if name not in METHODS:
-        raise InputError(f"solver: unknown method '{name}' (choose from {', '.join(sorted(METHODS))})")
+        names = ", ".join(sorted(METHODS))
+        raise InputError(f"solver: unknown method '{name}' (choose from {names})")
     return METHODS[name]
 
 
@@ -101,8 +102,9 @@ def finish(inst: Instance, plan: Plan | None, *, method: str, options: SolveOpti
     :data:`OPTIMALITY_TOL`. A proven-infeasible run passes ``plan=None`` and
     ``termination=INFEASIBLE``.
     """
-    common = {"method": method, "objective": options.objective.value, "bound_s": bound,
-              "wall_time_s": wall_time_s, "solver_version": version, "extra": extra or {}}
+    common: dict[str, Any] = {
+        "method": method, "objective": options.objective.value, "bound_s": bound,
+        "wall_time_s": wall_time_s, "solver_version": version, "extra": extra or {}}
     if plan is None:
         status = (SolutionStatus.INFEASIBLE if termination is Termination.INFEASIBLE
                   else SolutionStatus.NONE)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from importlib.metadata import version
 
-import ortools
 from ortools.sat.python import cp_model
 
 from edgepart.formulations.model import Constraint, Dim, LinearModel, Rounding
@@ -62,14 +63,17 @@ def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
         values=[solver.value(x) * s for x, s in zip(xs, scale, strict=True)] if has else None,
         termination=termination,
         bound_s=solver.best_objective_bound * unit if has else -math.inf,
-        version=f"OR-Tools CP-SAT {ortools.__version__}",
+        version=f"OR-Tools CP-SAT {version('ortools')}",
         message="" if has or status == cp_model.INFEASIBLE else solver.status_name(status))
+
+
+ROUND: dict[Rounding, Callable[[float], int]] = {
+    Rounding.RELAX: math.ceil, Rounding.TIGHTEN: math.floor, Rounding.EXACT: round}
 
 
 def _add(cp: cp_model.CpModel, con: Constraint, xs: list[cp_model.IntVar], scale: list[float],
          unit: float) -> None:
-    rnd = {Rounding.RELAX: math.ceil, Rounding.TIGHTEN: math.floor,
-           Rounding.EXACT: round}[con.rounding]
+    rnd = ROUND[con.rounding]
     coefs: dict[int, float] = {}
     for c, i in con.terms:
         coefs[i] = coefs.get(i, 0.0) + c * scale[i] / unit

@@ -94,7 +94,7 @@ __all__ = [
 
 MAX_CELLS = 6_000_000
 """Most (cut, device state, type) cells kept (two float arrays of this size)."""
-MAX_WORK = 300_000_000
+MAX_WORK = 500_000_000
 """Most (cut pair, device state, type) updates in one pass of the DP."""
 MAX_IDEALS = 5_000
 """Most ideals ``dp_ideals`` enumerates (Tarnawski et al. stop at 60,000 with one state each;
@@ -402,7 +402,10 @@ class _Pass:
         step = max(1, _CHUNK // best.size)
         for k in range(0, len(js), step):
             chunk = js[k:k + step]
-            vals = self.combine(self.a[chunk], self.prob.stage(i, chunk)[:, None, :])
+            # prefix families have contiguous sub-cuts: a slice avoids copying A
+            rows = (self.a[chunk[0]:chunk[-1] + 1] if chunk[-1] - chunk[0] + 1 == len(chunk)
+                    else self.a[chunk])
+            vals = self.combine(rows, self.prob.stage(i, chunk)[:, None, :])
             np.minimum(best, vals.min(axis=0), out=best)
         out = np.full_like(best, np.inf)
         for t, states in enumerate(types.addable):

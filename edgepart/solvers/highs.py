@@ -23,10 +23,10 @@ from edgepart.solvers.milp import solver_output, to_pulp
 __all__ = ["run_highs", "solve_highs"]
 
 
-class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
+class _WarmHiGHS(pulp.HiGHS):
     """PuLP's HiGHS interface plus a MIP start from the variables' initial values."""
 
-    def callSolver(self, lp: Any) -> None:  # noqa: N802 (PuLP's name)
+    def callSolver(self, lp: Any) -> None:
         start = [(v.index, v.varValue) for v in lp.variables()
                  if v.cat == pulp.LpInteger and v.varValue is not None]
         if start:

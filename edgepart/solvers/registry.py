@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from edgepart.solvers import brute  # noqa: F401
-from edgepart.solvers import cbc, cpsat, highs  # noqa: F401
-from edgepart.solvers import dp  # noqa: F401
+from edgepart.solvers import (  # noqa: F401
+    brute,
+    cbc,
+    cpsat,
+    dp,
+    highs,
+)
 from edgepart.solvers.heuristics import (  # noqa: F401
-    amp4ec, even, greedy, local, neurosurgeon, pipeedge, random, seifer)
+    amp4ec,
+    even,
+    greedy,
+    local,
+    neurosurgeon,
+    pipeedge,
+    random,
+    seifer,
+)
