@@ -93,7 +93,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    inst = load_instance(args.instance)
+    """Every problem on a line of its own (exit 2), or a summary of the valid instance."""
+    try:
+        inst = load_instance(args.instance)
+    except InputError as err:
+        for problem in err.problems:
+            sys.stderr.write(f"edgepart: {problem}\n")
+        return EXIT_BAD_INPUT
     g = inst.model
     summary = {"instance": inst.name, "layers": len(g.layers), "edges": len(g.edges),
                "graph": "chain" if g.is_chain else "DAG", "devices": len(inst.devices),

@@ -414,7 +414,8 @@ class _Checker:
                 self.bad(path, f"duplicate edge {src} -> {dst}")
                 continue
             seen.add((src, dst))
-            nbytes = self.num(e, "bytes", path, default=layers[index[src]].output_bytes)
+            nbytes = (self.num(e, "bytes", path) if "bytes" in e
+                      else layers[index[src]].output_bytes)
             if src in tensor and tensor[src][0] != nbytes:
                 self.bad(f"{path}.bytes", f"out-edges of layer '{src}' must carry one tensor "
                          f"size, got {_fmt(tensor[src][0])} (model.edges[{tensor[src][1]}]) and "
