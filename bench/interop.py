@@ -4,8 +4,8 @@
   without their one CPU, and the human-expert bert24 split scored on the CPU-less instance;
 * PipeDream profiles (``pipedream/*/graph.txt``) imported at batch 1 onto two 8-device clusters:
   ``edge8`` (2 Jetson Orin Nano, 2 Jetson Nano, 2 Raspberry Pi 5, 2 Raspberry Pi 4 on 1 Gbit/s
-  Ethernet, times measured on the Orin class) and ``gpu8`` (8 V100-class GPUs on 10 Gbit/s
-  Ethernet, PipeDream's own setting).
+  Ethernet) and ``gpu8`` (8 V100-class GPUs on 10 Gbit/s Ethernet, PipeDream's own setting),
+  the profiles taken as measured on a V100-class GPU (15.7 TFLOP/s FP32).
 
 Usage: ``python bench/interop.py [EXTERNAL] [--solvers cpsat,highs,cbc] [--time-limit S]
 [--json]``; EXTERNAL defaults to ``../shared/external`` beside the repository.
@@ -22,19 +22,21 @@ from typing import Any
 
 from edgepart import Instance, evaluate, solve
 from edgepart.interop import msr, pipedream
+from edgepart.profiling.catalog import parse_device_class
 from edgepart.profiling.clusters import load_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = {"bert24_inference": 17.7899, "gnmt_inference": 32.9107}  # ALGORITHMS.md, k = 6
 PROFILED_BATCH = {"vgg16": 128}  # its conv1 activation is 128 x 64 x 224 x 224 x 4 bytes
+V100 = {"memory_bytes": 16 * 2**30, "flops_per_s": 1.57e13,
+        "source": "NVIDIA V100 PCIe datasheet: 14-15.7 TFLOPS FP32"}
 CLUSTERS: dict[str, dict[str, Any]] = {
     "edge8": {"name": "edge8",
               "devices": [{"class": c, "count": 2}
                           for c in ("jetson_orin_nano", "jetson_nano", "rpi5", "rpi4")],
               "generator": {"kind": "ethernet", "bandwidth_mbit_s": 1000}},
     "gpu8": {"name": "gpu8",
-             "classes": {"v100": {"memory_bytes": 16 * 2**30, "flops_per_s": 1.57e13,
-                                  "source": "NVIDIA V100 PCIe datasheet: 14-15.7 TFLOPS FP32"}},
+             "classes": {"v100": V100},
              "devices": [{"class": "v100", "count": 8}],
              "generator": {"kind": "ethernet", "bandwidth_mbit_s": 10000}},
 }
@@ -55,6 +57,7 @@ def pipedream_instances(external: Path) -> Iterator[tuple[str, Instance, str]]:
         graph = pipedream.read_pipedream(path)
         for cluster_name, spec in CLUSTERS.items():
             inst = pipedream.to_instance(graph, load_cluster(spec), batch_size=1,
+                                         profiled_on=parse_device_class("v100", V100, "v100"),
                                          profiled_batch=PROFILED_BATCH.get(model, 256),
                                          name=f"{model}_{cluster_name}")
             yield f"pipedream/{model}@{cluster_name}", inst, ""

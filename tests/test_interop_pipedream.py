@@ -96,6 +96,19 @@ def test_profiled_on_a_catalog_class_outside_the_cluster(graph: pd.PipeDreamGrap
     assert inst.model.layers[0].time_s["rpi4"] == pytest.approx(0.010 * ratio)
 
 
+def test_profiled_on_a_class_the_cluster_file_defines_without_a_device(
+        tmp_path: Path) -> None:
+    (tmp_path / "g.txt").write_text(GRAPH)
+    gpu = {"memory_bytes": 16e9, "flops_per_s": 5.76e11}  # 10 x rpi4
+    (tmp_path / "c.json").write_text(json.dumps({**CLUSTER, "classes": {"gpu": gpu}}))
+    assert main(["import", "pipedream", str(tmp_path / "g.txt"), "--cluster",
+                 str(tmp_path / "c.json"), "--out", str(tmp_path / "i.json"),
+                 "--profiled-on", "gpu"]) == 0
+    inst = load_instance(tmp_path / "i.json")
+    assert inst.meta["profiled_on"] == "gpu"
+    assert inst.model.layers[0].time_s["rpi4"] == pytest.approx(0.100)
+
+
 def test_batch_size_scales_times_and_activations_not_parameters(
         graph: pd.PipeDreamGraph) -> None:
     inst = pd.to_instance(graph, load_cluster(CLUSTER), profiled_on="rpi4", batch_size=64)

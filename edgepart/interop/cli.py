@@ -13,12 +13,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK
 from edgepart.errors import InputError
 from edgepart.instance import load_instance
 from edgepart.plan import load_plan
+
+if TYPE_CHECKING:
+    from edgepart.profiling.catalog import DeviceClass
 
 __all__ = ["main", "register"]
 
@@ -42,7 +45,8 @@ def _add_import_pipedream(kinds: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--cluster", required=True, help="cluster JSON (see docs/profiling.md)")
     p.add_argument("--out", required=True, help="instance JSON to write")
     p.add_argument("--profiled-on", metavar="CLASS",
-                   help="device class the times were measured on (default: the cluster's class "
+                   help="device class the times were measured on: a class of the cluster file "
+                        "(devices or 'classes') or of the catalog (default: the cluster's class "
                         "with the most FLOP/s)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="samples per request (default 256, the profiled batch)")
@@ -104,11 +108,25 @@ def _import_pipedream(args: argparse.Namespace) -> int:
 
     graph = pipedream.read_pipedream(args.graph)
     name = args.name or Path(args.graph).resolve().parent.name or "pipedream"
-    data = pipedream.instance_data(graph, load_cluster(args.cluster),
-                                   profiled_on=args.profiled_on, batch_size=args.batch_size,
+    cluster = load_cluster(args.cluster)
+    data = pipedream.instance_data(graph, cluster,
+                                   profiled_on=_cluster_class(args.cluster, args.profiled_on),
+                                   batch_size=args.batch_size,
                                    profiled_batch=args.profiled_batch, name=name)
     _write_instance(data, args.out, name)
     return EXIT_OK
+
+
+def _cluster_class(path: str, name: str | None) -> str | DeviceClass | None:
+    """The class ``name`` as defined in the cluster file's ``classes`` (it need not have a
+    device: e.g. the profiling GPU), else the name itself."""
+    from edgepart.interop._common import read_json
+    from edgepart.profiling.catalog import parse_device_class
+
+    own = read_json(path).get("classes", {}) if name else {}
+    if name is None or not isinstance(own, dict) or name not in own:
+        return name
+    return parse_device_class(name, own[name], f"cluster.classes.{name}")
 
 
 def _import_msr(args: argparse.Namespace) -> int:

@@ -171,22 +171,23 @@ def _natural_key(node_id: str) -> tuple[Any, ...]:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", node_id))
 
 
-def to_instance(graph: PipeDreamGraph, cluster: Cluster, *, profiled_on: str | None = None,
-                batch_size: int = PROFILED_BATCH, profiled_batch: int = PROFILED_BATCH,
-                name: str = "pipedream") -> Instance:
+def to_instance(graph: PipeDreamGraph, cluster: Cluster, *,
+                profiled_on: str | DeviceClass | None = None, batch_size: int = PROFILED_BATCH,
+                profiled_batch: int = PROFILED_BATCH, name: str = "pipedream") -> Instance:
     """The validated instance of :func:`instance_data`."""
     data = instance_data(graph, cluster, profiled_on=profiled_on, batch_size=batch_size,
                          profiled_batch=profiled_batch, name=name)
     return validated_instance(data, name)
 
 
-def instance_data(graph: PipeDreamGraph, cluster: Cluster, *, profiled_on: str | None = None,
-                  batch_size: int = PROFILED_BATCH, profiled_batch: int = PROFILED_BATCH,
-                  name: str = "pipedream") -> dict[str, Any]:
+def instance_data(graph: PipeDreamGraph, cluster: Cluster, *,
+                  profiled_on: str | DeviceClass | None = None, batch_size: int = PROFILED_BATCH,
+                  profiled_batch: int = PROFILED_BATCH, name: str = "pipedream") -> dict[str, Any]:
     """The instance JSON of ``graph`` on ``cluster``.
 
-    The measured times belong to class ``profiled_on`` (default: the cluster's class with the
-    most FLOP/s, since the profiles come from a GPU) at batch ``profiled_batch``; one request of
+    The measured times belong to class ``profiled_on``: a :class:`DeviceClass`, or the name of
+    a class of the cluster or the catalog (default: the cluster's class with the most FLOP/s,
+    since the profiles come from a GPU) at batch ``profiled_batch``; one request of
     the instance is a batch of ``batch_size``. See the module docstring for every rule.
     """
     for flag, value in (("--batch-size", batch_size), ("--profiled-batch", profiled_batch)):
@@ -224,7 +225,9 @@ def instance_data(graph: PipeDreamGraph, cluster: Cluster, *, profiled_on: str |
     return data
 
 
-def _profiled_class(cluster: Cluster, profiled_on: str | None) -> DeviceClass:
+def _profiled_class(cluster: Cluster, profiled_on: str | DeviceClass | None) -> DeviceClass:
+    if isinstance(profiled_on, DeviceClass):
+        return profiled_on
     if profiled_on is None:
         return max(cluster.classes, key=lambda c: (c.flops_per_s, c.name))
     own = {c.name: c for c in cluster.classes}
@@ -232,7 +235,7 @@ def _profiled_class(cluster: Cluster, profiled_on: str | None) -> DeviceClass:
                                                                           "--profiled-on")
 
 
-def time_scales(cluster: Cluster, profiled_on: str | None = None) -> dict[str, float]:
+def time_scales(cluster: Cluster, profiled_on: str | DeviceClass | None = None) -> dict[str, float]:
     """Device class of the cluster -> multiplier of the profiled times: the ratio of the catalog
     speed factors (time multipliers relative to the catalog's reference host)."""
     host = load_catalog().host_flops_per_s
