@@ -301,18 +301,10 @@ def instance_data(graph: MsrGraph, *, name: str = "msr", bandwidth_bytes_per_s: 
     by_id = {n.id: n for n in graph.nodes}
     order = stable_topological_order(sorted(by_id),
                                      [(e.source, e.dest) for e in graph.edges])
-    position = {v: i for i, v in enumerate(order)}
     layers = [_layer(by_id[v], cost.get(v, 0.0) * bandwidth_bytes_per_s) for v in order]
-    edges = [{"src": str(e.source), "dst": str(e.dest),
-              "bytes": cost[e.source] * bandwidth_bytes_per_s}
-             for e in sorted({(e.source, e.dest): e for e in graph.edges}.values(),
-                             key=lambda e: (position[e.source], position[e.dest]))]
-    cpu_memory = max(1.0, sum(n.size for n in graph.nodes) + 2 * sum(x["output_bytes"]
-                                                                      for x in layers))
-    devices = ([{"id": f"fpga{i}", "class": FPGA_CLASS, "memory_bytes": graph.max_size_per_fpga}
-                for i in range(graph.max_fpgas)]
-               + [{"id": f"cpu{i}", "class": CPU_CLASS, "memory_bytes": cpu_memory}
-                  for i in range(n_cpus)])
+    edges = _edges(graph, order, cost, bandwidth_bytes_per_s)
+    devices = _devices(graph, n_cpus, cpu_memory=max(1.0, sum(n.size for n in graph.nodes)
+                                                     + 2 * sum(e["bytes"] for e in edges)))
     return {
         "format_version": 1, "name": name,
         "description": f"MSR device-placement input '{name}' ({graph.max_fpgas} accelerators, "
@@ -325,6 +317,23 @@ def instance_data(graph: MsrGraph, *, name: str = "msr", bandwidth_bytes_per_s: 
         "meta": {"imported_from": "msr", "bandwidth_bytes_per_s": bandwidth_bytes_per_s,
                  "cpus": _cpu_note(graph.max_cpus, n_cpus)},
     }
+
+
+def _edges(graph: MsrGraph, order: list[int], cost: dict[int, float], bandwidth: float
+           ) -> list[dict[str, Any]]:
+    """Model edges (duplicates dropped) in topological order, carrying ``cost x B`` bytes."""
+    position = {v: i for i, v in enumerate(order)}
+    unique = {(e.source, e.dest): e for e in graph.edges}
+    return [{"src": str(u), "dst": str(v), "bytes": cost[u] * bandwidth}
+            for u, v in sorted(unique, key=lambda uv: (position[uv[0]], position[uv[1]]))]
+
+
+def _devices(graph: MsrGraph, n_cpus: int, cpu_memory: float) -> list[dict[str, Any]]:
+    """The accelerators, then the CPUs (whose ``cpu_memory`` exceeds anything a stage needs)."""
+    return ([{"id": f"fpga{i}", "class": FPGA_CLASS, "memory_bytes": graph.max_size_per_fpga}
+             for i in range(graph.max_fpgas)]
+            + [{"id": f"cpu{i}", "class": CPU_CLASS, "memory_bytes": cpu_memory}
+               for i in range(n_cpus)])
 
 
 def _check_devices(graph: MsrGraph, n_cpus: int, *, dropped: bool) -> None:
