@@ -1,12 +1,14 @@
 r"""``local``: our fast heuristic, a DP on a coarsened layer order plus local search.
 
-1. **Coarsen.** Keep at most :data:`MAX_COARSE_CUTS` cut positions of the layer order: split the
-   positions that split no colocate group into windows of equal work (each layer's best time)
-   and keep, in each window, the position with the fewest bytes crossing it.
-2. **DP.** Run the exact range DP of :mod:`edgepart.solvers.dp` on those cuts. When the device
-   state space is too large (many devices that differ), run it on a few device subsets instead,
-   each grown until the state space reaches :data:`MAX_DP_STATES`: the fastest devices, and a
-   chain grown from the fastest device by speed x bandwidth to the devices already chosen.
+1. **Devices.** The exact range DP of :mod:`edgepart.solvers.dp` keeps a state per multiset of
+   device types used. When that space is too large (many devices that differ), the DP runs on a
+   few device subsets instead, each grown until the space reaches :data:`MAX_DP_STATES`: the
+   fastest devices, and a chain grown from the fastest device by speed x bandwidth to the devices
+   already chosen.
+2. **Coarsen, then DP.** Keep as many cut positions as :data:`DP_WORK` allows (all, for a few
+   hundred layers and few device types): split the positions that split no colocate group into
+   windows of equal work (each layer's best time) and keep, in each window, the position with the
+   fewest bytes crossing it; run the DP on them.
 3. **Local search** from every DP plan on the full layer order and all devices, around the
    slowest stages (all stages for latency), by groups of moves: move one cut to any position
    between its neighbours; give one stage another device (swap or an unused one); merge two
@@ -21,9 +23,9 @@ compute, per-link bandwidth and latency, relay transfers with skip tensors, sour
 memory, device classes, colocation, overlap or not. What it ignores: non-range plans of a DAG
 (stages are ranges of the given order) and, with direct transfers on a DAG, the exact direct
 cost (searched with the relay proxy; the result is re-scored exactly). Time: one coarse DP,
-:math:`O(G^2 S T)` with :math:`G \le` :data:`MAX_COARSE_CUTS`, then local search bounded by the
-time limit (default :data:`DEFAULT_TIME_S`); it stops at a local optimum, usually within a second
-for hundreds of layers and dozens of devices.
+:math:`O(G^2 S T)` <= :data:`DP_WORK` updates, then local search bounded by the time limit
+(default :data:`DEFAULT_TIME_S`); it stops at a local optimum, in one to a few seconds for
+hundreds of layers and dozens of devices.
 
 :func:`best_heuristic_plan` is the plain entry point the exact solvers use for a warm start.
 
@@ -59,7 +61,7 @@ from edgepart.solvers.heuristics.even import layer_work
 
 __all__ = [
     "DEFAULT_TIME_S",
-    "MAX_COARSE_CUTS",
+    "DP_WORK",
     "MAX_DP_STATES",
     "best_heuristic_plan",
     "coarse_positions",
@@ -68,10 +70,10 @@ __all__ = [
     "solve_local",
 ]
 
-MAX_COARSE_CUTS = 96
-"""Most cut positions the coarse DP considers."""
-MAX_DP_STATES = 4096
+MAX_DP_STATES = 16_384
 """Most (device state x type) pairs per cut in the coarse DP."""
+DP_WORK = 100_000_000
+"""Budget of the coarse DP in state updates: it keeps about sqrt(2 DP_WORK / states) cuts."""
 DEFAULT_TIME_S = 10.0
 """Time budget when the caller gives none."""
 FOCUS = 3
@@ -80,7 +82,7 @@ SPLIT_POINTS = 12
 """Most split positions tried per stage."""
 
 
-def coarse_positions(rm: RangeModel, limit: int = MAX_COARSE_CUTS) -> list[int]:
+def coarse_positions(rm: RangeModel, limit: int) -> list[int]:
     """Cut positions for the coarse DP: all when few, else the cheapest cut per work window."""
     allowed = np.array([j for j in range(1, rm.n) if rm.cut_ok[j]], dtype=int)
     if len(allowed) <= limit:
@@ -293,8 +295,9 @@ def _local(inst: Instance, options: SolveOptions, start: float
     budget = DEFAULT_TIME_S if options.time_limit is None else options.time_limit
     deadline = start + budget
     rm = RangeModel(inst)
-    positions = coarse_positions(rm)
     subsets = device_subsets(inst, rm)
+    states = max(_state_size(inst, s) for s in subsets)
+    positions = coarse_positions(rm, max(16, math.isqrt(2 * DP_WORK // states)))
     starts = [rp for devices in subsets if (rp := _dp_start(
         inst, rm, positions, devices, options.objective, start + budget / 2)) is not None]
     finals = [improve(rm, rp, options.objective, deadline) for rp in starts]
