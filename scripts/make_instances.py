@@ -6,12 +6,15 @@
 
 Each instance is exactly one ``edgepart profile`` command; this script only runs them in turn.
 Layer times are measured, so they differ from run to run by machine noise; everything else
-(layers, FLOPs, bytes, edges, devices, links) is identical.
+(layers, FLOPs, bytes, edges, devices, links) is identical. Profiling is single-threaded, and
+times measured while other programs keep every core busy are inflated, so before each instance
+the script waits (up to --max-wait seconds) until the 1-minute load average leaves a core free.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -49,10 +52,25 @@ def command(name: str) -> list[str]:
             "--repeats", "10", "--warmup", "3", *extra]
 
 
+def wait_for_quiet(max_wait_s: float) -> None:
+    """Sleep until the 1-minute load average is at most (CPUs - 1), or for ``max_wait_s``."""
+    limit = max(1.0, len(os.sched_getaffinity(0)) - 1.0)
+    deadline = time.monotonic() + max_wait_s
+    while (load := os.getloadavg()[0]) > limit:
+        if time.monotonic() > deadline:
+            print(f"  host still busy (load {load:.1f} > {limit:.0f}); profiling anyway",
+                  flush=True)
+            return
+        print(f"  host busy (load {load:.1f} > {limit:.0f}), waiting", flush=True)
+        time.sleep(15)
+
+
 def run() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"instances to make (default: all {len(SUITE)})")
     parser.add_argument("--commands", action="store_true", help="print the commands and exit")
+    parser.add_argument("--max-wait", type=float, default=600.0, metavar="S",
+                        help="longest wait for a quiet host before each instance (default 600)")
     args = parser.parse_args()
     names = args.names or list(SUITE)
     unknown = [n for n in names if n not in SUITE]
@@ -62,6 +80,7 @@ def run() -> int:
         print("edgepart " + shlex.join(command(name)), flush=True)
         if args.commands:
             continue
+        wait_for_quiet(args.max_wait)
         start = time.perf_counter()
         status = main(command(name))
         if status != 0:
@@ -71,7 +90,5 @@ def run() -> int:
 
 
 if __name__ == "__main__":
-    import os
-
     os.chdir(ROOT)
     sys.exit(run())

@@ -155,7 +155,7 @@ def test_shape_arithmetic_is_folded_and_tuples_stay_in_one_unit() -> None:
 def test_units_partition_the_graph_and_map_to_fx_nodes() -> None:
     model = torchvision.models.resnet18(weights=None).eval()
     traced = trace_model(model, (1, 3, 64, 64))
-    covered = [n for u in traced.units for n in u.nodes]
+    covered = [n for nodes in traced.unit_nodes.values() for n in nodes]
     graph_nodes = [n.name for n in traced.graph_module.graph.nodes
                    if n.op not in ("placeholder", "output")]
     assert sorted(covered) == sorted(graph_nodes)

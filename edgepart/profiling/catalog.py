@@ -4,10 +4,11 @@ Each class has its RAM (``memory_bytes``), its peak FP32 throughput (``flops_per
 bandwidth (``memory_bandwidth_bytes_per_s``, used only by the roofline time model) and a
 ``source`` string naming the public specification the numbers come from.
 
-Speed model. Layers are timed on the profiling host; a layer's time on class ``c`` is the host
-time times the class's *speed factor* ``host_flops_per_s / c.flops_per_s``, where
-``host_flops_per_s`` is the catalog's ``reference_host`` (measured on the machine that generated the
-shipped instances with ``edgepart devices probe``) unless the caller measures or gives another.
+Speed model. Layers are timed on the profiling host, single-threaded by default (far steadier on
+a shared machine); a layer's time on class ``c`` is the host time times the class's *speed
+factor* ``host_flops_per_s / c.flops_per_s``, where ``host_flops_per_s`` is the catalog's
+``reference_host``: the probe benchmark on one thread of the machine that generated the shipped
+instances, unless the caller measures or gives another. ``c.flops_per_s`` is the whole device.
 This is a first-order model: it assumes every layer runs at the same fraction of peak on every
 device, which flatters devices (GPUs above all) that reach a smaller fraction of their peak at
 batch 1. Clusters may define their own classes with measured numbers
@@ -22,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -66,12 +66,9 @@ class Catalog:
 
 
 @cache
-def load_catalog(path: str | None = None) -> Catalog:
-    """Read the catalog (the packaged ``catalog.json`` unless ``path`` is given)."""
-    if path is None:
-        text = resources.files("edgepart.profiling").joinpath("catalog.json").read_text()
-    else:
-        text = Path(path).read_text()
+def load_catalog() -> Catalog:
+    """Read the packaged ``catalog.json``."""
+    text = resources.files("edgepart.profiling").joinpath("catalog.json").read_text()
     data = json.loads(text)
     host = data["reference_host"]
     classes = {name: parse_device_class(name, entry, f"catalog.classes.{name}")

@@ -36,6 +36,9 @@ def _add_profile(subparsers: Any) -> None:
     p.add_argument("--granularity", default="module", help="module (default) or block")
     p.add_argument("--repeats", type=int, default=10, help="timed passes (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default 3)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads while timing (default 1: stable on a shared host; the "
+                        "catalog's reference FLOP/s are single-threaded too)")
     p.add_argument("--time-model", default="measured",
                    help="measured (host time x speed factor, default) or roofline")
     p.add_argument("--host-flops", default=None,
@@ -81,7 +84,8 @@ def _profile(args: argparse.Namespace) -> int:
     options = ProfileOptions(
         input_shape=parse_input_shape(args.input_shape, args.batch_size),
         granularity=args.granularity, repeats=args.repeats, warmup=args.warmup,
-        time_model=args.time_model, host_flops_per_s=_host_flops(args.host_flops),
+        time_model=args.time_model, threads=args.threads,
+        host_flops_per_s=_host_flops(args.host_flops, args.threads),
         model_kwargs=parse_model_args(args.model_arg),
         name=args.name or Path(args.out).stem,
     )
@@ -92,13 +96,13 @@ def _profile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _host_flops(text: str | None) -> float | None:
+def _host_flops(text: str | None, threads: int) -> float | None:
     if text is None:
         return None
     if text == "measure":
         from edgepart.profiling.probe import benchmark
 
-        return benchmark()[0]
+        return benchmark(threads=max(threads, 1))[0]
     try:
         return float(text)
     except ValueError:

@@ -154,15 +154,14 @@ GENERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
-def load_cluster(src: str | Path | Mapping[str, Any], catalog: Catalog | None = None) -> Cluster:
+def load_cluster(src: str | Path | Mapping[str, Any]) -> Cluster:
     """Read and validate a cluster file (or an already parsed object)."""
     data = _read(src)
     unknown = set(data) - {"name", "description", "classes", "devices", "links", "generator",
                            "source", "sink", "meta"}
     if unknown:
         raise InputError(f"cluster: unknown field(s) {', '.join(sorted(unknown))}")
-    catalog = catalog or load_catalog()
-    classes = _classes(data.get("classes", {}), catalog)
+    classes = _classes(data.get("classes", {}), load_catalog())
     devices = _devices(data.get("devices"), classes)
     has_links, has_generator = "links" in data, "generator" in data
     if has_links == has_generator:

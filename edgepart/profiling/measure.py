@@ -32,7 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edgepart.profiling.trace import TracedModel, example_input
 
-__all__ = ["NodeCost", "Timing", "count_costs", "summarize", "time_forward", "time_nodes"]
+__all__ = ["NodeCost", "Timing", "count_costs", "summarize", "time_forward", "time_nodes",
+           "torch_threads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,18 @@ def time_forward(traced: TracedModel, *, repeats: int, warmup: int) -> tuple[flo
             if i >= warmup:
                 out.append(time.perf_counter() - start)
     return tuple(out)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch's intra-op work on ``threads`` threads (None: leave it), restoring it after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager

@@ -7,24 +7,26 @@ What is reported:
   from the process's cgroup up to the root);
 * ``memory_bytes``: ``MemTotal`` from ``/proc/meminfo``, capped by the cgroup memory limit
   (v2 ``memory.max``, v1 ``memory.limit_in_bytes``; the smallest on the path);
-* ``flops_per_s``: measured FP32 throughput of a small benchmark (a 1024 x 1024 matmul and a
-  3 x 3, 64 -> 64 channel convolution on 56 x 56, as in resnet's first stage; median of
-  ``repeats`` runs each, FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode`);
+* ``flops_per_s``: measured FP32 throughput of a small benchmark on all usable CPUs (a
+  512 x 512 matmul and a 3 x 3, 64 -> 64 channel convolution on 56 x 56, as in resnet's first
+  stage; each timed by its best of ``repeats`` runs, which is robust to other programs sharing
+  the cores; FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode`);
 * ``memory_bandwidth_bytes_per_s``: copying a 64 MiB tensor into another (read + write);
 * ``speed_factor``: ``reference host flops_per_s / flops_per_s``, the multiplier from times
-  measured on the catalog's reference host to times on this machine.
+  profiled on the catalog's reference host (single-threaded, see
+  :mod:`edgepart.profiling.catalog`) to times on this machine using all its CPUs.
 
-The output is a device-class entry that can be pasted into a cluster file's ``classes``.
+The JSON output's ``class`` object can be pasted into a cluster file's ``classes`` as it is.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,12 @@ class ProbeResult:
     source: str
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """``class`` is an entry for a cluster file's ``classes`` as it stands."""
+        return {"name": self.name, "cpus": self.cpus, "speed_factor": self.speed_factor,
+                "class": {"memory_bytes": self.memory_bytes, "flops_per_s": self.flops_per_s,
+                          "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
+                          "description": f"{self.name}: {self.cpus:g} usable CPUs",
+                          "source": self.source}}
 
 
 def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
@@ -58,11 +65,12 @@ def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
     quota = cgroup_cpu_limit(cgroup_root, proc / "self" / "cgroup")
     memory = min(_mem_total(proc / "meminfo"),
                  cgroup_memory_limit(cgroup_root, proc / "self" / "cgroup") or _UNLIMITED)
-    flops, bandwidth = benchmark(repeats)
+    usable = min(cpus, quota) if quota else cpus
+    flops, bandwidth = benchmark(repeats, threads=max(1, int(usable)))
     host = load_catalog().host_flops_per_s
     return ProbeResult(
         name=f"probed:{platform.node() or 'host'}",
-        cpus=min(cpus, quota) if quota else cpus,
+        cpus=usable,
         memory_bytes=memory,
         flops_per_s=float(f"{flops:.4g}"),
         memory_bandwidth_bytes_per_s=float(f"{bandwidth:.4g}"),
@@ -139,37 +147,40 @@ def _mem_total(meminfo: Path) -> int:
     return _UNLIMITED
 
 
-def benchmark(repeats: int = 10) -> tuple[float, float]:
-    """FP32 FLOP/s of the matmul + conv benchmark, and copy bandwidth in bytes/s."""
+def benchmark(repeats: int = 10, threads: int | None = None) -> tuple[float, float]:
+    """FP32 FLOP/s of the matmul + conv benchmark on ``threads`` torch threads, and copy
+    bandwidth in bytes/s; each part is timed by its best of ``repeats`` runs."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from edgepart.profiling.measure import torch_threads
+
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(1024, 1024, generator=generator)
+    a = torch.randn(512, 512, generator=generator)
     image = torch.randn(1, 64, 56, 56, generator=generator)
     weight = torch.randn(64, 64, 3, 3, generator=generator)
     src = torch.ones(16 * 1024 * 1024)  # 64 MiB of float32
     dst = torch.zeros_like(src)
-
-    def work() -> None:
-        torch.mm(a, a)
-        torch.nn.functional.conv2d(image, weight, padding=1)
-
-    with torch.inference_mode():
+    parts: list[Callable[[], Any]] = [
+        lambda: torch.mm(a, a), lambda: torch.nn.functional.conv2d(image, weight, padding=1)]
+    with torch.inference_mode(), torch_threads(threads):
         with FlopCounterMode(display=False) as counter:
-            work()
-        flops = counter.get_total_flops() / _median_time(work, repeats)
+            for part in parts:
+                part()
+        flops = counter.get_total_flops() / sum(_best_time(p, repeats) for p in parts)
         copy_bytes = 2 * src.numel() * src.element_size()
-        bandwidth = copy_bytes / _median_time(lambda: dst.copy_(src), repeats)
+        bandwidth = copy_bytes / _best_time(lambda: dst.copy_(src), repeats)
     return flops, bandwidth
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+def _best_time(fn: Callable[[], Any], repeats: int) -> float:
+    """The shortest of ``repeats`` timed runs after two untimed ones: the machine's capability,
+    robust to other programs sharing the cores."""
     for _ in range(2):
         fn()
-    times = []
+    best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -9,7 +9,8 @@ Per unit (an instance ``layer``), summing its fx nodes (:mod:`edgepart.profiling
   from outside (held throughout), the values it makes until their last use inside, and its
   outputs. Aliasing (views) is ignored, so this is an upper bound;
 * ``time_s[class]``: ``measured``: the median over repeats of the unit's host time (its nodes'
-  times summed per repeat) x the class's speed factor (:mod:`edgepart.profiling.catalog`);
+  times summed per repeat, on ``threads`` torch threads, 1 by default) x the class's speed
+  factor (:mod:`edgepart.profiling.catalog`);
   ``roofline``: the sum over nodes of ``max(flops / flops_per_s, traffic / memory_bandwidth)``;
 * ``meta``: the host median, min, max and relative spread of the measurement, and for blocks the
   module-level units merged.
@@ -33,7 +34,7 @@ from torch import nn
 from edgepart.errors import InputError
 from edgepart.profiling.catalog import DeviceClass, load_catalog
 from edgepart.profiling.clusters import Cluster
-from edgepart.profiling.granularity import coarsen
+from edgepart.profiling.granularity import GRANULARITIES, coarsen
 from edgepart.profiling.measure import (
     NodeCost,
     Timing,
@@ -41,6 +42,7 @@ from edgepart.profiling.measure import (
     summarize,
     time_forward,
     time_nodes,
+    torch_threads,
 )
 from edgepart.profiling.trace import TracedModel, Unit, trace_model
 
@@ -58,6 +60,7 @@ class ProfileOptions:
     repeats: int = 10
     warmup: int = 3
     time_model: str = "measured"
+    threads: int = 1
     host_flops_per_s: float | None = None
     model_kwargs: Mapping[str, Any] | None = None
     name: str | None = None
@@ -73,8 +76,11 @@ def profile_instance(
                      options.granularity)
     costs = count_costs(traced)
     measured = options.time_model == "measured"
-    samples = (time_nodes(traced, repeats=options.repeats, warmup=options.warmup)
-               if measured else {})
+    with torch_threads(options.threads):
+        samples = (time_nodes(traced, repeats=options.repeats, warmup=options.warmup)
+                   if measured else {})
+        forward = (time_forward(traced, repeats=options.repeats, warmup=options.warmup)
+                   if measured else ())
     host_flops = options.host_flops_per_s or load_catalog().host_flops_per_s
     layers = [_layer(traced, unit, costs, samples, cluster.classes, host_flops)
               for unit in traced.units]
@@ -92,9 +98,7 @@ def profile_instance(
                      "flops_per_s": d.device_class.flops_per_s} for d in cluster.devices],
         "links": dict(cluster.links),
         "cost_model": {"overlap": True, "transfer": "relay"},
-        "meta": _meta(traced, cluster, options, host_flops, layers,
-                      time_forward(traced, repeats=options.repeats, warmup=options.warmup)
-                      if measured else ()),
+        "meta": _meta(traced, cluster, options, host_flops, layers, forward),
     }
     instance.update({k: v for k, v in (("source", cluster.source), ("sink", cluster.sink)) if v})
     from edgepart.instance import load_instance
@@ -104,12 +108,15 @@ def profile_instance(
 
 
 def _check(options: ProfileOptions) -> None:
+    if options.granularity not in GRANULARITIES:
+        raise InputError(f"--granularity: expected one of {', '.join(GRANULARITIES)}, "
+                         f"got {options.granularity!r}")
     if options.time_model not in TIME_MODELS:
         raise InputError(f"--time-model: expected one of {', '.join(TIME_MODELS)}, "
                          f"got {options.time_model!r}")
-    if options.repeats < 1 or options.warmup < 0:
-        raise InputError(f"--repeats must be >= 1 and --warmup >= 0, got {options.repeats} "
-                         f"and {options.warmup}")
+    if options.repeats < 1 or options.warmup < 0 or options.threads < 1:
+        raise InputError(f"--repeats and --threads must be >= 1 and --warmup >= 0, got "
+                         f"{options.repeats}, {options.threads} and {options.warmup}")
     if options.host_flops_per_s is not None and not options.host_flops_per_s > 0:
         raise InputError(f"--host-flops: must be > 0, got {options.host_flops_per_s}")
 
@@ -185,7 +192,7 @@ def _meta(traced: TracedModel, cluster: Cluster, options: ProfileOptions, host_f
         "host": {"name": load_catalog().host_name if options.host_flops_per_s is None
                  else platform.processor() or platform.machine(),
                  "flops_per_s": host_flops, "torch": torch.__version__,
-                 "threads": torch.get_num_threads()},
+                 "threads": options.threads},
         "speed_factors": {c.name: _round(c.speed_factor(host_flops)) for c in cluster.classes},
         "cluster": {"name": cluster.name, **dict(cluster.meta)},
     }

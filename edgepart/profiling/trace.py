@@ -100,12 +100,10 @@ class TracedModel:
     aliases: frozenset[str] = frozenset()
     granularity: str = "module"
 
-    def unit(self, unit_id: str) -> Unit:
-        """The unit with id ``unit_id``."""
-        for unit in self.units:
-            if unit.id == unit_id:
-                return unit
-        raise KeyError(unit_id)
+    @property
+    def unit_nodes(self) -> dict[str, tuple[str, ...]]:
+        """Unit id -> the fx node names it covers (what the runtime splits the graph by)."""
+        return {unit.id: unit.nodes for unit in self.units}
 
 
 def example_input(shape: Sequence[int]) -> torch.Tensor:

@@ -1,0 +1,64 @@
+"""Probing this machine: cgroup v1/v2 limits read from a fake /sys/fs/cgroup, and the benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgepart.cli import main
+from edgepart.profiling.clusters import load_cluster
+from edgepart.profiling.probe import cgroup_cpu_limit, cgroup_memory_limit
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_takes_the_smallest_limit_on_the_path(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    _write(root / "cgroup.controllers", "cpu memory")
+    _write(root / "cpu.max", "max 100000")
+    _write(root / "app" / "cpu.max", "300000 100000")
+    _write(root / "app" / "job" / "cpu.max", "150000 100000")
+    _write(root / "app" / "memory.max", "1073741824")
+    _write(root / "app" / "job" / "memory.max", "max")
+    _write(tmp_path / "self_cgroup", "0::/app/job\n")
+    assert cgroup_cpu_limit(root, tmp_path / "self_cgroup") == 1.5
+    assert cgroup_memory_limit(root, tmp_path / "self_cgroup") == 1 << 30
+
+
+def test_cgroup_v1_quota_and_limit(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    _write(root / "cpu" / "docker" / "cpu.cfs_quota_us", "200000")
+    _write(root / "cpu" / "docker" / "cpu.cfs_period_us", "100000")
+    _write(root / "cpu" / "cpu.cfs_quota_us", "-1")
+    _write(root / "cpu" / "cpu.cfs_period_us", "100000")
+    _write(root / "memory" / "docker" / "memory.limit_in_bytes", str(512 << 20))
+    _write(root / "memory" / "memory.limit_in_bytes", "9223372036854771712")  # unlimited
+    _write(tmp_path / "self_cgroup", "4:memory:/docker\n2:cpu:/docker\n1:name=systemd:/\n")
+    assert cgroup_cpu_limit(root, tmp_path / "self_cgroup") == 2.0
+    assert cgroup_memory_limit(root, tmp_path / "self_cgroup") == 512 << 20
+
+
+def test_no_limits_and_unreadable_paths_mean_none(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    _write(root / "cpu" / "cpu.cfs_quota_us", "-1")
+    _write(root / "cpu" / "cpu.cfs_period_us", "100000")
+    _write(tmp_path / "self_cgroup", "2:cpu:/not/mounted/here\n")
+    assert cgroup_cpu_limit(root, tmp_path / "self_cgroup") is None
+    assert cgroup_memory_limit(root, tmp_path / "missing") is None
+
+
+def test_probe_command_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "probe", "--repeats", "2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cpus"] >= 1 and data["speed_factor"] > 0
+    entry = data["class"]
+    assert entry["memory_bytes"] > 2**20 and entry["flops_per_s"] > 1e8
+    assert entry["memory_bandwidth_bytes_per_s"] > 1e7
+    cluster = load_cluster({"classes": {"here": entry}, "devices": [{"class": "here"}],
+                            "generator": {"kind": "ethernet"}})
+    assert cluster.devices[0].device_class.flops_per_s == entry["flops_per_s"]
