@@ -1,0 +1,197 @@
+"""Heuristics: every plan is valid and never better than the proven optimum; each method does
+what its source describes on small cases with a known answer; ``local`` scales."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import cost_models, random_instance
+
+from edgepart import (
+    SolutionStatus,
+    SolveResult,
+    Stage,
+    Termination,
+    evaluate,
+    load_instance,
+    solve,
+    validate_plan,
+)
+from edgepart.instance import Instance
+from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method
+from edgepart.solvers.heuristics.common import RangeModel, RangePlan, balanced_cuts
+from edgepart.solvers.heuristics.local import best_heuristic_plan, rebalance
+from edgepart.solvers.heuristics.neurosurgeon import mobile_and_server
+from edgepart.solvers.heuristics.pipeedge import device_bandwidth
+from edgepart.solvers.heuristics.seifer import candidate_cuts, seifer_objective, seifer_partition
+
+HEURISTICS = ["local", "pipeedge", "seifer", "greedy", "random", "even", "amp4ec",
+              "neurosurgeon"]
+
+small = st.fixed_dictionaries({
+    "seed": st.integers(0, 10**6), "n": st.integers(1, 6), "nd": st.integers(1, 3),
+    "chain": st.booleans(), "memory": st.booleans(), "restrict": st.booleans(),
+    "colocate": st.booleans(), "ends": st.booleans(), "uniform_links": st.booleans()})
+
+
+def chain(bytes_out: list[float], times: list[float], nd: int = 3, params: float = 0.0,
+          **extra: Any) -> Instance:
+    """A chain with given tensor sizes, per-layer times (on every device) and parameter bytes,
+    uniform links of 1 MB/s."""
+    n = len(times)
+    data = random_instance(0, n=n, nd=nd, chain=True, ends=False, uniform_links=True)
+    for v, layer in enumerate(data["model"]["layers"]):
+        layer.update(flops=times[v] * 1e7, output_bytes=bytes_out[v], param_bytes=params,
+                     work_bytes=0)
+    for d in data["devices"]:
+        d.update(flops_per_s=1e7, memory_bytes=1e12)
+    data["links"] = {"default": {"bandwidth_bytes_per_s": 1e6, "latency_s": 0.0}}
+    data.update(extra)
+    return load_instance(data)
+
+
+def stages(result: SolveResult) -> tuple[Stage, ...]:
+    assert result.plan is not None, result.message
+    return result.plan.stages
+
+
+def test_every_heuristic_is_registered() -> None:
+    get_method("brute")
+    assert set(HEURISTICS) | {"dp", "dp_ideals"} <= set(METHODS)
+
+
+@settings(max_examples=80, deadline=None)
+@given(small, cost_models, st.sampled_from(["bottleneck", "latency"]))
+def test_heuristics_give_valid_plans_never_better_than_the_optimum(
+        params: dict[str, Any], model: tuple[str, bool], objective: str) -> None:
+    inst = load_instance(random_instance(**params, transfer=model[0], overlap=model[1]))
+    optimum = solve(inst, "brute", objective=objective)
+    for method in HEURISTICS:
+        result = solve(inst, method, objective=objective)
+        assert result.termination is Termination.FINISHED, (method, result.message)
+        if result.plan is not None:
+            assert validate_plan(inst, result.plan) == [], method
+            assert optimum.status is SolutionStatus.OPTIMAL
+            assert result.objective_s >= optimum.objective_s * (1 - 1e-9), method
+            assert result.bound_s == -np.inf
+
+
+@settings(max_examples=25, deadline=None)
+@given(small, cost_models)
+def test_local_finds_the_range_optimum_on_small_chains(params: dict[str, Any],
+                                                        model: tuple[str, bool]) -> None:
+    params = {**params, "chain": True}
+    inst = load_instance(random_instance(**params, transfer=model[0], overlap=model[1]))
+    exact, local = solve(inst, "dp"), solve(inst, "local")
+    assert local.has_plan == exact.has_plan
+    if exact.has_plan:  # few layers: the coarse DP keeps every cut, so it is the exact DP
+        assert local.objective_s == pytest.approx(exact.objective_s, rel=1e-9)
+
+
+def test_best_heuristic_plan_is_a_valid_warm_start() -> None:
+    inst = load_instance(random_instance(1, n=12, nd=4, memory=True))  # 3 stages needed
+    plan = best_heuristic_plan(inst, SolveOptions())
+    assert plan is not None and validate_plan(inst, plan) == []
+    assert solve(inst, "cpsat", warm_start=plan, time_limit=20).objective_s <= (
+        evaluate(inst, plan).bottleneck_s * (1 + 1e-9))
+
+
+def test_local_scales_to_hundreds_of_layers_and_dozens_of_devices() -> None:
+    inst = load_instance(random_instance(3, n=300, nd=24))
+    start = time.perf_counter()
+    result = solve(inst, "local", time_limit=20)
+    assert time.perf_counter() - start < 10
+    assert result.has_plan
+    assert result.objective_s <= solve(inst, "pipeedge").objective_s * (1 + 1e-9)
+
+
+def test_rebalance_is_exact_for_a_fixed_device_sequence() -> None:
+    inst = load_instance(random_instance(8, n=6, nd=3, chain=True, overlap=False))
+    rm = RangeModel(inst)
+    best = rebalance(rm, (2, 0, 1), Objective.BOTTLENECK)
+    assert best is not None
+    cuts = [(0, a, b, 6) for a in range(1, 6) for b in range(a + 1, 6)]
+    plans = [RangePlan(c, (2, 0, 1)) for c in cuts]
+    assert rm.period(best) == pytest.approx(min(rm.period(p) for p in plans if rm.valid(p)))
+
+
+def test_seifer_cuts_only_where_one_tensor_crosses_and_minimises_total_transfer() -> None:
+    data = random_instance(0, n=6, nd=3, chain=True, ends=False)
+    data["model"]["edges"].append({"src": "l1", "dst": "l3"})  # a skip over l2
+    inst = load_instance(data)
+    assert candidate_cuts(inst, RangeModel(inst)) == [1, 2, 4, 5]  # not 3: l1 and l2 cross
+    small_memory = chain([5e5, 1e5, 9e5, 2e5, 8e5], [1, 1, 1, 1, 1])
+    rm = RangeModel(small_memory)
+    part = seifer_partition(small_memory, rm)
+    assert part is not None and part.cuts == (0, 5)  # everything fits: no transfer at all
+
+
+def test_seifer_and_greedy_follow_the_high_bandwidth_path() -> None:
+    inst = chain([1e5, 1e5, 1e5], [1, 1, 1], nd=3, params=2e6)
+    data = inst.to_dict()
+    for d in data["devices"]:
+        d["memory_bytes"] = 2.5e6  # one layer (and its buffers) per device
+    bw = data["links"]["matrix"]["bandwidth_bytes_per_s"]
+    for i in range(3):
+        for j in range(3):
+            bw[i][j] = 1e3 if i != j else 0
+    bw[2][0] = bw[0][1] = 1e7  # the fast path is d2 -> d0 -> d1
+    inst = load_instance(data)
+    rm = RangeModel(inst)
+    for method in ("seifer", "greedy"):
+        result = solve(inst, method)
+        assert [s.device for s in stages(result)] == ["d2", "d0", "d1"], method
+        assert result.extra["seifer_objective_s"] == pytest.approx(
+            seifer_objective(rm, (0, 1, 2, 3), (2, 0, 1)))
+
+
+def test_random_is_seeded_and_reports_its_spread() -> None:
+    inst = load_instance(random_instance(5, n=8, nd=4))
+    a, b = (solve(inst, "random", seed=3, extra={"draws": 40}) for _ in range(2))
+    assert a.plan == b.plan and a.extra == b.extra
+    assert a.extra["valid_draws"] <= 40
+    assert a.extra["min_s"] <= a.extra["median_s"] == a.objective_s <= a.extra["max_s"]
+    assert a.extra["returned"] == "median draw"
+
+
+def test_even_splits_work_evenly_over_the_fastest_devices() -> None:
+    assert balanced_cuts(np.ones(8), 4, np.ones(9, dtype=bool)) == (0, 2, 4, 6, 8)
+    inst = chain([1.0] * 8, [1.0] * 8, nd=4)
+    result = solve(inst, "even")
+    assert [len(s.layers) for s in stages(result)] == [2, 2, 2, 2]
+
+
+def test_neurosurgeon_makes_at_most_one_split_from_the_source() -> None:
+    inst = load_instance(random_instance(6, n=8, nd=4))
+    mobile, server = mobile_and_server(inst)
+    assert inst.devices[mobile].id == inst.source
+    result = solve(inst, "neurosurgeon", objective="latency")
+    assert len(stages(result)) <= 2
+    assert {s.device for s in stages(result)} <= {inst.devices[mobile].id,
+                                                      inst.devices[server].id}
+
+
+def test_pipeedge_objective_matches_ours_when_its_model_holds() -> None:
+    # a chain, uniform links without latency, no source or sink: PipeEdge's model is exact
+    inst = chain([4e5, 1e5, 3e5, 2e5, 1e5], [1.0, 2.0, 1.5, 0.5, 1.0], nd=3)
+    result = solve(inst, "pipeedge")
+    assert result.objective_s == pytest.approx(result.extra["pipeedge_objective_s"])
+    assert result.objective_s == pytest.approx(solve(inst, "dp").objective_s)
+    assert device_bandwidth(RangeModel(inst)) == pytest.approx([1e6] * 3)
+    # with a source far away, PipeEdge does not see the input transfer: its estimate is low
+    data = inst.to_dict()
+    data["source"] = "d0"
+    data["model"]["input_bytes"] = 5e6
+    shifted = solve(load_instance(data), "pipeedge")
+    assert shifted.objective_s > shifted.extra["pipeedge_objective_s"]
+
+
+def test_amp4ec_uses_every_device_by_score() -> None:
+    inst = chain([1.0] * 6, [1.0] * 6, nd=3)
+    result = solve(inst, "amp4ec")
+    assert result.extra["k"] == 3 and len(stages(result)) == 3
