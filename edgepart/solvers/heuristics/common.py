@@ -122,6 +122,7 @@ class RangeModel:
         self.src = inst.source_index
         self.snk = inst.sink_index
         self._fits: dict[tuple[int, int, int], bool] = {}
+        self._range_costs: dict[tuple[bytes, int], np.ndarray] = {}
 
     def compute(self, i: int, j: int, d: int) -> float:
         """Seconds of layers ``i..j-1`` on device ``d`` (``inf`` if one may not run there)."""
@@ -142,7 +143,14 @@ class RangeModel:
 
     def range_costs(self, pos: np.ndarray, d: int) -> np.ndarray:
         """``out[a, b]``: compute seconds of layers ``pos[a]..pos[b]-1`` on device ``d``, or
-        ``inf`` when ``a >= b``, a layer may not run on ``d`` or the stage does not fit."""
+        ``inf`` when ``a >= b``, a layer may not run on ``d`` or the stage does not fit
+        (memoised per ``pos`` and ``d``: do not modify the result)."""
+        key = (pos.tobytes(), d)
+        if key not in self._range_costs:
+            self._range_costs[key] = self._range_costs_of(pos, d)
+        return self._range_costs[key]
+
+    def _range_costs_of(self, pos: np.ndarray, d: int) -> np.ndarray:
         comp = self._cum_time[pos, d][None, :] - self._cum_time[pos, d][:, None]
         bad = self._cum_bad[pos, d][None, :] > self._cum_bad[pos, d][:, None]
         order = pos[None, :] <= pos[:, None]

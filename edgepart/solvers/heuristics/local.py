@@ -163,14 +163,16 @@ class _Search:
         times = self.rm.stage_times(rp)
         return sorted(range(len(times)), key=lambda b: -times[b])[:FOCUS]
 
-    def moves(self, rp: RangePlan, b: int) -> Iterator[list[RangePlan]]:
-        """Groups of neighbours around stage b; the best of a group is tried at once."""
-        for e in (b, b + 1):
-            yield list(_shifts(self.rm, rp, e))
-        for s in (b, b - 1, b + 1):
-            yield list(_device_moves(self.rm, rp, s))
-        yield list(_merges(rp, b))
-        yield list(_splits(self.rm, rp, b))
+    def moves(self, rp: RangePlan) -> Iterator[list[RangePlan]]:
+        """Groups of neighbours around the focus stages, then a re-cut of everything; the best
+        of a group is tried at once."""
+        for b in self.focus(rp):
+            for e in (b, b + 1):
+                yield list(_shifts(self.rm, rp, e))
+            for s in (b, b - 1, b + 1):
+                yield list(_device_moves(self.rm, rp, s))
+            yield list(_merges(rp, b))
+            yield list(_splits(self.rm, rp, b))
         yield [x for x in (rebalance(self.rm, rp.devices, self.objective),) if x is not None]
 
     def best(self, group: list[RangePlan]) -> tuple[tuple[float, ...], RangePlan] | None:
@@ -248,7 +250,7 @@ def rebalance(rm: RangeModel, devices: Sequence[int], objective: Objective
         tout = np.array([rm.link_time(d, ends[b + 2], rm.boundary[j]) for j in pos])
         comp = rm.range_costs(pos, d)
         if b == len(devices) - 1:
-            comp[:, pos != rm.n] = np.inf
+            comp = np.where(pos[None, :] == rm.n, comp, np.inf)
         parts = (tin[:, None], comp, tout[None, :])
         stage = sum(parts) if serial or objective is Objective.LATENCY else np.maximum.reduce(
             np.broadcast_arrays(*parts))
@@ -273,7 +275,7 @@ def improve(rm: RangeModel, rp: RangePlan, objective: Objective, deadline: float
     if key is None:
         return rp
     while time.perf_counter() < deadline:
-        for group in (g for b in search.focus(rp) for g in search.moves(rp, b)):
+        for group in search.moves(rp):
             found = search.best(group)
             if found is not None and found[0] < key:
                 key, rp = found

@@ -14,11 +14,13 @@ PipeEdge's model: devices of one *type* (same profile) are interchangeable; a st
           \text{comm}(j, u, v))
 
 over layers placed, the multiset :math:`S` of types used and the next type. We run exactly this
-on :mod:`edgepart.solvers.dp`'s engine, with :math:`b_d` = the mean bandwidth of device
-:math:`d`'s outgoing links (what one iperf figure per device would report) and types = devices of
-equal class, memory, speed and :math:`b_d`. Stated deviations: the memory check uses edgepart's
-memory model (so that its plans are valid), and the type index is used consistently (their
-``schedule.cpp`` indexes the per-host list with the type index, a slip we do not reproduce).
+on :mod:`edgepart.solvers.dp`'s engine, with types = devices of equal class, memory and speed
+(PipeEdge's device-type profiles; the source and sink devices are types of their own, which only
+adds states) and one bandwidth per type, the mean over its devices of the mean bandwidth of their
+outgoing links (what one iperf figure per device would report). Stated deviations: the memory
+check uses edgepart's memory model (so that its plans are valid), and the type index is used
+consistently (their ``schedule.cpp`` indexes the per-host list with the type index, a slip we do
+not reproduce).
 
 What it ignores (and what its gap to the optimum measures): per-link bandwidth and latency, skip
 tensors crossing a cut (only the last layer's output is charged), the source and sink transfers,
@@ -63,12 +65,10 @@ def device_bandwidth(rm: RangeModel) -> np.ndarray:
 def pipeedge_problem(inst: Instance, rm: RangeModel) -> DPProblem:
     """The DP problem in PipeEdge's model (relay memory, PipeEdge communication)."""
     bw = device_bandwidth(rm)
-    dev = inst.devices
-    types = DeviceTypes.of(inst, range(rm.nd), key=lambda _, d: (
-        dev[d].cls, dev[d].memory_bytes, dev[d].flops_per_s, float(bw[d])), refine=False)
+    types = DeviceTypes.of(inst, range(rm.nd), refine=False)
     family = prefix_family(inst)
     prob = DPProblem.of(inst, family, types)
-    type_bw = np.array([bw[m[0]] for m in types.members])
+    type_bw = np.array([bw[list(m)].mean() for m in types.members])
     sizes = family.sets.sum(axis=1)
     last_out = np.where(sizes > 0, np.array(inst.model.tensor_bytes)[np.maximum(sizes - 1, 0)], 0.0)
     return replace(prob, comm_bytes=last_out, lat=np.zeros_like(prob.lat),

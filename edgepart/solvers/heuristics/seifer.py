@@ -125,7 +125,7 @@ def seifer_partition(inst: Instance, rm: RangeModel) -> Partition | None:
 
 def seifer_objective(rm: RangeModel, cuts: Sequence[int], devices: Sequence[int]) -> float:
     """SEIFER's bottleneck: max over cuts of transfer bytes / link bandwidth."""
-    return max((rm.boundary[c] / rm.bw[devices[b], devices[b + 1]]
+    return max((float(rm.boundary[c] / rm.bw[devices[b], devices[b + 1]])
                 for b, c in enumerate(cuts[1:-1])), default=0.0)
 
 
