@@ -8,7 +8,8 @@ r"""``local``: our fast heuristic, a DP on a coarsened layer order plus local se
 2. **Coarsen, then DP.** Keep as many cut positions as :data:`DP_WORK` allows (all, for a few
    hundred layers and few device types): split the positions that split no colocate group into
    windows of equal work (each layer's best time) and keep, in each window, the position with the
-   fewest bytes crossing it; run the DP on them.
+   fewest bytes crossing it; run the DP on them. On a DAG whose ideals (predecessor-closed sets)
+   are few enough for :data:`IDEAL_WORK`, also run the DP over ideals (non-range plans).
 3. **Local search** from every DP plan on the full layer order and all devices, around the
    slowest stages (all stages for latency), by groups of moves: move one cut to any position
    between its neighbours; give one stage another device (swap or an unused one); merge two
@@ -21,8 +22,9 @@ r"""``local``: our fast heuristic, a DP on a coarsened layer order plus local se
 What it models: everything in the range cost model (:class:`~.common.RangeModel`): per-device
 compute, per-link bandwidth and latency, relay transfers with skip tensors, source and sink,
 memory, device classes, colocation, overlap or not. What it ignores: non-range plans of a DAG
-(stages are ranges of the given order) and, with direct transfers on a DAG, the exact direct
-cost (searched with the relay proxy; the result is re-scored exactly). Time: one coarse DP,
+beyond the ideal DP's budget (the local search moves range plans of the given order) and, with
+direct transfers on a DAG, the exact direct cost (searched with the relay proxy; the result is
+re-scored exactly). Time: one coarse DP,
 :math:`O(G^2 S T)` <= :data:`DP_WORK` updates, then local search bounded by the time limit
 (default :data:`DEFAULT_TIME_S`); it stops at a local optimum, in one to a few seconds for
 hundreds of layers and dozens of devices.
@@ -49,7 +51,15 @@ from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import SolveResult
 from edgepart.solvers.base import Objective, SolveOptions, register
-from edgepart.solvers.dp import DeviceTypes, DPProblem, optimise, prefix_family
+from edgepart.solvers.dp import (
+    MAX_IDEALS,
+    DeviceTypes,
+    DPProblem,
+    ideal_family,
+    optimise,
+    path_plan,
+    prefix_family,
+)
 from edgepart.solvers.heuristics.common import (
     RangeModel,
     RangePlan,
@@ -62,6 +72,7 @@ from edgepart.solvers.heuristics.even import layer_work
 __all__ = [
     "DEFAULT_TIME_S",
     "DP_WORK",
+    "IDEAL_WORK",
     "MAX_DP_STATES",
     "best_heuristic_plan",
     "coarse_positions",
@@ -74,6 +85,8 @@ MAX_DP_STATES = 16_384
 """Most (device state x type) pairs per cut in the coarse DP."""
 DP_WORK = 100_000_000
 """Budget of the coarse DP in state updates: it keeps about sqrt(2 DP_WORK / states) cuts."""
+IDEAL_WORK = 300_000_000
+"""Budget of the DP over ideals (about a second of numpy work)."""
 DEFAULT_TIME_S = 10.0
 """Time budget when the caller gives none."""
 FOCUS = 3
@@ -138,6 +151,20 @@ def _dp_start(inst: Instance, rm: RangeModel, positions: list[int], devices: tup
     sizes = prob.family.sets.sum(axis=1)
     return RangePlan((0, *(int(sizes[i]) for _, i, _ in out.path)),
                      tuple(free[t].pop(0) for _, _, t in out.path))
+
+
+def _ideal_start(inst: Instance, devices: tuple[int, ...], objective: Objective,
+                 deadline: float) -> Plan | None:
+    """The DP over ideals (non-range plans of a DAG) when it fits the work budget."""
+    if inst.model.is_chain:
+        return None
+    family = ideal_family(inst, MAX_IDEALS)
+    types = DeviceTypes.of(inst, devices)
+    if family is None or family.pairs * types.n_states * types.n_types > IDEAL_WORK:
+        return None
+    prob = DPProblem.of(inst, family, types)
+    out = optimise(prob, objective, inst.cost_model.overlap, deadline)
+    return None if out.path is None else path_plan(inst, prob, out.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +330,8 @@ def _local(inst: Instance, options: SolveOptions, start: float
     starts = [rp for devices in subsets if (rp := _dp_start(
         inst, rm, positions, devices, options.objective, start + budget / 2)) is not None]
     finals = [improve(rm, rp, options.objective, deadline) for rp in starts]
-    plan = best_plan(inst, [rp.to_plan(inst) for rp in (*finals, *starts)], options)
+    ideal = [_ideal_start(inst, devices, options.objective, deadline) for devices in subsets]
+    plan = best_plan(inst, [*(rp.to_plan(inst) for rp in (*finals, *starts)), *ideal], options)
     info: dict[str, object] = {
         "coarse_cuts": len(positions), "device_subsets": [len(s) for s in subsets],
         "dp_start_s": min((rm.objective(rp, options.objective.value) for rp in starts),
