@@ -200,3 +200,35 @@ def test_shape_the_model_cannot_take_is_an_input_error() -> None:
     with pytest.raises(InputError, match=r"--input-shape 1,3,4,4: the forward pass") as err:
         trace_model(Skip(), (1, 3, 4, 4))
     assert "\n" not in str(err.value)
+
+
+def test_a_python_value_from_tensor_data_is_refused_not_folded() -> None:
+    class Normalise(nn.Module):
+        def forward(self, x: Any) -> Any:
+            return x / x.abs().max().item()
+
+    with pytest.raises(InputError, match=r"node 'item' computes a Python value from tensor data"):
+        trace_model(Normalise(), SHAPE)
+
+
+class Attention(nn.Module):
+    """ViT's pattern: shape-derived sizes and ``y, _ = attention(...)`` (weights slot None)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: Any) -> Any:
+        n = x.shape[0]
+        y, _ = self.mha(x, x, x, need_weights=False)
+        return y.reshape(n, -1)
+
+
+def test_attention_is_one_unit_and_its_flops_are_counted() -> None:
+    model = Attention().eval()
+    traced = trace_model(model, (1, 4, 8))
+    assert [u.op for u in traced.units] == ["multiheadattention", "reshape"]
+    costs = count_costs(traced)
+    with FlopCounterMode(display=False) as counter:
+        model(example_input((1, 4, 8)))  # autograd on: the composite (countable) path
+    assert sum(c.flops for c in costs.values()) == counter.get_total_flops() > 0

@@ -6,7 +6,8 @@ made for one fixed input shape and the graph module is *specialised* to it:
 
 * every node whose value is not a tensor (``x.shape``, ``x.size(0)``, ``h // 16``, the ``bool`` and
   ``torch._assert`` of a shape check, ...) is replaced by the constant it computed for that shape,
-  so no unit ever has to ship a Python int to another device;
+  so no unit ever has to ship a Python int to another device; a Python value computed from
+  tensor *data* (``x.max().item()``) is refused, as folding it would change the model;
 * modules that are the identity in eval mode (``nn.Identity``, ``nn.Dropout*``) are removed;
 * dead code is eliminated.
 
@@ -57,6 +58,8 @@ _IDENTITY_IN_EVAL = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dro
                      nn.AlphaDropout, nn.FeatureAlphaDropout)
 _CONSTANT_TYPES = (int, float, bool, str, type(None), torch.dtype, torch.device, slice,
                    type(Ellipsis))
+_METADATA_ATTRS = frozenset({"shape", "dtype", "device", "ndim"})
+_METADATA_METHODS = frozenset({"size", "dim", "ndimension", "numel"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +208,12 @@ def _specialise(gm: fx.GraphModule, kinds: Mapping[str, Kind]) -> None:
     """Fold constants, drop eval-mode identities and dead code (see the module docstring)."""
     graph = gm.graph
     modules = dict(gm.named_modules())
+    shape_only: set[str] = set()
     for node in list(graph.nodes):
         if node.op in ("placeholder", "output"):
             continue
         if kinds[node.name][0] == "const":
+            _check_shape_only(node, kinds, shape_only)
             _replace_with_constant(node, kinds[node.name][1])
         elif node.op == "call_module" and isinstance(modules[node.target], _IDENTITY_IN_EVAL):
             node.replace_all_uses_with(node.args[0])
@@ -216,6 +221,23 @@ def _specialise(gm: fx.GraphModule, kinds: Mapping[str, Kind]) -> None:
     graph.eliminate_dead_code()
     graph.lint()
     gm.recompile()
+
+
+def _check_shape_only(node: fx.Node, kinds: Mapping[str, Kind], shape_only: set[str]) -> None:
+    """A constant may be folded only if it comes from shapes (or is a ``None`` slot of a
+    tuple of tensors), never from tensor values."""
+    reads_metadata = (
+        (node.op == "call_function" and node.target is getattr
+         and node.args[1] in _METADATA_ATTRS)
+        or (node.op == "call_method" and node.target in _METADATA_METHODS)
+        or _unpacks_tuple(node, kinds)
+    )
+    inputs = node.all_input_nodes
+    if reads_metadata or all(n.name in shape_only for n in inputs):
+        shape_only.add(node.name)
+        return
+    raise InputError(f"model: node {node.name!r} computes a Python value from tensor data "
+                     f"({node.target!r}); only shapes can be specialised to constants")
 
 
 def _replace_with_constant(node: fx.Node, value: Any) -> None:
