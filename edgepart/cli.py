@@ -36,7 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edgepart", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="edgepart", description="Split a DNN into pipeline stages over "
+                     "heterogeneous edge devices, prove how good the split is, and run it.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_solve(sub)
     p = sub.add_parser("validate", help="check an instance file and summarise it")

@@ -237,8 +237,9 @@ def _structure(inst: Instance, plan: Plan) -> list[str]:
     return problems
 
 
-def lower_bound(inst: Instance) -> float:
-    r"""A quick valid lower bound on the period.
+def lower_bound(inst: Instance, objective: str = "bottleneck") -> float:
+    r"""A quick valid lower bound on the period (or, for ``objective="latency"``, on the latency:
+    every layer's best time, summed).
 
     Each device :math:`d` is at most :math:`s_d = \min_v w_v / t(v, d)` times as fast as the fastest
     time :math:`w_v = \min_d t(v, d)` of any layer, so
@@ -247,6 +248,8 @@ def lower_bound(inst: Instance) -> float:
     """
     times = inst.times
     best = [min(row) for row in times]
+    if objective == "latency":
+        return sum(best)
     speed = []
     for d in range(len(inst.devices)):
         ratios = [best[v] / times[v][d] for v in range(len(best))

@@ -97,8 +97,12 @@ class Cluster:
 
         thread = threading.Thread(target=join, daemon=True)
         thread.start()
+        deadline = time.monotonic() + self.startup_timeout_s
         while thread.is_alive():
             thread.join(0.1)
+            if time.monotonic() > deadline:
+                box["error"] = TimeoutError("timed out")
+                break
             for rank, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise WorkerError(f"worker for device '{self.devices[rank]}' exited during "

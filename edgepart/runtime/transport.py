@@ -44,7 +44,6 @@ Address = tuple[str, int]
 _SCHEME = "edgepart"
 _UNSET = -1.0  # torch.distributed.rpc's "use the default timeout"
 _LISTENERS: dict[Address, socket.socket] = {}
-_SERVING: list[socket.socket] = []  # rank 0's store sockets, kept open while their store lives
 _REGISTERED: list[bool] = []
 
 
@@ -125,9 +124,8 @@ def _rendezvous(url: str, timeout: timedelta = timedelta(seconds=60),
     rank, world = int(query["rank"][0]), int(query["world_size"][0])
     host, port = str(parts.hostname), int(parts.port or 0)
     if rank == 0:
-        sock = _LISTENERS.pop((host, port))
-        _SERVING.append(sock)
-        store = dist.TCPStore(host, port, world, True, timeout, master_listen_fd=sock.fileno())
+        fd = _LISTENERS.pop((host, port)).detach()  # the store owns (and closes) the socket now
+        store = dist.TCPStore(host, port, world, True, timeout, master_listen_fd=fd)
     else:
         store = dist.TCPStore(host, port, world, False, timeout)
     yield store, rank, world
@@ -159,6 +157,10 @@ class RpcTransport:
         options = rpc.TensorPipeRpcBackendOptions(
             init_method=f"{_SCHEME}://{master[0]}:{master[1]}", rpc_timeout=timeout_s,
             num_worker_threads=8)
+        # torch prefixes the group's store keys with a per-process count of init_rpc calls; every
+        # group here has a fresh store, so all members count from 0, however often this process
+        # (a driver run repeatedly, e.g. in tests) has joined before.
+        rpc._init_counter = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             rpc.init_rpc(f"w{rank}", rank=rank, world_size=world, rpc_backend_options=options)
@@ -174,5 +176,3 @@ class RpcTransport:
 
     def close(self) -> None:
         self._rpc.shutdown(graceful=False)
-        while _SERVING:
-            _SERVING.pop().close()

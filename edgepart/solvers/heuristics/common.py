@@ -130,11 +130,6 @@ class RangeModel:
             return math.inf
         return float(self._cum_time[j, d] - self._cum_time[i, d])
 
-    def compute_all(self, i: int, j: int) -> np.ndarray:
-        """:meth:`compute` for every device at once."""
-        out = self._cum_time[j] - self._cum_time[i]
-        return np.where(self._cum_bad[j] > self._cum_bad[i], np.inf, out)
-
     def memory(self, i: int, j: int, d: int) -> float:
         """Bytes stage ``i..j-1`` needs on device ``d``: parameters, largest working set, the
         receive buffer (unless it is the first stage and ``d`` is the source) and the send buffer
