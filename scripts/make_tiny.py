@@ -15,9 +15,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from strategies import random_instance  # noqa: E402
+from strategies import random_instance
 
-from edgepart import load_instance, solve  # noqa: E402
+from edgepart import load_instance, solve
 
 OUT = Path(__file__).resolve().parents[1] / "instances" / "tiny"
 

@@ -66,7 +66,8 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backe
     elif plan is None and termination is Termination.TIME_LIMIT:
         message = f"no plan found within the time limit ({options.time_limit} s)"
     return finish(inst, plan, method=name, options=options, termination=termination,
-                  bound=max(res.bound_s, lower_bound(inst, options.objective.value)), wall_time_s=time.perf_counter() - start,
+                  bound=max(res.bound_s, lower_bound(inst, options.objective.value)),
+                  wall_time_s=time.perf_counter() - start,
                   version=res.version, message=message, exact=True,
                   extra={"variables": len(form.model.vars),
                          "constraints": len(form.model.constraints)})
