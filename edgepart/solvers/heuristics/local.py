@@ -3,8 +3,8 @@ r"""``local``: our fast heuristic, a DP on a coarsened layer order plus local se
 1. **Devices.** The exact range DP of :mod:`edgepart.solvers.dp` keeps a state per multiset of
    device types used. When that space is too large (many devices that differ), the DP runs on a
    few device subsets instead, each grown until the space reaches :data:`MAX_DP_STATES`: the
-   fastest devices, and a chain grown from the fastest device by speed x bandwidth to the devices
-   already chosen.
+   fastest devices; a set grown from the fastest device by speed x bandwidth to the devices
+   already chosen; a set grown from the source by the best link to the devices already chosen.
 2. **Coarsen, then DP.** Keep as many cut positions as :data:`DP_WORK` allows (all, for a few
    hundred layers and few device types): split the positions that split no colocate group into
    windows of equal work (each layer's best time) and keep, in each window, the position with the
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,23 +122,34 @@ def _grow(inst: Instance, order: Sequence[int], limit: int) -> tuple[int, ...]:
     return tuple(chosen)
 
 
+def _grown(first: int, others: Sequence[int], score: Callable[[list[int], int], float]
+           ) -> list[int]:
+    """Devices in the order a greedy growth from ``first`` adds them (best ``score`` next)."""
+    chosen, rest = [first], [d for d in others if d != first]
+    while rest:
+        nxt = max(rest, key=lambda d: score(chosen, d))
+        chosen.append(nxt)
+        rest.remove(nxt)
+    return chosen
+
+
 def device_subsets(inst: Instance, rm: RangeModel, limit: int = MAX_DP_STATES
                    ) -> list[tuple[int, ...]]:
-    """All devices when the DP state space allows, else a fast subset and a connected one."""
+    """All devices when the DP state space allows; else subsets grown (until the state space
+    reaches ``limit``) by speed, by speed x mean bandwidth to the chosen ones from the fastest
+    device, and by best bandwidth to the chosen ones from the source (or sink)."""
     everyone = tuple(range(rm.nd))
     if _state_size(inst, everyone) <= limit:
         return [everyone]
     speed = device_speed(inst)
     fastest = [int(d) for d in np.argsort(-speed, kind="stable")]
-    chain = [fastest[0]]
-    rest = set(fastest[1:])
-    while rest:
-        nxt = max(rest, key=lambda d: speed[d] * float(np.mean(
-            [min(rm.bw[c, d], rm.bw[d, c]) for c in chain])))
-        chain.append(nxt)
-        rest.remove(nxt)
-    subsets = [_grow(inst, fastest, limit), _grow(inst, chain, limit)]
-    return list(dict.fromkeys(s for s in subsets if s))
+    sym = np.minimum(rm.bw, rm.bw.T)
+    orders = [fastest, _grown(fastest[0], fastest, lambda chosen, d: speed[d] * float(
+        sym[chosen, d].mean()))]
+    end = next((e for e in (rm.src, rm.snk) if e is not None), None)
+    if end is not None:
+        orders.append(_grown(end, fastest, lambda chosen, d: float(sym[chosen, d].max())))
+    return list(dict.fromkeys(s for s in (_grow(inst, o, limit) for o in orders) if s))
 
 
 def _dp_start(inst: Instance, rm: RangeModel, positions: list[int], devices: tuple[int, ...],
