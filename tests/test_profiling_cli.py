@@ -48,6 +48,15 @@ def test_resnet18_profiles_into_a_valid_instance(cluster: Path, tmp_path: Path) 
     assert data["meta"]["model_spec"] == "torchvision:resnet18"
 
 
+def test_statistic_min_scales_the_fastest_repeat(cluster: Path, tmp_path: Path) -> None:
+    data = _profile(cluster, tmp_path / "m.json", "--statistic", "min", "--threads", "2")
+    factor = data["meta"]["speed_factors"]["jetson_nano"]
+    assert data["meta"]["statistic"] == "min" and data["meta"]["host"]["threads"] == 2
+    for layer in data["model"]["layers"]:
+        expected = layer["meta"]["host_time_min_s"] * factor
+        assert layer["time_s"]["jetson_nano"] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
 def _without_times(data: dict[str, Any]) -> dict[str, Any]:
     data = json.loads(json.dumps(data))
     for layer in data["model"]["layers"]:
@@ -86,6 +95,8 @@ def test_roofline_profiles_are_identical_and_block_is_coarser(cluster: Path,
     (["torchvision:resnet18", "--batch-size", "0"], "--batch-size: must be >= 1"),
     (["torchvision:resnet18", "--granularity", "layer"], "--granularity: expected one of"),
     (["torchvision:resnet18", "--time-model", "guess"], "--time-model: expected one of"),
+    (["torchvision:resnet18", "--statistic", "mean"], "--statistic: expected one of median, min"),
+    (["torchvision:resnet18", "--threads", "0"], "--threads must be >= 1"),
     (["torchvision:resnet18", "--model-arg", "num_classes=ten"], "--model-arg num_classes"),
 ])
 def test_bad_profile_input_exits_2(args: list[str], message: str, cluster: Path, tmp_path: Path,

@@ -39,6 +39,9 @@ def _add_profile(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads while timing (default 1: stable on a shared host; the "
                         "catalog's reference FLOP/s are single-threaded too)")
+    p.add_argument("--statistic", default="median",
+                   help="median (default) or min of the repeats: min is the uncontended time "
+                        "on a machine that other programs share")
     p.add_argument("--time-model", default="measured",
                    help="measured (host time x speed factor, default) or roofline")
     p.add_argument("--host-flops", default=None,
@@ -84,7 +87,7 @@ def _profile(args: argparse.Namespace) -> int:
     options = ProfileOptions(
         input_shape=parse_input_shape(args.input_shape, args.batch_size),
         granularity=args.granularity, repeats=args.repeats, warmup=args.warmup,
-        time_model=args.time_model, threads=args.threads,
+        time_model=args.time_model, threads=args.threads, statistic=args.statistic,
         host_flops_per_s=_host_flops(args.host_flops, args.threads),
         model_kwargs=parse_model_args(args.model_arg),
         name=args.name or Path(args.out).stem,

@@ -8,9 +8,10 @@ Per unit (an instance ``layer``), summing its fx nodes (:mod:`edgepart.profiling
 * ``work_bytes``: the peak of activation bytes alive while the unit runs: the tensors it reads
   from outside (held throughout), the values it makes until their last use inside, and its
   outputs. Aliasing (views) is ignored, so this is an upper bound;
-* ``time_s[class]``: ``measured``: the median over repeats of the unit's host time (its nodes'
-  times summed per repeat, on ``threads`` torch threads, 1 by default) x the class's speed
-  factor (:mod:`edgepart.profiling.catalog`);
+* ``time_s[class]``: ``measured``: the median (``statistic="min"``: the minimum) over repeats of
+  the unit's host time (its nodes' times summed per repeat, on ``threads`` torch threads, 1 by
+  default) x the class's speed factor (:mod:`edgepart.profiling.catalog`). The minimum is the
+  uncontended time when other programs share the cores; the median is the default;
   ``roofline``: the sum over nodes of ``max(flops / flops_per_s, traffic / memory_bandwidth)``;
 * ``meta``: the host median, min, max and relative spread of the measurement, and for blocks the
   module-level units merged.
@@ -46,9 +47,10 @@ from edgepart.profiling.measure import (
 )
 from edgepart.profiling.trace import TracedModel, Unit, trace_model
 
-__all__ = ["TIME_MODELS", "ProfileOptions", "profile_instance"]
+__all__ = ["STATISTICS", "TIME_MODELS", "ProfileOptions", "profile_instance"]
 
 TIME_MODELS = ("measured", "roofline")
+STATISTICS = ("median", "min")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class ProfileOptions:
     warmup: int = 3
     time_model: str = "measured"
     threads: int = 1
+    statistic: str = "median"
     host_flops_per_s: float | None = None
     model_kwargs: Mapping[str, Any] | None = None
     name: str | None = None
@@ -82,8 +85,8 @@ def profile_instance(
         forward = (time_forward(traced, repeats=options.repeats, warmup=options.warmup)
                    if measured else ())
     host_flops = options.host_flops_per_s or load_catalog().host_flops_per_s
-    layers = [_layer(traced, unit, costs, samples, cluster.classes, host_flops)
-              for unit in traced.units]
+    layers = [_layer(traced, unit, costs, samples, cluster.classes, host_flops,
+                     options.statistic) for unit in traced.units]
     size = {layer["id"]: layer["output_bytes"] for layer in layers}
     edges = [{"src": s, "dst": d, "bytes": size[s]} for s, d in traced.edges]
     name = options.name or f"{traced.name.split(':')[-1]}_{len(cluster.devices)}nodes"
@@ -111,6 +114,9 @@ def _check(options: ProfileOptions) -> None:
     if options.granularity not in GRANULARITIES:
         raise InputError(f"--granularity: expected one of {', '.join(GRANULARITIES)}, "
                          f"got {options.granularity!r}")
+    if options.statistic not in STATISTICS:
+        raise InputError(f"--statistic: expected one of {', '.join(STATISTICS)}, "
+                         f"got {options.statistic!r}")
     if options.time_model not in TIME_MODELS:
         raise InputError(f"--time-model: expected one of {', '.join(TIME_MODELS)}, "
                          f"got {options.time_model!r}")
@@ -123,7 +129,7 @@ def _check(options: ProfileOptions) -> None:
 
 def _layer(traced: TracedModel, unit: Unit, costs: Mapping[str, NodeCost],
            samples: Mapping[str, Sequence[float]], classes: Sequence[DeviceClass],
-           host_flops: float) -> dict[str, Any]:
+           host_flops: float, statistic: str) -> dict[str, Any]:
     params = {name: nbytes for n in unit.nodes for name, nbytes in costs[n].params}
     layer: dict[str, Any] = {
         "id": unit.id, "op": unit.op,
@@ -136,8 +142,8 @@ def _layer(traced: TracedModel, unit: Unit, costs: Mapping[str, NodeCost],
     if samples:
         timing = summarize([sum(samples[n][r] for n in unit.nodes)
                             for r in range(len(samples[unit.nodes[0]]))])
-        layer["time_s"] = {c.name: _round(timing.median_s * c.speed_factor(host_flops))
-                           for c in classes}
+        host = timing.median_s if statistic == "median" else timing.min_s
+        layer["time_s"] = {c.name: _round(host * c.speed_factor(host_flops)) for c in classes}
         meta.update(_timing_meta(timing))
     else:
         layer["time_s"] = {c.name: _round(sum(_roofline(costs[n], c) for n in unit.nodes))
@@ -189,6 +195,7 @@ def _meta(traced: TracedModel, cluster: Cluster, options: ProfileOptions, host_f
         "input_shape": list(traced.input_shape),
         "granularity": traced.granularity,
         "time_model": options.time_model,
+        "statistic": options.statistic,
         "host": {"name": load_catalog().host_name if options.host_flops_per_s is None
                  else platform.processor() or platform.machine(),
                  "flops_per_s": host_flops, "torch": torch.__version__,
