@@ -59,7 +59,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 from typing import Any
@@ -354,24 +354,29 @@ class _Timeout(Exception):
     pass
 
 
-@dataclass(frozen=True)
 class _Pass:
-    """One DP pass: its mode, the cap (period limit; ``inf`` for none) and its tables."""
+    """One DP pass, run on construction: its mode, the cap (period limit; ``inf`` for none) and
+    its tables ``h[I][S][t]`` (best value with the last stage, of type t, ending at cut I) and
+    ``a[I][S][t]`` (best entry value of a stage of type t starting after cut I).
 
-    prob: DPProblem
-    mode: Mode
-    cap: float
-    deadline: float
-    h: np.ndarray = field(init=False)
-    a: np.ndarray = field(init=False)
+    Raises
+    ------
+    _Timeout
+        When the deadline passes.
+    """
 
-    def __post_init__(self) -> None:
-        m, s, t = self.prob.family.size, self.prob.types.n_states, self.prob.types.n_types
-        object.__setattr__(self, "h", np.full((m, s, t), np.inf))
-        object.__setattr__(self, "a", np.full((m, s, t), np.inf))
+    def __init__(self, prob: DPProblem, mode: Mode, cap: float, deadline: float) -> None:
+        self.prob, self.mode, self.cap = prob, mode, cap
+        m, s, t = prob.family.size, prob.types.n_states, prob.types.n_types
+        self.h = np.full((m, s, t), np.inf)
+        self.a = np.full((m, s, t), np.inf)
+        self._run(deadline)
+
+    def _run(self, deadline: float) -> None:
+        m = self.prob.family.size
         self.a[0, 0] = self._capped(self.prob.src)
         for i in range(1, m):
-            if time.perf_counter() > self.deadline:
+            if time.perf_counter() > deadline:
                 raise _Timeout
             self.h[i] = self._pull(i)
             if i < m - 1:
@@ -567,7 +572,9 @@ def run_family(inst: Instance, options: SolveOptions, method: str, family: CutFa
     out = optimise(prob, options.objective, inst.cost_model.overlap, deadline, options.max_period)
     extra = {"cuts": family.size, "cut_pairs": family.pairs, "device_types": types.n_types,
              "device_states": types.n_states, "passes": out.passes}
-    plan = None if out.path is None else path_plan(inst, prob, out.path)
+    over_cap = (options.objective is Objective.BOTTLENECK and options.max_period is not None
+                and out.value > options.max_period * (1 + REL_TOL))
+    plan = None if out.path is None or over_cap else path_plan(inst, prob, out.path)
     wall = time.perf_counter() - start
     if out.timed_out:
         return finish(inst, plan, method=method, options=options,
@@ -583,10 +590,10 @@ def run_family(inst: Instance, options: SolveOptions, method: str, family: CutFa
     return finish(inst, plan, method=method, options=options,
                   termination=Termination.OPTIMAL if exact else Termination.FINISHED,
                   bound=out.bound if exact else -math.inf, wall_time_s=wall, exact=exact,
-                  extra=extra, message="" if exact else _heuristic_note(inst, method))
+                  extra=extra, message="" if exact else _heuristic_note(method))
 
 
-def _heuristic_note(inst: Instance, method: str) -> str:
+def _heuristic_note(method: str) -> str:
     if method == "dp":
         return "exact over range plans; the DAG may have better non-range plans"
     return "direct transfers on a DAG: the DP charges relay boundaries, so it proves nothing"

@@ -27,7 +27,7 @@ from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.heuristics.common import RangeModel, RangePlan, finish_heuristic
 from edgepart.solvers.heuristics.seifer import hosts, seifer_objective, seifer_partition
 
-__all__ = ["greedy_path", "solve_greedy"]
+__all__ = ["greedy_path", "greedy_range_plan", "solve_greedy"]
 
 
 def greedy_path(rm: RangeModel, allowed: list[list[int]], first: int) -> tuple[int, ...] | None:
@@ -47,18 +47,23 @@ def _best_start(rm: RangeModel, cuts: Sequence[int]) -> tuple[int, ...] | None:
     return min(paths, key=lambda p: seifer_objective(rm, cuts, p), default=None)
 
 
+def greedy_range_plan(inst: Instance, rm: RangeModel) -> RangePlan | None:
+    """SEIFER's partition on the best greedy path, or ``None``."""
+    part = seifer_partition(inst, rm)
+    devices = None if part is None else _best_start(rm, part.cuts)
+    return None if part is None or devices is None else RangePlan(part.cuts, devices)
+
+
 @register("greedy")
 def solve_greedy(inst: Instance, options: SolveOptions) -> SolveResult:
     """SEIFER's partition placed by the greedy highest-bandwidth path from the best start."""
     start = time.perf_counter()
     rm = RangeModel(inst)
-    part = seifer_partition(inst, rm)
-    devices = None if part is None else _best_start(rm, part.cuts)
-    if part is None or devices is None:
+    rp = greedy_range_plan(inst, rm)
+    if rp is None:
         return finish_heuristic(inst, None, method="greedy", options=options, start=start,
                                 message="no SEIFER partition or no greedy path")
-    return finish_heuristic(inst, RangePlan(part.cuts, devices).to_plan(inst), method="greedy",
-                            options=options, start=start,
-                            extra={"segments": len(part.cuts) - 1,
-                                   "seifer_objective_s": seifer_objective(rm, part.cuts,
-                                                                          devices)})
+    return finish_heuristic(inst, rp.to_plan(inst), method="greedy", options=options,
+                            start=start, extra={"segments": len(rp.devices),
+                                                "seifer_objective_s": seifer_objective(
+                                                    rm, rp.cuts, rp.devices)})

@@ -10,23 +10,24 @@ r"""``local``: our fast heuristic, a DP on a coarsened layer order plus local se
    windows of equal work (each layer's best time) and keep, in each window, the position with the
    fewest bytes crossing it; run the DP on them. On a DAG whose ideals (predecessor-closed sets)
    are few enough for :data:`IDEAL_WORK`, also run the DP over ideals (non-range plans).
-3. **Local search** from every DP plan on the full layer order and all devices, around the
-   slowest stages (all stages for latency), by groups of moves: move one cut to any position
-   between its neighbours; give one stage another device (swap or an unused one); merge two
-   neighbouring stages; split a stage in two with an unused device; re-cut everything for the
-   current device sequence (an exact DP, :func:`rebalance`). The best move of the first group
-   that improves is applied, and the search restarts. The objective compares stage
-   times sorted in decreasing order (leximax), so moves that relieve the second-slowest stage
-   count too; for latency it is the latency.
+3. **Local search** from every DP plan, and from SEIFER's partition on its greedy
+   highest-bandwidth device path (good paths among many devices that differ), on the full layer
+   order and all devices, around the slowest stages (all stages for latency), by groups of
+   moves: move one cut to any position between its neighbours; give one stage another device
+   (swap or an unused one); merge two neighbouring stages; split a stage in two with an unused
+   device; re-cut everything for the current device sequence (an exact DP, :func:`rebalance`).
+   The best move of the first group that improves is applied, and the search restarts. The
+   objective compares stage times sorted in decreasing order (leximax), so moves that relieve
+   the second-slowest stage count too; for latency it is the latency.
 
 What it models: everything in the range cost model (:class:`~.common.RangeModel`): per-device
 compute, per-link bandwidth and latency, relay transfers with skip tensors, source and sink,
 memory, device classes, colocation, overlap or not. What it ignores: non-range plans of a DAG
 beyond the ideal DP's budget (the local search moves range plans of the given order) and, with
 direct transfers on a DAG, the exact direct cost (searched with the relay proxy; the result is
-re-scored exactly). Time: one coarse DP,
-:math:`O(G^2 S T)` <= :data:`DP_WORK` updates, then local search bounded by the time limit
-(default :data:`DEFAULT_TIME_S`); it stops at a local optimum, in one to a few seconds for
+re-scored exactly). Time: one coarse DP of at most :data:`DP_WORK` updates (:math:`O(G^2 S T)`
+for G cuts) per device subset, the ideal DP when it fits, then local search bounded by the time
+limit (default :data:`DEFAULT_TIME_S`); it stops at a local optimum, in one to a few seconds for
 hundreds of layers and dozens of devices.
 
 :func:`best_heuristic_plan` is the plain entry point the exact solvers use for a warm start.
@@ -34,8 +35,8 @@ hundreds of layers and dozens of devices.
 References
 ----------
 .. [1] Hu et al., PipeEdge, DSD 2022 (the DP over device types that step 2 runs).
-.. [2] S. Lin, B. W. Kernighan, "An Effective Heuristic Algorithm for the Traveling-Salesman
-   Problem", Operations Research 21 (1973) (first-improvement local search by neighbourhoods).
+.. [2] Tarnawski et al., NeurIPS 2020 (the DP over ideals).
+.. [3] Parthasarathy & Krishnamachari, arXiv 2210.12219 (the greedy path start).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from edgepart.solvers.heuristics.common import (
     finish_heuristic,
 )
 from edgepart.solvers.heuristics.even import layer_work
+from edgepart.solvers.heuristics.greedy import greedy_range_plan
 
 __all__ = [
     "DEFAULT_TIME_S",
@@ -340,6 +342,7 @@ def _local(inst: Instance, options: SolveOptions, start: float
     positions = coarse_positions(rm, max(16, math.isqrt(2 * DP_WORK // states)))
     starts = [rp for devices in subsets if (rp := _dp_start(
         inst, rm, positions, devices, options.objective, start + budget / 2)) is not None]
+    starts += [rp for rp in (greedy_range_plan(inst, rm),) if rp is not None and rm.valid(rp)]
     finals = [improve(rm, rp, options.objective, deadline) for rp in starts]
     ideal = [_ideal_start(inst, devices, options.objective, deadline) for devices in subsets]
     plan = best_plan(inst, [*(rp.to_plan(inst) for rp in (*finals, *starts)), *ideal], options)
