@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,16 @@ def test_sweep_is_one_row_per_instance_and_method() -> None:
 def test_unknown_method_is_bad_input() -> None:
     with pytest.raises(InputError, match="unknown method"):
         run_comparison(load_instance(TINY / "two_layers.json"), ["nope"])
+
+
+RESNET = Path(__file__).resolve().parents[1] / "instances" / "resnet50_8nodes.json"
+
+
+@pytest.mark.skipif(not RESNET.exists(), reason="profiled suite not generated")
+def test_compare_on_resnet50_8nodes_is_quick_and_complete() -> None:
+    start = time.perf_counter()
+    comp = run_comparison(load_instance(RESNET), time_limit=30)
+    assert time.perf_counter() - start < 60
+    assert comp.proven and not comp.violations
+    assert [r.method for r in comp.runs] == ["cpsat", *DEFAULT_METHODS]
+    assert all(r.result.has_plan for r in comp.runs)

@@ -164,3 +164,16 @@ def test_time_limit_stops_the_dp() -> None:
     inst = load_instance(random_instance(2, n=150, nd=8, chain=True, overlap=False))
     result = solve(inst, "dp", time_limit=0.05)
     assert result.termination is Termination.TIME_LIMIT
+
+
+SUITE = Path(__file__).resolve().parents[1] / "instances"
+
+
+@pytest.mark.skipif(not (SUITE / "mobilenet_v2_4nodes.json").exists(),
+                    reason="profiled suite not generated")
+def test_ideal_dp_equals_cpsat_on_a_profiled_dag() -> None:
+    inst = load_instance(SUITE / "mobilenet_v2_4nodes.json")
+    ideals, cpsat = solve(inst, "dp_ideals"), solve(inst, "cpsat", time_limit=60)
+    assert ideals.status is SolutionStatus.OPTIMAL
+    assert cpsat.termination is Termination.OPTIMAL
+    assert ideals.objective_s == pytest.approx(cpsat.objective_s, rel=1e-6)
