@@ -132,6 +132,19 @@ def _rendezvous(url: str, timeout: timedelta = timedelta(seconds=60),
     raise RuntimeError("edgepart:// rendezvous cannot be repeated")
 
 
+def _reset_group_counters(rpc: Any) -> None:
+    """Let a process join a fresh group again (a driver run twice in one process, as in tests).
+
+    torch.distributed.rpc counts, per process, its ``init_rpc`` calls (the prefix of the store
+    keys) and its all-gathers (the ids of the start-up and shutdown barriers), assuming every
+    member of a group has counted the same. Every group here has a fresh store and fresh worker
+    processes, which count from 0, so the joining process starts from 0 too.
+    """
+    rpc._init_counter = 0
+    rpc.api._all_gather_sequence_id.clear()
+    rpc.api._all_gather_sequence_id_to_states.clear()
+
+
 class RpcTransport:
     """:class:`Transport` over ``torch.distributed.rpc`` (TensorPipe). Process names: ``w{rank}``.
 
@@ -157,10 +170,7 @@ class RpcTransport:
         options = rpc.TensorPipeRpcBackendOptions(
             init_method=f"{_SCHEME}://{master[0]}:{master[1]}", rpc_timeout=timeout_s,
             num_worker_threads=8)
-        # torch prefixes the group's store keys with a per-process count of init_rpc calls; every
-        # group here has a fresh store, so all members count from 0, however often this process
-        # (a driver run repeatedly, e.g. in tests) has joined before.
-        rpc._init_counter = 0
+        _reset_group_counters(rpc)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             rpc.init_rpc(f"w{rank}", rank=rank, world_size=world, rpc_backend_options=options)

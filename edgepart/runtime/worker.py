@@ -108,6 +108,8 @@ class _Worker:
         self.inbox: queue.Queue[_Work | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[StageConfig, Any, _Work, Record] | None] = queue.Queue()
         self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.unsent = 0  # messages computed but not yet sent (or dropped)
         self.gm: torch.fx.GraphModule | None = None
         self.config: StageConfig | None = None
         self.module: torch.nn.Module | None = None
@@ -143,29 +145,36 @@ class _Worker:
             hop = (cfg.device, (finished - started) / cfg.emulation.time_scale)
             work.hops = (*work.hops, hop)
             rec = Record(work.request, work.epoch, work.arrived, started, computed, finished)
+            with self.lock:
+                self.unsent += 1
             self.outbox.put((cfg, out, work, rec))
 
     def _send_loop(self) -> None:
         while (item := self.outbox.get()) is not None:
-            cfg, out, work, rec = item
-            if self.current(cfg.epoch) is None:
-                continue
-            rec.nbytes = payload_bytes(out)
-            rec.link_wait = cfg.emulation.link_wait(cfg.link, rec.nbytes)
-            rec.held = self.link.hold(rec.link_wait)
-            rec.sent = time.perf_counter()
             try:
-                if cfg.next_rank == 0:
-                    self.transport.call(0, events.deliver, cfg.epoch, work.request, out, work.hops)
-                else:
-                    self.transport.call(cfg.next_rank, submit, cfg.epoch, work.request, out,
-                                        work.hops)
-            except Exception as err:  # the transport's error types are backend-specific
-                self._report(cfg, first_line(err))
-                continue
-            rec.delivered = time.perf_counter()
-            self.link.sent(rec.link_wait, rec.delivered - rec.sent)
-            self.log.append(rec)
+                self._send(*item)
+            finally:
+                with self.idle:
+                    self.unsent -= 1
+                    self.idle.notify_all()
+
+    def _send(self, cfg: StageConfig, out: Any, work: _Work, rec: Record) -> None:
+        """Hold the message for its emulated link time, send it on, log it."""
+        if self.current(cfg.epoch) is None:
+            return
+        rec.nbytes = payload_bytes(out)
+        rec.link_wait = cfg.emulation.link_wait(cfg.link, rec.nbytes)
+        rec.held = self.link.hold(rec.link_wait)
+        rec.sent = time.perf_counter()
+        target = events.deliver if cfg.next_rank == 0 else submit
+        try:
+            self.transport.call(cfg.next_rank, target, cfg.epoch, work.request, out, work.hops)
+        except Exception as err:  # the transport's error types are backend-specific
+            self._report(cfg, first_line(err))
+            return
+        rec.delivered = time.perf_counter()
+        self.link.sent(rec.link_wait, rec.delivered - rec.sent)
+        self.log.append(rec)
 
     def _report(self, cfg: StageConfig, message: str) -> None:
         with contextlib.suppress(Exception):
@@ -237,6 +246,8 @@ def records(epoch: int) -> list[Record]:
     """This worker's records of deployment ``epoch``."""
     w = _this()
     w.contact = time.monotonic()
+    with w.idle:
+        w.idle.wait_for(lambda: w.unsent == 0, timeout=10)
     return [r for r in w.log if r.epoch == epoch and r.request >= 0]
 
 
