@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepart.errors import InputError
+from edgepart.files import read_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -238,23 +239,12 @@ def load_instance(src: str | Path | Mapping[str, Any]) -> Instance:
 
     Raises :class:`InputError` listing every problem found, each prefixed by its JSON path.
     """
-    data = _read_json(src) if isinstance(src, (str, Path)) else src
+    data = read_json(src) if isinstance(src, (str, Path)) else src
     checker = _Checker()
     inst = checker.instance(data)
     if checker.problems or inst is None:
         raise InputError(checker.problems or ["instance: could not be read"])
     return inst
-
-
-def _read_json(path: str | Path) -> Any:
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
 class _Checker:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepart.errors import InputError
+from edgepart.files import read_json
 from edgepart.instance import Instance
 
 __all__ = ["Plan", "Stage", "load_plan"]
@@ -80,10 +81,4 @@ class Plan:
 
 
 def load_plan(path: str | Path) -> Plan:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    return Plan.from_dict(data)
+    return Plan.from_dict(read_json(path))

@@ -4,29 +4,15 @@ and turning an instance dict into a validated :class:`~edgepart.instance.Instanc
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from edgepart.errors import InputError
 from edgepart.instance import Instance, load_instance
 
-__all__ = ["read_json", "stable_topological_order", "validated_instance"]
+__all__ = ["stable_topological_order", "validated_instance"]
 
 K = TypeVar("K", bound=Hashable)
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing or malformed file is one :class:`InputError` line."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
 def stable_topological_order(nodes: Sequence[K], edges: Iterable[tuple[K, K]]) -> list[K]:

@@ -120,7 +120,7 @@ def _import_pipedream(args: argparse.Namespace) -> int:
 def _cluster_class(path: str, name: str | None) -> str | DeviceClass | None:
     """The class ``name`` as defined in the cluster file's ``classes`` (it need not have a
     device: e.g. the profiling GPU), else the name itself."""
-    from edgepart.interop._common import read_json
+    from edgepart.files import read_json
     from edgepart.profiling.catalog import parse_device_class
 
     own = read_json(path).get("classes", {}) if name else {}

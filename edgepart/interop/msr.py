@@ -55,8 +55,9 @@ from typing import Any
 
 from edgepart.cost import evaluate, validate_plan
 from edgepart.errors import InputError
+from edgepart.files import read_json
 from edgepart.instance import Instance
-from edgepart.interop._common import read_json, stable_topological_order, validated_instance
+from edgepart.interop._common import stable_topological_order, validated_instance
 from edgepart.plan import Plan, Stage
 
 __all__ = [

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepart.errors import InputError
+from edgepart.files import read_text
 from edgepart.instance import Instance
 from edgepart.interop._common import stable_topological_order, validated_instance
 from edgepart.profiling.catalog import DeviceClass, load_catalog
@@ -160,11 +161,7 @@ def _number(key: str, value: str) -> float:
 
 
 def read_pipedream(path: str | Path) -> PipeDreamGraph:
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from None
-    return parse_pipedream(text, str(path))
+    return parse_pipedream(read_text(path), str(path))
 
 
 def _natural_key(node_id: str) -> tuple[Any, ...]:
