@@ -18,7 +18,7 @@ from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK, print_jso
 from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import Instance, load_instance
-from edgepart.plan import load_plan
+from edgepart.plan import Plan, load_plan
 from edgepart.results import SolveResult
 from edgepart.solvers.base import SolveOptions, get_method
 
@@ -68,6 +68,8 @@ def _add_solve(sub: Any) -> None:
     p.add_argument("--warm-start", default=None, metavar="PLAN.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, metavar="PLAN.json", help="write the plan here")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw the plan's timeline (Gantt chart of stages and transfers)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--verbose", action="store_true", help="solver logs on stderr")
     p.set_defaults(handler=cmd_solve)
@@ -86,11 +88,28 @@ def cmd_solve(args: argparse.Namespace) -> int:
     result = method(inst, options)
     if result.plan is not None and args.out:
         result.plan.save(args.out)
+    if result.plan is not None and args.plot:
+        _plot_plan(inst, result.plan, args.plot)
     if args.json:
         print_json(result.to_dict(inst.name))
     else:
         _print_result(inst, result)
     return EXIT_OK if result.has_plan else EXIT_NO_PLAN
+
+
+def _plot_plan(inst: Instance, plan: Plan, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgepart.plots import plot_timeline
+
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.45 * len(plan.stages)))
+    plot_timeline(inst, plan, ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -98,3 +98,9 @@ def test_validate_summarises(capsys: Any) -> None:
     assert main(["validate", str(TINY / "dag5_relay.json"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["valid"] and data["layers"] == 5 and data["graph"] == "DAG"
+
+
+def test_solve_plot_writes_a_png(tmp_path: Path) -> None:
+    png = tmp_path / "plan.png"
+    assert main(["solve", str(TINY / "dag5_relay.json"), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
