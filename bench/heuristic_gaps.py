@@ -68,14 +68,17 @@ def networks(base: Instance, sizes: tuple[int, ...]) -> list[Instance]:
             for s in NETWORK_SEEDS]
 
 
-def per_instance(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def per_instance(frame: pd.DataFrame, column: str) -> list[dict[str, Any]]:
+    """One row per instance, one column per method: its ``gap_pct`` or its period in ms."""
     rows = []
     for name, grp in frame.groupby("instance", sort=False):
         ref = grp["reference_s"].iloc[0]
-        row: dict[str, Any] = {"instance": name, "reference_ms": _fmt(ref * 1e3),
-                               "proven": "yes" if grp["proven"].iloc[0] else "bound"}
+        row: dict[str, Any] = {"instance": name}
+        if column == "gap_pct":
+            row["optimum_ms"] = _fmt(ref * 1e3)
         for _, r in grp.iterrows():
-            row[r["method"]] = "-" if math.isnan(r["gap_pct"]) else f"{r['gap_pct']:.1f}"
+            value = r[column] * (1e3 if column == "bottleneck_s" else 1)
+            row[r["method"]] = "-" if math.isnan(value) else f"{value:.1f}"
         rows.append(row)
     return rows
 
@@ -177,16 +180,19 @@ def report(frame: pd.DataFrame, args: argparse.Namespace, wall: float) -> str:
         f"{platform.python_version()}, {platform.machine()}, {wall:.0f} s in all). Each method "
         f"has {args.time_limit:g} s; the exact reference is CP-SAT warm-started with the best "
         "heuristic plan, and any method's proof counts (`dp` on chains, `dp_ideals` on relay "
-        "DAGs). Gaps are `100 * (period - optimum) / optimum`; `bound` rows measure against "
-        "the best proven lower bound instead (the gap is then an upper bound). `random` is the "
-        "median of 100 seeded draws. `seifer_net{N}_{MB}mb_s{seed}` are SEIFER-style wireless "
-        "networks of N Raspberry Pi 4 nodes with MB of memory each (see the script's "
-        "docstring); the 50-node ones have no exact reference, so their gaps are to a weak "
-        "bound and they count only in the SEIFER-against-greedy and -random rows.",
+        "DAGs). Gaps are `100 * (period - optimum) / optimum` (`-`: no valid plan, or the "
+        "method refused the instance). `random` is the median of 100 seeded draws. "
+        "`seifer_net{N}_{MB}mb_s{seed}` are SEIFER-style wireless networks of N Raspberry Pi 4 "
+        "nodes with MB of memory each (see the script's docstring); the 50-node ones have no "
+        "exact reference and count only in the SEIFER-against-greedy and -random rows.",
         "",
         "### Gap to the optimum per instance (%)",
         "",
-        markdown_table(per_instance(frame)),
+        markdown_table(per_instance(frame[frame["proven"]], "gap_pct")),
+        "",
+        "### Instances without a proven optimum: period per method (ms)",
+        "",
+        markdown_table(per_instance(frame[~frame["proven"]], "bottleneck_s")),
         "",
         "### Seed-paper comparisons",
         "",
