@@ -241,10 +241,13 @@ def lower_bound(inst: Instance, objective: str = "bottleneck") -> float:
     r"""A quick valid lower bound on the period (or, for ``objective="latency"``, on the latency:
     every layer's best time, summed).
 
-    Each device :math:`d` is at most :math:`s_d = \min_v w_v / t(v, d)` times as fast as the fastest
-    time :math:`w_v = \min_d t(v, d)` of any layer, so
+    With :math:`w_v = \min_d t(v, d)` the best time of layer v, device d does at most
+    :math:`s_d = \max_v w_v / t(v, d)` units of best-time work per second (so
+    :math:`w_v \le s_d\, t(v, d)` for every layer it may run), hence
     :math:`\sum_v w_v \le \sum_d s_d C_d \le P \sum_d s_d`; and the slowest layer's best time
     bounds any stage holding it. Exact for speed-proportional times with free transfers.
+    (A ``min`` instead of the ``max`` is not valid: a layer allowed on one device only made it
+    exceed the optimum; see ``tests/test_cost.py``.)
     """
     times = inst.times
     best = [min(row) for row in times]
@@ -254,7 +257,7 @@ def lower_bound(inst: Instance, objective: str = "bottleneck") -> float:
     for d in range(len(inst.devices)):
         ratios = [best[v] / times[v][d] for v in range(len(best))
                   if 0 < times[v][d] < math.inf]
-        speed.append(min(ratios, default=1.0))
+        speed.append(max(ratios, default=1.0))
     total = sum(best)
     return max(max(best), total / sum(speed) if sum(speed) > 0 else 0.0)
 
