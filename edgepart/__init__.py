@@ -10,6 +10,7 @@ Public API::
 
 from __future__ import annotations
 
+from edgepart.compare import compare, sweep
 from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import Device, Instance, Layer, LayerGraph, Link, load_instance
@@ -20,6 +21,7 @@ from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method, 
 __all__ = [
     "METHODS", "Device", "InputError", "Instance", "Layer", "LayerGraph", "Link", "Metrics",
     "Objective", "Plan", "SolutionStatus", "SolveOptions", "SolveResult", "Stage", "Termination",
-    "evaluate", "get_method", "load_instance", "load_plan", "lower_bound", "solve", "validate_plan",
+    "compare", "evaluate", "get_method", "load_instance", "load_plan", "lower_bound", "solve",
+    "sweep", "validate_plan",
 ]
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ a method's own objective value is never trusted)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -22,7 +22,10 @@ from edgepart.results import (
     relative_gap,
 )
 
-__all__ = ["METHODS", "Objective", "SolveOptions", "finish", "get_method", "register", "solve"]
+__all__ = [
+    "METHODS", "Objective", "SolveOptions", "best_plan", "finish", "get_method", "register",
+    "solve",
+]
 
 
 class Objective(StrEnum):
@@ -89,6 +92,21 @@ def respects_limits(metrics_latency: float, metrics_period: float, options: Solv
     if options.max_latency is not None and metrics_latency > options.max_latency * tol:
         return False
     return not (options.max_period is not None and metrics_period > options.max_period * tol)
+
+
+def best_plan(inst: Instance, plans: Iterable[Plan | None], options: SolveOptions
+              ) -> Plan | None:
+    """The valid plan (within the caller's limits) with the smallest objective, or ``None``."""
+    best: tuple[float, Plan] | None = None
+    for plan in plans:
+        if plan is None or validate_plan(inst, plan):
+            continue
+        m = evaluate(inst, plan)
+        value = m.objective(options.objective.value)
+        if respects_limits(m.latency_s, m.bottleneck_s, options) and (
+                best is None or value < best[0]):
+            best = (value, plan)
+    return None if best is None else best[1]
 
 
 def finish(inst: Instance, plan: Plan | None, *, method: str, options: SolveOptions,

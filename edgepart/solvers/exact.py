@@ -17,7 +17,7 @@ from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
 from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination
-from edgepart.solvers.base import METHODS, SolveOptions, finish, respects_limits
+from edgepart.solvers.base import METHODS, SolveOptions, best_plan, finish
 
 __all__ = ["Backend", "BackendResult", "solve_exact"]
 
@@ -103,13 +103,4 @@ def _warm_start(inst: Instance, options: SolveOptions) -> Plan | None:
     quick = replace(options, warm_start=None, verbose=False)
     candidates += [METHODS[name](inst, quick).plan for name in WARM_START_METHODS
                    if name in METHODS]
-    best: tuple[float, Plan] | None = None
-    for plan in candidates:
-        if plan is None or validate_plan(inst, plan):
-            continue
-        m = evaluate(inst, plan)
-        value = m.objective(options.objective.value)
-        if respects_limits(m.latency_s, m.bottleneck_s, options) and (
-                best is None or value < best[0]):
-            best = (value, plan)
-    return None if best is None else best[1]
+    return best_plan(inst, candidates, options)

@@ -20,24 +20,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgepart.cost import REL_TOL, evaluate, validate_plan
+from edgepart.cost import REL_TOL
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import SolveResult, Termination
-from edgepart.solvers.base import SolveOptions, finish, respects_limits
+from edgepart.solvers.base import SolveOptions, finish
 
 __all__ = [
     "RangeModel",
     "RangePlan",
     "alive_bytes",
     "balanced_cuts",
-    "best_plan",
     "colocation_cut_ok",
     "device_speed",
     "finish_heuristic",
@@ -241,21 +239,6 @@ def balanced_cuts(weights: np.ndarray, k: int, cut_ok: np.ndarray) -> tuple[int,
         cuts.append(allowed[pick])
         first = pick + 1
     return (*cuts, n)
-
-
-def best_plan(inst: Instance, plans: Iterable[Plan | None], options: SolveOptions
-              ) -> Plan | None:
-    """The valid plan (within the caller's limits) with the smallest objective, or ``None``."""
-    best: tuple[float, Plan] | None = None
-    for plan in plans:
-        if plan is None or validate_plan(inst, plan):
-            continue
-        m = evaluate(inst, plan)
-        value = m.objective(options.objective.value)
-        if respects_limits(m.latency_s, m.bottleneck_s, options) and (
-                best is None or value < best[0]):
-            best = (value, plan)
-    return None if best is None else best[1]
 
 
 def finish_heuristic(inst: Instance, plan: Plan | None, *, method: str, options: SolveOptions,

@@ -51,7 +51,7 @@ import numpy as np
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import SolveResult
-from edgepart.solvers.base import Objective, SolveOptions, register
+from edgepart.solvers.base import Objective, SolveOptions, best_plan, register
 from edgepart.solvers.dp import (
     MAX_IDEALS,
     DeviceTypes,
@@ -64,7 +64,6 @@ from edgepart.solvers.dp import (
 from edgepart.solvers.heuristics.common import (
     RangeModel,
     RangePlan,
-    best_plan,
     device_speed,
     finish_heuristic,
 )
