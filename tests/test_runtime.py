@@ -13,7 +13,7 @@ from edgepart.errors import InputError
 from edgepart.instance import load_instance
 from edgepart.plan import Plan
 from edgepart.runtime.cli import parse_slowdown
-from edgepart.runtime.emulate import Cgroups, Emulation, LinkClock, Mode, device_cpus
+from edgepart.runtime.emulate import Cgroups, Emulation, LinkClock, Mode, stage_cpus
 from edgepart.runtime.prepare import RunOptions, Slowdown, prepare
 from edgepart.runtime.replan import best_single_device, replan, slowed
 from edgepart.runtime.split import build_stage, load_model, payload_bytes, split_plan, trace
@@ -113,10 +113,11 @@ def test_cgroups_without_controllers_is_an_input_error(tmp_path: Path) -> None:
         Cgroups(tmp_path, tmp_path / "none")
 
 
-def test_device_cpus_from_speed_or_meta() -> None:
-    data = instance_for(SkipNet(), devices=2, layer_time_s=0.01)  # the whole model: 0.09 s
+def test_stage_cpus_from_speed_or_meta() -> None:
+    data = instance_for(SkipNet(), devices=2, layer_time_s=0.01)
     data["devices"][1]["meta"] = {"cpus": 0.4}
-    cpus = device_cpus(load_instance(data), host_model_s=0.045, time_scale=2.0)
+    plan = Plan.from_dict(plan_for(data, [4]))  # stage 0: 4 layers, 0.04 s predicted
+    cpus = stage_cpus(load_instance(data), plan, [0.02, 0.001], time_scale=2.0)
     assert cpus == pytest.approx({"d0": 0.25, "d1": 0.2})
 
 

@@ -29,8 +29,9 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("plan", help="PLAN.json (from edgepart solve --out)")
     p.add_argument("--model", required=True, help="torchvision:NAME or package.module:factory")
     p.add_argument("--requests", type=int, default=20, metavar="N", help="default 20")
-    p.add_argument("--inflight", type=int, default=4, metavar="K",
-                   help="requests unanswered at most (default 4)")
+    p.add_argument("--inflight", default="auto", metavar="K|auto",
+                   help="requests unanswered at most (default auto: enough to fill the "
+                        "pipeline, predicted latency / period + 1)")
     p.add_argument("--emulate", choices=["none", "pad", "cgroup"], default="none",
                    help="emulate the instance's devices: pad compute, or cgroup CPU/memory limits")
     p.add_argument("--time-scale", default="1", metavar="X|auto",
@@ -97,6 +98,14 @@ def _time_scale(text: str) -> float | None:
         raise InputError(f"--time-scale: expected a number or 'auto', got {text!r}") from None
 
 
+def _inflight(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise InputError(f"--inflight: expected a number or 'auto', got {text!r}")
+    return int(text)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edgepart.instance import load_instance
     from edgepart.plan import load_plan
@@ -111,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     inst = load_instance(args.instance)
     plan = load_plan(args.plan)
     options = RunOptions(
-        model=args.model, requests=args.requests, inflight=args.inflight,
+        model=args.model, requests=args.requests, inflight=_inflight(args.inflight),
         emulate=Mode(args.emulate), time_scale=_time_scale(args.time_scale),
         master=parse_address(args.master) if args.master else None,
         fail_stage=args.fail_stage, fail_after=args.fail_after, adapt=args.adapt,

@@ -142,6 +142,11 @@ class Cluster:
         self.dead |= failed
         return failed
 
+    def set_cpus(self, rank: int, cpus: float) -> None:
+        """Change a local worker's CPU quota (cgroup emulation)."""
+        if self.cgroups is not None:
+            self.cgroups.set_cpus(f"w{rank}", cpus)
+
     def records(self, rank: int, epoch: int) -> list[worker.Record]:
         return self._t().call(rank, worker.records, epoch, timeout=30)
 

@@ -2,7 +2,8 @@
 
 :func:`run` checks everything (:mod:`~edgepart.runtime.prepare`), starts one worker per device
 (:class:`~edgepart.runtime.cluster.Cluster`), deploys the plan and streams ``requests`` requests
-with at most ``inflight`` unanswered at any time. Each answer is compared with the unsplit model's
+with at most ``inflight`` unanswered at any time (by default enough to fill the pipeline:
+predicted latency / period + 1). Each answer is compared with the unsplit model's
 output (``torch.testing.assert_close`` tolerances); an answer that differs counts in
 ``mismatches``.
 
@@ -41,8 +42,8 @@ from edgepart.plan import Plan
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
-from edgepart.runtime.emulate import Emulation, LinkClock
-from edgepart.runtime.prepare import Prepared, RunOptions, prepare
+from edgepart.runtime.emulate import Emulation, LinkClock, Mode, stage_cpus
+from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_seconds
 from edgepart.runtime.replan import replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report
 from edgepart.runtime.split import fingerprint, split_plan
@@ -76,12 +77,14 @@ def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
     with _terminate_as_exit():
         try:
             limits = None
-            if prep.cgroup_cpus is not None:
-                limits = {d.id: (prep.cgroup_cpus[d.id], d.memory_bytes) for d in inst.devices}
+            if prep.cgroup_cpus is not None:  # devices without a stage: the least quota
+                spare = min(prep.cgroup_cpus.values())
+                limits = {d.id: (prep.cgroup_cpus.get(d.id, spare), d.memory_bytes)
+                          for d in inst.devices}
             cluster.start(limits)
-            cluster.setup({cluster.ranks[d]: worker.WorkerSetup(
-                options.model, options.seed, options.weights, prep.input_shape, t)
-                for d, t in prep.threads.items()}, fingerprint(prep.gm))
+            setup = worker.WorkerSetup(options.model, options.seed, options.weights,
+                                       prep.input_shape)
+            cluster.setup(dict.fromkeys(cluster.devices, setup), fingerprint(prep.gm))
             stream = _Stream(prep, cluster)
             stream.run()
             return build_report(prep, stream)
@@ -204,7 +207,7 @@ class _Stream:
                 self.on_fault(event)
 
     def fill(self) -> None:
-        while (self.warm and self.switch_to is None and len(self.pending) < self.options.inflight
+        while (self.warm and self.switch_to is None and len(self.pending) < self.prep.inflight
                and self.next < self.options.requests):
             self.send(self.next)
             self.next += 1
@@ -245,6 +248,8 @@ class _Stream:
         t0 = time.perf_counter()
         epoch = self.cluster.epoch + 1
         configs = self.configs(plan, epoch, first=not self.deployments)
+        if self.prep.emulation.mode is Mode.CGROUP and self.deployments:
+            self.set_quotas(plan)
         self.cluster.epoch = epoch
         failed = self.cluster.deploy(configs)
         self.plan = plan
@@ -256,6 +261,14 @@ class _Stream:
                                            now - t0, now))
         self.reset_adaptation()
         return failed
+
+    def set_quotas(self, plan: Plan) -> None:
+        """cgroup mode: the CPU quotas of ``plan``'s devices, from its stages' times here."""
+        specs = split_plan(self.prep.gm, self.truth, plan)
+        host = stage_seconds(self.prep.gm, specs, self.prep.inputs[0])
+        cpus = stage_cpus(self.truth, plan, host, self.prep.emulation.time_scale)
+        for device, quota in cpus.items():
+            self.cluster.set_cpus(self.cluster.ranks[device], quota)
 
     def configs(self, plan: Plan, epoch: int, first: bool) -> dict[int, worker.StageConfig | None]:
         truth, emulation = self.truth, self.prep.emulation

@@ -9,13 +9,16 @@ Modes (``--emulate``):
   cgroup whose CPU quota is its device's speed relative to this host and whose memory limit is the
   device's ``memory_bytes``, so compute is really slowed, not slept. cgroup v1 (``cpu`` and
   ``memory`` controllers) and v2 (``cpu.max``, ``memory.max``) are both supported; every cgroup
-  made is removed on exit.
+  made is removed on exit. Under v1 only the worker's compute thread is in the ``cpu`` cgroup
+  (v1 places threads one by one), so the quota slows the device's compute, not its messaging,
+  as the cost model has it; under v2 the whole worker is limited.
 
-The speed of device ``d`` relative to this host is ``s_d = H / T_d`` where ``H`` is the measured
-single-thread time of the whole model on this host and ``T_d`` the instance's predicted time of
-the whole model on ``d``; its CPU quota is ``s_d / time_scale`` CPUs. A device whose ``meta`` has
-``cpus`` (e.g. AMP4EC's 1-CPU and 0.4-CPU profiles) gets that quota instead (divided by
-``time_scale``).
+The speed of device ``d`` relative to this host, for the stage ``b`` it runs, is ``H_b / T_b``:
+``H_b`` is the stage's measured single-thread time on this host and ``T_b`` its predicted compute
+time on ``d``; the device's CPU quota is ``H_b / T_b / time_scale`` CPUs (set again at every
+deployment, since a profile's per-layer times are not all in the same ratio to this host's). A
+device whose ``meta`` has ``cpus`` (e.g. AMP4EC's 1-CPU and 0.4-CPU profiles) gets that quota
+instead (divided by ``time_scale``).
 
 In the emulating modes every message occupies its link for ``time_scale * (latency + bytes /
 bandwidth)``: it is held for that time less what the real transport took for the recent messages
@@ -30,16 +33,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from edgepart.cost import evaluate
 from edgepart.errors import InputError
 from edgepart.instance import Instance, Link
+from edgepart.plan import Plan
 from edgepart.profiling.probe import cgroup_cpu_limit
 
 __all__ = [
@@ -48,13 +53,14 @@ __all__ = [
     "Emulation",
     "LinkClock",
     "Mode",
-    "device_cpus",
     "join",
+    "join_thread",
     "scale_needed",
+    "stage_cpus",
     "usable_cpus",
 ]
 
-CPU_HEADROOM = 0.8
+CPU_HEADROOM = 0.5
 """Share of the host's CPUs the emulated compute may use (the rest: RPC threads, the driver)."""
 _CFS_PERIOD_US = 20_000
 
@@ -102,16 +108,16 @@ class LinkClock:
             self.transport_s += 0.2 * (transport_s - self.transport_s)
 
 
-def device_cpus(inst: Instance, host_model_s: float, time_scale: float) -> dict[str, float]:
-    """CPU quota (in CPUs) of each device in cgroup mode (see the module docstring)."""
+def stage_cpus(inst: Instance, plan: Plan, host_stage_s: Sequence[float],
+               time_scale: float) -> dict[str, float]:
+    """CPU quota (in CPUs) of each device of ``plan`` in cgroup mode, from the stages' measured
+    single-thread times on this host (see the module docstring)."""
     out = {}
-    for d, dev in enumerate(inst.devices):
-        if "cpus" in dev.meta:
-            cpus = float(dev.meta["cpus"])
-        else:
-            total = sum(row[d] for row in inst.times if math.isfinite(row[d]))
-            cpus = host_model_s / total if total > 0 else 1.0
-        out[dev.id] = cpus / time_scale
+    for st, host_s in zip(evaluate(inst, plan).stages, host_stage_s, strict=True):
+        meta = inst.devices[inst.device_index[st.device]].meta
+        cpus = float(meta["cpus"]) if "cpus" in meta else (
+            host_s / st.compute_s if st.compute_s > 0 else 1.0)
+        out[st.device] = cpus / time_scale
     return out
 
 
@@ -159,27 +165,39 @@ class Cgroups:
                 _write(base / "cgroup.subtree_control", "+cpu +memory")
                 _write(base / tag / "cgroup.subtree_control", "+cpu +memory")
         self._parents = [base / tag for base in self._bases]
+        # A quota caps a worker; top weight makes it a promise too, against other load on the
+        # host (the quotas together stay within CPU_HEADROOM of the cores).
+        if self.version == 2:
+            _write_if_present(self._parents[0] / "cpu.weight", "10000")
+        else:
+            _write_if_present(self._parents[0] / "cpu.shares", "262144")
         atexit.register(self.close)
 
     def create(self, name: str, cpus: float, memory_bytes: float) -> list[str]:
-        """A cgroup named ``name`` with ``cpus`` CPUs and ``memory_bytes``; returns the
-        directories whose ``cgroup.procs`` a worker writes its pid into."""
-        quota = max(1000, round(cpus * _CFS_PERIOD_US))
+        """A cgroup named ``name`` with ``cpus`` CPUs and ``memory_bytes``; returns its
+        directories (a worker joins them, see :func:`join`)."""
         limit = str(int(memory_bytes))
         dirs = [parent / name for parent in self._parents]
         for path in dirs:
             self._mkdir(path)
+        self.set_cpus(name, cpus)
         if self.version == 2:
-            _write(dirs[0] / "cpu.max", f"{quota} {_CFS_PERIOD_US}")
             _write(dirs[0] / "memory.max", limit)
             _write_if_present(dirs[0] / "memory.swap.max", "0")
         else:
-            cpu, memory = dirs
+            _write(dirs[1] / "memory.limit_in_bytes", limit)
+            _write_if_present(dirs[1] / "memory.memsw.limit_in_bytes", limit)
+        return [str(p) for p in dirs]
+
+    def set_cpus(self, name: str, cpus: float) -> None:
+        """Set the CPU quota of cgroup ``name`` to ``cpus`` CPUs."""
+        quota = max(1000, round(cpus * _CFS_PERIOD_US))
+        cpu = self._parents[0] / name
+        if self.version == 2:
+            _write(cpu / "cpu.max", f"{quota} {_CFS_PERIOD_US}")
+        else:
             _write(cpu / "cpu.cfs_period_us", str(_CFS_PERIOD_US))
             _write(cpu / "cpu.cfs_quota_us", str(quota))
-            _write(memory / "memory.limit_in_bytes", limit)
-            _write_if_present(memory / "memory.memsw.limit_in_bytes", limit)
-        return [str(p) for p in dirs]
 
     def close(self, wait_s: float = 5.0) -> None:
         """Remove every cgroup made (children first), waiting up to ``wait_s`` for exiting
@@ -239,7 +257,17 @@ def _write_if_present(path: Path, text: str) -> None:
         _write(path, text)
 
 
-def join(dirs: Sequence[str]) -> None:
-    """Move the calling process into the given cgroup directories (a worker does this first)."""
+def join(dirs: Sequence[str]) -> list[str]:
+    """Move the calling process into the given cgroups, except v1 ``cpu`` ones: those are
+    returned for the compute thread to join alone (:func:`join_thread`)."""
+    thread_only = [d for d in dirs if Path(d, "cpu.cfs_quota_us").exists()]
     for d in dirs:
-        Path(d, "cgroup.procs").write_text(str(os.getpid()))
+        if d not in thread_only:
+            Path(d, "cgroup.procs").write_text(str(os.getpid()))
+    return thread_only
+
+
+def join_thread(dirs: Sequence[str]) -> None:
+    """Move the calling thread (only) into the given v1 cgroups."""
+    for d in dirs:
+        Path(d, "tasks").write_text(str(threading.get_native_id()))

@@ -9,10 +9,10 @@ here too, so the driver does no model work while it measures.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,9 +23,9 @@ from edgepart.cost import evaluate, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import CostModel, Instance, Transfer
 from edgepart.plan import Plan
-from edgepart.runtime.emulate import CPU_HEADROOM, Emulation, Mode, device_cpus, scale_needed
+from edgepart.runtime.emulate import CPU_HEADROOM, Emulation, Mode, scale_needed, stage_cpus
 from edgepart.runtime.emulate import usable_cpus as host_cpus
-from edgepart.runtime.split import load_model, split_plan, trace
+from edgepart.runtime.split import StageSpec, build_stage, load_model, split_plan, trace
 from edgepart.runtime.transport import Address
 
 __all__ = ["INPUT_POOL", "Prepared", "RunOptions", "Slowdown", "prepare"]
@@ -48,7 +48,7 @@ class Slowdown:
 class RunOptions:
     model: str
     requests: int = 20
-    inflight: int = 4
+    inflight: int | None = None  # None: enough to fill the pipeline (see prepare)
     emulate: Mode = Mode.NONE
     time_scale: float | None = 1.0  # None: auto
     master: Address | None = None
@@ -76,8 +76,8 @@ class Prepared:
     references: list[Any]
     emulation: Emulation
     cpus: float
-    threads: dict[str, int]
-    cgroup_cpus: dict[str, float] | None = None
+    inflight: int
+    cgroup_cpus: dict[str, float] | None = None  # quotas of the plan's devices (cgroup mode)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -92,18 +92,19 @@ def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
     shape = options.input_shape or _recorded_shape(inst)
     model = load_model(options.model, options.seed, options.weights)
     gm = trace(model, shape).graph_module
-    split_plan(gm, inst, plan)
+    specs = split_plan(gm, inst, plan)
     inputs = _inputs(shape, options.seed, min(options.requests, INPUT_POOL))
-    with torch.no_grad():
+    with _one_thread(), torch.no_grad():
         references = [model(x) for x in inputs]
-    cpus = host_cpus()
+    predicted = evaluate(inst, plan)
+    inflight = options.inflight or math.ceil(predicted.latency_s / predicted.bottleneck_s) + 1
     prep = Prepared(inst, plan, options, model, gm, shape, inputs, references,
-                    Emulation(options.emulate, options.time_scale or 1.0), cpus, {},
-                    warnings=warnings)
+                    Emulation(options.emulate, options.time_scale or 1.0), host_cpus(),
+                    inflight, warnings=warnings)
     if torch.Size(shape).numel() * 4 != inst.model.input_bytes:
         warnings.append(f"input {list(shape)} has {torch.Size(shape).numel() * 4} bytes but the "
                         f"instance says {inst.model.input_bytes:.0f}: predictions may be off")
-    _fit_host(prep)
+    _fit_host(prep, specs)
     return prep
 
 
@@ -113,7 +114,7 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
         raise InputError([f"plan: {p}" for p in problems])
     if options.requests < 1:
         raise InputError(f"--requests: must be >= 1, got {options.requests}")
-    if options.inflight < 1:
+    if options.inflight is not None and options.inflight < 1:
         raise InputError(f"--inflight: must be >= 1, got {options.inflight}")
     if options.time_scale is not None and not options.time_scale > 0:
         raise InputError(f"--time-scale: must be > 0, got {options.time_scale}")
@@ -145,52 +146,61 @@ def _inputs(shape: tuple[int, ...], seed: int, count: int) -> list[torch.Tensor]
     return [torch.randn(shape, generator=generator) for _ in range(count)]
 
 
-def host_model_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
-    """Median single-thread time of the whole model on this host."""
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Compute on one thread, as every worker does (see :mod:`edgepart.runtime.worker`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.no_grad():
-            model(x)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t0)
+        yield
     finally:
         torch.set_num_threads(threads)
-    return statistics.median(times)
 
 
-def _fit_host(prep: Prepared) -> None:
+def stage_seconds(gm: fx.GraphModule, specs: Sequence[StageSpec], x: torch.Tensor,
+                  repeats: int = 5) -> list[float]:
+    """Single-thread time of every stage on this host: the least of ``repeats`` passes after a
+    warm-up (on a shared host the least is the time without interference, which a worker with
+    a CPU quota and top scheduling weight gets)."""
+    stages = [build_stage(gm, spec) for spec in specs]
+    samples: list[list[float]] = [[] for _ in stages]
+    with _one_thread(), torch.no_grad():
+        for rep in range(repeats + 1):
+            values: Any = (x,)
+            for stage, times in zip(stages, samples, strict=True):
+                t0 = time.perf_counter()
+                values = stage(*values)
+                if rep:
+                    times.append(time.perf_counter() - t0)
+    return [min(times) for times in samples]
+
+
+def _fit_host(prep: Prepared, specs: Sequence[StageSpec]) -> None:
     """Choose ``--time-scale auto`` or refuse a scale the host cannot keep up with; set the
     threads of every worker and the cgroup quotas.
 
     Two limits: all the emulated compute together must fit the host's CPUs (with
-    :data:`CPU_HEADROOM`), and no used device may be faster than one host CPU (each emulating
-    worker computes on one thread), so ``time_scale >= max speed``.
+    :data:`CPU_HEADROOM`), and no used device may be faster than :data:`CPU_HEADROOM` of one
+    host CPU (each worker computes on one thread, sharing the cores with the others).
     """
     options, inst = prep.options, prep.inst
-    default_threads = max(1, int(prep.cpus // len(prep.plan.stages)))
-    prep.threads = {d.id: default_threads for d in inst.devices}
     if options.emulate is Mode.NONE:
         return
-    host_s = host_model_seconds(prep.model, prep.inputs[0])
-    speed = device_cpus(inst, host_s, 1.0)
-    used = [st.device for st in prep.plan.stages]
+    host = stage_seconds(prep.gm, specs, prep.inputs[0])
+    speed = stage_cpus(inst, prep.plan, host, 1.0)
     if options.emulate is Mode.CGROUP:
-        demand = sum(speed[d] for d in used)
+        demand = sum(speed.values())
     else:
-        demand = host_s / evaluate(inst, prep.plan).bottleneck_s
-    need = max(scale_needed(demand, prep.cpus), max(speed[d] for d in used))
+        demand = sum(host) / evaluate(inst, prep.plan).bottleneck_s
+    fastest = max(speed.values())
+    need = max(scale_needed(demand, prep.cpus), scale_needed(fastest, 1.0))
     scale = options.time_scale or max(1.0, math.ceil(need * 10) / 10)
     if scale < need:
         raise InputError(
             f"--time-scale {scale:g}: this host cannot keep up: the emulated devices need "
             f"{demand / scale:.2f} CPUs (it has {prep.cpus:g}, {CPU_HEADROOM:.0%} usable) and "
-            f"the fastest is {max(speed[d] for d in used) / scale:.2f} x one CPU; use "
+            f"the fastest is {fastest / scale:.2f} x one CPU; use "
             f"--time-scale {math.ceil(need * 10) / 10:g} or more (or auto)")
     prep.emulation = Emulation(options.emulate, scale)
-    prep.threads = dict.fromkeys(prep.threads, 1)
     if options.emulate is Mode.CGROUP:
         prep.cgroup_cpus = {d: c / scale for d, c in speed.items()}

@@ -63,7 +63,7 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
         "speedup_vs_single_device": throughput * period,
         "predicted_speedup_vs_single_device": period / first.bottleneck_s,
         "emulate": prep.emulation.mode.value, "time_scale": scale,
-        "inflight": prep.options.inflight, "host_cpus": prep.cpus,
+        "inflight": prep.inflight, "host_cpus": prep.cpus,
         "wall_s": (done[-1] - min(stream.sent[r] for r in stream.done)) if done else 0.0,
         "stages": stages,
         "deployments": [_deployment(d) for d in stream.deployments],

@@ -9,8 +9,10 @@ Inside, two threads make a two-stage pipeline, as the cost model's ``overlap`` a
 thread runs the stage module (padded or slowed as configured) and the send thread holds each
 message for its emulated link time and then sends it, so compute of request ``i + 1`` overlaps the
 transfer of request ``i``. Messages of an older epoch are dropped: after a redeploy only the
-driver's re-sent requests flow. A worker exits when the driver says stop or has been silent for
-``idle_timeout_s`` (the driver pings every few hundred milliseconds), so none is ever left behind.
+driver's re-sent requests flow. Every stage computes on one thread, as the driver does for the
+reference outputs: the sums are then done in the same order and the outputs match bit for bit.
+A worker exits when the driver says stop or has been silent for ``idle_timeout_s`` (the driver
+pings every few hundred milliseconds), so none is ever left behind.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ class WorkerSetup:
     seed: int
     weights: str | None
     input_shape: tuple[int, ...]
-    threads: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,8 @@ class _Work:
 class _Worker:
     transport: Transport
 
-    def __init__(self) -> None:
+    def __init__(self, compute_cgroups: Sequence[str] = ()) -> None:
+        self.compute_cgroups = compute_cgroups
         self.inbox: queue.Queue[_Work | None] = queue.Queue()
         self.outbox: queue.Queue[tuple[StageConfig, Any, _Work, Record] | None] = queue.Queue()
         self.lock = threading.Lock()
@@ -128,6 +130,7 @@ class _Worker:
         return cfg if cfg is not None and cfg.epoch == epoch else None
 
     def _compute_loop(self) -> None:
+        emulate.join_thread(self.compute_cgroups)
         while (work := self.inbox.get()) is not None:
             with self.lock:
                 cfg, module = self.current(work.epoch), self.module
@@ -216,7 +219,7 @@ def setup(cfg: WorkerSetup) -> str:
     """Build and trace the model; returns the graph's fingerprint."""
     w = _this()
     w.contact = time.monotonic()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(1)  # as the driver's reference: same sums, same results
     model = load_model(cfg.model, cfg.seed, cfg.weights)
     w.gm = trace_model(model, cfg.input_shape).graph_module
     return fingerprint(w.gm)
@@ -264,8 +267,7 @@ def serve(rank: int, world: int, master: Address, bind: str | None = None, *,
     """Join the group as worker ``rank`` and serve until stopped; returns the exit code."""
     if parent_pid is not None:
         _die_with_parent(parent_pid)
-    emulate.join(cgroups)
-    worker = _Worker()
+    worker = _Worker(emulate.join(cgroups))
     _WORKER[:] = [worker]  # before joining: the driver may call setup() at once
     transport = worker.transport = RpcTransport(rank, world, master, bind,
                                                 timeout_s=connect_timeout_s)
