@@ -85,7 +85,10 @@ def test_cgroups_v1_limits_and_cleanup(tmp_path: Path) -> None:
     groups = Cgroups(tmp_path, proc)
     dirs = [Path(d) for d in groups.create("w1", cpus=0.4, memory_bytes=512e6)]
     assert groups.version == 1
-    assert (dirs[0] / "cpu.cfs_quota_us").read_text() == "8000"
+    assert (dirs[0] / "cpu.cfs_quota_us").read_text() == "4000"
+    assert (dirs[0] / "cpu.cfs_period_us").read_text() == "10000"
+    groups.set_cpus("w1", 0.05)  # under the kernel's 1 ms minimum quota at 10 ms: longer period
+    assert (dirs[0] / "cpu.cfs_quota_us").read_text() == "1000"
     assert (dirs[0] / "cpu.cfs_period_us").read_text() == "20000"
     assert (dirs[1] / "memory.limit_in_bytes").read_text() == "512000000"
     for d in dirs:  # a real cgroup directory holds only kernel files; these fakes must go first
@@ -103,7 +106,7 @@ def test_cgroups_v2_limits(tmp_path: Path) -> None:
     groups = Cgroups(tmp_path, proc)
     (path,) = groups.create("w2", cpus=1.0, memory_bytes=1e9)
     assert groups.version == 2
-    assert Path(path, "cpu.max").read_text() == "20000 20000"
+    assert Path(path, "cpu.max").read_text() == "10000 10000"
     assert Path(path, "memory.max").read_text() == "1000000000"
     assert (tmp_path / "job" / "cgroup.subtree_control").read_text() == "+cpu +memory"
 

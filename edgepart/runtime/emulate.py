@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import threading
 import time
@@ -62,7 +63,10 @@ __all__ = [
 
 CPU_HEADROOM = 0.5
 """Share of the host's CPUs the emulated compute may use (the rest: RPC threads, the driver)."""
-_CFS_PERIOD_US = 20_000
+_CFS_PERIOD_US = 10_000
+"""Scheduler period of the quotas: short, so that one request's compute is slowed evenly rather
+than run at full speed and then stopped (longer only where the quota would be under the
+kernel's 1 ms minimum)."""
 
 
 class Mode(StrEnum):
@@ -191,12 +195,13 @@ class Cgroups:
 
     def set_cpus(self, name: str, cpus: float) -> None:
         """Set the CPU quota of cgroup ``name`` to ``cpus`` CPUs."""
-        quota = max(1000, round(cpus * _CFS_PERIOD_US))
+        period = max(_CFS_PERIOD_US, math.ceil(1000 / cpus))
+        quota = round(cpus * period)
         cpu = self._parents[0] / name
         if self.version == 2:
-            _write(cpu / "cpu.max", f"{quota} {_CFS_PERIOD_US}")
+            _write(cpu / "cpu.max", f"{quota} {period}")
         else:
-            _write(cpu / "cpu.cfs_period_us", str(_CFS_PERIOD_US))
+            _write(cpu / "cpu.cfs_period_us", str(period))
             _write(cpu / "cpu.cfs_quota_us", str(quota))
 
     def close(self, wait_s: float = 5.0) -> None:
