@@ -183,6 +183,12 @@ def test_arguments() -> None:
         parse_address("nohost")
 
 
+def test_master_must_be_an_address_of_this_machine() -> None:
+    for host in ("0.0.0.0", "192.0.2.1"):  # every interface; a documentation-only address
+        with pytest.raises(InputError, match="refused"):
+            bind_master(host, 0)
+
+
 def test_port_in_use_is_an_input_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

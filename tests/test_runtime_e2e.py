@@ -19,6 +19,7 @@ from test_runtime_support import SPEC, OtherNet, SkipNet, instance_for, plan_for
 
 from edgepart.instance import load_instance
 from edgepart.plan import Plan
+from edgepart.runtime.cluster import WorkerError
 from edgepart.runtime.driver import run
 from edgepart.runtime.emulate import Mode
 from edgepart.runtime.prepare import RunOptions, Slowdown
@@ -122,9 +123,22 @@ def test_cgroup_emulation_limits_workers_and_cleans_up() -> None:
     assert not list(Path("/sys/fs/cgroup/memory").rglob(mine))
 
 
+@pytest.mark.slow
+def test_a_worker_that_cannot_build_the_model_stops_the_run_cleanly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONPATH")  # the workers cannot import the test model; the driver can
+    with pytest.raises(WorkerError, match=r"could not set up the model: .*cannot import"):
+        _run(instance_for(SkipNet()), [3, 5], requests=4)
+    assert workers_of(os.getpid()) == []
+
+
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgepart.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    """``edgepart ARGS`` in a process of its own; checks it left no worker behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgepart.cli", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=timeout)
+    assert workers_of(proc.pid) == []
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _files(tmp_path: Path, data: dict[str, Any], plan: dict[str, Any]) -> tuple[str, str]:

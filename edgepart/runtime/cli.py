@@ -31,7 +31,7 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("--requests", type=int, default=20, metavar="N", help="default 20")
     p.add_argument("--inflight", default="auto", metavar="K|auto",
                    help="requests unanswered at most (default auto: enough to fill the "
-                        "pipeline, predicted latency / period + 1)")
+                        "pipeline twice over, 2 x predicted latency / period + 1)")
     p.add_argument("--emulate", choices=["none", "pad", "cgroup"], default="none",
                    help="emulate the instance's devices: pad compute, or cgroup CPU/memory limits")
     p.add_argument("--time-scale", default="1", metavar="X|auto",

@@ -3,7 +3,7 @@
 :func:`run` checks everything (:mod:`~edgepart.runtime.prepare`), starts one worker per device
 (:class:`~edgepart.runtime.cluster.Cluster`), deploys the plan and streams ``requests`` requests
 with at most ``inflight`` unanswered at any time (by default enough to fill the pipeline:
-predicted latency / period + 1). Each answer is compared with the unsplit model's
+2 x predicted latency / period + 1). Each answer is compared with the unsplit model's
 output (``torch.testing.assert_close`` tolerances); an answer that differs counts in
 ``mismatches``.
 
@@ -45,13 +45,14 @@ from edgepart.runtime.cluster import Cluster, WorkerError
 from edgepart.runtime.emulate import Emulation, LinkClock, Mode, stage_cpus
 from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_seconds
 from edgepart.runtime.replan import replan, slowed, warm_up_solvers
-from edgepart.runtime.report import build_report
+from edgepart.runtime.report import build_report, rate
 from edgepart.runtime.split import fingerprint, split_plan
 from edgepart.runtime.transport import Transport
 
 __all__ = ["ADAPT_THRESHOLD", "ADAPT_WINDOW", "Deployment", "run"]
 
 ADAPT_WINDOW = 5
+QUOTA_WINDOW = 5
 WARMUP = -1
 """The id of the untimed request sent through a fresh deployment first (it opens every
 connection between stages, so the measured stream starts warm)."""
@@ -65,7 +66,6 @@ class Deployment:
     plan: Plan
     metrics: Metrics  # predicted, on the instance as believed then
     deploy_s: float = 0.0
-    started: float = 0.0  # driver perf_counter when it was live
 
 
 def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
@@ -148,6 +148,44 @@ class _Source(threading.Thread):
             self.link.sent(wait, time.perf_counter() - t0)
 
 
+class _Quotas:
+    """cgroup mode: each device's CPU quota, corrected online.
+
+    The quota from a stage's time measured before the run is what the device needs on a quiet
+    host; on a shared one (another tenant, a busy hyperthread sibling) a thread gets less done
+    per CPU-second. Every :data:`QUOTA_WINDOW` answers, a device whose median real compute time is
+    more than 5% off its predicted compute time gets its quota scaled by that ratio (at most x2
+    or /2 a step, never over one CPU: a worker computes on one thread). Devices whose ``meta``
+    sets ``cpus`` keep it. Injected slowdowns are not seen: they come after the real compute.
+    """
+
+    def __init__(self, cluster: Cluster, inst: Instance, cpus: dict[str, float]) -> None:
+        self.cluster = cluster
+        self.cpus = dict(cpus)
+        self.fixed = {d.id for d in inst.devices if "cpus" in d.meta}
+        self.samples: dict[str, list[float]] = {}
+
+    def set(self, cpus: dict[str, float]) -> None:
+        for device, quota in cpus.items():
+            self.cpus[device] = quota
+            self.cluster.set_cpus(self.cluster.ranks[device], quota)
+        self.samples.clear()
+
+    def observe(self, hops: tuple[events.Hop, ...], predicted: Metrics) -> None:
+        expected = {st.device: st.compute_s for st in predicted.stages}
+        for device, _, real_s in hops:
+            if device in self.fixed or not expected.get(device):
+                continue
+            window = self.samples.setdefault(device, [])
+            window.append(real_s / expected[device])
+            if len(window) == QUOTA_WINDOW:
+                ratio = min(2.0, max(0.5, statistics.median(window)))
+                window.clear()
+                if abs(ratio - 1) > 0.05:
+                    self.cpus[device] = min(1.0, self.cpus[device] * ratio)
+                    self.cluster.set_cpus(self.cluster.ranks[device], self.cpus[device])
+
+
 class _Stream:
     """The request loop and everything that changes the deployment while it runs."""
 
@@ -172,6 +210,8 @@ class _Stream:
         self.baseline: dict[str, float] = {}
         self.source = _Source(cluster._t())
         self.slowdowns = {s.device: (s.factor, s.request) for s in self.options.slowdowns}
+        self.quotas = (_Quotas(cluster, prep.inst, prep.cgroup_cpus)
+                       if prep.cgroup_cpus is not None else None)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -236,8 +276,11 @@ class _Stream:
         if self.recovering is not None and ev.epoch == self.cluster.epoch:
             self.failures[-1]["recovery_s"] = ev.received - self.recovering
             self.recovering = None
-        if self.options.adapt and ev.epoch == self.cluster.epoch:
-            self.observe(ev.hops)
+        if ev.epoch == self.cluster.epoch:
+            if self.quotas is not None:
+                self.quotas.observe(ev.hops, self.deployments[-1].metrics)
+            if self.options.adapt:
+                self.observe(ev.hops)
         if self.switch_to is not None and not self.pending:
             self.switch(self.switch_to)
 
@@ -256,9 +299,8 @@ class _Stream:
         first = plan.stages[0].device
         self.source.route = (epoch, self.cluster.ranks[first],
                              _link(self.truth, self.truth.source, first), self.prep.emulation)
-        now = time.perf_counter()
         self.deployments.append(Deployment(epoch, reason, plan, evaluate(self.belief, plan),
-                                           now - t0, now))
+                                           time.perf_counter() - t0))
         self.reset_adaptation()
         return failed
 
@@ -266,9 +308,8 @@ class _Stream:
         """cgroup mode: the CPU quotas of ``plan``'s devices, from its stages' times here."""
         specs = split_plan(self.prep.gm, self.truth, plan)
         host = stage_seconds(self.prep.gm, specs, self.prep.inputs[0])
-        cpus = stage_cpus(self.truth, plan, host, self.prep.emulation.time_scale)
-        for device, quota in cpus.items():
-            self.cluster.set_cpus(self.cluster.ranks[device], quota)
+        if self.quotas is not None:
+            self.quotas.set(stage_cpus(self.truth, plan, host, self.prep.emulation.time_scale))
 
     def configs(self, plan: Plan, epoch: int, first: bool) -> dict[int, worker.StageConfig | None]:
         truth, emulation = self.truth, self.prep.emulation
@@ -336,7 +377,7 @@ class _Stream:
         """Track measured / predicted compute per device; adapt on a sustained slowdown."""
         metrics = self.deployments[-1].metrics
         expected = {st.device: st.compute_s for st in metrics.stages}
-        for device, compute_s in hops:
+        for device, compute_s, _ in hops:
             if not expected.get(device):
                 continue
             window = self.samples.setdefault(device, collections.deque(maxlen=ADAPT_WINDOW))
@@ -350,7 +391,9 @@ class _Stream:
                 return
 
     def adapt(self, device: str, factor: float) -> None:
+        """Believe ``device`` ``factor`` times slower; re-plan and switch when it pays."""
         scale = self.prep.emulation.time_scale
+        recent = sorted(self.done.values())[-2 * ADAPT_WINDOW:]
         self.belief = slowed(self.belief, device, factor)
         plan = replan(self.belief, self.options.replan_time_limit_s)
         old = evaluate(self.belief, self.plan)
@@ -360,10 +403,11 @@ class _Stream:
         cost_s = self.deployments[-1].deploy_s + new.latency_s * scale
         switch = gain_s > cost_s and plan.stages != self.plan.stages
         self.adaptations.append({
-            "device": device, "factor": factor, "request_answered": len(self.done),
-            "predicted_period_before_s": old.bottleneck_s, "predicted_period_after_s":
-            new.bottleneck_s, "gain_s": gain_s / scale, "switch_cost_s": cost_s / scale,
-            "switched": switch, "detected_at": time.perf_counter()})
+            "device": device, "factor": factor, "requests_answered": len(self.done),
+            "predicted_period_before_s": old.bottleneck_s,
+            "predicted_period_after_s": new.bottleneck_s, "gain_s": gain_s / scale,
+            "switch_cost_s": cost_s / scale, "switched": switch,
+            "detected_at": time.perf_counter(), "throughput_before_per_s": scale * rate(recent)})
         self.deployments[-1].metrics = old
         self.reset_adaptation()
         if switch:

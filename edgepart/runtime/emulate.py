@@ -66,7 +66,7 @@ CPU_HEADROOM = 0.5
 _CFS_PERIOD_US = 10_000
 """Scheduler period of the quotas: short, so that one request's compute is slowed evenly rather
 than run at full speed and then stopped (longer only where the quota would be under the
-kernel's 1 ms minimum)."""
+kernel's 1 ms minimum; the kernel's longest period, 1 s, sets the least quota, 0.001 CPU)."""
 
 
 class Mode(StrEnum):
@@ -195,8 +195,8 @@ class Cgroups:
 
     def set_cpus(self, name: str, cpus: float) -> None:
         """Set the CPU quota of cgroup ``name`` to ``cpus`` CPUs."""
-        period = max(_CFS_PERIOD_US, math.ceil(1000 / cpus))
-        quota = round(cpus * period)
+        period = min(1_000_000, max(_CFS_PERIOD_US, math.ceil(1000 / cpus)))  # kernel limits
+        quota = max(1000, round(cpus * period))
         cpu = self._parents[0] / name
         if self.version == 2:
             _write(cpu / "cpu.max", f"{quota} {period}")

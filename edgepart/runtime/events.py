@@ -14,8 +14,9 @@ from typing import Any
 
 __all__ = ["INBOX", "Fault", "Hop", "Result", "deliver", "report"]
 
-Hop = tuple[str, float]
-"""(device id, compute seconds in instance time) of one stage a request went through."""
+Hop = tuple[str, float, float]
+"""(device id, compute seconds, real compute seconds before padding or injected slowdown), both
+in instance time, of one stage a request went through."""
 
 
 @dataclass(frozen=True, slots=True)

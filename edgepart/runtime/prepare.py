@@ -97,7 +97,7 @@ def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
     with _one_thread(), torch.no_grad():
         references = [model(x) for x in inputs]
     predicted = evaluate(inst, plan)
-    inflight = options.inflight or math.ceil(predicted.latency_s / predicted.bottleneck_s) + 1
+    inflight = options.inflight or math.ceil(2 * predicted.latency_s / predicted.bottleneck_s) + 1
     prep = Prepared(inst, plan, options, model, gm, shape, inputs, references,
                     Emulation(options.emulate, options.time_scale or 1.0), host_cpus(),
                     inflight, warnings=warnings)

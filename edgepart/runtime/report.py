@@ -74,9 +74,10 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
         "adaptations": [_adaptation(a, stream) for a in stream.adaptations],
     }
     out["hop_transport_s"] = _mean_finite(s["transport_s"] for s in stages)
-    warnings = [*prep.warnings, *_keep_up(prep, stages), *_shortfall(prep, out)]
-    out["host_keeps_up"] = not any(w.startswith("host cannot keep up") for w in warnings)
-    out["warnings"] = warnings
+    late = _keep_up(prep, stages)
+    out["host_keeps_up"] = not late
+    out["suggested_time_scale"] = max(late.values(), default=None)
+    out["warnings"] = [*prep.warnings, *late, *_shortfall(prep, out)]
     return out
 
 
@@ -123,17 +124,18 @@ def _measured(recs: Sequence[Record], scale: float, pad_s: float | None) -> dict
     }
 
 
-def _keep_up(prep: Prepared, stages: Sequence[dict[str, Any]]) -> list[str]:
-    """Warnings for the stages this host could not emulate faithfully (see KEEP_UP_SLACK)."""
-    out = []
+def _keep_up(prep: Prepared, stages: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """A warning for each stage this host could not emulate faithfully (see KEEP_UP_SLACK),
+    with the time scale that would leave 20% to spare."""
+    scale, out = prep.emulation.time_scale, {}
     for row in stages:
         if not row["predicted_compute_s"] > 0:
             continue
         ratio = row["real_compute_s"] / row["predicted_compute_s"]
-        if prep.emulation.mode is Mode.PAD and row["late_share"] > 0.2:
-            out.append(_late(row, prep.emulation.time_scale, max(ratio, 1.1)))
-        elif prep.emulation.mode is Mode.CGROUP and ratio > KEEP_UP_SLACK:
-            out.append(_late(row, prep.emulation.time_scale, ratio))
+        if ((prep.emulation.mode is Mode.PAD and row["late_share"] > 0.2)
+                or (prep.emulation.mode is Mode.CGROUP and ratio > KEEP_UP_SLACK)):
+            suggested = math.ceil(scale * max(ratio, 1.1) * 12) / 10
+            out[_late(row, suggested)] = suggested
     return out
 
 
@@ -157,11 +159,11 @@ def _mean_finite(values: Iterable[float]) -> float:
     return statistics.fmean(kept) if kept else math.nan
 
 
-def _late(row: dict[str, Any], scale: float, ratio: float) -> str:
+def _late(row: dict[str, Any], suggested: float) -> str:
     return (f"host cannot keep up: stage {row['stage']} on '{row['device']}' computes in "
             f"{row['real_compute_s'] * 1e3:.1f} ms real time for "
             f"{row['predicted_compute_s'] * 1e3:.1f} ms emulated; rerun with --time-scale "
-            f"{math.ceil(scale * ratio * 12) / 10:g}")
+            f"{suggested:g}")
 
 
 def _deployment(d: Any) -> dict[str, Any]:
@@ -172,11 +174,9 @@ def _deployment(d: Any) -> dict[str, Any]:
 
 
 def _adaptation(a: dict[str, Any], stream: _Stream) -> dict[str, Any]:
-    scale = stream.prep.emulation.time_scale
-    done = sorted(stream.done.values())
-    before = [t for t in done if t <= a["detected_at"]][-2 * 5:]
-    after = [t for t in done if t > a.get("switched_at", a["detected_at"])]
+    """An adaptation with the measured throughput after it (after the switch, if it switched)."""
+    since = a.get("switched_at", a["detected_at"])
+    after = sorted(t for t in stream.done.values() if t > since)
     out = {k: v for k, v in a.items() if k not in ("detected_at", "switched_at")}
-    out["throughput_before_per_s"] = rate(before) * scale
-    out["throughput_after_per_s"] = rate(after) * scale
+    out["throughput_after_per_s"] = rate(after) * stream.prep.emulation.time_scale
     return out

@@ -78,6 +78,9 @@ def parse_address(text: str, what: str = "--master") -> Address:
 
 def bind_master(host: str, port: int) -> Address:
     """Bind rank 0's rendezvous socket now (port 0 picks a free port); returns the address."""
+    if _interface_of(host) is None:
+        raise InputError(f"--master {host}:{port}: not the address of one of this machine's "
+                         "network interfaces (listening on every interface is refused)")
     try:
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as err:
@@ -99,7 +102,12 @@ def local_address_towards(host: str, port: int) -> str:
 
 
 def _interface_of(address: str) -> str | None:
-    """The name of the network interface that holds IPv4 ``address`` (Linux), if any."""
+    """The name of the network interface that holds IPv4 ``address`` (a name is resolved), if
+    any (Linux)."""
+    try:
+        address = socket.gethostbyname(address)
+    except OSError:
+        return None
     if ipaddress.ip_address(address).is_loopback:
         return "lo"
     packed = socket.inet_aton(address)
@@ -162,7 +170,8 @@ class RpcTransport:
         address = bind or (master[0] if rank == 0 else local_address_towards(*master))
         iface = _interface_of(address)
         if iface is None:
-            raise InputError(f"--bind {address}: no local interface has this address")
+            raise InputError(f"{address}: no network interface of this machine has this address "
+                             "(give --master or --bind an address of this machine)")
         os.environ["TP_SOCKET_IFNAME"] = iface
         if not _REGISTERED:
             dist.register_rendezvous_handler(_SCHEME, _rendezvous)

@@ -145,7 +145,8 @@ class _Worker:
             computed = time.perf_counter()
             _sleep_until(started + _emulated(cfg, work.request, computed - started))
             finished = time.perf_counter()
-            hop = (cfg.device, (finished - started) / cfg.emulation.time_scale)
+            scale = cfg.emulation.time_scale
+            hop = (cfg.device, (finished - started) / scale, (computed - started) / scale)
             work.hops = (*work.hops, hop)
             rec = Record(work.request, work.epoch, work.arrived, started, computed, finished)
             with self.lock:
