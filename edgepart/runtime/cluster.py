@@ -54,7 +54,7 @@ class Cluster:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs = Path(tempfile.mkdtemp(prefix="edgepart-run-"))
         self.cgroups: Cgroups | None = None
-        self.transport: Transport | None = None
+        self._transport: Transport | None = None
         self.dead: set[int] = set()
         self.epoch = 0
         self._stop = threading.Event()
@@ -70,7 +70,7 @@ class Cluster:
                 self.cgroups = Cgroups()
             for device, rank in self.ranks.items():
                 self._spawn(rank, cgroup_limits[device] if cgroup_limits else None)
-        self.transport = self._connect()
+        self._transport = self._connect()
 
     def _spawn(self, rank: int, limits: tuple[float, float] | None) -> None:
         cmd = [sys.executable, "-m", "edgepart.runtime", "worker", "--rank", str(rank),
@@ -117,7 +117,7 @@ class Cluster:
 
     def setup(self, configs: Mapping[int, worker.WorkerSetup], fingerprint: str) -> None:
         """Build the model on every worker; each must trace the driver's graph."""
-        replies = {r: self._t().call_async(r, worker.setup, cfg) for r, cfg in configs.items()}
+        replies = {r: self.transport.call_async(r, worker.setup, cfg) for r, cfg in configs.items()}
         for rank, reply in replies.items():
             theirs = self._wait(rank, reply, "set up the model")
             if theirs != fingerprint:
@@ -128,7 +128,7 @@ class Cluster:
 
     def deploy(self, configs: Mapping[int, worker.StageConfig | None]) -> set[int]:
         """Deploy on every live worker at once; returns the ranks that failed (now dead)."""
-        replies = {r: self._t().call_async(r, worker.deploy, cfg)
+        replies = {r: self.transport.call_async(r, worker.deploy, cfg)
                    for r, cfg in configs.items() if r not in self.dead}
         failed = set()
         for rank, reply in replies.items():
@@ -148,14 +148,14 @@ class Cluster:
             self.cgroups.set_cpus(f"w{rank}", cpus)
 
     def records(self, rank: int, epoch: int) -> list[worker.Record]:
-        return self._t().call(rank, worker.records, epoch, timeout=30)
+        return self.transport.call(rank, worker.records, epoch, timeout=30)
 
     def responsive(self, rank: int) -> bool:
         """True when ``rank`` answers a ping within the heartbeat timeout."""
         if rank in self.procs and self.procs[rank].poll() is not None:
             return False
         try:
-            self._t().call(rank, worker.ping, timeout=self.heartbeat_timeout_s)
+            self.transport.call(rank, worker.ping, timeout=self.heartbeat_timeout_s)
         except Exception:  # any failure to answer means the worker is gone
             return False
         return True
@@ -168,7 +168,7 @@ class Cluster:
                     self._lost(rank, f"worker process exited with code {proc.returncode}")
                     continue
                 with contextlib.suppress(Exception):  # transport closing under us
-                    reply = self._t().call_async(rank, worker.ping,
+                    reply = self.transport.call_async(rank, worker.ping,
                                                  timeout=self.heartbeat_timeout_s)
                     reply.add_done_callback(functools.partial(self._pinged, rank))
 
@@ -187,19 +187,19 @@ class Cluster:
     def close(self) -> None:
         """Stop every worker, kill what remains of the local ones, remove the cgroups."""
         self._stop.set()
-        if self.transport is not None:
+        if self._transport is not None:
             replies = []
             for rank in self.devices:
                 if rank not in self.dead:
                     with contextlib.suppress(Exception):
-                        replies.append(self.transport.call_async(rank, worker.stop, timeout=5))
+                        replies.append(self._transport.call_async(rank, worker.stop, timeout=5))
             for reply in replies:
                 with contextlib.suppress(Exception):
                     reply.wait()
             if self._beat is not None:
                 self._beat.join(2)
             with contextlib.suppress(Exception):
-                self.transport.close()
+                self._transport.close()
         self._reap()
         if self.cgroups is not None:
             self.cgroups.close()
@@ -222,10 +222,12 @@ class Cluster:
                 return lines[-1]
         return "(no output)"
 
-    def _t(self) -> Transport:
-        if self.transport is None:
+    @property
+    def transport(self) -> Transport:
+        """The transport to the workers (once :meth:`start` has returned)."""
+        if self._transport is None:
             raise RuntimeError("cluster not started")
-        return self.transport
+        return self._transport
 
     def _wait(self, rank: int, reply: Any, what: str) -> Any:
         try:

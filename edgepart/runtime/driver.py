@@ -30,7 +30,7 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,11 @@ from edgepart.plan import Plan
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
-from edgepart.runtime.emulate import Emulation, LinkClock, Mode, stage_cpus
+from edgepart.runtime.emulate import Emulation, LinkClock, stage_cpus
 from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_seconds
 from edgepart.runtime.replan import replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report, rate
-from edgepart.runtime.split import fingerprint, split_plan
+from edgepart.runtime.split import StageSpec, fingerprint, split_plan
 from edgepart.runtime.transport import Transport
 
 __all__ = ["ADAPT_THRESHOLD", "ADAPT_WINDOW", "Deployment", "run"]
@@ -208,10 +208,11 @@ class _Stream:
         self.switch_to: Plan | None = None
         self.samples: dict[str, collections.deque[float]] = {}
         self.baseline: dict[str, float] = {}
-        self.source = _Source(cluster._t())
+        self.source = _Source(cluster.transport)
         self.slowdowns = {s.device: (s.factor, s.request) for s in self.options.slowdowns}
         self.quotas = (_Quotas(cluster, prep.inst, prep.cgroup_cpus)
                        if prep.cgroup_cpus is not None else None)
+        self.targets = evaluate(prep.inst, prep.plan)  # predicted on the devices as they are
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class _Stream:
             self.recovering = None
         if ev.epoch == self.cluster.epoch:
             if self.quotas is not None:
-                self.quotas.observe(ev.hops, self.deployments[-1].metrics)
+                self.quotas.observe(ev.hops, self.targets)
             if self.options.adapt:
                 self.observe(ev.hops)
         if self.switch_to is not None and not self.pending:
@@ -290,9 +291,12 @@ class _Stream:
         """Deploy ``plan`` as a new epoch; returns the ranks that died meanwhile."""
         t0 = time.perf_counter()
         epoch = self.cluster.epoch + 1
-        configs = self.configs(plan, epoch, first=not self.deployments)
-        if self.prep.emulation.mode is Mode.CGROUP and self.deployments:
-            self.set_quotas(plan)
+        specs = split_plan(self.prep.gm, self.truth, plan)
+        self.targets = evaluate(self.truth, plan)
+        configs = self.configs(plan, specs, epoch, first=not self.deployments)
+        if self.quotas is not None and self.deployments:
+            host = stage_seconds(self.prep.gm, specs, self.prep.inputs[0])
+            self.quotas.set(stage_cpus(self.truth, plan, host, self.prep.emulation.time_scale))
         self.cluster.epoch = epoch
         failed = self.cluster.deploy(configs)
         self.plan = plan
@@ -304,17 +308,10 @@ class _Stream:
         self.reset_adaptation()
         return failed
 
-    def set_quotas(self, plan: Plan) -> None:
-        """cgroup mode: the CPU quotas of ``plan``'s devices, from its stages' times here."""
-        specs = split_plan(self.prep.gm, self.truth, plan)
-        host = stage_seconds(self.prep.gm, specs, self.prep.inputs[0])
-        if self.quotas is not None:
-            self.quotas.set(stage_cpus(self.truth, plan, host, self.prep.emulation.time_scale))
-
-    def configs(self, plan: Plan, epoch: int, first: bool) -> dict[int, worker.StageConfig | None]:
+    def configs(self, plan: Plan, specs: Sequence[StageSpec], epoch: int,
+                first: bool) -> dict[int, worker.StageConfig | None]:
+        """What every worker runs in deployment ``epoch`` (None: no stage)."""
         truth, emulation = self.truth, self.prep.emulation
-        specs = split_plan(self.prep.gm, truth, plan)
-        predicted = evaluate(truth, plan)
         devices = [st.device for st in plan.stages]
         out: dict[int, worker.StageConfig | None] = dict.fromkeys(self.cluster.devices)
         for b, spec in enumerate(specs):
@@ -323,7 +320,7 @@ class _Stream:
             out[self.cluster.ranks[here]] = worker.StageConfig(
                 epoch, here, spec, 0 if last else self.cluster.ranks[devices[b + 1]],
                 _link(truth, here, truth.sink if last else devices[b + 1]), emulation,
-                emulation.pad_target(predicted.stages[b].compute_s), self.slowdowns.get(here),
+                emulation.pad_target(self.targets.stages[b].compute_s), self.slowdowns.get(here),
                 fail)
         return out
 

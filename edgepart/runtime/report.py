@@ -15,7 +15,6 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edgepart.cost import evaluate
 from edgepart.runtime.emulate import Mode
 from edgepart.runtime.replan import best_single_device
 
@@ -89,12 +88,12 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 
 def _stages(prep: Prepared, stream: _Stream) -> list[dict[str, Any]]:
-    final = stream.deployments[-1]
-    predicted = evaluate(stream.truth, final.plan)
+    """Measured next to predicted, per stage of the last deployment."""
+    epoch = stream.deployments[-1].epoch
     rows: list[dict[str, Any]] = []
-    for st in predicted.stages:
+    for st in stream.targets.stages:
         rank = stream.cluster.ranks[st.device]
-        recs = sorted(stream.cluster.records(rank, final.epoch), key=lambda r: r.started)
+        recs = sorted(stream.cluster.records(rank, epoch), key=lambda r: r.started)
         row: dict[str, Any] = {"stage": len(rows), "device": st.device, "layers": len(st.layers),
                                "requests": len(recs)}
         pad = st.compute_s if prep.emulation.mode is Mode.PAD else None
