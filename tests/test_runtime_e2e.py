@@ -43,7 +43,7 @@ def workers_of(parent: int) -> list[int]:
             state = (proc / "stat").read_text().split(")")[-1].split()[0]
         except OSError:
             continue
-        if (b"edgepart.runtime" in args and b"--parent-pid" in args and state != "Z"
+        if (b"worker" in args and b"--parent-pid" in args and state != "Z"
                 and args[args.index(b"--parent-pid") + 1] == str(parent).encode()):
             found.append(int(proc.name))
     return found

@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK, print_json
+from edgepart.cli_common import EXIT_NO_PLAN, EXIT_OK, print_json
 from edgepart.errors import InputError
 
-__all__ = ["parse_slowdown", "register", "worker_main"]
+__all__ = ["parse_slowdown", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -57,11 +56,6 @@ def _add_run(subparsers: Any) -> None:
 
 def _add_worker(subparsers: Any) -> None:
     p = subparsers.add_parser("worker", help="serve as one device's worker for edgepart run")
-    _worker_arguments(p)
-    p.set_defaults(handler=cmd_worker)
-
-
-def _worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", type=int, required=True,
                    help="1 + the device's index in the instance")
     p.add_argument("--world", type=int, required=True, help="1 + number of devices")
@@ -73,6 +67,7 @@ def _worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=float, default=300.0, metavar="S")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cgroup", action="append", default=[], help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_worker)
 
 
 def parse_slowdown(text: str) -> tuple[str, float, int]:
@@ -177,15 +172,3 @@ def cmd_worker(args: argparse.Namespace) -> int:
                  cgroups=args.cgroup, parent_pid=args.parent_pid,
                  idle_timeout_s=args.idle_timeout, connect_timeout_s=args.connect_timeout)
 
-
-def worker_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgepart.runtime worker ...``: how the driver spawns local workers."""
-    parser = argparse.ArgumentParser(prog="edgepart")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_worker(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except InputError as err:
-        sys.stderr.write(f"edgepart worker: {err}\n")
-        return EXIT_BAD_INPUT

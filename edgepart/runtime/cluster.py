@@ -73,7 +73,7 @@ class Cluster:
         self._transport = self._connect()
 
     def _spawn(self, rank: int, limits: tuple[float, float] | None) -> None:
-        cmd = [sys.executable, "-m", "edgepart.runtime", "worker", "--rank", str(rank),
+        cmd = [sys.executable, "-m", "edgepart.cli", "worker", "--rank", str(rank),
                "--world", str(self.world), "--master", f"{self.master[0]}:{self.master[1]}",
                "--parent-pid", str(os.getpid())]
         if limits is not None and self.cgroups is not None:
