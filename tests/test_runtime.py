@@ -82,7 +82,10 @@ def _fake_v1(root: Path, own: str = "/job") -> Path:
 
 def test_cgroups_v1_limits_and_cleanup(tmp_path: Path) -> None:
     proc = _fake_v1(tmp_path)
+    orphan = tmp_path / "cpu" / "job" / "edgepart-999999999" / "w1"  # a driver killed earlier
+    orphan.mkdir(parents=True)
     groups = Cgroups(tmp_path, proc)
+    assert not orphan.parent.exists()
     dirs = [Path(d) for d in groups.create("w1", cpus=0.4, memory_bytes=512e6)]
     assert groups.version == 1
     assert (dirs[0] / "cpu.cfs_quota_us").read_text() == "4000"

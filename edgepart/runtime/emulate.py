@@ -164,6 +164,7 @@ class Cgroups:
         self._closed = False
         tag = f"edgepart-{os.getpid()}"
         for base in self._bases:
+            _remove_orphans(base)
             self._mkdir(base / tag)
             if self.version == 2:
                 _write(base / "cgroup.subtree_control", "+cpu +memory")
@@ -233,6 +234,18 @@ class Cgroups:
                              "root and writable cgroup controllers (else use --emulate pad)"
                              ) from None
         self._made.append(path)
+
+
+def _remove_orphans(base: Path) -> None:
+    """Remove the empty cgroups of drivers that were killed before they could clean up."""
+    for parent in base.glob("edgepart-*"):
+        pid = parent.name.removeprefix("edgepart-")
+        if pid.isdigit() and not Path("/proc", pid).exists():
+            with contextlib.suppress(OSError):  # not empty after all: leave it
+                for child in parent.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                parent.rmdir()
 
 
 def _layout(root: Path, own: dict[str, str]) -> tuple[int, list[Path]]:
