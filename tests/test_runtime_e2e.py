@@ -215,7 +215,8 @@ def test_workers_started_by_hand_with_master(tmp_path: Path) -> None:
         assert report["completed"] == 8 and report["mismatches"] == 0
         assert [w.wait(timeout=30) for w in workers] == [0, 0]
     finally:
-        for proc in [driver, *workers]:
+        procs: list[subprocess.Popen[Any]] = [driver, *workers]
+        for proc in procs:
             if proc.poll() is None:
                 proc.kill()
 
