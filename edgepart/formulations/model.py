@@ -97,15 +97,6 @@ class LinearModel:
         """A capacity or a user limit (``terms + const <= 0``): may only be tightened."""
         self.le(terms, const, dim=dim, rounding=Rounding.TIGHTEN, enforce=enforce)
 
-    def bounds(self, terms: Terms, const: float = 0.0) -> tuple[float, float]:
-        """Smallest and largest value of ``terms + const`` over the variable bounds."""
-        lo = hi = const
-        for c, v in terms:
-            ub = self.vars[v].ub
-            lo += min(0.0, c * ub)
-            hi += max(0.0, c * ub)
-        return lo, hi
-
     def max_coef(self, dim: Dim) -> float:
         """Largest |value| any ``dim`` expression can reach (used to choose integer units)."""
         return max((v.ub for v in self.vars if v.dim is dim), default=1.0)

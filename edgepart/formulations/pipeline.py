@@ -459,12 +459,8 @@ class PipelineFormulation:
         for v in range(self.n):
             b = next((b for b in range(self.K - 1) if values[self.z[v][b]] > 0.5), self.K - 1)
             stage_of.append(b)
-        devices = []
-        for b in range(self.K):
-            on = [d for d in range(self.nd) if values[self.y[b][d]] > 0.5]
-            devices.extend(on)
-        used = devices
-        return Plan.from_assignment(self.inst, stage_of, used)
+        devices = [d for b in range(self.K) for d in range(self.nd) if values[self.y[b][d]] > 0.5]
+        return Plan.from_assignment(self.inst, stage_of, devices)
 
     def hint(self, plan: Plan) -> dict[int, float]:
         """Values of the Boolean variables for a plan (a warm start); empty if it does not fit

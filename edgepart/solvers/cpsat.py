@@ -1,11 +1,12 @@
 """CP-SAT backend (OR-Tools): the neutral model with integer coefficients.
 
-Integer time scale: one unit is ``horizon / 10**12`` seconds, where the horizon bounds every time
-quantity of the instance. Coefficients of lower-bounding time constraints are rounded *up* (so the
-integer optimum, times the unit, is a valid lower bound on the real one); capacities and user
-limits are rounded *down* (an integer solution never breaks them). Bytes are whole bytes.
-The plan decoded from the integer solution is re-evaluated in floating point by the cost model.
-Enforced constraints use ``only_enforce_if``.
+Integer time scale: one unit is ``cap / 10**9`` seconds, where ``cap`` bounds every time variable
+(the warm-start plan's objective, else the instance's horizon; see :data:`TIME_STEPS`).
+Coefficients of lower-bounding time constraints are rounded *up* (so the integer optimum, times
+the unit, is a valid lower bound on the real one); capacities and user limits are rounded *down*
+(an integer solution never breaks them). Bytes are whole bytes. The plan decoded from the
+integer solution is re-evaluated in floating point by the cost model. Enforced constraints use
+``only_enforce_if``.
 """
 
 from __future__ import annotations
