@@ -188,6 +188,13 @@ class Instance:
     def sink_index(self) -> int | None:
         return None if self.sink is None else self.device_index[self.sink]
 
+    @cached_property
+    def uniform_links(self) -> bool:
+        """True when every ordered pair of distinct devices has the same link."""
+        n = len(self.devices)
+        pairs = {self.links[i][j] for i in range(n) for j in range(n) if i != j}
+        return len(pairs) <= 1
+
     def without_devices(self, ids: set[str]) -> Instance:
         """This instance with some devices removed (for re-planning after a failure)."""
         keep = [k for k, d in enumerate(self.devices) if d.id not in ids]
