@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from strategies import cost_models, random_instance
 
 from edgepart import SolutionStatus, Termination, load_instance, solve, validate_plan
+from edgepart.cuts import DeviceTypes, ideal_family, prefix_family
 from edgepart.instance import Instance
 from edgepart.results import OPTIMALITY_TOL, SolveResult
-from edgepart.solvers.dp import DeviceTypes, ideal_family, prefix_family
 
 TINY = Path(__file__).resolve().parents[1] / "instances" / "tiny"
 

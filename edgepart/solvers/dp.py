@@ -58,35 +58,33 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import cached_property
-from typing import Any
 
 import numpy as np
 
 from edgepart.cost import REL_TOL
+from edgepart.cuts import (
+    MAX_IDEALS,
+    CutCosts,
+    CutFamily,
+    DeviceTypes,
+    ideal_family,
+    path_plan,
+    prefix_family,
+)
 from edgepart.instance import Instance, Transfer
-from edgepart.plan import Plan
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import Objective, SolveOptions, finish, register
-from edgepart.solvers.heuristics.common import alive_bytes, colocation_cut_ok
 
 __all__ = [
     "BISECTION_TOL",
     "MAX_CELLS",
-    "MAX_IDEALS",
     "MAX_WORK",
-    "CutFamily",
     "DPOutcome",
-    "DPProblem",
-    "DeviceTypes",
-    "ideal_family",
     "optimise",
-    "path_plan",
     "path_times",
-    "prefix_family",
     "run_family",
     "solve_dp",
     "solve_dp_ideals",
@@ -96,247 +94,10 @@ MAX_CELLS = 6_000_000
 """Most (cut, device state, type) cells kept (two float arrays of this size)."""
 MAX_WORK = 500_000_000
 """Most (cut pair, device state, type) updates in one pass of the DP."""
-MAX_IDEALS = 5_000
-"""Most ideals ``dp_ideals`` enumerates (Tarnawski et al. stop at 60,000 with one state each;
-ours carry S x T device states)."""
 BISECTION_TOL = 1e-8
 """Relative gap at which the bisection on the period (no overlap) stops."""
 
 _CHUNK = 2_000_000  # elements of one vectorised block
-
-
-# ---------------------------------------------------------------------------------------------
-# Device types and cut families
-# ---------------------------------------------------------------------------------------------
-
-
-def _default_key(inst: Instance, d: int) -> tuple[Any, ...]:
-    dev = inst.devices[d]
-    return (dev.cls, dev.memory_bytes, dev.flops_per_s)
-
-
-@dataclass(frozen=True)
-class DeviceTypes:
-    """Devices grouped into interchangeable types; ``members[t]`` lists device indices."""
-
-    members: tuple[tuple[int, ...], ...]
-
-    @classmethod
-    def of(cls, inst: Instance, devices: Sequence[int],
-           key: Callable[[Instance, int], tuple[Any, ...]] = _default_key,
-           refine: bool = True) -> DeviceTypes:
-        """Group ``devices`` by ``key``; the source and sink are always alone. With ``refine``,
-        any group whose members' links (to each other, other devices, source, sink) differ is
-        split into single devices, so that swapping two members is a symmetry of the instance."""
-        ends = {e for e in (inst.source_index, inst.sink_index) if e is not None}
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for d in devices:
-            groups.setdefault(("end", d) if d in ends else key(inst, d), []).append(d)
-        members = [tuple(g) for g in groups.values()]
-        while refine:
-            split = _asymmetric_groups(inst, members, ends)
-            if not split:
-                break
-            members = [m for g, grp in enumerate(members)
-                       for m in ([(d,) for d in grp] if g in split else [grp])]
-        return cls(tuple(members))
-
-    @cached_property
-    def counts(self) -> np.ndarray:
-        return np.array([len(m) for m in self.members])
-
-    @cached_property
-    def strides(self) -> np.ndarray:
-        return np.concatenate([[1], np.cumprod(self.counts + 1)[:-1]]).astype(np.int64)
-
-    @property
-    def n_types(self) -> int:
-        return len(self.members)
-
-    @property
-    def n_states(self) -> int:
-        return int(np.prod(self.counts + 1))
-
-    @cached_property
-    def addable(self) -> tuple[np.ndarray, ...]:
-        """Per type t, the states that still have a device of type t free."""
-        s = np.arange(self.n_states)
-        return tuple(np.flatnonzero((s // self.strides[t]) % (self.counts[t] + 1) < self.counts[t])
-                     for t in range(self.n_types))
-
-    def contains(self, t: int, device: int | None) -> bool:
-        return device is not None and device in self.members[t]
-
-
-def _asymmetric_groups(inst: Instance, members: list[tuple[int, ...]], ends: set[int]) -> set[int]:
-    """Groups (indices) whose links are not a function of the pair of groups."""
-    gid = {d: g for g, grp in enumerate(members) for d in grp}
-    for e in ends - gid.keys():
-        gid[e] = -1 - e  # an end that is not a candidate device is a group of its own
-    seen: dict[tuple[int, int], Any] = {}
-    bad: set[int] = set()
-    for x in gid:
-        for y in gid:
-            if x == y:
-                continue
-            pair, link = (gid[x], gid[y]), inst.link(x, y)
-            if seen.setdefault(pair, link) != link:
-                bad.update(g for g in pair if g >= 0 and len(members[g]) > 1)
-    return bad
-
-
-@dataclass(frozen=True)
-class CutFamily:
-    """Cuts (predecessor-closed layer sets) sorted by size, from empty (0) to everything (M-1).
-
-    ``subs[I]`` holds the cuts strictly inside cut ``I``: each pair ``J < I`` is a possible stage
-    ``sets[I] & ~sets[J]``.
-    """
-
-    sets: np.ndarray
-    subs: tuple[np.ndarray, ...]
-
-    @property
-    def size(self) -> int:
-        return int(self.sets.shape[0])
-
-    @cached_property
-    def pairs(self) -> int:
-        return int(sum(len(s) for s in self.subs))
-
-
-def prefix_family(inst: Instance, positions: Sequence[int] | None = None) -> CutFamily:
-    """Prefixes of the layer order at ``positions`` (default: every position that splits no
-    colocate group); 0 and n are always included."""
-    n = len(inst.model.layers)
-    ok = colocation_cut_ok(inst)
-    pos = sorted({0, n, *(j for j in (range(n + 1) if positions is None else positions) if ok[j])})
-    sets = np.arange(n)[None, :] < np.array(pos)[:, None]
-    return CutFamily(sets, tuple(np.arange(i) for i in range(len(pos))))
-
-
-def ideal_family(inst: Instance, max_ideals: int = MAX_IDEALS) -> CutFamily | None:
-    """Every ideal of the layer DAG that splits no colocate group, or ``None`` when there are
-    more than ``max_ideals`` ideals (counted before the colocation filter)."""
-    g = inst.model
-    n = len(g.layers)
-    pred = [sum(1 << u for u in p) for p in g.pred]
-    seen = {0}
-    level = [0]
-    while level:
-        nxt = []
-        for ideal in level:
-            for v in range(n):
-                bit = 1 << v
-                if not ideal & bit and pred[v] & ~ideal == 0 and ideal | bit not in seen:
-                    seen.add(ideal | bit)
-                    nxt.append(ideal | bit)
-            if len(seen) > max_ideals:
-                return None
-        level = nxt
-    groups = [sum(1 << g.index[lid] for lid in grp) for grp in g.colocate]
-    ideals = sorted((i for i in seen if all(i & m in (0, m) for m in groups)), key=int.bit_count)
-    nbytes = (n + 7) // 8
-    sets = np.array([np.unpackbits(np.frombuffer(i.to_bytes(nbytes, "little"), np.uint8),
-                                   bitorder="little")[:n] for i in ideals], dtype=bool)
-    packed = np.packbits(sets, axis=1)
-    subs = tuple(np.flatnonzero(~(packed[:i] & ~packed[i]).any(axis=1)) for i in range(len(ideals)))
-    return CutFamily(sets, subs)
-
-
-# ---------------------------------------------------------------------------------------------
-# The problem: stage costs and transfer times over a family and device types
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DPProblem:
-    """Everything one DP pass reads. Build it with :meth:`of`; fields are arrays over cuts (M),
-    types (T) or layers (n). ``comm_bytes`` are the bytes of the message across a cut,
-    ``buffer_bytes`` what the stages on both sides hold for it (equal, except for PipeEdge's own
-    model)."""
-
-    family: CutFamily
-    types: DeviceTypes
-    comm_bytes: np.ndarray
-    buffer_bytes: np.ndarray
-    lat: np.ndarray
-    inv_bw: np.ndarray
-    src: np.ndarray
-    snk: np.ndarray
-    cum_time: np.ndarray
-    cum_bad: np.ndarray
-    params: np.ndarray
-    work: np.ndarray
-    capacity: np.ndarray
-    recv_first: np.ndarray
-    send_last: np.ndarray
-
-    @classmethod
-    def of(cls, inst: Instance, family: CutFamily, types: DeviceTypes) -> DPProblem:
-        """The relay cost model of ``inst`` on ``family`` with devices grouped by ``types``."""
-        reps = [m[0] for m in types.members]
-        times = np.array(inst.times, dtype=float).reshape(len(inst.model.layers), -1)[:, reps]
-        runs = np.isfinite(times)
-        sets = family.sets.astype(float)
-        alive = alive_bytes(inst, family.sets)
-        lat, inv_bw = _type_links(inst, types)
-        return cls(
-            family=family, types=types, comm_bytes=alive, buffer_bytes=alive, lat=lat,
-            inv_bw=inv_bw,
-            src=_end_times(inst, types, inst.source_index, alive[0], outgoing=True),
-            snk=_end_times(inst, types, inst.sink_index, alive[-1], outgoing=False),
-            cum_time=sets @ np.where(runs, times, 0.0), cum_bad=sets @ (~runs).astype(float),
-            params=sets @ np.array([x.param_bytes for x in inst.model.layers]),
-            work=np.array([x.work_bytes for x in inst.model.layers]),
-            capacity=np.array([inst.devices[d].memory_bytes for d in reps]),
-            recv_first=np.array([0.0 if types.contains(t, inst.source_index) else alive[0]
-                                 for t in range(types.n_types)]),
-            send_last=np.array([0.0 if types.contains(t, inst.sink_index) else alive[-1]
-                                for t in range(types.n_types)]))
-
-    def stage(self, i: int, js: np.ndarray) -> np.ndarray:
-        """(len(js), T): compute seconds of stage ``sets[i] - sets[j]`` on each type; ``inf``
-        where a layer may not run there or the stage (with its buffers) does not fit."""
-        last = self.family.size - 1
-        comp = self.cum_time[i] - self.cum_time[js]
-        bad = self.cum_bad[i] - self.cum_bad[js] > 0.5
-        mem = (self.params[i] - self.params[js] + self._max_work(i, js))[:, None] + (
-            self.send_last if i == last else self.buffer_bytes[i])
-        mem = mem + np.where((js == 0)[:, None], self.recv_first[None, :],
-                             self.buffer_bytes[js][:, None])
-        return np.where(bad | (mem > self.capacity * (1 + REL_TOL)), np.inf, comp)
-
-    def _max_work(self, i: int, js: np.ndarray) -> np.ndarray:
-        if not self.work.any():
-            return np.zeros(len(js))
-        inside = self.family.sets[i] & ~self.family.sets[js]
-        return np.where(inside, self.work, 0.0).max(axis=1)
-
-    def cross(self, i: int) -> np.ndarray:
-        """(T, T): seconds of the message across cut ``i`` from a stage of type u to one of v."""
-        return self.lat + self.comm_bytes[i] * self.inv_bw
-
-
-def _type_links(inst: Instance, types: DeviceTypes) -> tuple[np.ndarray, np.ndarray]:
-    """Latency and 1/bandwidth between types (within a type: between two of its devices)."""
-    nt = types.n_types
-    lat, inv_bw = np.full((nt, nt), np.inf), np.zeros((nt, nt))
-    for u, mu in enumerate(types.members):
-        for v, mv in enumerate(types.members):
-            pair = (mu[0], mv[0]) if u != v else (mu[:2] if len(mu) > 1 else None)
-            if pair is not None:
-                link = inst.link(*pair)
-                lat[u, v], inv_bw[u, v] = link.latency_s, 1.0 / link.bandwidth_bytes_per_s
-    return lat, inv_bw
-
-
-def _end_times(inst: Instance, types: DeviceTypes, end: int | None, nbytes: float,
-               outgoing: bool) -> np.ndarray:
-    """Seconds between the source (sink) and a first (last) stage of each type."""
-    reps = [m[0] for m in types.members]
-    return np.array([inst.transfer_time(end, d, nbytes) if outgoing
-                     else inst.transfer_time(d, end, nbytes) for d in reps])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +126,7 @@ class _Pass:
         When the deadline passes.
     """
 
-    def __init__(self, prob: DPProblem, mode: Mode, cap: float, deadline: float) -> None:
+    def __init__(self, prob: CutCosts, mode: Mode, cap: float, deadline: float) -> None:
         self.prob, self.mode, self.cap = prob, mode, cap
         m, s, t = prob.family.size, prob.types.n_states, prob.types.n_types
         self.h = np.full((m, s, t), np.inf)
@@ -453,7 +214,7 @@ class DPOutcome:
     timed_out: bool = False
 
 
-def path_times(prob: DPProblem, path: Sequence[tuple[int, int, int]]
+def path_times(prob: CutCosts, path: Sequence[tuple[int, int, int]]
                ) -> tuple[list[float], list[float]]:
     """Per stage compute seconds and the k + 1 transfers (source, cuts, sink) of a path."""
     comp = [float(prob.stage(i, np.array([j]))[0, t]) for j, i, t in path]
@@ -463,12 +224,12 @@ def path_times(prob: DPProblem, path: Sequence[tuple[int, int, int]]
     return comp, comm
 
 
-def _serial_period(prob: DPProblem, path: Sequence[tuple[int, int, int]]) -> float:
+def _serial_period(prob: CutCosts, path: Sequence[tuple[int, int, int]]) -> float:
     comp, comm = path_times(prob, path)
     return max(comm[b] + c + comm[b + 1] for b, c in enumerate(comp))
 
 
-def optimise(prob: DPProblem, objective: Objective, overlap: bool, deadline: float = math.inf,
+def optimise(prob: CutCosts, objective: Objective, overlap: bool, deadline: float = math.inf,
              max_period: float | None = None) -> DPOutcome:
     """Minimise the period (or latency) over the problem's cut family, exactly in its model.
 
@@ -500,7 +261,7 @@ def _single(p: _Pass) -> DPOutcome:
     return DPOutcome(tuple(path), value, value, 1)
 
 
-def _bisect(prob: DPProblem, first: DPOutcome, deadline: float) -> DPOutcome:
+def _bisect(prob: CutCosts, first: DPOutcome, deadline: float) -> DPOutcome:
     """Without overlap: the overlapped optimum is a lower bound (max <= sum); bisect up from it."""
     assert first.path is not None
     best, lo = first.path, first.value
@@ -518,19 +279,6 @@ def _bisect(prob: DPProblem, first: DPOutcome, deadline: float) -> DPOutcome:
         else:
             best, hi = tuple(path), min(mid, _serial_period(prob, path))
     return DPOutcome(best, hi, lo, passes)
-
-
-def path_plan(inst: Instance, prob: DPProblem, path: Sequence[tuple[int, int, int]],
-              method: str = "") -> Plan:
-    """The plan of a DP path: stage b runs ``sets[I] - sets[J]`` on the next free device of its
-    type."""
-    stage_of = np.zeros(len(inst.model.layers), dtype=int)
-    free = [list(m) for m in prob.types.members]
-    devices = []
-    for b, (j, i, t) in enumerate(path):
-        stage_of[prob.family.sets[i] & ~prob.family.sets[j]] = b
-        devices.append(free[t].pop(0))
-    return Plan.from_assignment(inst, stage_of.tolist(), devices, method)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,7 +315,7 @@ def run_family(inst: Instance, options: SolveOptions, method: str, family: CutFa
     if refusal or family is None:
         return finish(inst, None, method=method, options=options,
                       termination=Termination.UNSUPPORTED, message=f"{method}: {refusal}")
-    prob = DPProblem.of(inst, family, types)
+    prob = CutCosts.of(inst, family, types)
     deadline = start + options.time_limit if options.time_limit else math.inf
     out = optimise(prob, options.objective, inst.cost_model.overlap, deadline, options.max_period)
     extra = {"cuts": family.size, "cut_pairs": family.pairs, "device_types": types.n_types,

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgepart.cost import REL_TOL
+from edgepart.cuts import alive_bytes, colocation_cut_ok
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import SolveResult, Termination
@@ -34,47 +35,12 @@ from edgepart.solvers.base import SolveOptions, finish
 __all__ = [
     "RangeModel",
     "RangePlan",
-    "alive_bytes",
     "balanced_cuts",
-    "colocation_cut_ok",
     "device_speed",
     "finish_heuristic",
 ]
 
 
-def alive_bytes(inst: Instance, sets: np.ndarray) -> np.ndarray:
-    r"""Relay bytes across the boundary of each predecessor-closed layer set.
-
-    ``sets`` is an (M, n) boolean matrix; row :math:`I` is a set of layers closed under
-    predecessors. A tensor of layer :math:`u` is alive across it when :math:`u \in I` and some
-    consumer is outside :math:`I` (a model output counts as consumed by the sink, when there is
-    one); the request input is alive while some entry layer is outside :math:`I` (when there is
-    a source). This is :mod:`edgepart.cost`'s boundary :math:`B_b` with :math:`I` = stages
-    :math:`\le b`.
-    """
-    g = inst.model
-    out = np.zeros(sets.shape[0])
-    for u, succ in enumerate(g.succ):
-        if succ:
-            leaves = ~sets[:, list(succ)].all(axis=1)
-        elif inst.sink is not None:
-            leaves = np.ones(sets.shape[0], dtype=bool)
-        else:
-            continue
-        out += g.tensor_bytes[u] * (sets[:, u] & leaves)
-    if inst.source is not None:
-        out += g.input_bytes * ~sets[:, list(g.entries)].all(axis=1)
-    return out
-
-
-def colocation_cut_ok(inst: Instance) -> np.ndarray:
-    """``ok[j]`` (j = 0..n): cutting the layer order before position j splits no colocate group."""
-    g = inst.model
-    ok = np.ones(len(g.layers) + 1, dtype=bool)
-    for group in g.colocate:
-        pos = [g.index[lid] for lid in group]
-        ok[min(pos) + 1: max(pos) + 1] = False
-    return ok
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,19 +48,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgepart.cuts import (
+    MAX_IDEALS,
+    CutCosts,
+    DeviceTypes,
+    ideal_family,
+    path_plan,
+    prefix_family,
+)
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import SolveResult
 from edgepart.solvers.base import Objective, SolveOptions, best_plan, register
-from edgepart.solvers.dp import (
-    MAX_IDEALS,
-    DeviceTypes,
-    DPProblem,
-    ideal_family,
-    optimise,
-    path_plan,
-    prefix_family,
-)
+from edgepart.solvers.dp import optimise
 from edgepart.solvers.heuristics.common import (
     RangeModel,
     RangePlan,
@@ -155,7 +155,7 @@ def device_subsets(inst: Instance, rm: RangeModel, limit: int = MAX_DP_STATES
 
 def _dp_start(inst: Instance, rm: RangeModel, positions: list[int], devices: tuple[int, ...],
               objective: Objective, deadline: float) -> RangePlan | None:
-    prob = DPProblem.of(inst, prefix_family(inst, positions), DeviceTypes.of(inst, devices))
+    prob = CutCosts.of(inst, prefix_family(inst, positions), DeviceTypes.of(inst, devices))
     out = optimise(prob, objective, inst.cost_model.overlap, deadline)
     if out.path is None:
         return None
@@ -174,7 +174,7 @@ def _ideal_start(inst: Instance, devices: tuple[int, ...], objective: Objective,
     types = DeviceTypes.of(inst, devices)
     if family is None or family.pairs * types.n_states * types.n_types > IDEAL_WORK:
         return None
-    prob = DPProblem.of(inst, family, types)
+    prob = CutCosts.of(inst, family, types)
     out = optimise(prob, objective, inst.cost_model.overlap, deadline)
     return None if out.path is None else path_plan(inst, prob, out.path)
 

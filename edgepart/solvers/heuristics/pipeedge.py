@@ -38,17 +38,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from edgepart.cuts import CutCosts, DeviceTypes, path_plan, prefix_family
 from edgepart.instance import Instance
 from edgepart.results import SolveResult
 from edgepart.solvers.base import Objective, SolveOptions, register
-from edgepart.solvers.dp import (
-    MAX_CELLS,
-    DeviceTypes,
-    DPProblem,
-    optimise,
-    path_plan,
-    prefix_family,
-)
+from edgepart.solvers.dp import MAX_CELLS, optimise
 from edgepart.solvers.heuristics.common import RangeModel, finish_heuristic
 
 __all__ = ["device_bandwidth", "pipeedge_problem", "solve_pipeedge"]
@@ -62,12 +56,12 @@ def device_bandwidth(rm: RangeModel) -> np.ndarray:
     return np.array([rm.bw[d][off[d]].mean() for d in range(rm.nd)])
 
 
-def pipeedge_problem(inst: Instance, rm: RangeModel) -> DPProblem:
+def pipeedge_problem(inst: Instance, rm: RangeModel) -> CutCosts:
     """The DP problem in PipeEdge's model (relay memory, PipeEdge communication)."""
     bw = device_bandwidth(rm)
     types = DeviceTypes.of(inst, range(rm.nd), refine=False)
     family = prefix_family(inst)
-    prob = DPProblem.of(inst, family, types)
+    prob = CutCosts.of(inst, family, types)
     type_bw = np.array([bw[list(m)].mean() for m in types.members])
     sizes = family.sets.sum(axis=1)
     last_out = np.where(sizes > 0, np.array(inst.model.tensor_bytes)[np.maximum(sizes - 1, 0)], 0.0)
