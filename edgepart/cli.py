@@ -20,7 +20,7 @@ from edgepart.errors import InputError
 from edgepart.instance import Instance, load_instance
 from edgepart.plan import Plan, load_plan
 from edgepart.results import SolveResult
-from edgepart.solvers.base import SolveOptions, get_method
+from edgepart.solvers.base import FORMULATIONS, SolveOptions, get_method
 
 __all__ = ["main"]
 
@@ -67,6 +67,9 @@ def _add_solve(sub: Any) -> None:
     p.add_argument("--max-period", type=float, default=None, metavar="S")
     p.add_argument("--warm-start", default=None, metavar="PLAN.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--formulation", choices=FORMULATIONS, default="auto",
+                   help="exact solvers' model: stage slots, paths through cuts (relay transfers "
+                        "or chains) or auto (paths for highs/cbc where they apply)")
     p.add_argument("--out", default=None, metavar="PLAN.json", help="write the plan here")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw the plan's timeline (Gantt chart of stages and transfers)")
@@ -81,6 +84,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     options = SolveOptions(objective=args.objective, time_limit=args.time_limit,
                            threads=args.threads, max_latency=args.max_latency,
                            max_period=args.max_period, seed=args.seed, verbose=args.verbose,
+                           formulation=args.formulation,
                            warm_start=load_plan(args.warm_start) if args.warm_start else None)
     if args.verbose:
         print(f"edgepart: solving {inst.name} ({len(inst.model.layers)} layers, "
@@ -187,8 +191,20 @@ def _print_result(inst: Instance, result: SolveResult) -> None:
     if result.has_plan:
         print(f"objective ({result.objective}): {result.objective_s * 1e3:.4f} ms   "
               f"bound: {bound}   gap: {result.gap * 100:.4f} %")
+    if "formulation" in result.extra:
+        print(_formulation_line(result.extra))
     if result.message:
         print(f"note: {result.message}")
+
+
+def _formulation_line(extra: dict[str, Any]) -> str:
+    line = f"formulation: {extra['formulation']}"
+    if "feasibility_solves" in extra:
+        line += (f" ({extra['stage_arcs']} stage arcs, {extra['feasibility_solves']} "
+                 f"feasibility solves)")
+    if "paths_not_used" in extra:
+        line += f" (paths not used: {extra['paths_not_used']})"
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,19 @@ from edgepart.results import OPTIMALITY_TOL
 TINY = Path(__file__).resolve().parents[1] / "instances" / "tiny"
 NAMES = sorted(p.name.removesuffix(".json") for p in TINY.glob("*.json")
                if not p.name.endswith(".optimum.json"))
-BACKENDS = ["cpsat", "highs", "cbc"]
+BACKENDS = ["cpsat", "highs", "cbc", "cpsat/paths", "highs/stages", "cbc/stages"]
+"""Backend/formulation; a bare name is ``auto`` (CP-SAT on stage slots, HiGHS and CBC on paths
+where they apply, stage slots elsewhere)."""
+
+
+def run(spec: str, inst, **options):  # type: ignore[no-untyped-def]
+    """Solve with ``backend[/formulation]``; paths where they do not apply must say so."""
+    backend, _, formulation = spec.partition("/")
+    result = solve(inst, backend, formulation=formulation or "auto", **options)
+    if formulation == "paths" and result.termination is Termination.UNSUPPORTED:
+        assert "does not apply" in result.message
+        pytest.skip("the path formulation does not apply")
+    return result
 
 
 def check_optimal(inst, result, expected: float) -> None:  # type: ignore[no-untyped-def]
@@ -66,7 +78,7 @@ def test_stored_optimum_is_the_brute_force_optimum(name: str, objective: str) ->
 def test_backend_finds_stored_optimum(backend: str, name: str, objective: str) -> None:
     inst = load_instance(TINY / f"{name}.json")
     expected = json.loads((TINY / f"{name}.optimum.json").read_text())[objective]
-    result = solve(inst, backend, objective=objective, time_limit=60)
+    result = run(backend, inst, objective=objective, time_limit=60)
     if expected == "infeasible":
         assert result.status is SolutionStatus.INFEASIBLE
         assert result.termination is Termination.INFEASIBLE
@@ -90,8 +102,13 @@ def test_all_backends_agree_with_brute_force(seed: int, n: int, nd: int, chain: 
                                          memory=memory, restrict=seed % 5 == 0,
                                          colocate=seed % 7 == 0))
     ref = solve(inst, "brute", objective=objective)
-    for backend in BACKENDS:
-        result = solve(inst, backend, objective=objective, time_limit=60)
+    for spec in BACKENDS:
+        backend, _, formulation = spec.partition("/")
+        result = solve(inst, backend, objective=objective, time_limit=60,
+                       formulation=formulation or "auto")
+        if result.termination is Termination.UNSUPPORTED:
+            assert formulation == "paths" and "does not apply" in result.message
+            continue
         if ref.status is SolutionStatus.INFEASIBLE:
             assert result.status is SolutionStatus.INFEASIBLE
         else:
@@ -102,12 +119,12 @@ def test_all_backends_agree_with_brute_force(seed: int, n: int, nd: int, chain: 
 def test_limits_on_the_other_objective(backend: str) -> None:
     inst = load_instance(TINY / "two_layers.json")
     # Period 1 s needs the split (latency 2.1 s); a 2.05 s latency cap forbids it.
-    capped = solve(inst, backend, max_latency=2.05)
+    capped = run(backend, inst, max_latency=2.05)
     check_optimal(inst, capped, 2.0)
     assert capped.metrics is not None and capped.metrics.latency_s <= 2.05
-    fast = solve(inst, backend, objective="latency", max_period=1.5)
+    fast = run(backend, inst, objective="latency", max_period=1.5)
     check_optimal(inst, fast, 2.1)
-    none = solve(inst, backend, objective="latency", max_period=0.5)
+    none = run(backend, inst, objective="latency", max_period=0.5)
     assert none.status is SolutionStatus.INFEASIBLE and none.plan is None
 
 
@@ -115,7 +132,7 @@ def test_limits_on_the_other_objective(backend: str) -> None:
 def test_warm_start_is_accepted_and_improved(backend: str) -> None:
     inst = load_instance(TINY / "dag5_relay.json")
     one_device = Plan((Stage("d0", tuple(x.id for x in inst.model.layers)),))
-    result = solve(inst, backend, warm_start=one_device)
+    result = run(backend, inst, warm_start=one_device)
     expected = json.loads((TINY / "dag5_relay.optimum.json").read_text())["bottleneck"]
     check_optimal(inst, result, expected)
 
@@ -123,9 +140,20 @@ def test_warm_start_is_accepted_and_improved(backend: str) -> None:
 def test_time_limit_returns_best_plan_with_honest_gap() -> None:
     data = random_instance(7, n=40, nd=6, transfer="relay")
     inst = load_instance(data)
-    result = solve(inst, "cbc", time_limit=1)
+    result = solve(inst, "cbc", time_limit=1, formulation="stages")
     assert result.has_plan and validate_plan(inst, result.plan) == []
     assert result.bound_s <= result.objective_s
     if result.status is not SolutionStatus.OPTIMAL:
         assert result.termination is Termination.TIME_LIMIT and result.gap > OPTIMALITY_TOL
     assert math.isfinite(result.objective_s)
+
+
+def test_time_limit_in_the_path_search_keeps_the_incumbent_and_an_honest_bound() -> None:
+    inst = load_instance(TINY.parent / "vit_b_16_8nodes.json")
+    result = solve(inst, "highs", time_limit=0.3)
+    assert result.has_plan and validate_plan(inst, result.plan) == []
+    assert result.extra["formulation"] == "paths"
+    assert result.bound_s <= result.objective_s
+    if result.status is not SolutionStatus.OPTIMAL:  # HiGHS needs about 2 s here
+        assert result.termination is Termination.TIME_LIMIT and result.gap > OPTIMALITY_TOL
+        assert "time limit" in result.message

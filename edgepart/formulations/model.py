@@ -63,6 +63,9 @@ class LinearModel:
     constraints: list[Constraint] = field(default_factory=list)
     objective: int = -1
     hint: dict[int, float] = field(default_factory=dict)
+    time_scale: float = 0.0
+    """The largest time any expression reaches, when no time variable's bound says it (backends
+    choose their time unit from it)."""
 
     def boolean(self, name: str) -> int:
         self.vars.append(Var(name, True, 1.0))
@@ -99,4 +102,5 @@ class LinearModel:
 
     def max_coef(self, dim: Dim) -> float:
         """Largest |value| any ``dim`` expression can reach (used to choose integer units)."""
-        return max((v.ub for v in self.vars if v.dim is dim), default=1.0)
+        own = self.time_scale if dim is Dim.TIME else 0.0
+        return max([own, *(v.ub for v in self.vars if v.dim is dim)]) or 1.0

@@ -23,9 +23,13 @@ from edgepart.results import (
 )
 
 __all__ = [
-    "METHODS", "Objective", "SolveOptions", "best_plan", "finish", "get_method", "register",
-    "solve",
+    "FORMULATIONS", "METHODS", "Objective", "SolveOptions", "best_plan", "finish", "get_method",
+    "register", "solve",
 ]
+
+
+FORMULATIONS = ("auto", "stages", "paths")
+"""Models an exact backend may use (see :mod:`edgepart.solvers.exact`)."""
 
 
 class Objective(StrEnum):
@@ -43,6 +47,7 @@ class SolveOptions:
     warm_start: Plan | None = None
     verbose: bool = False
     seed: int = 0
+    formulation: str = "auto"  # exact MILP/CP-SAT methods: auto, stages or paths
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -51,6 +56,9 @@ class SolveOptions:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise InputError(f"{name}: must be a positive number, got {value}")
+        if self.formulation not in FORMULATIONS:
+            raise InputError(f"formulation: must be one of {', '.join(FORMULATIONS)}, "
+                             f"got '{self.formulation}'")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads: must be >= 1, got {self.threads}")
 

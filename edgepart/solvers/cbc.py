@@ -71,4 +71,4 @@ def _read_log(log: str) -> tuple[Termination, float]:
 
 @register("cbc")
 def solve_cbc(inst: Instance, options: SolveOptions) -> SolveResult:
-    return solve_exact(inst, options, "cbc", run_cbc)
+    return solve_exact(inst, options, "cbc", run_cbc, prefer="paths")

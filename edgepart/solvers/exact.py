@@ -1,25 +1,46 @@
 """The one driver behind every exact backend: formulate once, warm-start, solve, decode, finish.
 
 A backend (HiGHS, CBC, CP-SAT) only maps a :class:`LinearModel` to its solver and back; it never
-sees layers. The decoded plan is re-evaluated by the shared cost model; the result is optimal
-only when the backend's proven bound meets that re-evaluated objective.
+sees layers. Two formulations feed it:
+
+* ``stages`` (:mod:`edgepart.formulations.pipeline`): stage slots, every cost-model option; one
+  model, solved once.
+* ``paths`` (:mod:`edgepart.formulations.paths`): one path through cuts and device types; relay
+  transfers or chains, graphs with few enough ideals. The latency objective is one model; the
+  period is found by a *threshold search*: "is there a plan of period at most theta?" for theta just
+  below the incumbent (usually the only question), then bisection over the finitely many values a
+  period can take. An infeasible answer raises the proven bound to the next such value.
+
+``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose bound on the
+stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and falls back to
+``stages`` where ``paths`` does not apply. Every decoded plan is re-evaluated by the shared cost
+model; the result is optimal only when the proven bound meets that re-evaluated objective.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
 
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
 from edgepart.formulations.model import LinearModel
+from edgepart.formulations.paths import MAX_ARCS, PathFormulation, unsupported
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
 from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination
-from edgepart.solvers.base import METHODS, SolveOptions, best_plan, finish
+from edgepart.solvers.base import METHODS, Objective, SolveOptions, best_plan, finish
 
-__all__ = ["Backend", "BackendResult", "solve_exact"]
+__all__ = ["SEARCH_TOL", "Backend", "BackendResult", "solve_exact"]
+
+SEARCH_TOL = 1e-7
+"""Candidate periods within this relative distance below the incumbent count as equal to it."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +55,21 @@ class BackendResult:
 Backend = Callable[[LinearModel, SolveOptions], BackendResult]
 
 
-def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backend) -> SolveResult:
+@dataclass
+class _Outcome:
+    """What a formulation's solve found, before the warm start and :func:`finish` are applied."""
+
+    plan: Plan | None
+    termination: Termination
+    bound_s: float
+    version: str = ""
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backend,
+                prefer: str = "stages") -> SolveResult:
+    """Solve ``inst`` exactly with ``backend``; ``prefer`` is its formulation under ``auto``."""
     start = time.perf_counter()
     reasons = infeasibility_reasons(inst)
     if reasons:
@@ -42,22 +77,28 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backe
                       termination=Termination.INFEASIBLE, message="; ".join(reasons))
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
-    form = PipelineFormulation(inst, options.objective.value, options.max_latency,
-                               options.max_period, upper_bound=warm_value)
-    if warm is not None:
-        form.model.hint = form.hint(warm)
-    res = backend(form.model, _remaining(options, start))
-    plan = _decoded(inst, form, res)
-    if plan is not None and res.bound_s > _value(inst, plan, options) * (1 + OPTIMALITY_TOL):
-        # The backend's bound contradicts its own plan (seen with CP-SAT's presolve on
-        # coefficients near 1e10): solve once more without presolve before giving up the proof.
-        res = backend(form.model, replace(_remaining(options, start),
-                                          extra={**options.extra, "presolve": False}))
-        plan = _decoded(inst, form, res)
+    paths, why_not = _paths(inst, options, prefer, warm_value)
+    if paths is None and options.formulation == "paths":
+        return finish(inst, None, method=name, options=options,
+                      termination=Termination.UNSUPPORTED,
+                      message=f"{name}: the path formulation does not apply: {why_not}")
+    if paths is not None:
+        out = (_latency_paths(inst, options, paths, backend, warm, start)
+               if options.objective is Objective.LATENCY
+               else _threshold_search(inst, options, paths, backend, warm, start))
+    else:
+        out = _solve_stages(inst, options, backend, warm, warm_value, start)
+        if why_not:
+            out.extra["paths_not_used"] = why_not
+    return _finish(inst, options, name, out, warm, warm_value, start)
+
+
+def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, warm: Plan | None,
+            warm_value: float | None, start: float) -> SolveResult:
+    plan, termination, message = out.plan, out.termination, out.message
     if warm is not None and warm_value is not None and (
             plan is None or _value(inst, plan, options) > warm_value):
         plan = warm
-    termination, message = res.termination, res.message
     if termination is Termination.INFEASIBLE and plan is not None:
         termination = Termination.OPTIMAL  # nothing beats the warm start (cut at its value)
     elif termination is Termination.INFEASIBLE:
@@ -66,11 +107,129 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backe
     elif plan is None and termination is Termination.TIME_LIMIT:
         message = f"no plan found within the time limit ({options.time_limit} s)"
     return finish(inst, plan, method=name, options=options, termination=termination,
-                  bound=max(res.bound_s, lower_bound(inst, options.objective.value)),
+                  bound=max(out.bound_s, lower_bound(inst, options.objective.value)),
                   wall_time_s=time.perf_counter() - start,
-                  version=res.version, message=message, exact=True,
-                  extra={"variables": len(form.model.vars),
-                         "constraints": len(form.model.constraints)})
+                  version=out.version or "no solver call: the formulation's pruning decided",
+                  message=message, exact=True, extra=out.extra)
+
+
+# -- stage slots ---------------------------------------------------------------------------
+
+
+def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm: Plan | None,
+                  warm_value: float | None, start: float) -> _Outcome:
+    form = PipelineFormulation(inst, options.objective.value, options.max_latency,
+                               options.max_period, upper_bound=warm_value)
+    if warm is not None:
+        form.model.hint = form.hint(warm)
+    res = backend(form.model, _remaining(options, start))
+    plan = _checked(inst, form.decode(res.values) if res.values is not None else None)
+    if plan is not None and res.bound_s > _value(inst, plan, options) * (1 + OPTIMALITY_TOL):
+        # The backend's bound contradicts its own plan (seen with CP-SAT's presolve on
+        # coefficients near 1e10): solve once more without presolve before giving up the proof.
+        res = backend(form.model, replace(_remaining(options, start),
+                                          extra={**options.extra, "presolve": False}))
+        plan = _checked(inst, form.decode(res.values) if res.values is not None else None)
+    return _Outcome(plan, res.termination, res.bound_s, res.version, res.message,
+                    {"formulation": "stages", "variables": len(form.model.vars),
+                     "constraints": len(form.model.constraints)})
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+
+def _paths(inst: Instance, options: SolveOptions, prefer: str, warm_value: float | None
+           ) -> tuple[PathFormulation | None, str]:
+    """The path formulation when chosen and applicable, else ``None`` and why not."""
+    if (options.formulation if options.formulation != "auto" else prefer) != "paths":
+        return None, ""
+    why = unsupported(inst)
+    if why:
+        return None, why
+    form = PathFormulation(inst, options.objective.value, options.max_latency, warm_value)
+    if form.size > MAX_ARCS:
+        return None, f"{form.size} stage arcs (limit {MAX_ARCS})"
+    if options.objective is Objective.BOTTLENECK and form.period_values is None:
+        return None, "too many distinct stage times to search (no overlap, many device types)"
+    return form, ""
+
+
+def _latency_paths(inst: Instance, options: SolveOptions, form: PathFormulation,
+                   backend: Backend, warm: Plan | None, start: float) -> _Outcome:
+    pm = form.model(options.max_period, user_limit=True)
+    extra = {"formulation": "paths", "stage_arcs": form.size}
+    if pm is None:  # no path within the limits (and better than the warm start)
+        return _Outcome(None, Termination.INFEASIBLE, math.inf, extra=extra)
+    if warm is not None:
+        pm.model.hint = form.hint(pm, warm)
+    res = backend(pm.model, _remaining(options, start))
+    plan = _checked(inst, form.decode(pm, res.values) if res.values is not None else None)
+    extra["variables"] = len(pm.model.vars)
+    return _Outcome(plan, res.termination, res.bound_s, res.version, res.message, extra)
+
+
+def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulation,
+                      backend: Backend, best: Plan | None, start: float) -> _Outcome:
+    """Minimise the period by feasibility questions (see the module docstring)."""
+    values = form.period_values
+    assert values is not None
+    ub = math.inf if best is None else _value(inst, best, options)
+    lo = lower_bound(inst)
+    out = _Outcome(best, Termination.OPTIMAL, lo, extra={
+        "formulation": "paths", "stage_arcs": form.size, "candidate_periods": len(values),
+        "feasibility_solves": 0})
+    while True:
+        open_ = values[(values >= lo) & (values < ub * (1 - SEARCH_TOL))]
+        if not len(open_):
+            above = values[values >= lo]
+            out.bound_s = min(ub, float(above[0])) if len(above) else ub
+            out.termination = Termination.OPTIMAL if best is not None else Termination.INFEASIBLE
+            return out
+        theta = float(open_[-1] if out.extra["feasibility_solves"] == 0
+                      else open_[len(open_) // 2])
+        pm = form.model(theta)
+        res = None if pm is None else backend(pm.model, _remaining(options, start))
+        out.extra["feasibility_solves"] += res is not None
+        if res is not None:
+            out.version = res.version
+        _log(options, theta, pm, res, start)
+        if res is None or res.termination is Termination.INFEASIBLE:
+            nxt = np.searchsorted(values, theta, side="right")
+            lo = float(values[nxt]) if nxt < len(values) else math.inf
+            out.bound_s = max(out.bound_s, min(lo, ub))
+            continue
+        plan = _checked(inst, form.decode(pm, res.values)  # type: ignore[arg-type]
+                        if res.values is not None else None)
+        if plan is None or _value(inst, plan, options) >= ub * (1 - SEARCH_TOL):
+            return _stopped(out, res, theta, ub)
+        best, ub = plan, _value(inst, plan, options)
+        out.plan = best
+
+
+def _stopped(out: _Outcome, res: BackendResult, theta: float, ub: float) -> _Outcome:
+    """The search ends without a proof: the backend stopped, or its plan was no better."""
+    if res.termination is Termination.OPTIMAL:
+        out.termination = Termination.ERROR
+        out.message = (f"the solver reported a plan of period <= {theta:.9g} s but none "
+                       f"decoded below the incumbent ({ub:.9g} s)")
+    else:
+        out.termination = res.termination
+        out.message = res.message or (
+            f"stopped at the time limit while asking for a period <= {theta * 1e3:.6f} ms")
+    return out
+
+
+def _log(options: SolveOptions, theta: float, pm: Any, res: BackendResult | None,
+         start: float) -> None:
+    if not options.verbose:
+        return
+    answer = "no path survives pruning" if res is None else res.termination.value
+    size = "" if pm is None else f" ({len(pm.stage_vars)} stage arcs)"
+    print(f"edgepart: paths: period <= {theta * 1e3:.6f} ms{size}: {answer} "
+          f"[{time.perf_counter() - start:.1f} s]", file=sys.stderr)
+
+
+# -- shared --------------------------------------------------------------------------------
 
 
 def _value(inst: Instance, plan: Plan, options: SolveOptions) -> float:
@@ -83,12 +242,9 @@ def _remaining(options: SolveOptions, start: float) -> SolveOptions:
     return replace(options, time_limit=max(0.1, options.time_limit - (time.perf_counter() - start)))
 
 
-def _decoded(inst: Instance, form: PipelineFormulation, res: BackendResult) -> Plan | None:
+def _checked(inst: Instance, plan: Plan | None) -> Plan | None:
     """The backend's plan, unless the shared checker rejects it (then it is not trusted)."""
-    if res.values is None:
-        return None
-    plan = form.decode(res.values)
-    return None if validate_plan(inst, plan) else plan
+    return None if plan is None or validate_plan(inst, plan) else plan
 
 
 WARM_START_METHODS = ("dp", "local")

@@ -61,4 +61,4 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
 
 @register("highs")
 def solve_highs(inst: Instance, options: SolveOptions) -> SolveResult:
-    return solve_exact(inst, options, "highs", run_highs)
+    return solve_exact(inst, options, "highs", run_highs, prefer="paths")

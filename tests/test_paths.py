@@ -1,0 +1,176 @@
+"""The path formulation (formulations/paths.py) and its threshold search, against brute force.
+
+The formulation is checked on its own with a real solver (HiGHS): the brute-force optimum is one
+of its candidate periods, the model at that threshold is feasible and decodes to a plan no worse,
+the model just below it is infeasible; the latency model's optimum is the brute-force optimum.
+The driver is checked from a poor warm start (single devices only), where it must bisect.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import random_instance
+
+from edgepart import SolutionStatus, Termination, evaluate, load_instance, solve, validate_plan
+from edgepart.formulations import paths
+from edgepart.formulations.paths import PathFormulation, unsupported
+from edgepart.instance import Instance
+from edgepart.results import OPTIMALITY_TOL
+from edgepart.solvers import exact
+from edgepart.solvers.base import SolveOptions
+from edgepart.solvers.highs import run_highs
+
+TINY = Path(__file__).resolve().parents[1] / "instances" / "tiny"
+SUITE = TINY.parent
+
+relay_or_chain = st.fixed_dictionaries({
+    "seed": st.integers(0, 10**6), "n": st.integers(2, 6), "nd": st.integers(1, 3),
+    "chain": st.booleans(), "overlap": st.booleans(), "ends": st.booleans(),
+    "memory": st.booleans(), "uniform_links": st.booleans()})
+
+
+def build(p: dict[str, object]) -> Instance:
+    seed = int(p["seed"])  # type: ignore[call-overload]
+    transfer = "direct" if p["chain"] and seed % 2 else "relay"  # chains: either is exact
+    return load_instance(random_instance(
+        seed, n=p["n"], nd=p["nd"], chain=p["chain"], transfer=transfer,  # type: ignore[arg-type]
+        overlap=p["overlap"], ends=p["ends"], memory=p["memory"],  # type: ignore[arg-type]
+        uniform_links=p["uniform_links"], restrict=seed % 5 == 0,  # type: ignore[arg-type]
+        colocate=seed % 7 == 0))
+
+
+def feasible(form: PathFormulation, theta: float) -> float | None:
+    """Period of the plan HiGHS finds at ``theta`` (checked valid), or None if infeasible."""
+    pm = form.model(theta)
+    if pm is None:
+        return None
+    res = run_highs(pm.model, SolveOptions())
+    if res.termination is Termination.INFEASIBLE:
+        return None
+    assert res.values is not None, res.message
+    plan = form.decode(pm, res.values)
+    assert plan is not None and validate_plan(form.inst, plan) == []
+    return evaluate(form.inst, plan).bottleneck_s
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=relay_or_chain)
+def test_threshold_models_bracket_the_brute_force_period(p: dict[str, object]) -> None:
+    inst = build(p)
+    assert unsupported(inst) == ""
+    ref = solve(inst, "brute")
+    form = PathFormulation(inst)
+    values = form.period_values
+    assert values is not None
+    if ref.status is SolutionStatus.INFEASIBLE:
+        assert feasible(form, float(values.max(initial=0.0))) is None
+        return
+    best = ref.objective_s
+    at = values[values <= best * (1 + 1e-9)]
+    assert at[-1] == pytest.approx(best, rel=1e-9)  # the optimum is a candidate
+    found = feasible(form, float(at[-1]))
+    assert found is not None and found <= best * (1 + 1e-9)
+    below = values[values < best * (1 - 1e-9)]
+    if len(below):
+        assert feasible(form, float(below[-1])) is None
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=relay_or_chain)
+def test_latency_model_optimum_is_the_brute_force_optimum(p: dict[str, object]) -> None:
+    inst = build(p)
+    ref = solve(inst, "brute", objective="latency")
+    form = PathFormulation(inst, "latency")
+    pm = form.model(None)
+    if ref.status is SolutionStatus.INFEASIBLE:
+        assert pm is None or run_highs(pm.model, SolveOptions()).termination is (
+            Termination.INFEASIBLE)
+        return
+    assert pm is not None
+    res = run_highs(pm.model, SolveOptions())
+    assert res.values is not None
+    plan = form.decode(pm, res.values)
+    assert plan is not None
+    assert evaluate(inst, plan).latency_s == pytest.approx(ref.objective_s, rel=1e-6)
+    assert res.bound_s <= ref.objective_s * (1 + 1e-6)
+    hint = form.hint(pm, plan)
+    again = form.decode(pm, [hint.get(i, 0.0) for i in range(len(pm.model.vars))])
+    assert again is not None and again.stage_of(inst) == plan.stage_of(inst)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=relay_or_chain, backend=st.sampled_from(["highs", "cbc"]))
+def test_search_from_a_poor_warm_start_proves_the_optimum(p: dict[str, object],
+                                                          backend: str) -> None:
+    inst = build(p)
+    ref = solve(inst, "brute")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(exact, "WARM_START_METHODS", ())  # single-device plans only
+        result = solve(inst, backend, formulation="paths", time_limit=60)
+    assert result.extra["formulation"] == "paths"
+    if ref.status is SolutionStatus.INFEASIBLE:
+        assert result.status is SolutionStatus.INFEASIBLE
+        return
+    assert result.status is SolutionStatus.OPTIMAL, result.message
+    assert result.objective_s == pytest.approx(ref.objective_s, rel=1e-6)
+    assert result.bound_s <= result.objective_s * (1 + 1e-12)
+    assert result.gap <= OPTIMALITY_TOL
+
+
+def test_the_search_bisects_and_counts_its_questions(monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = load_instance(SUITE / "vgg16_4nodes.json")
+    monkeypatch.setattr(exact, "WARM_START_METHODS", ())
+    result = solve(inst, "highs")
+    expected = solve(inst, "cpsat", formulation="stages")
+    assert result.status is SolutionStatus.OPTIMAL
+    assert result.objective_s == pytest.approx(expected.objective_s, rel=1e-9)
+    assert result.extra["feasibility_solves"] >= 2  # one improvement, then the proof
+
+
+def test_direct_transfers_on_a_dag_are_refused_or_fall_back() -> None:
+    inst = load_instance(TINY / "dag6_direct.json")
+    assert "direct transfers on a DAG" in unsupported(inst)
+    forced = solve(inst, "highs", formulation="paths")
+    assert forced.termination is Termination.UNSUPPORTED and forced.plan is None
+    assert "does not apply: direct transfers" in forced.message
+    auto = solve(inst, "highs")
+    assert auto.status is SolutionStatus.OPTIMAL
+    assert auto.extra["formulation"] == "stages" and "direct" in auto.extra["paths_not_used"]
+
+
+def test_too_many_arcs_or_candidates_fall_back_to_stages(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    inst = load_instance(TINY / "dag5_relay.json")
+    expected = json.loads((TINY / "dag5_relay.optimum.json").read_text())["bottleneck"]
+    monkeypatch.setattr(exact, "MAX_ARCS", 1)
+    result = solve(inst, "highs")
+    assert result.extra["formulation"] == "stages"
+    assert "stage arcs (limit 1)" in result.extra["paths_not_used"]
+    assert result.objective_s == pytest.approx(expected, rel=1e-9)
+    monkeypatch.setattr(exact, "MAX_ARCS", 10**6)
+    monkeypatch.setattr(paths, "MAX_PERIOD_VALUES", 1)
+    no_overlap = load_instance(random_instance(3, n=5, nd=3, overlap=False))
+    result = solve(no_overlap, "highs")
+    assert result.extra["formulation"] == "stages"
+    assert "too many distinct stage times" in result.extra["paths_not_used"]
+
+
+def test_the_formulation_option_is_validated() -> None:
+    with pytest.raises(Exception, match="formulation: must be one of auto, stages, paths"):
+        SolveOptions(formulation="columns")
+
+
+def test_highs_on_paths_and_cpsat_on_stages_agree_on_resnet50() -> None:
+    """Correctness on a profiled DAG (speed is for bench/solve_times.py): HiGHS on paths and
+    CP-SAT on stage slots prove the same optimum."""
+    inst = load_instance(SUITE / "resnet50_8nodes.json")
+    highs = solve(inst, "highs", time_limit=120)
+    cpsat = solve(inst, "cpsat", time_limit=120)
+    assert highs.extra["formulation"] == "paths"
+    assert highs.status is SolutionStatus.OPTIMAL and cpsat.status is SolutionStatus.OPTIMAL
+    assert highs.objective_s == pytest.approx(cpsat.objective_s, rel=1e-6)
