@@ -44,6 +44,24 @@ def test_human_output_has_a_stage_table(capsys: Any) -> None:
     assert "stage  device" in text and "status: optimal" in text and "gap: 0.0000 %" in text
 
 
+@pytest.mark.parametrize(("formulation", "shown"), [
+    ("auto", "formulation: paths ("), ("stages", "formulation: stages")])
+def test_the_formulation_is_chosen_and_shown(formulation: str, shown: str, capsys: Any) -> None:
+    args = ["solve", str(TINY / "dag5_relay.json"), "--solver", "highs", "--formulation",
+            formulation]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert shown in text and "status: optimal" in text
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["formulation"] == shown.split()[1]
+
+
+def test_forcing_paths_where_they_do_not_apply_is_exit_1_with_the_reason(capsys: Any) -> None:
+    assert main(["solve", str(TINY / "dag6_direct.json"), "--solver", "cbc",
+                 "--formulation", "paths"]) == 1
+    assert "the path formulation does not apply: direct transfers" in capsys.readouterr().out
+
+
 def test_infeasible_is_an_answer_with_the_reason(capsys: Any) -> None:
     assert main(["solve", str(TINY / "too_big.json")]) == 1
     out = capsys.readouterr().out
@@ -60,6 +78,8 @@ def test_infeasible_is_an_answer_with_the_reason(capsys: Any) -> None:
     (["solve", str(TINY / "two_layers.json"), "--threads", "x"],
      "edgepart: argument --threads: invalid int value: 'x'"),
     (["frobnicate"], "edgepart: argument command: invalid choice: 'frobnicate'"),
+    (["solve", str(TINY / "two_layers.json"), "--formulation", "columns"],
+     "edgepart: argument --formulation: invalid choice: 'columns'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
     proc = run(*args)

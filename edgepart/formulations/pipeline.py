@@ -65,8 +65,6 @@ from edgepart.plan import Plan
 
 __all__ = ["PipelineFormulation"]
 
-ONE: Terms = []
-
 
 @dataclass
 class PipelineFormulation:
