@@ -27,6 +27,8 @@ from edgepart import (
     validate_plan,
 )
 from edgepart.results import OPTIMALITY_TOL
+from edgepart.solvers.base import SolveOptions
+from edgepart.solvers.exact import BackendResult, solve_exact
 
 TINY = Path(__file__).resolve().parents[1] / "instances" / "tiny"
 NAMES = sorted(p.name.removesuffix(".json") for p in TINY.glob("*.json")
@@ -157,3 +159,20 @@ def test_time_limit_in_the_path_search_keeps_the_incumbent_and_an_honest_bound()
     if result.status is not SolutionStatus.OPTIMAL:  # HiGHS needs about 2 s here
         assert result.termination is Termination.TIME_LIMIT and result.gap > OPTIMALITY_TOL
         assert "time limit" in result.message
+
+
+@pytest.mark.parametrize("formulation", ["stages", "paths"])
+@pytest.mark.parametrize("objective", ["bottleneck", "latency"])
+def test_a_backend_that_finds_nothing_better_proves_the_warm_start(formulation: str,
+                                                                   objective: str) -> None:
+    """The models are cut at the warm start's value, so 'infeasible' proves it optimal; the
+    driver must report it so, with the warm value as the bound (not the backend's infinity)."""
+    def nothing(model, options):  # type: ignore[no-untyped-def]
+        return BackendResult(None, Termination.INFEASIBLE, math.inf, "stub")
+
+    inst = load_instance(TINY / "dag5_relay.json")
+    expected = json.loads((TINY / "dag5_relay.optimum.json").read_text())[objective]
+    result = solve_exact(inst, SolveOptions(objective=objective, formulation=formulation),
+                         "stub", nothing)
+    check_optimal(inst, result, expected)  # the warm start (dp_ideals/local) is optimal here
+    assert result.bound_s == pytest.approx(result.objective_s)

@@ -95,19 +95,20 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backe
 
 def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, warm: Plan | None,
             warm_value: float | None, start: float) -> SolveResult:
-    plan, termination, message = out.plan, out.termination, out.message
+    plan, termination, message, bound = out.plan, out.termination, out.message, out.bound_s
     if warm is not None and warm_value is not None and (
             plan is None or _value(inst, plan, options) > warm_value):
         plan = warm
     if termination is Termination.INFEASIBLE and plan is not None:
-        termination = Termination.OPTIMAL  # nothing beats the warm start (cut at its value)
+        # the model was cut at the warm start's value: nothing beats it
+        termination, bound = Termination.OPTIMAL, _value(inst, plan, options)
     elif termination is Termination.INFEASIBLE:
         message = "proven infeasible: no plan meets memory, device classes, colocation" + (
             " and the latency/period limits" if options.max_latency or options.max_period else "")
     elif plan is None and termination is Termination.TIME_LIMIT:
         message = f"no plan found within the time limit ({options.time_limit} s)"
     return finish(inst, plan, method=name, options=options, termination=termination,
-                  bound=max(out.bound_s, lower_bound(inst, options.objective.value)),
+                  bound=max(bound, lower_bound(inst, options.objective.value)),
                   wall_time_s=time.perf_counter() - start,
                   version=out.version or "no solver call: the formulation's pruning decided",
                   message=message, exact=True, extra=out.extra)
