@@ -179,6 +179,7 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
     out = _Outcome(best, Termination.OPTIMAL, lo, extra={
         "formulation": "paths", "stage_arcs": form.size, "candidate_periods": len(values),
         "feasibility_solves": 0})
+    first = True
     while True:
         open_ = values[(values >= lo) & (values < ub * (1 - SEARCH_TOL))]
         if not len(open_):
@@ -186,8 +187,13 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
             out.bound_s = min(ub, float(above[0])) if len(above) else ub
             out.termination = Termination.OPTIMAL if best is not None else Termination.INFEASIBLE
             return out
-        theta = float(open_[-1] if out.extra["feasibility_solves"] == 0
-                      else open_[len(open_) // 2])
+        if _out_of_time(options, start):
+            out.termination, out.message = Termination.TIME_LIMIT, (
+                f"stopped at the time limit ({options.time_limit} s) of the period search")
+            return out
+        # first just below the incumbent (usually the proof), then bisection
+        theta = float(open_[-1] if first else open_[len(open_) // 2])
+        first = False
         pm = form.model(theta)
         res = None if pm is None else backend(pm.model, _remaining(options, start))
         out.extra["feasibility_solves"] += res is not None
@@ -235,6 +241,10 @@ def _log(options: SolveOptions, theta: float, pm: Any, res: BackendResult | None
 
 def _value(inst: Instance, plan: Plan, options: SolveOptions) -> float:
     return evaluate(inst, plan).objective(options.objective.value)
+
+
+def _out_of_time(options: SolveOptions, start: float) -> bool:
+    return options.time_limit is not None and time.perf_counter() - start >= options.time_limit
 
 
 def _remaining(options: SolveOptions, start: float) -> SolveOptions:
