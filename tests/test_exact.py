@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import cost_models, random_instance
 
@@ -94,6 +94,8 @@ def test_backend_finds_stored_optimum(backend: str, name: str, objective: str) -
        chain=st.booleans(), cost_model=cost_models, ends=st.booleans(),
        uniform=st.booleans(), memory=st.booleans(), objective=st.sampled_from(
            ["bottleneck", "latency"]))
+@example(seed=949, n=2, nd=2, chain=False, cost_model=("direct", True), ends=True, uniform=False,
+         memory=True, objective="bottleneck")  # CBC: "Pre-processing says infeasible"
 def test_all_backends_agree_with_brute_force(seed: int, n: int, nd: int, chain: bool,
                                              cost_model: tuple[str, bool], ends: bool,
                                              uniform: bool, memory: bool,

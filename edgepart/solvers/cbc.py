@@ -26,6 +26,9 @@ from edgepart.solvers.milp import solver_output, to_pulp
 __all__ = ["run_cbc", "solve_cbc"]
 
 GAP_REL = 1e-7
+PROVEN_INFEASIBLE = r"^Problem is infeasible|^Pre-processing says infeasible"
+"""CBC's log lines for a model proven infeasible (every variable here is bounded, so its
+"infeasible or unbounded" after preprocessing means infeasible)."""
 
 
 def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
@@ -53,7 +56,7 @@ def _read_log(log: str) -> tuple[Termination, float]:
     objective = re.search(r"^Objective value:\s+(\S+)", log, re.M)
     lower = re.search(r"^Lower bound:\s+(\S+)", log, re.M)
     text = result.group(1) if result else ""
-    if "infeasible" in text.lower() or re.search(r"^Problem is infeasible", log, re.M):
+    if "infeasible" in text.lower() or re.search(PROVEN_INFEASIBLE, log, re.M):
         return Termination.INFEASIBLE, math.inf
     if lower:
         bound = float(lower.group(1))
