@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,29 @@ def test_a_backend_that_finds_nothing_better_proves_the_warm_start(formulation: 
                          "stub", nothing)
     check_optimal(inst, result, expected)  # the warm start (dp_ideals/local) is optimal here
     assert result.bound_s == pytest.approx(result.objective_s)
+
+
+def test_cbc_deadline_interrupts_then_kills_a_process_that_ignores_it() -> None:
+    from pulp.apis import coin_api
+
+    from edgepart.solvers.cbc import _deadline
+
+    start = time.monotonic()
+    with _deadline(start + 0.2) as stopped:  # a child that ignores SIGINT: SIGKILL must follow
+        proc = coin_api.subprocess.Popen(["sh", "-c", "trap '' INT; sleep 30"])
+        code = proc.wait()
+    assert stopped.is_set() and code == -signal.SIGKILL
+    assert time.monotonic() - start < 10
+    assert coin_api.subprocess is subprocess  # PuLP's own module is back
+
+
+@pytest.mark.slow
+def test_cbc_honours_the_time_limit_on_a_model_it_preprocesses_for_long() -> None:
+    """CBC 2.10 ignores its own limit in preprocessing (27 s for a 5 s limit here before the
+    deadline was enforced from outside); the run must end close to the limit with the warm plan
+    and an honest gap."""
+    inst = load_instance(TINY.parent / "inception_v3_8nodes.json")
+    result = solve(inst, "cbc", time_limit=3, formulation="stages")
+    assert result.wall_time_s < 3 + 8  # interrupt 0.5 s and kill 1.5 s past it, plus start-up
+    assert result.termination is Termination.TIME_LIMIT and result.has_plan
+    assert result.bound_s <= result.objective_s

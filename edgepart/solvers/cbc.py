@@ -5,16 +5,30 @@ or the objective less the relative gap tolerance ``1e-7`` after "Optimal solutio
 No MIP start is passed: CBC 2.10 ignores the time limit while it tries to complete one (seen:
 148 s for a 20 s limit on Inception-v3); the warm plan still caps the period in the model and is
 returned if CBC finds nothing better.
+
+CBC also ignores its time limit during preprocessing (seen: 27 s for a 5 s limit on the
+Inception-v3 stage-slot model), so the limit is enforced from outside: :data:`INTERRUPT_AFTER`
+seconds past it CBC gets SIGINT (it stops its search and writes its best solution, like ctrl-c),
+and :data:`KILL_AFTER` seconds later SIGKILL; a killed run is a time-limit stop without a plan.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import signal
+import subprocess
 import tempfile
+import threading
+import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pulp
+from pulp.apis import coin_api
 
 from edgepart.formulations.model import LinearModel
 from edgepart.instance import Instance
@@ -26,28 +40,83 @@ from edgepart.solvers.milp import solver_output, to_pulp
 __all__ = ["run_cbc", "solve_cbc"]
 
 GAP_REL = 1e-7
+INTERRUPT_AFTER = 0.5
+KILL_AFTER = 1.5
 PROVEN_INFEASIBLE = r"^Problem is infeasible|^Pre-processing says infeasible"
 """CBC's log lines for a model proven infeasible (every variable here is bounded, so its
 "infeasible or unbounded" after preprocessing means infeasible)."""
 
 
 def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
+    deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
     pm = to_pulp(model)
+    version = f"CBC via PuLP {pulp.__version__}"
     with tempfile.TemporaryDirectory(prefix="edgepart-cbc-") as tmp:
         log_path = Path(tmp) / "cbc.log"
         solver = pulp.PULP_CBC_CMD(msg=options.verbose, timeLimit=options.time_limit,
                                    threads=options.threads, gapRel=GAP_REL,
                                    logPath=str(log_path),
                                    options=[f"randomSeed {options.seed + 1}"])
-        with solver_output(options.verbose):
-            pm.problem.solve(solver)
+        solver.tmpDir = tmp  # PuLP's model and solution files go (and go away) with ours
+        with solver_output(options.verbose), _deadline(deadline) as stopped:
+            try:
+                pm.problem.solve(solver)
+            except pulp.PulpSolverError:
+                if not stopped.is_set():
+                    raise
+                return BackendResult(None, Termination.TIME_LIMIT, -math.inf, version,
+                                     "CBC killed past the time limit (it ignores the limit "
+                                     "in preprocessing)")
         log = log_path.read_text() if log_path.exists() else ""
     unit = pm.scale[model.objective]
     has = pm.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
     termination, bound = _read_log(log)
+    if termination is Termination.ERROR and stopped.is_set():
+        termination = Termination.TIME_LIMIT  # interrupted at the limit ("Stopped on ctrl-c")
     return BackendResult(values=pm.values() if has else None, termination=termination,
-                         bound_s=bound * unit, version=f"CBC via PuLP {pulp.__version__}",
+                         bound_s=bound * unit, version=version,
                          message="" if termination is not Termination.ERROR else log[-200:])
+
+
+@contextmanager
+def _deadline(deadline: float | None) -> Iterator[threading.Event]:
+    """Stop the CBC process PuLP starts inside this block at ``deadline`` (``time.monotonic``):
+    SIGINT :data:`INTERRUPT_AFTER` s past it, SIGKILL :data:`KILL_AFTER` s later. The event is
+    set once a signal was sent."""
+    stopped = threading.Event()
+    if deadline is None:
+        yield stopped
+        return
+    at = deadline + INTERRUPT_AFTER
+
+    class Popen(subprocess.Popen):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            wait = max(0.0, at - time.monotonic())
+            self._timers = [threading.Timer(wait, self._stop, (signal.SIGINT,)),
+                            threading.Timer(wait + KILL_AFTER, self._stop, (signal.SIGKILL,))]
+            for timer in self._timers:
+                timer.daemon = True
+                timer.start()
+
+        def _stop(self, sig: int) -> None:
+            if self.poll() is None:
+                stopped.set()
+                self.send_signal(sig)
+
+        def wait(self, timeout: float | None = None) -> int:
+            try:
+                return super().wait(timeout)
+            finally:
+                for timer in self._timers:
+                    timer.cancel()
+
+    saved = coin_api.subprocess
+    coin_api.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": Popen})
+    try:
+        yield stopped
+    finally:
+        coin_api.subprocess = saved
 
 
 def _read_log(log: str) -> tuple[Termination, float]:
