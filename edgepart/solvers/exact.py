@@ -24,13 +24,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
 from edgepart.formulations.model import LinearModel
-from edgepart.formulations.paths import MAX_ARCS, PathFormulation, unsupported
+from edgepart.formulations.paths import MAX_ARCS, Inapplicable, PathFormulation, PathModel
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
@@ -124,13 +125,13 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
     if warm is not None:
         form.model.hint = form.hint(warm)
     res = backend(form.model, _remaining(options, start))
-    plan = _checked(inst, form.decode(res.values) if res.values is not None else None)
+    plan = _decoded(inst, res, form.decode)
     if plan is not None and res.bound_s > _value(inst, plan, options) * (1 + OPTIMALITY_TOL):
         # The backend's bound contradicts its own plan (seen with CP-SAT's presolve on
         # coefficients near 1e10): solve once more without presolve before giving up the proof.
         res = backend(form.model, replace(_remaining(options, start),
                                           extra={**options.extra, "presolve": False}))
-        plan = _checked(inst, form.decode(res.values) if res.values is not None else None)
+        plan = _decoded(inst, res, form.decode)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message,
                     {"formulation": "stages", "variables": len(form.model.vars),
                      "constraints": len(form.model.constraints)})
@@ -144,10 +145,10 @@ def _paths(inst: Instance, options: SolveOptions, prefer: str, warm_value: float
     """The path formulation when chosen and applicable, else ``None`` and why not."""
     if (options.formulation if options.formulation != "auto" else prefer) != "paths":
         return None, ""
-    why = unsupported(inst)
-    if why:
-        return None, why
-    form = PathFormulation(inst, options.objective.value, options.max_latency, warm_value)
+    try:
+        form = PathFormulation(inst, options.objective.value, options.max_latency, warm_value)
+    except Inapplicable as why:
+        return None, str(why)
     if form.size > MAX_ARCS:
         return None, f"{form.size} stage arcs (limit {MAX_ARCS})"
     if options.objective is Objective.BOTTLENECK and form.period_values is None:
@@ -164,7 +165,7 @@ def _latency_paths(inst: Instance, options: SolveOptions, form: PathFormulation,
     if warm is not None:
         pm.model.hint = form.hint(pm, warm)
     res = backend(pm.model, _remaining(options, start))
-    plan = _checked(inst, form.decode(pm, res.values) if res.values is not None else None)
+    plan = _decoded(inst, res, partial(form.decode, pm))
     extra["variables"] = len(pm.model.vars)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message, extra)
 
@@ -200,16 +201,16 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
         if res is not None:
             out.version = res.version
         _log(options, theta, pm, res, start)
-        if res is None or res.termination is Termination.INFEASIBLE:
+        if pm is None or res is None or res.termination is Termination.INFEASIBLE:
             nxt = np.searchsorted(values, theta, side="right")
             lo = float(values[nxt]) if nxt < len(values) else math.inf
             out.bound_s = max(out.bound_s, min(lo, ub))
             continue
-        plan = _checked(inst, form.decode(pm, res.values)  # type: ignore[arg-type]
-                        if res.values is not None else None)
-        if plan is None or _value(inst, plan, options) >= ub * (1 - SEARCH_TOL):
+        plan = _decoded(inst, res, partial(form.decode, pm))
+        value = math.inf if plan is None else _value(inst, plan, options)
+        if value >= ub * (1 - SEARCH_TOL):
             return _stopped(out, res, theta, ub)
-        best, ub = plan, _value(inst, plan, options)
+        best, ub = plan, value
         out.plan = best
 
 
@@ -226,7 +227,7 @@ def _stopped(out: _Outcome, res: BackendResult, theta: float, ub: float) -> _Out
     return out
 
 
-def _log(options: SolveOptions, theta: float, pm: Any, res: BackendResult | None,
+def _log(options: SolveOptions, theta: float, pm: PathModel | None, res: BackendResult | None,
          start: float) -> None:
     if not options.verbose:
         return
@@ -253,8 +254,11 @@ def _remaining(options: SolveOptions, start: float) -> SolveOptions:
     return replace(options, time_limit=max(0.1, options.time_limit - (time.perf_counter() - start)))
 
 
-def _checked(inst: Instance, plan: Plan | None) -> Plan | None:
-    """The backend's plan, unless the shared checker rejects it (then it is not trusted)."""
+def _decoded(inst: Instance, res: BackendResult,
+             decode: Callable[[list[float]], Plan | None]) -> Plan | None:
+    """The backend's plan, unless it has none or the shared checker rejects it (then it is not
+    trusted)."""
+    plan = None if res.values is None else decode(res.values)
     return None if plan is None or validate_plan(inst, plan) else plan
 
 
