@@ -18,7 +18,7 @@ from strategies import random_instance
 
 from edgepart import SolutionStatus, Termination, evaluate, load_instance, solve, validate_plan
 from edgepart.formulations import paths
-from edgepart.formulations.paths import PathFormulation, unsupported
+from edgepart.formulations.paths import Inapplicable, PathFormulation
 from edgepart.instance import Instance
 from edgepart.results import OPTIMALITY_TOL
 from edgepart.solvers import exact
@@ -62,9 +62,8 @@ def feasible(form: PathFormulation, theta: float) -> float | None:
 @given(p=relay_or_chain)
 def test_threshold_models_bracket_the_brute_force_period(p: dict[str, object]) -> None:
     inst = build(p)
-    assert unsupported(inst) == ""
     ref = solve(inst, "brute")
-    form = PathFormulation(inst)
+    form = PathFormulation(inst)  # applies: relay transfers, or a chain
     values = form.period_values
     assert values is not None
     if ref.status is SolutionStatus.INFEASIBLE:
@@ -134,7 +133,8 @@ def test_the_search_bisects_and_counts_its_questions(monkeypatch: pytest.MonkeyP
 
 def test_direct_transfers_on_a_dag_are_refused_or_fall_back() -> None:
     inst = load_instance(TINY / "dag6_direct.json")
-    assert "direct transfers on a DAG" in unsupported(inst)
+    with pytest.raises(Inapplicable, match="direct transfers on a DAG"):
+        PathFormulation(inst)
     forced = solve(inst, "highs", formulation="paths")
     assert forced.termination is Termination.UNSUPPORTED and forced.plan is None
     assert "does not apply: direct transfers" in forced.message

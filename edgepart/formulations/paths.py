@@ -61,7 +61,7 @@ from edgepart.formulations.model import Dim, LinearModel, Terms
 from edgepart.instance import Instance, Transfer
 from edgepart.plan import Plan
 
-__all__ = ["MAX_ARCS", "MAX_PERIOD_VALUES", "PathFormulation", "PathModel", "unsupported"]
+__all__ = ["MAX_ARCS", "MAX_PERIOD_VALUES", "Inapplicable", "PathFormulation", "PathModel"]
 
 MAX_ARCS = 1_500_000
 """Most stage arcs the formulation keeps (after pruning at the warm start)."""
@@ -70,14 +70,8 @@ MAX_PERIOD_VALUES = 30_000_000
 overlap."""
 
 
-def unsupported(inst: Instance) -> str:
-    """Why the path formulation does not apply to ``inst`` (empty when it does)."""
-    if inst.cost_model.transfer is not Transfer.RELAY and not inst.model.is_chain:
-        return ("direct transfers on a DAG cost a tensor by the devices of non-adjacent stages, "
-                "which a path through cuts does not see")
-    if ideal_family(inst) is None:
-        return f"the layer graph has more than {MAX_IDEALS} ideals"
-    return ""
+class Inapplicable(Exception):
+    """The path formulation does not apply to the instance (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -102,15 +96,20 @@ class PathFormulation:
     costs: CutCosts = field(init=False)
 
     def __post_init__(self) -> None:
+        """Raises :class:`Inapplicable` for direct transfers on a DAG or too many ideals."""
+        if self.inst.cost_model.transfer is not Transfer.RELAY and not self.inst.model.is_chain:
+            raise Inapplicable("direct transfers on a DAG cost a tensor by the devices of "
+                               "non-adjacent stages, which a path through cuts does not see")
         family = ideal_family(self.inst)
         if family is None:
-            raise ValueError(unsupported(self.inst))
+            raise Inapplicable(f"the layer graph has more than {MAX_IDEALS} ideals")
         types = DeviceTypes.of(self.inst, range(len(self.inst.devices)))
         self.costs = CutCosts.of(self.inst, family, types)
         self.overlap = self.inst.cost_model.overlap
         self.last = family.size - 1
-        self._stage_arcs()
-        self._link_arcs()
+        rest = self._rest()
+        self._stage_arcs(rest)
+        self._link_arcs(rest)
 
     # -- arcs ---------------------------------------------------------------------------------
 
@@ -124,10 +123,9 @@ class PathFormulation:
         fastest = np.where(np.isfinite(times), times, np.inf).min(axis=1)
         return self.costs.family.sets.astype(float) @ np.where(np.isfinite(fastest), fastest, 0)
 
-    def _stage_arcs(self) -> None:
+    def _stage_arcs(self, rest: np.ndarray) -> None:
         c, fam = self.costs, self.costs.family
         rows: list[np.ndarray] = []
-        rest = self._rest()
         for i in range(1, fam.size):
             js = fam.subs[i]
             comp = c.stage(i, js)
@@ -149,9 +147,9 @@ class PathFormulation:
             return comp + entry + exit_ + (rest[js] + rest[self.last] - rest[i])[:, None]
         return np.maximum(np.maximum(comp, entry), exit_) if self.overlap else comp + entry + exit_
 
-    def _link_arcs(self) -> None:
+    def _link_arcs(self, rest: np.ndarray) -> None:
         c, rows = self.costs, []
-        floor = self._rest()[self.last] if self.objective == "latency" else 0.0
+        floor = rest[self.last] if self.objective == "latency" else 0.0
         for i in range(1, self.last):
             tau = c.cross(i)
             u, v = np.nonzero(np.isfinite(tau) & (tau + floor <= self.cap))
@@ -164,6 +162,17 @@ class PathFormulation:
     def size(self) -> int:
         return len(self.sj)
 
+    @cached_property
+    def own_time(self) -> np.ndarray:
+        """Per stage arc: compute plus the source's and the sink's transfers (its latency)."""
+        return self.comp + self.entry + self.exit
+
+    @cached_property
+    def arc_period(self) -> np.ndarray:
+        """Per stage arc with overlap: the largest of compute and the source's and sink's
+        transfers."""
+        return np.maximum(np.maximum(self.comp, self.entry), self.exit)
+
     # -- candidate periods --------------------------------------------------------------------
 
     @cached_property
@@ -171,21 +180,21 @@ class PathFormulation:
         """Every value the period of a plan can take (sorted, at most the upper bound); ``None``
         when there are more than :data:`MAX_PERIOD_VALUES` (no overlap only)."""
         if self.overlap:
-            values = np.concatenate([np.maximum(np.maximum(self.comp, self.entry), self.exit),
-                                     self.tau])
+            values = np.concatenate([self.arc_period, self.tau])
             return np.unique(values[values <= self.cap])
-        ins, outs = self._neighbour_times()
+        ins, outs = self.neighbour_times
         if len(self.sj) * ins.shape[1] * outs.shape[1] > MAX_PERIOD_VALUES:
             return None
         chunks = []
-        base = self.comp + self.entry + self.exit
+        base = self.own_time
         for lo in range(0, len(base), 100_000):
             part = slice(lo, lo + 100_000)
             sums = (base[part, None, None] + ins[part, :, None] + outs[part, None, :]).ravel()
             chunks.append(np.unique(sums[sums <= self.cap]))
         return np.unique(np.concatenate(chunks)) if chunks else np.zeros(0)
 
-    def _neighbour_times(self) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def neighbour_times(self) -> tuple[np.ndarray, np.ndarray]:
         """(stage arcs, T) times of the incoming and outgoing link of each stage arc by the type
         on the other side (``inf`` where none; one 0 at the first and the last cut)."""
         c = self.costs
@@ -229,9 +238,9 @@ class PathFormulation:
     def _within(self, theta: float) -> tuple[np.ndarray, np.ndarray]:
         keep_l = self.tau <= theta
         if self.overlap:
-            return np.maximum(np.maximum(self.comp, self.entry), self.exit) <= theta, keep_l
-        ins, outs = self._neighbour_times()
-        floor = self.comp + self.entry + self.exit + ins.min(axis=1) + outs.min(axis=1)
+            return self.arc_period <= theta, keep_l
+        ins, outs = self.neighbour_times
+        floor = self.own_time + ins.min(axis=1) + outs.min(axis=1)
         return floor <= theta, keep_l
 
     def _on_some_path(self, keep_s: np.ndarray, keep_l: np.ndarray
@@ -297,7 +306,7 @@ class PathFormulation:
         for a, x in zip(pm.arcs, pm.stage_vars, strict=True):
             j, i, t = int(self.sj[a]), int(self.si[a]), int(self.st[a])
             terms = into.get((j, t), []) + out_of.get((i, t), [])
-            own = float(self.comp[a] + self.entry[a] + self.exit[a])
+            own = float(self.own_time[a])
             if user_limit:
                 m.capacity_le(terms, own - theta, Dim.TIME, enforce=(x,))
             else:
@@ -305,7 +314,7 @@ class PathFormulation:
 
     def _latency(self, pm: PathModel) -> None:
         m = pm.model
-        terms: Terms = [(float(self.comp[a] + self.entry[a] + self.exit[a]), x)
+        terms: Terms = [(float(self.own_time[a]), x)
                         for a, x in zip(pm.arcs, pm.stage_vars, strict=True)]
         terms += [(float(self.tau[a]), x) for a, x in zip(pm.links, pm.link_vars, strict=True)]
         if self.objective == "latency":
