@@ -2,13 +2,23 @@
 
 Variables are Boolean or non-negative numbers with a finite upper bound and a *dimension*
 (``time`` in seconds, ``bytes``, ``count``). Constraints are ``sum(coef * var) + const >= 0``,
-optionally *enforced* only when a set of Boolean literals are all true. Each constraint says which
-way it may be rounded when a backend needs integer coefficients (CP-SAT):
+optionally *enforced* only when a set of Boolean literals are all true. Each constraint says how
+it may be rounded when a backend needs integer coefficients (CP-SAT):
 
-* ``RELAX``: rounding may only make it easier (used for every "time >= ..." lower bound, so the
-  integer model's optimum is a valid lower bound for the real one);
-* ``TIGHTEN``: rounding may only make it harder (capacities and user limits, so an integer
-  solution never breaks them).
+* ``RELAX``: rounding may only make it easier to satisfy. Every row with a real coefficient is of
+  this kind (time lower bounds, capacities and user limits alike), so the integer model is a
+  *relaxation* of the real one: its optimum is a valid lower bound and its "infeasible" a proof.
+  A plan decoded from it may break a capacity or a limit by a rounding unit; the shared checker
+  (:func:`edgepart.cost.validate_plan`) rejects such a plan, so it is never reported.
+* ``EXACT``: integer coefficients only (assignment, precedence, logic).
+
+Why rounding every coefficient and the constant *up* in ``sum(c * x) + k >= 0`` is a relaxation:
+map each real solution to the integer one with Booleans unchanged and every number (time, bytes)
+rounded down to a whole unit. Booleans and numbers are non-negative, ``ceil(c) x >= c x``, and
+every row has at most one number with a positive coefficient (+1: the quantity being bounded below,
+e.g. the period), so ``floor(a) >= floor(sum of the rest) >= sum of their floors + floor(rest)``;
+the bound ``ub`` becomes ``ceil(ub)``. Rows with a number of coefficient -1 (a user limit
+``L <= max``) hold since ``floor(L) <= floor(max) <= ceil(max)``.
 
 A MILP backend turns enforcement into a big-M term, computing M from the variable bounds; CP-SAT
 uses ``only_enforce_if``. The backends never see layers or devices, only this.
@@ -16,13 +26,42 @@ uses ``only_enforce_if``. The backends never see layers or devices, only this.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Constraint", "Dim", "LinearModel", "Rounding", "Terms", "Var"]
+__all__ = ["NO_DEADLINE", "Constraint", "Deadline", "Dim", "LinearModel", "OutOfTime", "Rounding",
+           "Terms", "Var"]
 
 Terms = list[tuple[float, int]]
 """A linear expression without constant: (coefficient, variable index) pairs."""
+
+
+class OutOfTime(Exception):
+    """Building or translating a model ran past its deadline (a time-limit stop, not an error)."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point on ``time.perf_counter()``'s clock (``inf``: none). Model builders call
+    :meth:`check` in their long loops so that a time limit bounds building too."""
+
+    at: float = math.inf
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        return cls(math.inf if seconds is None else time.perf_counter() + seconds)
+
+    def left(self) -> float:
+        return self.at - time.perf_counter()
+
+    def check(self) -> None:
+        if time.perf_counter() > self.at:
+            raise OutOfTime
+
+
+NO_DEADLINE = Deadline()
 
 
 class Dim(StrEnum):
@@ -33,7 +72,6 @@ class Dim(StrEnum):
 
 class Rounding(StrEnum):
     RELAX = "relax"
-    TIGHTEN = "tighten"
     EXACT = "exact"  # integer coefficients only (assignment, precedence, logic)
 
 
@@ -97,8 +135,22 @@ class LinearModel:
 
     def capacity_le(self, terms: Terms, const: float, dim: Dim,
                     enforce: tuple[int, ...] = ()) -> None:
-        """A capacity or a user limit (``terms + const <= 0``): may only be tightened."""
-        self.le(terms, const, dim=dim, rounding=Rounding.TIGHTEN, enforce=enforce)
+        """A capacity or a user limit (``terms + const <= 0``); rounded toward feasible like every
+        row, so that the integer model stays a relaxation (the plan is checked afterwards)."""
+        self.le(terms, const, dim=dim, rounding=Rounding.RELAX, enforce=enforce)
+
+    def set_hint(self, values: dict[int, float]) -> str:
+        """Use ``values`` as the warm start when every one lies within its variable's bounds;
+        otherwise use none and say which value does not fit (a backend must never be handed a
+        start outside its own bounds)."""
+        self.hint = {}
+        for i, value in values.items():
+            var = self.vars[i]
+            if not 0.0 <= value <= var.ub * (1 + 1e-9) + 1e-12:
+                return (f"warm start dropped: {var.name} = {value:.9g} is outside "
+                        f"[0, {var.ub:.9g}]")
+        self.hint = dict(values)
+        return ""
 
     def max_coef(self, dim: Dim) -> float:
         """Largest |value| any ``dim`` expression can reach (used to choose integer units)."""

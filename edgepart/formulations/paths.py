@@ -57,7 +57,7 @@ from functools import cached_property
 import numpy as np
 
 from edgepart.cuts import MAX_IDEALS, CutCosts, DeviceTypes, ideal_family, path_plan
-from edgepart.formulations.model import Dim, LinearModel, Terms
+from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Terms
 from edgepart.instance import Instance, Transfer
 from edgepart.plan import Plan
 
@@ -93,6 +93,8 @@ class PathFormulation:
     objective: str = "bottleneck"
     max_latency: float | None = None
     upper_bound: float | None = None
+    deadline: Deadline = NO_DEADLINE
+    """Building raises :class:`~edgepart.formulations.model.OutOfTime` past it."""
     costs: CutCosts = field(init=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +129,7 @@ class PathFormulation:
         c, fam = self.costs, self.costs.family
         rows: list[np.ndarray] = []
         for i in range(1, fam.size):
+            self.deadline.check()
             js = fam.subs[i]
             comp = c.stage(i, js)
             entry = np.where((js == 0)[:, None], c.src[None, :], 0.0)
@@ -217,6 +220,7 @@ class PathFormulation:
         when no path survives. A ``user_limit`` is rounded like any capacity (never broken by an
         integer solution); a search threshold is rounded the other way, so that an infeasible
         answer proves that no plan meets it."""
+        self.deadline.check()
         theta = math.inf if threshold is None else threshold
         keep_s, keep_l = self._within(theta)
         keep_s, keep_l = self._on_some_path(keep_s, keep_l)

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from edgepart.cost import evaluate, lower_bound
-from edgepart.formulations.model import Dim, LinearModel, Rounding, Terms
+from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Rounding, Terms
 from edgepart.instance import Instance, Link, Transfer
 from edgepart.plan import Plan
 
@@ -75,6 +75,8 @@ class PipelineFormulation:
     max_latency: float | None = None
     max_period: float | None = None
     upper_bound: float | None = None
+    deadline: Deadline = NO_DEADLINE
+    """Building raises :class:`~edgepart.formulations.model.OutOfTime` past it."""
     model: LinearModel = field(default_factory=LinearModel)
 
     def __post_init__(self) -> None:
@@ -87,18 +89,39 @@ class PipelineFormulation:
     # -- sizes and bounds --------------------------------------------------------------------
 
     def _horizon(self) -> float:
-        """An upper bound on every time quantity (all layers on the slowest device + all bytes
-        over the slowest link, one message per tensor)."""
+        r"""An upper bound on every time quantity of every plan, for this objective.
+
+        Let :math:`m = (\beta_{in} + \sum_u \beta_u) / bw_{min} + (n + 2) \lambda_{max}`
+        (slowest link, largest latency): at least the time of all tensors sent over one link, one
+        message each.
+
+        * Period: a stage computes on one device, :math:`C_b \le \max_d \sum_v t(v, d)`
+          (finite times only), and receives and sends at most every tensor once each way
+          (relay: one message per boundary; direct: one per tensor), so
+          :math:`T_b \le \max_d \sum_v t(v, d) + 2 m`.
+        * Latency adds compute over *different* devices and pays transfers at every boundary,
+          so the period's bound does not hold for it (a latency optimum above it was seen:
+          ``tests/cases``). :math:`\sum_b C_b \le \sum_v \max_d t(v, d)`, and the
+          transfers are at most :math:`K + 1` boundary messages (relay) or, per tensor, one
+          message to each of at most :math:`K + 1` stages (direct), so
+          :math:`L \le \sum_v \max_d t(v, d) + (K + 1) m`. Every time variable is at most the
+          latency (each stage's receive, compute and send time is part of it, and a sender pays
+          the slowest of receptions that the latency counts), so this bounds them all.
+        """
         inst = self.inst
+        finite = [[t for t in row if math.isfinite(t)] for row in inst.times]
+        links = [inst.links[i][j] for i in range(self.nd) for j in range(self.nd) if i != j]
+        one_way = 0.0
+        if links:
+            total = sum(inst.model.tensor_bytes) + inst.model.input_bytes
+            slow_bw = min(x.bandwidth_bytes_per_s for x in links)
+            slow_lat = max(x.latency_s for x in links)
+            one_way = total / slow_bw + (self.n + 2) * slow_lat
+        if self.objective == "latency":
+            return sum(max(row) for row in finite) + (self.K + 1) * one_way + 1e-9
         compute = max(sum(t for t in row if math.isfinite(t))
                       for row in zip(*inst.times, strict=True))
-        links = [inst.links[i][j] for i in range(self.nd) for j in range(self.nd) if i != j]
-        if not links:
-            return compute + 1.0
-        total = sum(inst.model.tensor_bytes) + inst.model.input_bytes
-        slow_bw = min(x.bandwidth_bytes_per_s for x in links)
-        slow_lat = max(x.latency_s for x in links)
-        return compute + 2 * (total / slow_bw + (self.n + 2) * slow_lat) + 1e-9
+        return compute + 2 * one_way + 1e-9
 
     # -- variables ---------------------------------------------------------------------------
 
@@ -162,6 +185,7 @@ class PipelineFormulation:
     def _layers_in_stages(self) -> None:
         m, g = self.model, self.inst.model
         for v in range(self.n):
+            self.deadline.check()
             for b in range(self.K - 2):
                 m.ge([(1.0, self.z[v][b + 1]), (-1.0, self.z[v][b])])
             for b in range(self.K - 1):
@@ -236,6 +260,7 @@ class PipelineFormulation:
         m, inst, g, K = self.model, self.inst, self.inst.model, self.K
         out = []
         for u, succ in enumerate(g.succ):
+            self.deadline.check()
             to_sink = not succ and inst.sink is not None
             if not succ and not to_sink:
                 continue
@@ -287,6 +312,7 @@ class PipelineFormulation:
         self.recv_flags: list[list[tuple[float, int]]] = [[] for _ in range(nd)]
         self.send_flags: list[list[tuple[float, int]]] = [[] for _ in range(nd)]
         for u, succ in enumerate(g.succ):
+            self.deadline.check()
             if succ:
                 self._direct_tensor(u, succ, recv, send)
         sink_stage: Terms = []
@@ -390,6 +416,7 @@ class PipelineFormulation:
         """Memory per device, only where it could overflow."""
         m, inst, g = self.model, self.inst, self.inst.model
         for d, dev in enumerate(inst.devices):
+            self.deadline.check()
             layers = [v for v in range(self.n) if d in self.X[v]]
             params = [(g.layers[v].param_bytes, self.X[v][d]) for v in layers]
             worst = (sum(c for c, _ in params) + max((g.layers[v].work_bytes for v in layers),

@@ -146,7 +146,9 @@ def finish(inst: Instance, plan: Plan | None, *, method: str, options: SolveOpti
                            message=message or "plan breaks --max-latency/--max-period", **common)
     value = metrics.objective(options.objective.value)
     proven = exact and relative_gap(value, bound) <= OPTIMALITY_TOL
-    if exact and bound > value * (1 + OPTIMALITY_TOL) + 1e-12:
+    if exact and value < bound <= value * (1 + OPTIMALITY_TOL) + 1e-12:
+        common["bound_s"] = value  # a solver's tolerance above a real plan: the plan is the bound
+    elif exact and bound > value * (1 + OPTIMALITY_TOL) + 1e-12:
         message = (message + "; " if message else "") + (
             f"bound {bound:.9g} exceeds the evaluated objective {value:.9g}: bound discarded")
         common["bound_s"] = -math.inf

@@ -24,13 +24,14 @@ import time
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pulp
 from pulp.apis import coin_api
 
-from edgepart.formulations.model import LinearModel
+from edgepart.formulations.model import Deadline, LinearModel
 from edgepart.instance import Instance
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, register
@@ -42,21 +43,44 @@ __all__ = ["run_cbc", "solve_cbc"]
 GAP_REL = 1e-7
 INTERRUPT_AFTER = 0.5
 KILL_AFTER = 1.5
-PROVEN_INFEASIBLE = r"^Problem is infeasible|^Pre-processing says infeasible"
-"""CBC's log lines for a model proven infeasible (every variable here is bounded, so its
-"infeasible or unbounded" after preprocessing means infeasible)."""
+PROVEN_INFEASIBLE = r"^Problem is infeasible"
+"""CBC's log line for a model whose LP relaxation is infeasible (every variable here is bounded,
+so its "infeasible or unbounded" means infeasible)."""
+PREPROCESSING_INFEASIBLE = r"^Pre-processing says infeasible"
+"""Not a proof: CBC 2.10's preprocessing says so about feasible models (coin-or/Cbc issues 737,
+740, 747, 749; seen here on 6-7 layer DAGs with direct transfers). Such a verdict is re-asked
+with preprocessing off, and only that answer counts."""
 
 
 def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
-    deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
-    pm = to_pulp(model)
+    started = time.monotonic()
+    result, unconfirmed = _run(model, options, [])
+    if unconfirmed:
+        left = None if options.time_limit is None else (
+            options.time_limit - (time.monotonic() - started))
+        if left is not None and left <= 0:
+            return BackendResult(None, Termination.TIME_LIMIT, -math.inf, result.version,
+                                 "CBC's preprocessing said infeasible (not a proof) and no time "
+                                 "was left to confirm it")
+        result, _ = _run(model, replace(options, time_limit=left), ["preprocess off"])
+    return result
+
+
+def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]
+         ) -> tuple[BackendResult, bool]:
+    """One CBC run; also whether it ended on preprocessing's unconfirmed "infeasible".
+    ``options.time_limit`` counts from this call (translating the model included)."""
+    limit = Deadline.after(options.time_limit)
+    pm = to_pulp(model, deadline=limit)
+    left = None if options.time_limit is None else max(0.01, limit.left())
+    deadline = None if left is None else time.monotonic() + left
     version = f"CBC via PuLP {pulp.__version__}"
     with tempfile.TemporaryDirectory(prefix="edgepart-cbc-") as tmp:
         log_path = Path(tmp) / "cbc.log"
-        solver = pulp.PULP_CBC_CMD(msg=options.verbose, timeLimit=options.time_limit,
+        solver = pulp.PULP_CBC_CMD(msg=options.verbose, timeLimit=left,
                                    threads=options.threads, gapRel=GAP_REL,
                                    logPath=str(log_path),
-                                   options=[f"randomSeed {options.seed + 1}"])
+                                   options=[f"randomSeed {options.seed + 1}", *cbc_options])
         solver.tmpDir = tmp  # PuLP's model and solution files go (and go away) with ours
         with solver_output(options.verbose), _deadline(deadline) as stopped:
             try:
@@ -66,8 +90,11 @@ def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
                     raise
                 return BackendResult(None, Termination.TIME_LIMIT, -math.inf, version,
                                      "CBC killed past the time limit (it ignores the limit "
-                                     "in preprocessing)")
+                                     "in preprocessing)"), False
         log = log_path.read_text() if log_path.exists() else ""
+    if re.search(PREPROCESSING_INFEASIBLE, log, re.M) and not re.search(
+            PROVEN_INFEASIBLE, log, re.M):
+        return BackendResult(None, Termination.ERROR, -math.inf, version), True
     unit = pm.scale[model.objective]
     has = pm.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
     termination, bound = _read_log(log)
@@ -75,7 +102,8 @@ def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
         termination = Termination.TIME_LIMIT  # interrupted at the limit ("Stopped on ctrl-c")
     return BackendResult(values=pm.values() if has else None, termination=termination,
                          bound_s=bound * unit, version=version,
-                         message="" if termination is not Termination.ERROR else log[-200:])
+                         message="" if termination is not Termination.ERROR else log[-200:]
+                         ), False
 
 
 @contextmanager

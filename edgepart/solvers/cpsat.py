@@ -2,10 +2,12 @@
 
 Integer time scale: one unit is ``cap / 10**9`` seconds, where ``cap`` bounds every time variable
 (the warm-start plan's objective, else the instance's horizon; see :data:`TIME_STEPS`).
-Coefficients of lower-bounding time constraints are rounded *up* (so the integer optimum, times
-the unit, is a valid lower bound on the real one); capacities and user limits are rounded *down*
-(an integer solution never breaks them). Bytes are whole bytes. The plan decoded from the
-integer solution is re-evaluated in floating point by the cost model. Enforced constraints use
+Every coefficient and constant of a real-valued row (time lower bounds, capacities and user limits
+alike) is rounded *up* in ``sum(c * x) + k >= 0``, so the integer model is a relaxation of the real
+one (:mod:`edgepart.formulations.model` says why): the integer optimum, times the unit, is a valid
+lower bound, and "infeasible" is a proof. Bytes are whole bytes. The plan decoded from the
+integer solution is checked and re-evaluated in floating point by the cost model (a plan that
+breaks a capacity by a rounding unit is rejected there). Enforced constraints use
 ``only_enforce_if``.
 """
 
@@ -18,7 +20,7 @@ from importlib.metadata import version
 
 from ortools.sat.python import cp_model
 
-from edgepart.formulations.model import Constraint, Dim, LinearModel, Rounding
+from edgepart.formulations.model import Constraint, Deadline, Dim, LinearModel, Rounding
 from edgepart.instance import Instance
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, register
@@ -27,6 +29,8 @@ from edgepart.solvers.exact import BackendResult, solve_exact
 __all__ = ["TIME_STEPS", "run_cpsat", "solve_cpsat"]
 
 TIME_STEPS = 10**9
+CHECK_EVERY = 20_000
+"""Constraints added between two looks at the clock."""
 
 DEFAULT_WORKERS = max(3, min(8, (os.cpu_count() or 1) + 1))
 """CP-SAT's portfolio size when ``threads`` is not given: on the 2-core machines here 3 workers
@@ -34,13 +38,17 @@ proved ResNet-50 on 8 devices in 3-4 s where 8 workers took 7-18 s (bench/solve_
 
 
 def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
+    """Solve ``model``; ``options.time_limit`` counts from this call (building included)."""
+    deadline = Deadline.after(options.time_limit)
     units = {Dim.TIME: model.max_coef(Dim.TIME) / TIME_STEPS, Dim.BYTES: 1.0, Dim.COUNT: 1.0}
     cp = cp_model.CpModel()
     scale = [1.0 if v.boolean else units[v.dim] for v in model.vars]
     xs = [cp.new_bool_var(v.name) if v.boolean
           else cp.new_int_var(0, math.ceil(v.ub / scale[i]), v.name)
           for i, v in enumerate(model.vars)]
-    for con in model.constraints:
+    for k, con in enumerate(model.constraints):
+        if k % CHECK_EVERY == 0:
+            deadline.check()
         _add(cp, con, xs, scale, units[con.dim])
     cp.minimize(xs[model.objective])
     for i, value in model.hint.items():
@@ -48,7 +56,8 @@ def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
     solver = cp_model.CpSolver()
     params = solver.parameters
     if options.time_limit is not None:
-        params.max_time_in_seconds = options.time_limit
+        deadline.check()
+        params.max_time_in_seconds = deadline.left()
     params.num_workers = options.threads or DEFAULT_WORKERS
     params.random_seed = options.seed
     params.log_search_progress = options.verbose
@@ -68,8 +77,7 @@ def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
         message="" if has or status == cp_model.INFEASIBLE else solver.status_name(status))
 
 
-ROUND: dict[Rounding, Callable[[float], int]] = {
-    Rounding.RELAX: math.ceil, Rounding.TIGHTEN: math.floor, Rounding.EXACT: round}
+ROUND: dict[Rounding, Callable[[float], int]] = {Rounding.RELAX: math.ceil, Rounding.EXACT: round}
 
 
 def _add(cp: cp_model.CpModel, con: Constraint, xs: list[cp_model.IntVar], scale: list[float],

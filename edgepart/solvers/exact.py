@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -30,13 +30,20 @@ from typing import Any
 import numpy as np
 
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
-from edgepart.formulations.model import LinearModel
+from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
 from edgepart.formulations.paths import MAX_ARCS, Inapplicable, PathFormulation, PathModel
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
 from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination
-from edgepart.solvers.base import METHODS, Objective, SolveOptions, best_plan, finish
+from edgepart.solvers.base import (
+    METHODS,
+    Objective,
+    SolveOptions,
+    best_plan,
+    finish,
+    respects_limits,
+)
 
 __all__ = ["SEARCH_TOL", "Backend", "BackendResult", "solve_exact"]
 
@@ -68,30 +75,61 @@ class _Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def solve_exact(inst: Instance, options: SolveOptions, name: str, backend: Backend,
-                prefer: str = "stages") -> SolveResult:
-    """Solve ``inst`` exactly with ``backend``; ``prefer`` is its formulation under ``auto``."""
+def solve_exact(inst: Instance, options: SolveOptions, name: str,
+                backend: Backend | Mapping[str, Backend], prefer: str = "stages") -> SolveResult:
+    """Solve ``inst`` exactly; ``prefer`` is the formulation under ``auto``. ``backend`` is one
+    backend, or one per formulation (``{"paths": ..., "stages": ...}``).
+
+    ``options.time_limit`` bounds the whole call: the warm start gets :data:`WARM_START_SHARE` of
+    it, building the formulation and the solver's model count against it (they stop at the
+    deadline with :class:`OutOfTime`), and each solve gets what is left."""
     start = time.perf_counter()
+    deadline = Deadline.after(options.time_limit)
     reasons = infeasibility_reasons(inst)
     if reasons:
         return finish(inst, None, method=name, options=options,
                       termination=Termination.INFEASIBLE, message="; ".join(reasons))
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
-    paths, why_not = _paths(inst, options, prefer, warm_value)
+    try:
+        paths, why_not = _paths(inst, options, prefer, warm_value, deadline)
+    except OutOfTime:
+        return _finish(inst, options, name, _building_stopped("paths"), warm, warm_value, start)
     if paths is None and options.formulation == "paths":
         return finish(inst, None, method=name, options=options,
                       termination=Termination.UNSUPPORTED,
                       message=f"{name}: the path formulation does not apply: {why_not}")
-    if paths is not None:
-        out = (_latency_paths(inst, options, paths, backend, warm, start)
-               if options.objective is Objective.LATENCY
-               else _threshold_search(inst, options, paths, backend, warm, start))
-    else:
-        out = _solve_stages(inst, options, backend, warm, warm_value, start)
-        if why_not:
-            out.extra["paths_not_used"] = why_not
+    formulation = "paths" if paths is not None else "stages"
+    run = backend[formulation] if isinstance(backend, Mapping) else backend
+    run = partial(_call, run)
+    try:
+        if paths is not None:
+            out = (_latency_paths(inst, options, paths, run, warm, deadline)
+                   if options.objective is Objective.LATENCY
+                   else _threshold_search(inst, options, paths, run, warm, deadline))
+        else:
+            out = _solve_stages(inst, options, run, warm, warm_value, deadline)
+            if why_not:
+                out.extra["paths_not_used"] = why_not
+    except OutOfTime:
+        out = _building_stopped(formulation)
+    out.extra["backend"] = run.args[0].__name__.removeprefix("run_")
     return _finish(inst, options, name, out, warm, warm_value, start)
+
+
+def _call(backend: Backend, model: LinearModel, options: SolveOptions) -> BackendResult:
+    """``backend``; a model whose translation runs past the time limit is a time-limit stop."""
+    try:
+        return backend(model, options)
+    except OutOfTime:
+        return BackendResult(None, Termination.TIME_LIMIT, -math.inf, "",
+                             "time limit reached while the solver's model was being built")
+
+
+def _building_stopped(formulation: str) -> _Outcome:
+    return _Outcome(None, Termination.TIME_LIMIT, -math.inf, message=(
+        f"time limit reached while building the {formulation} formulation"),
+        extra={"formulation": formulation})
 
 
 def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, warm: Plan | None,
@@ -119,19 +157,19 @@ def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, war
 
 
 def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm: Plan | None,
-                  warm_value: float | None, start: float) -> _Outcome:
+                  warm_value: float | None, deadline: Deadline) -> _Outcome:
     form = PipelineFormulation(inst, options.objective.value, options.max_latency,
-                               options.max_period, upper_bound=warm_value)
+                               options.max_period, upper_bound=warm_value, deadline=deadline)
     if warm is not None:
-        form.model.hint = form.hint(warm)
-    res = backend(form.model, _remaining(options, start))
-    plan = _decoded(inst, res, form.decode)
+        _hint(form.model, form.hint(warm), options)
+    res = backend(form.model, _remaining(options, deadline))
+    plan = _decoded(inst, res, form.decode, options)
     if plan is not None and res.bound_s > _value(inst, plan, options) * (1 + OPTIMALITY_TOL):
         # The backend's bound contradicts its own plan (seen with CP-SAT's presolve on
         # coefficients near 1e10): solve once more without presolve before giving up the proof.
-        res = backend(form.model, replace(_remaining(options, start),
+        res = backend(form.model, replace(_remaining(options, deadline),
                                           extra={**options.extra, "presolve": False}))
-        plan = _decoded(inst, res, form.decode)
+        plan = _decoded(inst, res, form.decode, options)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message,
                     {"formulation": "stages", "variables": len(form.model.vars),
                      "constraints": len(form.model.constraints)})
@@ -140,13 +178,14 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
 # -- paths ---------------------------------------------------------------------------------
 
 
-def _paths(inst: Instance, options: SolveOptions, prefer: str, warm_value: float | None
-           ) -> tuple[PathFormulation | None, str]:
+def _paths(inst: Instance, options: SolveOptions, prefer: str, warm_value: float | None,
+           deadline: Deadline) -> tuple[PathFormulation | None, str]:
     """The path formulation when chosen and applicable, else ``None`` and why not."""
     if (options.formulation if options.formulation != "auto" else prefer) != "paths":
         return None, ""
     try:
-        form = PathFormulation(inst, options.objective.value, options.max_latency, warm_value)
+        form = PathFormulation(inst, options.objective.value, options.max_latency, warm_value,
+                               deadline)
     except Inapplicable as why:
         return None, str(why)
     if form.size > MAX_ARCS:
@@ -157,21 +196,21 @@ def _paths(inst: Instance, options: SolveOptions, prefer: str, warm_value: float
 
 
 def _latency_paths(inst: Instance, options: SolveOptions, form: PathFormulation,
-                   backend: Backend, warm: Plan | None, start: float) -> _Outcome:
+                   backend: Backend, warm: Plan | None, deadline: Deadline) -> _Outcome:
     pm = form.model(options.max_period, user_limit=True)
     extra = {"formulation": "paths", "stage_arcs": form.size}
     if pm is None:  # no path within the limits (and better than the warm start)
         return _Outcome(None, Termination.INFEASIBLE, math.inf, extra=extra)
     if warm is not None:
-        pm.model.hint = form.hint(pm, warm)
-    res = backend(pm.model, _remaining(options, start))
-    plan = _decoded(inst, res, partial(form.decode, pm))
+        _hint(pm.model, form.hint(pm, warm), options)
+    res = backend(pm.model, _remaining(options, deadline))
+    plan = _decoded(inst, res, partial(form.decode, pm), options)
     extra["variables"] = len(pm.model.vars)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message, extra)
 
 
 def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulation,
-                      backend: Backend, best: Plan | None, start: float) -> _Outcome:
+                      backend: Backend, best: Plan | None, deadline: Deadline) -> _Outcome:
     """Minimise the period by feasibility questions (see the module docstring)."""
     values = form.period_values
     assert values is not None
@@ -188,7 +227,7 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
             out.bound_s = min(ub, float(above[0])) if len(above) else ub
             out.termination = Termination.OPTIMAL if best is not None else Termination.INFEASIBLE
             return out
-        if _out_of_time(options, start):
+        if deadline.left() <= 0:
             out.termination, out.message = Termination.TIME_LIMIT, (
                 f"stopped at the time limit ({options.time_limit} s) of the period search")
             return out
@@ -196,17 +235,17 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
         theta = float(open_[-1] if first else open_[len(open_) // 2])
         first = False
         pm = form.model(theta)
-        res = None if pm is None else backend(pm.model, _remaining(options, start))
+        res = None if pm is None else backend(pm.model, _remaining(options, deadline))
         out.extra["feasibility_solves"] += res is not None
         if res is not None:
             out.version = res.version
-        _log(options, theta, pm, res, start)
+        _log(options, theta, pm, res)
         if pm is None or res is None or res.termination is Termination.INFEASIBLE:
             nxt = np.searchsorted(values, theta, side="right")
             lo = float(values[nxt]) if nxt < len(values) else math.inf
             out.bound_s = max(out.bound_s, min(lo, ub))
             continue
-        plan = _decoded(inst, res, partial(form.decode, pm))
+        plan = _decoded(inst, res, partial(form.decode, pm), options)
         value = math.inf if plan is None else _value(inst, plan, options)
         if value >= ub * (1 - SEARCH_TOL):
             return _stopped(out, res, theta, ub)
@@ -227,43 +266,50 @@ def _stopped(out: _Outcome, res: BackendResult, theta: float, ub: float) -> _Out
     return out
 
 
-def _log(options: SolveOptions, theta: float, pm: PathModel | None, res: BackendResult | None,
-         start: float) -> None:
+def _log(options: SolveOptions, theta: float, pm: PathModel | None, res: BackendResult | None
+         ) -> None:
     if not options.verbose:
         return
     answer = "no path survives pruning" if res is None else res.termination.value
     size = "" if pm is None else f" ({len(pm.stage_vars)} stage arcs)"
-    print(f"edgepart: paths: period <= {theta * 1e3:.6f} ms{size}: {answer} "
-          f"[{time.perf_counter() - start:.1f} s]", file=sys.stderr)
+    print(f"edgepart: paths: period <= {theta * 1e3:.6f} ms{size}: {answer}", file=sys.stderr)
 
 
 # -- shared --------------------------------------------------------------------------------
+
+
+def _hint(model: LinearModel, values: dict[int, float], options: SolveOptions) -> None:
+    why_not = model.set_hint(values)
+    if why_not and options.verbose:
+        print(f"edgepart: {why_not}", file=sys.stderr)
 
 
 def _value(inst: Instance, plan: Plan, options: SolveOptions) -> float:
     return evaluate(inst, plan).objective(options.objective.value)
 
 
-def _out_of_time(options: SolveOptions, start: float) -> bool:
-    return options.time_limit is not None and time.perf_counter() - start >= options.time_limit
-
-
-def _remaining(options: SolveOptions, start: float) -> SolveOptions:
+def _remaining(options: SolveOptions, deadline: Deadline) -> SolveOptions:
     if options.time_limit is None:
         return options
-    return replace(options, time_limit=max(0.1, options.time_limit - (time.perf_counter() - start)))
+    return replace(options, time_limit=max(0.01, deadline.left()))
 
 
-def _decoded(inst: Instance, res: BackendResult,
-             decode: Callable[[list[float]], Plan | None]) -> Plan | None:
-    """The backend's plan, unless it has none or the shared checker rejects it (then it is not
-    trusted)."""
+def _decoded(inst: Instance, res: BackendResult, decode: Callable[[list[float]], Plan | None],
+             options: SolveOptions) -> Plan | None:
+    """The backend's plan, unless it has none, or the shared checker rejects it, or it breaks the
+    caller's limits (the integer model is a relaxation, so a rounding unit can do that): such a
+    plan is not trusted."""
     plan = None if res.values is None else decode(res.values)
-    return None if plan is None or validate_plan(inst, plan) else plan
+    if plan is None or validate_plan(inst, plan):
+        return None
+    m = evaluate(inst, plan)
+    return plan if respects_limits(m.latency_s, m.bottleneck_s, options) else None
 
 
 WARM_START_METHODS = ("dp", "local")
 """Fast methods whose plans warm-start the exact backends (when registered and applicable)."""
+WARM_START_SHARE = 0.2
+"""Share of the caller's time limit that the warm-start methods may use, together."""
 
 
 def _warm_start(inst: Instance, options: SolveOptions) -> Plan | None:
@@ -271,7 +317,9 @@ def _warm_start(inst: Instance, options: SolveOptions) -> Plan | None:
     :data:`WARM_START_METHODS` (or none)."""
     candidates = [options.warm_start] + [
         Plan((Stage(dev.id, tuple(x.id for x in inst.model.layers)),)) for dev in inst.devices]
-    quick = replace(options, warm_start=None, verbose=False)
+    share = None if options.time_limit is None else (
+        options.time_limit * WARM_START_SHARE / len(WARM_START_METHODS))
+    quick = replace(options, warm_start=None, verbose=False, time_limit=share)
     candidates += [METHODS[name](inst, quick).plan for name in WARM_START_METHODS
                    if name in METHODS]
     return best_plan(inst, candidates, options)

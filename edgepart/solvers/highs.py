@@ -13,7 +13,7 @@ from typing import Any
 import highspy
 import pulp
 
-from edgepart.formulations.model import LinearModel
+from edgepart.formulations.model import NO_DEADLINE, Deadline, LinearModel
 from edgepart.instance import Instance
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, register
@@ -24,9 +24,15 @@ __all__ = ["run_highs", "solve_highs"]
 
 
 class _WarmHiGHS(pulp.HiGHS):
-    """PuLP's HiGHS interface plus a MIP start from the variables' initial values."""
+    """PuLP's HiGHS interface plus a MIP start from the variables' initial values, and a time
+    limit that counts PuLP's model building (set just before HiGHS starts)."""
+
+    deadline = NO_DEADLINE
 
     def callSolver(self, lp: Any) -> None:
+        if math.isfinite(self.deadline.at):
+            self.deadline.check()
+            lp.solverModel.setOptionValue("time_limit", max(0.01, self.deadline.left()))
         start = [(v.index, v.varValue) for v in lp.variables()
                  if v.cat == pulp.LpInteger and v.varValue is not None]
         if start:
@@ -36,11 +42,14 @@ class _WarmHiGHS(pulp.HiGHS):
 
 
 def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
-    pm = to_pulp(model)
+    """Solve ``model``; ``options.time_limit`` counts from this call (building included)."""
+    deadline = Deadline.after(options.time_limit)
+    pm = to_pulp(model, deadline=deadline)
     pm.set_hint(model.hint)
     solver = _WarmHiGHS(msg=options.verbose, timeLimit=options.time_limit,
                         threads=options.threads, gapRel=1e-7, gapAbs=0.0,
                         random_seed=options.seed)
+    solver.deadline = deadline
     with solver_output(options.verbose):
         pm.problem.solve(solver)
     h = pm.problem.solverModel

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pulp
 
-from edgepart.formulations.model import Constraint, Dim, LinearModel
+from edgepart.formulations.model import Constraint, Deadline, Dim, LinearModel
 
 __all__ = ["PulpModel", "solver_output", "to_pulp"]
 
@@ -32,11 +32,20 @@ class PulpModel:
         return [(v.varValue or 0.0) * s for v, s in zip(self.vars, self.scale, strict=True)]
 
     def set_hint(self, hint: dict[int, float]) -> None:
+        """The start values (already checked against the bounds by
+        :meth:`LinearModel.set_hint`), clamped into them against rounding in the unit change."""
         for i, value in hint.items():
-            self.vars[i].setInitialValue(value / self.scale[i])
+            var = self.vars[i]
+            var.setInitialValue(min(max(value / self.scale[i], 0.0), var.upBound))
 
 
-def to_pulp(model: LinearModel, name: str = "edgepart") -> PulpModel:
+CHECK_EVERY = 20_000
+"""Constraints translated between two looks at the clock."""
+
+
+def to_pulp(model: LinearModel, name: str = "edgepart", deadline: Deadline | None = None
+            ) -> PulpModel:
+    """The model in PuLP's terms; raises :class:`OutOfTime` past ``deadline``."""
     units = {Dim.TIME: model.max_coef(Dim.TIME) / STEPS,
              Dim.BYTES: max(model.max_coef(Dim.BYTES), 1.0) / STEPS, Dim.COUNT: 1.0}
     prob = pulp.LpProblem(name, pulp.LpMinimize)
@@ -47,6 +56,8 @@ def to_pulp(model: LinearModel, name: str = "edgepart") -> PulpModel:
         pvars.append(pulp.LpVariable(f"v{i}", lowBound=0, upBound=v.ub / s, cat=cat))
         scale.append(s)
     for k, con in enumerate(model.constraints):
+        if deadline is not None and k % CHECK_EVERY == 0:
+            deadline.check()
         prob.addConstraint(_row(model, con, pvars, scale, units[con.dim]), name=f"c{k}")
     prob.setObjective(pulp.LpAffineExpression([(pvars[model.objective], 1.0)]))
     return PulpModel(prob, pvars, scale)
