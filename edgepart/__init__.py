@@ -6,6 +6,7 @@ Public API::
     result = solve(inst, "cpsat", time_limit=60)
     print(result.status, result.objective_s, result.bound_s, result.gap)
     metrics = evaluate(inst, result.plan)
+    front = pareto(inst, "cpsat")      # every (period, latency) trade-off, least latency first
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from edgepart.compare import compare, sweep
 from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import Device, Instance, Layer, LayerGraph, Link, load_instance
+from edgepart.pareto import pareto
 from edgepart.plan import Plan, Stage, load_plan
 from edgepart.results import SolutionStatus, SolveResult, Termination
 from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method, solve
@@ -21,7 +23,7 @@ from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method, 
 __all__ = [
     "METHODS", "Device", "InputError", "Instance", "Layer", "LayerGraph", "Link", "Metrics",
     "Objective", "Plan", "SolutionStatus", "SolveOptions", "SolveResult", "Stage", "Termination",
-    "compare", "evaluate", "get_method", "load_instance", "load_plan", "lower_bound", "solve",
-    "sweep", "validate_plan",
+    "compare", "evaluate", "get_method", "load_instance", "load_plan", "lower_bound", "pareto",
+    "solve", "sweep", "validate_plan",
 ]
 __version__ = "0.1.0"

@@ -24,8 +24,8 @@ from edgepart.solvers.base import FORMULATIONS, SolveOptions, get_method
 
 __all__ = ["main"]
 
-AREAS = ("edgepart.profiling.cli", "edgepart.compare_cli", "edgepart.interop.cli",
-         "edgepart.runtime.cli")
+AREAS = ("edgepart.profiling.cli", "edgepart.compare_cli", "edgepart.pareto_cli",
+         "edgepart.interop.cli", "edgepart.runtime.cli")
 """Modules that add their own sub-commands with ``register(subparsers)``."""
 
 

@@ -9,6 +9,10 @@ period), receives for ``in_b`` seconds (upper lane, hatched) and computes for ``
 solid, one colour per request); with overlap, a stage receives the next request while it computes
 the current one, which the two lanes show. The sink row shows the final transfer. It is a picture
 of the cost model's numbers, not a simulation of queueing.
+
+The Pareto front (:func:`plot_pareto`) is the least latency reachable at each period: a
+staircase, flat from each point to the right until the next point of lower latency, with the
+points marked (filled: proven; hollow: not proven).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from edgepart.cost import evaluate
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 
-__all__ = ["plot_gaps", "plot_timeline", "save_comparison_figure"]
+__all__ = ["plot_gaps", "plot_pareto", "plot_timeline", "save_comparison_figure",
+           "save_pareto_figure"]
 
 
 def plot_gaps(frame: pd.DataFrame, ax: Axes, title: str = "") -> None:
@@ -85,4 +90,47 @@ def save_comparison_figure(comp: Comparison, inst: Instance, path: str | Path) -
         plot_timeline(inst, best.result.plan, time_ax)
     else:
         time_ax.set_axis_off()
+    fig.savefig(path, dpi=120)
+
+
+def plot_pareto(frame: pd.DataFrame, ax: Axes, title: str = "") -> None:
+    """Latency against period (ms) of :func:`edgepart.pareto.pareto`'s table, as a staircase."""
+    pts = frame.sort_values("period_s")
+    period = [p * 1e3 for p in pts["period_s"]]
+    latency = [v * 1e3 for v in pts["latency_s"]]
+    right = period[-1] + 0.08 * max(period[-1] - period[0], period[-1])
+    # for each period the least latency: flat from a point until the next (larger) period
+    ax.step([*period, right], [*latency, latency[-1]], where="post", color="tab:blue",
+            linewidth=1.5, label="least latency at this period")
+    proven = pts["proven"].to_numpy(dtype=bool)
+    for mask, face, label in ((proven, "tab:blue", "proven"),
+                              (~proven, "white", "not proven")):
+        if mask.any():
+            ax.scatter([p for p, m in zip(period, mask, strict=True) if m],
+                       [v for v, m in zip(latency, mask, strict=True) if m], s=36, zorder=3,
+                       facecolors=face, edgecolors="tab:blue", label=label)
+    last = None
+    for p, v, k in zip(period, latency, pts["stages"], strict=True):
+        if k != last:  # label where the stage count changes, so long fronts stay readable
+            ax.annotate(f"{k} stage{'s' if k != 1 else ''}", (p, v), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+        last = k
+    ax.set_xlabel("period (ms per request; 1000 / period = requests per second)")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(True, linewidth=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Pareto front of period and latency")
+
+
+def save_pareto_figure(frame: pd.DataFrame, path: str | Path) -> None:
+    """:func:`plot_pareto` in one PNG; the title comes from ``frame.attrs`` when present."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    attrs = frame.attrs
+    state = "" if "complete" not in attrs else (
+        ", complete" if attrs["complete"] else ", incomplete")
+    name = attrs.get("instance", "")
+    plot_pareto(frame, ax, f"{name}{': ' if name else ''}Pareto front ({len(frame)} points"
+                           f"{state})")
     fig.savefig(path, dpi=120)
