@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_solve(sub: Any) -> None:
     p = sub.add_parser("solve", help="find the optimal plan (exact) or a heuristic plan")
     p.add_argument("instance")
-    p.add_argument("--solver", default="cpsat",
-                   help="cpsat (default), highs, cbc, brute, or a heuristic's name")
+    p.add_argument("--solver", default="auto",
+                   help="auto (default: the exact backend the instance suits), cpsat, highs, "
+                        "cbc, brute, or a heuristic's name")
     p.add_argument("--objective", choices=["bottleneck", "latency"], default="bottleneck")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="bounds the whole command from the moment it reads the instance")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-latency", type=float, default=None, metavar="S")
     p.add_argument("--max-period", type=float, default=None, metavar="S")
@@ -79,9 +82,11 @@ def _add_solve(sub: Any) -> None:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     inst = load_instance(args.instance)
     method = get_method(args.solver)
-    options = SolveOptions(objective=args.objective, time_limit=args.time_limit,
+    options = SolveOptions(objective=args.objective,
+                           time_limit=time_left(args.time_limit, started),
                            threads=args.threads, max_latency=args.max_latency,
                            max_period=args.max_period, seed=args.seed, verbose=args.verbose,
                            formulation=args.formulation,
@@ -99,6 +104,14 @@ def cmd_solve(args: argparse.Namespace) -> int:
     else:
         _print_result(inst, result)
     return EXIT_OK if result.has_plan else EXIT_NO_PLAN
+
+
+def time_left(limit: float | None, started: float) -> float | None:
+    """What is left of a ``--time-limit`` after the command's own work since ``started``
+    (``time.perf_counter()``), so that the limit bounds loading too."""
+    if limit is None or not limit > 0:
+        return limit  # SolveOptions rejects a non-positive limit with a clear message
+    return max(0.01, limit - (time.perf_counter() - started))
 
 
 def _plot_plan(inst: Instance, plan: Plan, path: str) -> None:
@@ -199,6 +212,8 @@ def _print_result(inst: Instance, result: SolveResult) -> None:
 
 def _formulation_line(extra: dict[str, Any]) -> str:
     line = f"formulation: {extra['formulation']}"
+    if "backend" in extra:
+        line = f"backend: {extra['backend']}   {line}"
     if "feasibility_solves" in extra:
         line += (f" ({extra['stage_arcs']} stage arcs, {extra['feasibility_solves']} "
                  f"feasibility solves)")

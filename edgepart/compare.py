@@ -52,9 +52,9 @@ DETAIL_COLUMNS = (*COLUMNS, "objective_s", "bound_s", "termination", "mean_draw_
 
 
 def default_exact() -> tuple[str, ...]:
-    """``("cpsat",)`` when registered, else ``("brute",)``."""
+    """``("auto",)`` (the default exact method) when registered, else ``("brute",)``."""
     get_method("brute")  # loads every built-in method
-    return ("cpsat",) if "cpsat" in METHODS else ("brute",)
+    return ("auto",) if "auto" in METHODS else ("brute",)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def test_table_has_the_optimum_first_and_gaps_against_it() -> None:
     inst = load_instance(TINY / "dag5_relay.json")
     table = compare(inst, time_limit=20)
     assert tuple(table.columns) == COLUMNS
-    assert table["method"].tolist() == ["cpsat", *DEFAULT_METHODS]
+    assert table["method"].tolist() == ["auto", *DEFAULT_METHODS]
     assert table.loc[0, "status"] == "optimal" and table.loc[0, "gap_pct"] == 0.0
     optimum = json.loads((TINY / "dag5_relay.optimum.json").read_text())["bottleneck"]
     assert table.loc[0, "bottleneck_s"] == pytest.approx(optimum)
@@ -50,7 +50,7 @@ def test_json_form_and_plot_from_the_cli(tmp_path: Path, capsys: pytest.CaptureF
     out = json.loads(capsys.readouterr().out)
     assert out["instance"] == "chain5_relay"
     assert out["optimum"]["proven"] and out["optimum"]["bottleneck_s"] == pytest.approx(1.08)
-    assert [m["method"] for m in out["methods"]] == ["cpsat", "dp", "local", "even"]
+    assert [m["method"] for m in out["methods"]] == ["auto", "dp", "local", "even"]
     for row in out["methods"]:
         assert {"method", "bottleneck_s", "latency_s", "gap_pct", "solve_time_s",
                 "status"} <= row.keys()
@@ -82,5 +82,5 @@ def test_compare_on_resnet50_8nodes_is_quick_and_complete() -> None:
     comp = run_comparison(load_instance(RESNET), time_limit=30)
     assert time.perf_counter() - start < 60
     assert comp.proven and not comp.violations
-    assert [r.method for r in comp.runs] == ["cpsat", *DEFAULT_METHODS]
+    assert [r.method for r in comp.runs] == ["auto", *DEFAULT_METHODS]
     assert all(r.result.has_plan for r in comp.runs)

@@ -85,7 +85,7 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def solve(inst: Instance, method: str = "cpsat", options: SolveOptions | None = None,
+def solve(inst: Instance, method: str = "auto", options: SolveOptions | None = None,
           **kwargs: Any) -> SolveResult:
     """Run one method by name. ``kwargs`` are :class:`SolveOptions` fields."""
     return get_method(method)(inst, options or SolveOptions(**kwargs))

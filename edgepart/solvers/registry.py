@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgepart.solvers import (  # noqa: F401
+    auto,
     brute,
     cbc,
     cpsat,
