@@ -208,9 +208,15 @@ BUGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-@pytest.mark.xfail(reason="MILP backends on stage slots: see each case's comment in BUGS "
-                          "(solver bugs, reported, not fixed here)")
-@pytest.mark.parametrize("case", list(BUGS))
+FIXED = ("highs-stages-optimal-without-plan", "cbc-stages-bound-above-optimum")
+"""Cases that pass since HiGHS's and CBC's integrality tolerance is 1e-9 (solvers/highs.py)."""
+
+
+@pytest.mark.parametrize("case", [
+    case if case in FIXED else pytest.param(case, marks=pytest.mark.xfail(
+        strict=True, reason="CBC accepts a solution 1e-6 past --max-period; the driver now "
+        "rejects it (an error, bound kept), so the front is honest but incomplete"))
+    for case in BUGS])
 def test_milp_stage_slot_fronts_equal_brute_force(case: str) -> None:
     backend, spec = BUGS[case]
     inst = build(**spec)

@@ -163,13 +163,13 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
     if warm is not None:
         _hint(form.model, form.hint(warm), options)
     res = backend(form.model, _remaining(options, deadline))
-    plan = _decoded(inst, res, form.decode, options)
+    plan, res = _decoded(inst, res, form.decode, options)
     if plan is not None and res.bound_s > _value(inst, plan, options) * (1 + OPTIMALITY_TOL):
         # The backend's bound contradicts its own plan (seen with CP-SAT's presolve on
         # coefficients near 1e10): solve once more without presolve before giving up the proof.
         res = backend(form.model, replace(_remaining(options, deadline),
                                           extra={**options.extra, "presolve": False}))
-        plan = _decoded(inst, res, form.decode, options)
+        plan, res = _decoded(inst, res, form.decode, options)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message,
                     {"formulation": "stages", "variables": len(form.model.vars),
                      "constraints": len(form.model.constraints)})
@@ -204,7 +204,7 @@ def _latency_paths(inst: Instance, options: SolveOptions, form: PathFormulation,
     if warm is not None:
         _hint(pm.model, form.hint(pm, warm), options)
     res = backend(pm.model, _remaining(options, deadline))
-    plan = _decoded(inst, res, partial(form.decode, pm), options)
+    plan, res = _decoded(inst, res, partial(form.decode, pm), options)
     extra["variables"] = len(pm.model.vars)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message, extra)
 
@@ -245,7 +245,7 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
             lo = float(values[nxt]) if nxt < len(values) else math.inf
             out.bound_s = max(out.bound_s, min(lo, ub))
             continue
-        plan = _decoded(inst, res, partial(form.decode, pm), options)
+        plan, res = _decoded(inst, res, partial(form.decode, pm), options)
         value = math.inf if plan is None else _value(inst, plan, options)
         if value >= ub * (1 - SEARCH_TOL):
             return _stopped(out, res, theta, ub)
@@ -295,15 +295,26 @@ def _remaining(options: SolveOptions, deadline: Deadline) -> SolveOptions:
 
 
 def _decoded(inst: Instance, res: BackendResult, decode: Callable[[list[float]], Plan | None],
-             options: SolveOptions) -> Plan | None:
+             options: SolveOptions) -> tuple[Plan | None, BackendResult]:
     """The backend's plan, unless it has none, or the shared checker rejects it, or it breaks the
-    caller's limits (the integer model is a relaxation, so a rounding unit can do that): such a
-    plan is not trusted."""
-    plan = None if res.values is None else decode(res.values)
-    if plan is None or validate_plan(inst, plan):
-        return None
-    m = evaluate(inst, plan)
-    return plan if respects_limits(m.latency_s, m.bottleneck_s, options) else None
+    caller's limits: such a plan is not trusted. The integer model is a relaxation (CP-SAT rounds
+    toward feasible; MILP solvers accept rows and integrality within their tolerances), so a
+    solution can miss a capacity or limit by a hair; its bound is still valid, but the backend's
+    "optimal" is then no longer a verdict on a plan, and is turned into an error that says so."""
+    if res.values is None:
+        return None, res
+    plan = decode(res.values)
+    problems = ["its variables do not form a plan"] if plan is None else validate_plan(inst, plan)
+    if plan is not None and not problems:
+        m = evaluate(inst, plan)
+        if respects_limits(m.latency_s, m.bottleneck_s, options):
+            return plan, res
+        problems = [f"it breaks --max-latency/--max-period (latency {m.latency_s:.9g} s, period "
+                    f"{m.bottleneck_s:.9g} s)"]
+    termination = Termination.ERROR if res.termination is Termination.OPTIMAL else res.termination
+    return None, replace(res, termination=termination, values=None, message=(
+        f"the solver's solution was rejected ({problems[0]}), within its tolerances or a "
+        "rounding unit; its bound stands"))
 
 
 WARM_START_METHODS = ("dp", "local")

@@ -20,7 +20,13 @@ from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.exact import BackendResult, solve_exact
 from edgepart.solvers.milp import solver_output, to_pulp
 
-__all__ = ["run_highs", "solve_highs"]
+__all__ = ["INTEGRALITY_TOL", "run_highs", "solve_highs"]
+
+INTEGRALITY_TOL = 1e-9
+"""HiGHS's ``mip_feasibility_tolerance`` (default 1e-6). A Boolean at 1e-6 inside a big-M row
+(M up to the horizon, 1000 time units) moves a time by about 1e-6 of the horizon: enough for a
+"solution" that breaks ``--max-period`` at the Pareto front's 1e-6 steps (found by
+tests/test_pareto.py). At 1e-9 the leak is far below the optimality tolerance."""
 
 
 class _WarmHiGHS(pulp.HiGHS):
@@ -48,7 +54,8 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
     pm.set_hint(model.hint)
     solver = _WarmHiGHS(msg=options.verbose, timeLimit=options.time_limit,
                         threads=options.threads, gapRel=1e-7, gapAbs=0.0,
-                        random_seed=options.seed)
+                        random_seed=options.seed,
+                        mip_feasibility_tolerance=INTEGRALITY_TOL)
     solver.deadline = deadline
     with solver_output(options.verbose):
         pm.problem.solve(solver)
