@@ -74,7 +74,7 @@ def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
         termination=termination,
         bound_s=solver.best_objective_bound * unit if has else -math.inf,
         version=f"OR-Tools CP-SAT {version('ortools')}",
-        message="" if has or status == cp_model.INFEASIBLE else solver.status_name(status))
+        message="" if has or termination is not Termination.ERROR else solver.status_name(status))
 
 
 ROUND: dict[Rounding, Callable[[float], int]] = {Rounding.RELAX: math.ceil, Rounding.EXACT: round}
