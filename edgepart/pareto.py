@@ -166,7 +166,7 @@ class ParetoFront:
                 "points": [p.to_dict() for p in self.points], "warnings": list(self.warnings)}
 
 
-def pareto(inst: Instance, solver: str = "cpsat", *, time_limit: float | None = None,
+def pareto(inst: Instance, solver: str = "auto", *, time_limit: float | None = None,
            threads: int | None = None, formulation: str = "auto", verbose: bool = False,
            progress: Callable[[ParetoPoint], None] | None = None) -> pd.DataFrame:
     """The Pareto front of period and latency, least latency first (see the module docstring).
@@ -207,7 +207,7 @@ def pareto(inst: Instance, solver: str = "cpsat", *, time_limit: float | None = 
                         formulation=formulation, verbose=verbose, progress=progress).frame()
 
 
-def pareto_front(inst: Instance, solver: str = "cpsat", *, time_limit: float | None = None,
+def pareto_front(inst: Instance, solver: str = "auto", *, time_limit: float | None = None,
                  threads: int | None = None, formulation: str = "auto", verbose: bool = False,
                  progress: Callable[[ParetoPoint], None] | None = None) -> ParetoFront:
     """:func:`pareto` as a :class:`ParetoFront` record (what the CLI prints)."""

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "pareto", help="every optimal trade-off of period (throughput) and latency")
     p.add_argument("instance")
-    p.add_argument("--solver", default="cpsat", help="cpsat (default), highs, cbc, brute or auto")
+    p.add_argument("--solver", default="auto", help="auto (default), cpsat, highs, cbc or brute")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="seconds for the whole front (default: none)")
     p.add_argument("--threads", type=int, default=None)

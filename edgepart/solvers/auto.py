@@ -13,7 +13,10 @@ In order, each only where it applies and every one a proof of its own:
    or a few nodes (346- and 428-layer CNNs on 32 devices proven in 1.3-4.0 s where CP-SAT on stage
    slots took 37-44 s or stopped at a 91% gap; docs/results.md).
 3. CP-SAT on stage slots elsewhere (direct transfers on a DAG, graphs with too many ideals), whose
-   propagation does not depend on the weak LP bound of that model.
+   propagation does not depend on the weak LP bound of that model, and for bicriteria requests
+   (``max_latency`` or ``max_period``) that step 1 refuses: a latency row on the path model makes
+   each of HiGHS's threshold questions hard (ResNet-50 on 8 devices under a latency cap: HiGHS on
+   paths 26.8 s, on stage slots 13.5 s, CP-SAT 2.4 s), and the Pareto front asks exactly these.
 
 The result's ``backend`` and ``formulation`` (in ``extra``, and in ``solve --json``) say which
 one answered. ``--formulation stages|paths`` skips step 1 and forces that model (CP-SAT on stage
@@ -54,6 +57,7 @@ def solve_auto(inst: Instance, options: SolveOptions) -> SolveResult:
     if options.time_limit is not None:
         options = replace(options, time_limit=max(
             0.01, options.time_limit - (time.perf_counter() - start)))
+    bicriteria = options.max_latency is not None or options.max_period is not None
     result = solve_exact(inst, options, "auto", {"paths": run_highs, "stages": run_cpsat},
-                         prefer="paths")
+                         prefer="stages" if bicriteria else "paths")
     return replace(result, wall_time_s=time.perf_counter() - start)
