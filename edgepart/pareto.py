@@ -41,8 +41,9 @@ Why the front is exact (each solve proven optimal; equalities within :math:`\var
 
 :data:`FRONT_TOL` equals :data:`edgepart.results.OPTIMALITY_TOL`: a solve is called optimal when it
 is proven within that relative tolerance, so the front cannot be sharper. The latency cap of step
-2 carries the same slack because exact backends round user limits inwards (CP-SAT's integer
-scaling), which could otherwise cut off step 1's own plan.
+2 carries the same slack, so that step 1's own plan is never cut off by a floating-point hair
+(a backend's limit rows are exact or rounded toward feasible, and the shared checker then allows
+a relative 1e-9).
 
 A point is *proven* only when both of its solves are optimal. A solve stopped by the time limit
 still gives a point (its plan is valid and evaluated), marked unproven with its gap, and the front
