@@ -56,6 +56,7 @@ from functools import cached_property
 
 import numpy as np
 
+from edgepart.cost import REL_TOL
 from edgepart.cuts import MAX_IDEALS, CutCosts, DeviceTypes, ideal_family, path_plan
 from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Terms
 from edgepart.instance import Instance, Transfer
@@ -217,11 +218,14 @@ class PathFormulation:
 
     def model(self, threshold: float | None, *, user_limit: bool = False) -> PathModel | None:
         """The model with every period at most ``threshold`` (``None``: no limit), or ``None``
-        when no path survives. A ``user_limit`` is rounded like any capacity (never broken by an
-        integer solution); a search threshold is rounded the other way, so that an infeasible
-        answer proves that no plan meets it."""
+        when no path survives. Rows are rounded toward feasible, so an infeasible answer proves
+        that no plan meets the threshold. A ``user_limit`` (``--max-period``) is widened by the
+        shared checker's tolerance (:data:`edgepart.cost.REL_TOL`): arc times are differences of
+        cumulative sums, and a plan the checker accepts at the limit may sum a hair above it here
+        (found by the property tests: "infeasible" at a limit equal to the optimum's period).
+        A search threshold is a candidate value computed from these same arcs."""
         self.deadline.check()
-        theta = math.inf if threshold is None else threshold
+        theta = math.inf if threshold is None else threshold * (1 + REL_TOL if user_limit else 1)
         keep_s, keep_l = self._within(theta)
         keep_s, keep_l = self._on_some_path(keep_s, keep_l)
         if not keep_s.any():
@@ -328,7 +332,7 @@ class PathFormulation:
             m.objective = latency
             return
         if self.max_latency is not None:
-            m.capacity_le(terms, -self.max_latency, Dim.TIME)
+            m.capacity_le(terms, -self.max_latency * (1 + REL_TOL), Dim.TIME)
         m.objective = m.number("feasible", 0.0, Dim.COUNT)  # a question of feasibility only
 
     # -- decoding and hints -------------------------------------------------------------------

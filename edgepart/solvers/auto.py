@@ -28,9 +28,10 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from edgepart.cost import infeasibility_reasons
 from edgepart.instance import Instance
 from edgepart.results import SolutionStatus, SolveResult, Termination
-from edgepart.solvers.base import SolveOptions, best_plan, register
+from edgepart.solvers.base import SolveOptions, best_plan, finish, register
 from edgepart.solvers.cpsat import run_cpsat
 from edgepart.solvers.dp import solve_dp_ideals
 from edgepart.solvers.exact import solve_exact
@@ -45,6 +46,10 @@ DP_SHARE = 0.3
 @register("auto")
 def solve_auto(inst: Instance, options: SolveOptions) -> SolveResult:
     start = time.perf_counter()
+    reasons = infeasibility_reasons(inst)
+    if reasons:  # a plain reason beats any solver's "infeasible"
+        return finish(inst, None, method="auto", options=options,
+                      termination=Termination.INFEASIBLE, message="; ".join(reasons))
     if options.formulation == "auto":
         dp = solve_dp_ideals(inst, replace(options, time_limit=None if options.time_limit is None
                                            else options.time_limit * DP_SHARE))

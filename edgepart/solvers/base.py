@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from edgepart.cost import evaluate, validate_plan
+from edgepart.cost import REL_TOL, evaluate, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import Instance
 from edgepart.plan import Plan
@@ -96,7 +96,8 @@ def _load_builtin_methods() -> None:
 
 
 def respects_limits(metrics_latency: float, metrics_period: float, options: SolveOptions) -> bool:
-    tol = 1 + 1e-9
+    """Within ``--max-latency`` and ``--max-period``, up to the checker's :data:`REL_TOL`."""
+    tol = 1 + REL_TOL
     if options.max_latency is not None and metrics_latency > options.max_latency * tol:
         return False
     return not (options.max_period is not None and metrics_period > options.max_period * tol)

@@ -6,12 +6,13 @@ No MIP start is passed: CBC 2.10 ignores the time limit while it tries to comple
 148 s for a 20 s limit on Inception-v3); the warm plan still caps the period in the model and is
 returned if CBC finds nothing better.
 
-CBC also ignores its time limit during preprocessing (seen: 27 s for a 5 s limit on the
-Inception-v3 stage-slot model), so the limit is enforced from outside: :data:`INTERRUPT_AFTER`
-seconds past it CBC gets SIGINT (it stops its search and writes its best solution, like ctrl-c),
-and :data:`KILL_AFTER` seconds later SIGKILL; a killed run is a time-limit stop without a plan.
-(With 0.5 s and 1.5 s a 2 s limit took 4.0 s; the whole call must stay within the limit + 5% +
-1 s.)
+CBC runs with preprocessing off (:data:`CBC_OPTIONS`: its verdicts were wrong both ways here).
+It also ignored its time limit during preprocessing (seen: 27 s for a 5 s limit on the
+Inception-v3 stage-slot model), so the limit is enforced from outside all the same:
+:data:`INTERRUPT_AFTER` seconds past it CBC gets SIGINT (it stops its search and writes its best
+solution, like ctrl-c), and :data:`KILL_AFTER` seconds later SIGKILL; a killed run is a time-limit
+stop without a plan. (With 0.5 s and 1.5 s a 2 s limit took 4.0 s; the whole call must stay within
+the limit + 5% + 1 s.)
 """
 
 from __future__ import annotations
@@ -53,38 +54,32 @@ KILL_AFTER = 0.5
 PROVEN_INFEASIBLE = r"^Problem is infeasible"
 """CBC's log line for a model whose LP relaxation is infeasible (every variable here is bounded,
 so its "infeasible or unbounded" means infeasible)."""
-PREPROCESSING_INFEASIBLE = r"^Pre-processing says infeasible"
-"""Not a proof: CBC 2.10's preprocessing says so about feasible models (coin-or/Cbc issues 737,
-740, 747, 749; seen here on 6-7 layer DAGs with direct transfers). Such a verdict is re-asked
-with preprocessing off, and only that answer counts; where CBC fails without preprocessing (seen:
-a segmentation fault on a 6-variable model), HiGHS answers the same model instead."""
+CBC_OPTIONS = ("preprocess off",)
+"""CBC 2.10's preprocessing is not trusted: it says "infeasible" about feasible models (coin-or/Cbc
+issues 737, 740, 747, 749; seen here on 6-7 layer DAGs with direct transfers, where the threshold
+search took it as a proof), and it cut the optimum off a 3-layer model (tests/test_exact.py, seed
+534247: "optimal" 2.651 where CP-SAT, HiGHS and CBC without preprocessing find 1.532)."""
 
 
 def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
+    """Solve ``model`` with CBC (preprocessing off); where CBC fails (seen: a segmentation fault
+    without preprocessing on a 6-variable model), HiGHS answers the same model, and the result's
+    version says so."""
     started = time.monotonic()
-    result, unconfirmed = _run(model, options, [])
-    if unconfirmed:
-        left = None if options.time_limit is None else (
-            options.time_limit - (time.monotonic() - started))
-        if left is not None and left <= 0:
-            return BackendResult(None, Termination.TIME_LIMIT, -math.inf, result.version,
-                                 "CBC's preprocessing said infeasible (not a proof) and no time "
-                                 "was left to confirm it")
-        result, _ = _run(model, replace(options, time_limit=left), ["preprocess off"])
-        if result.termination is Termination.ERROR:
-            left = None if options.time_limit is None else max(
-                0.01, options.time_limit - (time.monotonic() - started))
-            asked = run_highs(model, replace(options, time_limit=left))
-            result = replace(asked, version=f"{result.version}; confirmed by {asked.version}",
-                             message=asked.message or "CBC's preprocessing said infeasible and "
-                             "CBC without it failed: HiGHS answered the same model")
-    return result
+    result = _run(model, options, list(CBC_OPTIONS))
+    if result.termination is not Termination.ERROR or result.values is not None:
+        return result
+    left = None if options.time_limit is None else max(
+        0.01, options.time_limit - (time.monotonic() - started))
+    asked = run_highs(model, replace(options, time_limit=left))
+    return replace(asked, version=f"{result.version} failed; answered by {asked.version}",
+                   message=asked.message or f"CBC failed ({result.message}); HiGHS answered the "
+                   "same model")
 
 
-def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]
-         ) -> tuple[BackendResult, bool]:
-    """One CBC run; also whether it ended on preprocessing's unconfirmed "infeasible".
-    ``options.time_limit`` counts from this call (translating the model included)."""
+def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]) -> BackendResult:
+    """One CBC run; ``options.time_limit`` counts from this call (translating the model
+    included)."""
     limit = Deadline.after(options.time_limit)
     pm = to_pulp(model, deadline=limit)
     left = None if options.time_limit is None else max(0.01, limit.left())
@@ -104,16 +99,13 @@ def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]
             except pulp.PulpSolverError:
                 if stopped.is_set():
                     return BackendResult(None, Termination.TIME_LIMIT, -math.inf, version,
-                                         "CBC killed past the time limit (it ignores the limit "
-                                         "in preprocessing)"), False
+                                         "CBC killed past the time limit (it did not stop "
+                                         "at its own)")
                 # seen: CBC 2.10.3 crashes (SIGSEGV) with preprocessing off on a 6-variable model
                 return BackendResult(None, Termination.ERROR, -math.inf, version,
                                      f"CBC failed ({' '.join(cbc_options) or 'defaults'}): no "
-                                     "answer, no proof"), False
+                                     "answer, no proof")
         log = log_path.read_text() if log_path.exists() else ""
-    if re.search(PREPROCESSING_INFEASIBLE, log, re.M) and not re.search(
-            PROVEN_INFEASIBLE, log, re.M):
-        return BackendResult(None, Termination.ERROR, -math.inf, version), True
     unit = pm.scale[model.objective]
     has = pm.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
     termination, bound = _read_log(log)
@@ -121,8 +113,7 @@ def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]
         termination = Termination.TIME_LIMIT  # interrupted at the limit ("Stopped on ctrl-c")
     return BackendResult(values=pm.values() if has else None, termination=termination,
                          bound_s=bound * unit, version=version,
-                         message="" if termination is not Termination.ERROR else log[-200:]
-                         ), False
+                         message="" if termination is not Termination.ERROR else log[-200:])
 
 
 @contextmanager

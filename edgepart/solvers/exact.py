@@ -333,7 +333,7 @@ def _warm_start(inst: Instance, options: SolveOptions) -> Plan | None:
     candidates = [options.warm_start] + [
         Plan((Stage(dev.id, tuple(x.id for x in inst.model.layers)),)) for dev in inst.devices]
     share = None if options.time_limit is None else (
-        options.time_limit * WARM_START_SHARE / len(WARM_START_METHODS))
+        options.time_limit * WARM_START_SHARE / max(1, len(WARM_START_METHODS)))
     quick = replace(options, warm_start=None, verbose=False, time_limit=share)
     candidates += [METHODS[name](inst, quick).plan for name in WARM_START_METHODS
                    if name in METHODS]
