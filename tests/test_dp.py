@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +156,29 @@ def test_wide_graphs_and_bicriteria_requests_are_refused_with_a_reason() -> None
     result = solve(load_instance(data), "dp_ideals")
     assert result.termination is Termination.UNSUPPORTED
     assert "ideals" in result.message
-    result = solve(load_instance(random_instance(1)), "dp", max_latency=1.0)
+    result = solve(load_instance(random_instance(1, overlap=False)), "dp", max_latency=1.0)
     assert result.termination is Termination.UNSUPPORTED
-    assert "bicriteria" in result.message
+    assert "couples neighbouring stages" in result.message
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_latency_cap_on_the_period_matches_brute_force(seed: int) -> None:
+    """With overlap the DP bisects the period over capped latency passes (dp._latency_capped);
+    the cap is drawn at 1.0, 1.05 and 1.3 times the least latency, so it binds."""
+    rng = random.Random(seed)
+    nd = rng.randint(1, 4)
+    inst = load_instance(random_instance(seed, n=rng.randint(2, 5 if nd == 4 else 6), nd=nd,
+                                         overlap=True, memory=seed % 3 == 0,
+                                         ends=rng.choice([True, False, "source", "sink"])))
+    fastest = solve(inst, "brute", objective="latency")
+    if not fastest.has_plan:
+        pytest.skip("no plan at all")
+    cap = fastest.objective_s * (1.0, 1.05, 1.3)[seed % 3]
+    ref = solve(inst, "brute", max_latency=cap)
+    result = solve(inst, "dp_ideals", max_latency=cap)
+    assert result.status is SolutionStatus.OPTIMAL, result.message
+    assert result.objective_s == pytest.approx(ref.objective_s, rel=1e-6)
+    assert result.metrics is not None and result.metrics.latency_s <= cap * (1 + 1e-9)
 
 
 def test_time_limit_stops_the_dp() -> None:

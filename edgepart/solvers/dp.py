@@ -42,8 +42,9 @@ Families of cuts.
 
 Colocation is honoured by using only cuts that split no colocate group. Refusals (``UNSUPPORTED``,
 with the numbers) beyond :data:`MAX_CELLS` stored states, :data:`MAX_WORK` state updates per pass
-or :data:`MAX_IDEALS` ideals. Bicriteria requests (a latency cap on the period objective, or a
-period cap on latency without overlap) are refused too.
+or :data:`MAX_IDEALS` ideals. With overlap, a latency cap on the period objective is a bisection
+on the period over latency passes whose arcs are capped (:func:`_latency_capped`); without overlap
+bicriteria requests are refused.
 
 References
 ----------
@@ -230,16 +231,22 @@ def _serial_period(prob: CutCosts, path: Sequence[tuple[int, int, int]]) -> floa
 
 
 def optimise(prob: CutCosts, objective: Objective, overlap: bool, deadline: float = math.inf,
-             max_period: float | None = None) -> DPOutcome:
+             max_period: float | None = None, max_latency: float | None = None) -> DPOutcome:
     """Minimise the period (or latency) over the problem's cut family, exactly in its model.
 
     Raises
     ------
     ValueError
-        For a period cap on the latency objective without overlap (not a DP of this form).
+        For a period cap on the latency objective, or a latency cap on the period, without
+        overlap (not a DP of this form).
     """
     # the checker's tolerance: a stage the evaluator puts at the cap may sum a hair above it here
     cap = math.inf if max_period is None else max_period * (1 + REL_TOL)
+    if objective is Objective.BOTTLENECK and max_latency is not None:
+        if not overlap:
+            raise ValueError("a latency cap on the period without overlap couples neighbouring "
+                             "stages; use cpsat")
+        return _latency_capped(prob, max_latency * (1 + REL_TOL), deadline)
     try:
         if objective is Objective.LATENCY:
             if cap < math.inf and not overlap:
@@ -260,6 +267,41 @@ def _single(p: _Pass) -> DPOutcome:
         return DPOutcome(None, math.inf, math.inf, 1)
     value = float(p.finals().min())
     return DPOutcome(tuple(path), value, value, 1)
+
+
+def _latency_capped(prob: CutCosts, max_latency: float, deadline: float) -> DPOutcome:
+    r"""The least period among plans of latency at most ``max_latency`` (with overlap).
+
+    With overlap a plan's period is its largest arc time, so "some plan has period
+    :math:`\le p` and latency :math:`\le L`" is "the latency DP with every arc capped at p
+    reaches :math:`\le L`", which is monotone in p. Bisect p between the unconstrained period
+    optimum (a lower bound) and the period of the best plan found; each feasible answer lowers
+    the upper bound to that plan's own period, each infeasible one proves the lower bound."""
+    try:
+        fastest = _single(_Pass(prob, Mode.LATENCY, math.inf, deadline))
+        if fastest.path is None or fastest.value > max_latency:
+            return DPOutcome(None, math.inf, math.inf, 1)  # no plan meets the latency cap
+        lo = _single(_Pass(prob, Mode.BOTTLENECK, math.inf, deadline)).value
+    except _Timeout:
+        return DPOutcome(None, math.inf, -math.inf, 0, timed_out=True)
+    best, hi, passes = fastest.path, _overlap_period(prob, fastest.path), 2
+    while hi - lo > BISECTION_TOL * hi:
+        mid = 0.5 * (lo + hi)
+        try:
+            out = _single(_Pass(prob, Mode.LATENCY, mid, deadline))
+        except _Timeout:
+            return DPOutcome(best, hi, lo, passes, timed_out=True)
+        passes += 1
+        if out.path is None or out.value > max_latency:
+            lo = mid
+        else:
+            best, hi = out.path, min(mid, _overlap_period(prob, out.path))
+    return DPOutcome(best, hi, lo, passes)
+
+
+def _overlap_period(prob: CutCosts, path: Sequence[tuple[int, int, int]]) -> float:
+    comp, comm = path_times(prob, path)
+    return max(*comp, *comm)
 
 
 def _bisect(prob: CutCosts, first: DPOutcome, deadline: float) -> DPOutcome:
@@ -288,8 +330,10 @@ def _bisect(prob: CutCosts, first: DPOutcome, deadline: float) -> DPOutcome:
 
 
 def _refusal(inst: Instance, options: SolveOptions) -> str:
-    if options.objective is Objective.BOTTLENECK and options.max_latency is not None:
-        return "a latency cap on the period objective is bicriteria; use cpsat"
+    if (options.objective is Objective.BOTTLENECK and options.max_latency is not None
+            and (options.max_period is not None or not inst.cost_model.overlap)):
+        return ("a latency cap on the period objective without overlap (or with a period cap "
+                "too) couples neighbouring stages; use cpsat")
     if (options.objective is Objective.LATENCY and options.max_period is not None
             and not inst.cost_model.overlap):
         return ("a period cap on latency without overlap couples neighbouring stages; "
@@ -318,7 +362,8 @@ def run_family(inst: Instance, options: SolveOptions, method: str, family: CutFa
                       termination=Termination.UNSUPPORTED, message=f"{method}: {refusal}")
     prob = CutCosts.of(inst, family, types)
     deadline = start + options.time_limit if options.time_limit else math.inf
-    out = optimise(prob, options.objective, inst.cost_model.overlap, deadline, options.max_period)
+    out = optimise(prob, options.objective, inst.cost_model.overlap, deadline, options.max_period,
+                   options.max_latency)
     extra = {"cuts": family.size, "cut_pairs": family.pairs, "device_types": types.n_types,
              "device_states": types.n_states, "passes": out.passes}
     over_cap = (options.objective is Objective.BOTTLENECK and options.max_period is not None
