@@ -6,8 +6,9 @@ In order, each only where it applies and every one a proof of its own:
    chains, and the fastest where its states stay few (every shipped instance it accepts is proven
    in under 0.1 s, where CP-SAT and HiGHS take 0.2-60 s). It refuses at once beyond
    :data:`~edgepart.cuts.MAX_IDEALS` ideals, too many device types, direct transfers on a DAG
-   (where it proves nothing) and bicriteria requests; a run stopped by its share of the time limit
-   (:data:`DP_SHARE`) warm-starts the next step.
+   (where it proves nothing) and bicriteria requests without overlap (with overlap it answers them
+   too: a period cap on latency directly, a latency cap on the period by bisection); a run stopped
+   by its share of the time limit (:data:`DP_SHARE`) warm-starts the next step.
 2. HiGHS on the path formulation, where paths apply (relay transfers or a chain, at most
    ``MAX_IDEALS`` ideals, few enough stage arcs): its threshold questions are answered in presolve
    or a few nodes (346- and 428-layer CNNs on 32 devices proven in 1.3-4.0 s where CP-SAT on stage
