@@ -100,8 +100,8 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                       termination=Termination.UNSUPPORTED,
                       message=f"{name}: the path formulation does not apply: {why_not}")
     formulation = "paths" if paths is not None else "stages"
-    run = backend[formulation] if isinstance(backend, Mapping) else backend
-    run = partial(_call, run)
+    chosen = backend[formulation] if isinstance(backend, Mapping) else backend
+    run = partial(_call, chosen)
     try:
         if paths is not None:
             out = (_latency_paths(inst, options, paths, run, warm, deadline)
@@ -113,7 +113,7 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                 out.extra["paths_not_used"] = why_not
     except OutOfTime:
         out = _building_stopped(formulation)
-    out.extra["backend"] = run.args[0].__name__.removeprefix("run_")
+    out.extra["backend"] = getattr(chosen, "__name__", "").removeprefix("run_")
     return _finish(inst, options, name, out, warm, warm_value, start)
 
 
