@@ -166,7 +166,10 @@ def build(layers: list[tuple[Any, ...]], edges: list[tuple[int, int]], devices: 
 
 
 # Drawn by the new tests/strategies.py (seed and random_instance options in each comment),
-# written out so that they stay the same; fronts by the MILP backends on stage slots.
+# written out so that they stay the same; fronts by the MILP backends on stage slots. Each was a
+# wrong or unproven front; fixed by HiGHS's and CBC's integrality tolerance of 1e-9
+# (solvers/highs.py), CBC's printed bound floored at its last digit and CBC without
+# preprocessing (solvers/cbc.py).
 BUGS: dict[str, tuple[str, dict[str, Any]]] = {
     # 293, nd=4, n=4, shape="dag", transfer="relay", overlap=False, ends="sink",
     # uniform_links=True, restrict=2: solve(inst, "highs", formulation="stages",
@@ -208,15 +211,7 @@ BUGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-FIXED = ("highs-stages-optimal-without-plan", "cbc-stages-bound-above-optimum")
-"""Cases that pass since HiGHS's and CBC's integrality tolerance is 1e-9 (solvers/highs.py)."""
-
-
-@pytest.mark.parametrize("case", [
-    case if case in FIXED else pytest.param(case, marks=pytest.mark.xfail(
-        strict=True, reason="CBC accepts a solution 1e-6 past --max-period; the driver now "
-        "rejects it (an error, bound kept), so the front is honest but incomplete"))
-    for case in BUGS])
+@pytest.mark.parametrize("case", list(BUGS))
 def test_milp_stage_slot_fronts_equal_brute_force(case: str) -> None:
     backend, spec = BUGS[case]
     inst = build(**spec)
