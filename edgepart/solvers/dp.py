@@ -274,9 +274,10 @@ def _latency_capped(prob: CutCosts, max_latency: float, deadline: float) -> DPOu
 
     With overlap a plan's period is its largest arc time, so "some plan has period
     :math:`\le p` and latency :math:`\le L`" is "the latency DP with every arc capped at p
-    reaches :math:`\le L`", which is monotone in p. Bisect p between the unconstrained period
-    optimum (a lower bound) and the period of the best plan found; each feasible answer lowers
-    the upper bound to that plan's own period, each infeasible one proves the lower bound."""
+    reaches :math:`\le L`", which is monotone in p. Bisect p over the arc times (the values a
+    period can take) between the unconstrained period optimum (a lower bound) and the period of
+    the best plan found; each feasible answer lowers the upper bound to that plan's own period,
+    each infeasible one proves that the period is at least the next arc time."""
     try:
         fastest = _single(_Pass(prob, Mode.LATENCY, math.inf, deadline))
         if fastest.path is None or fastest.value > max_latency:
@@ -285,18 +286,36 @@ def _latency_capped(prob: CutCosts, max_latency: float, deadline: float) -> DPOu
     except _Timeout:
         return DPOutcome(None, math.inf, -math.inf, 0, timed_out=True)
     best, hi, passes = fastest.path, _overlap_period(prob, fastest.path), 2
-    while hi - lo > BISECTION_TOL * hi:
-        mid = 0.5 * (lo + hi)
+    values = _arc_times(prob)
+    while True:
+        # the period is one of the arc times: bisect over those in [lo, hi)
+        open_ = values[(values >= lo * (1 - BISECTION_TOL)) & (values < hi * (1 - BISECTION_TOL))]
+        if not len(open_):  # every arc time below hi (within the tolerance) is refuted
+            return DPOutcome(best, hi, hi * (1 - BISECTION_TOL), passes)
+        mid = float(open_[len(open_) // 2])
         try:
             out = _single(_Pass(prob, Mode.LATENCY, mid, deadline))
         except _Timeout:
             return DPOutcome(best, hi, lo, passes, timed_out=True)
         passes += 1
         if out.path is None or out.value > max_latency:
-            lo = mid
+            above = values[values > mid]
+            lo = float(above[0]) if len(above) else hi  # nothing between mid and the next
         else:
             best, hi = out.path, min(mid, _overlap_period(prob, out.path))
-    return DPOutcome(best, hi, lo, passes)
+
+
+def _arc_times(prob: CutCosts) -> np.ndarray:
+    """Every value a plan's period can take with overlap, sorted: stage computes, transfers
+    across cuts, the source's and the sink's transfers."""
+    parts = [prob.src, prob.snk]
+    last = prob.family.size - 1
+    for i in range(1, last + 1):
+        parts.append(prob.stage(i, prob.family.subs[i]).ravel())
+        if i < last:
+            parts.append(prob.cross(i).ravel())
+    values = np.concatenate(parts)
+    return np.unique(values[np.isfinite(values)])
 
 
 def _overlap_period(prob: CutCosts, path: Sequence[tuple[int, int, int]]) -> float:
