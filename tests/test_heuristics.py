@@ -3,6 +3,7 @@ what its source describes on small cases with a known answer; ``local`` scales."
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -130,6 +131,91 @@ def test_seifer_cuts_only_where_one_tensor_crosses_and_minimises_total_transfer(
     rm = RangeModel(small_memory)
     part = seifer_partition(small_memory, rm)
     assert part is not None and part.cuts == (0, 5)  # everything fits: no transfer at all
+
+
+def test_seifer_partition_may_use_more_segments_to_move_fewer_bytes() -> None:
+    """SEIFER's ``min_cost_path`` minimises the sum over any number of segments up to N, not
+    over the fewest segments that fit.
+
+    Four layers of 1 MB parameters, outputs 0.1, 0.4, 0.1 MB at cuts 1, 2, 3 (the last output
+    is not sent: no sink), devices of 2.5 MB. A segment needs its parameters plus its receive
+    and send buffers: one layer 1.1-1.5 MB, two layers 2.2-2.4 MB ([0,2): 2 + 0.4, [1,3):
+    2 + 0.1 + 0.1, [2,4): 0.4 + 2), three 3.1 MB, four 4 MB. Every segmentation (cuts: sum):
+      none: 4 MB segment, infeasible      {1}: [1,4) 3.1 MB, infeasible
+      {2}: 0.4 MB (the fewest segments)   {3}: [0,3) 3.1 MB, infeasible
+      {1, 2}: 0.5 MB    {1, 3}: 0.2 MB (the minimum)    {2, 3}: 0.5 MB    {1, 2, 3}: 0.6 MB
+    """
+    def four_layers(nd: int) -> Instance:
+        data = chain([1e5, 4e5, 1e5, 1e5], [1, 1, 1, 1], nd=nd, params=1e6).to_dict()
+        for d in data["devices"]:
+            d["memory_bytes"] = 2.5e6
+        return load_instance(data)
+
+    inst = four_layers(4)
+    rm = RangeModel(inst)
+    part = seifer_partition(inst, rm)
+    assert part is not None and part.cuts == (0, 1, 3, 4)
+    assert rm.boundary[list(part.cuts[1:-1])].sum() == pytest.approx(2e5)
+    for method in ("seifer", "greedy"):  # the greedy baseline shares the partition
+        assert [s.layers for s in stages(solve(inst, method))] == [
+            ("l0",), ("l1", "l2"), ("l3",)], method
+    two = four_layers(2)  # two devices: at most two segments, so {2} is the best
+    part = seifer_partition(two, RangeModel(two))
+    assert part is not None and part.cuts == (0, 2, 4)
+
+
+def check_min_sum_partition(inst: Instance) -> None:
+    """``seifer_partition`` against every subset of the candidate cuts: segments that fit the
+    smallest device, at most D of them, minimum total transfer; ties to the fewest segments."""
+    rm = RangeModel(inst)
+    n, nd = rm.n, rm.nd
+    cap = rm.capacity.min() * (1 + 1e-9)
+    cands = candidate_cuts(inst, rm)
+    feasible = []  # (total bytes, segments) of every feasible segmentation
+    for r in range(min(nd - 1, len(cands)) + 1):
+        for inner in itertools.combinations(cands, r):
+            cuts = (0, *inner, n)
+            if all(rm.memory_row(cuts[b], np.array([cuts[b + 1]]))[0] <= cap
+                   for b in range(len(cuts) - 1)):
+                feasible.append((float(rm.boundary[list(inner)].sum()), len(cuts) - 1))
+    part = seifer_partition(inst, rm)
+    assert (part is None) == (not feasible)
+    if part is None:
+        return
+    best = min(total for total, _ in feasible)
+    fewest = min(k for total, k in feasible if total <= best * (1 + 1e-9))
+    chosen = part.cuts
+    assert chosen[0] == 0 and chosen[-1] == n and set(chosen[1:-1]) <= set(cands)
+    assert len(chosen) - 1 == fewest <= nd
+    assert rm.boundary[list(chosen[1:-1])].sum() == pytest.approx(best, rel=1e-9, abs=0)
+    assert all(rm.memory_row(chosen[b], np.array([chosen[b + 1]]))[0] <= cap
+               for b in range(len(chosen) - 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 8), st.integers(1, 5),
+       st.sampled_from(["chain", "forward", "dag"]))
+def test_seifer_partition_is_the_minimum_sum_segmentation(seed: int, n: int, nd: int,
+                                                           shape: str) -> None:
+    check_min_sum_partition(load_instance(random_instance(seed, n=n, nd=nd, shape=shape,
+                                                          memory=True)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([(2, 2), (2, 3), (2, 4), (3, 2), (4, 2)]), st.integers(1, 6),
+       st.data())
+def test_seifer_partition_is_the_minimum_sum_when_the_fewest_segments_are_forced(
+        shape: tuple[int, int], nd: int, data: st.DataObject) -> None:
+    """Chains of k * L layers of 1 MB parameters and outputs of 0.1 or 0.4 MB on devices of
+    L + 0.8 MB: a segment holds at most L layers, so k segments force cuts at L, 2L, ...; more
+    segments can move fewer bytes (in about one draw in five; random instances rarely do)."""
+    per_segment, k = shape
+    outputs = data.draw(st.lists(st.sampled_from([1e5, 4e5]), min_size=per_segment * k,
+                                 max_size=per_segment * k))
+    spec = chain(outputs, [1] * len(outputs), nd=nd, params=1e6).to_dict()
+    for d in spec["devices"]:
+        d["memory_bytes"] = per_segment * 1e6 + 8e5
+    check_min_sum_partition(load_instance(spec))
 
 
 def test_seifer_and_greedy_follow_the_high_bandwidth_path() -> None:

@@ -13,8 +13,14 @@ Algorithm, as published, in our terms:
    at their longest-path level);
 2. segments: runs between candidate points that fit in the *smallest* device's memory (SEIFER
    assumes every node has it; we use our memory model, buffers included);
-3. partition: the sequence of at most D segments minimising the *sum* of transfer sizes (their
-   memoised DFS; ties: fewer segments);
+3. partition: among the segmentations into at most D segments (their N nodes), the one with
+   the minimum *sum* of transfer sizes, whatever its number of segments: more segments may
+   move fewer bytes (their ``min_cost_path``, a memoised DFS over the segment graph; ours is
+   an exact DP over the candidate positions, :func:`seifer_partition`, ties to fewer
+   segments). Their DFS minimises the sum without the limit, then drops a first segment whose
+   best continuation has more than N segments; the DP minimises under the limit. Their DFS
+   also ends a path at a segment that nothing follows (the next run does not fit); then no
+   partition exists, and we say so;
 4. classes: the chosen transfers are binned by ``np.histogram_bin_edges`` over all candidate
    transfers into C classes (their ``classify``; the top edge clipped into class C, which their
    code leaves out);
@@ -98,26 +104,40 @@ def candidate_cuts(inst: Instance, rm: RangeModel) -> list[int]:
 
 
 def seifer_partition(inst: Instance, rm: RangeModel) -> Partition | None:
-    """Steps 1-3: at most D segments fitting the smallest memory, minimum total transfer."""
+    """Steps 1-3: the segmentation at the candidate cuts with the minimum *sum* of boundary
+    transfers among those whose segments all fit the smallest memory, with at most D segments
+    (D devices: SEIFER's N nodes); ``None`` when none fits.
+
+    An exact DP over the candidate positions ``p_0 = 0 < p_1 < ... < p_m = n``:
+    ``T_k(b) = min_a T_{k-1}(a) + B(p_a)`` over the ``a < b`` whose segment ``p_a .. p_b - 1``
+    fits (``B(p_0) = 0``), ``T_0(0) = 0``, for k = 1 .. min(D, m); the answer is
+    ``min_k T_k(m)``. O(min(D, m) m^2). Ties, within a relative :data:`~edgepart.cost.REL_TOL`,
+    go to the fewest segments, then, for that count, to the earliest start of the last segment,
+    of the one before it, and so on (the first minimum at every backward step).
+    """
     pos = np.array([0, *candidate_cuts(inst, rm), rm.n])
+    m = len(pos) - 1
     cap = rm.capacity.min() * (1 + REL_TOL)
-    fits = np.zeros((len(pos), len(pos)), dtype=bool)
-    for a in range(len(pos) - 1):
+    fits = np.zeros((m + 1, m + 1), dtype=bool)
+    for a in range(m):
         fits[a, a + 1:] = rm.memory_row(int(pos[a]), pos[a + 1:]) <= cap
-    weight = np.where(np.arange(len(pos)) > 0, rm.boundary[pos], 0.0)
-    cost = np.full(len(pos), np.inf)
+    weight = np.where(np.arange(m + 1) > 0, rm.boundary[pos], 0.0)
+    cost = np.full(m + 1, np.inf)
     cost[0] = 0.0
-    parents = []
-    for _ in range(rm.nd):  # cost with one more segment: cost'[b] = min_a cost[a] + w[a]
+    parents, totals = [], []
+    # More segments can lower the sum (two small cuts instead of one large one that the memory
+    # would otherwise force), so every count up to D is solved, not only the first that fits.
+    for _ in range(min(rm.nd, m)):  # one more segment: cost'[b] = min_a cost[a] + w[a]
         options = np.where(fits, (cost + weight)[:, None], np.inf)
         parents.append(options.argmin(axis=0))
         cost = options.min(axis=0)
-        if np.isfinite(cost[-1]):
-            break  # transfers are >= 0: more segments never lower the sum; fewest wins ties
-    if not np.isfinite(cost[-1]):
+        totals.append(cost[m])
+    best = min(totals, default=np.inf)
+    if not np.isfinite(best):
         return None
-    cuts, b = [len(pos) - 1], len(pos) - 1
-    for parent in reversed(parents):
+    count = next(k for k, t in enumerate(totals, 1) if t <= best * (1 + REL_TOL))
+    cuts, b = [m], m
+    for parent in reversed(parents[:count]):
         b = int(parent[b])
         cuts.append(b)
     return Partition(tuple(int(pos[c]) for c in reversed(cuts)), rm.boundary[pos[1:-1]])
