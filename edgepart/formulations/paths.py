@@ -232,7 +232,7 @@ class PathFormulation:
             return None
         arcs, links = np.flatnonzero(keep_s), np.flatnonzero(keep_l)
         m = LinearModel(time_scale=min(theta, self.cap) if math.isfinite(min(theta, self.cap))
-                        else 0.0)
+                        else 0.0, presolve=False)
         svars = [m.boolean(f"s[{self.sj[a]},{self.si[a]},{self.st[a]}]") for a in arcs]
         lvars = [m.number(f"h[{self.li[a]},{self.lu[a]},{self.lv[a]}]", 1.0, Dim.COUNT)
                  for a in links]

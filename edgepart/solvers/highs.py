@@ -55,7 +55,8 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
     solver = _WarmHiGHS(msg=options.verbose, timeLimit=options.time_limit,
                         threads=options.threads, gapRel=1e-7, gapAbs=0.0,
                         random_seed=options.seed,
-                        mip_feasibility_tolerance=INTEGRALITY_TOL)
+                        mip_feasibility_tolerance=INTEGRALITY_TOL,
+                        presolve="on" if model.presolve else "off")
     solver.deadline = deadline
     with solver_output(options.verbose):
         pm.problem.solve(solver)
