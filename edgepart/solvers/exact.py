@@ -11,10 +11,12 @@ sees layers. Two formulations feed it:
   below the incumbent (usually the only question), then bisection over the finitely many values a
   period can take. An infeasible answer raises the proven bound to the next such value.
 
-``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose bound on the
-stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and falls back to
-``stages`` where ``paths`` does not apply. Every decoded plan is re-evaluated by the shared cost
-model; the result is optimal only when the proven bound meets that re-evaluated objective.
+The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
+bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
+falls back to ``stages`` where ``paths`` does not apply; the *method* ``auto``
+(:mod:`edgepart.solvers.auto`) also picks the backend. Every decoded plan is re-evaluated by the
+shared cost model; the result is optimal only when the proven bound meets that re-evaluated
+objective. ``time_limit`` bounds the whole call (:func:`solve_exact`).
 """
 
 from __future__ import annotations
@@ -127,9 +129,10 @@ def _call(backend: Backend, model: LinearModel, options: SolveOptions) -> Backen
 
 
 def _building_stopped(formulation: str) -> _Outcome:
-    return _Outcome(None, Termination.TIME_LIMIT, -math.inf, message=(
-        f"time limit reached while building the {formulation} formulation"),
-        extra={"formulation": formulation})
+    return _Outcome(None, Termination.TIME_LIMIT, -math.inf,
+                    version="no solver call: the time limit came first", message=(
+                        f"time limit reached while building the {formulation} formulation"),
+                    extra={"formulation": formulation})
 
 
 def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, warm: Plan | None,
