@@ -106,7 +106,7 @@ def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]) -> B
                                      f"CBC failed ({' '.join(cbc_options) or 'defaults'}): no "
                                      "answer, no proof")
         log = log_path.read_text() if log_path.exists() else ""
-    unit = pm.scale[model.objective]
+    unit = pm.model.scale[model.objective]
     has = pm.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
     termination, bound = _read_log(log)
     if termination is Termination.ERROR and stopped.is_set():

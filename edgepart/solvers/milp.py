@@ -1,8 +1,10 @@
-"""Shared by the PuLP backends (HiGHS, CBC): a :class:`LinearModel` as a ``pulp.LpProblem``.
+"""Shared by the MILP backends (HiGHS, CBC): a :class:`LinearModel` scaled for a MILP solver.
 
 Times are expressed in units of ``horizon / 1000`` and bytes in units of ``largest bytes / 1000``
 so that solver tolerances (1e-6 absolute on rows) stay far below the optimality tolerance.
 Enforced constraints become big-M rows, with M computed from the variable bounds.
+:func:`scaled` does this once for both backends; :func:`to_pulp` writes the result as a
+``pulp.LpProblem`` (CBC), :mod:`edgepart.solvers.highs` hands it to highspy as arrays.
 """
 
 from __future__ import annotations
@@ -17,66 +19,87 @@ import pulp
 
 from edgepart.formulations.model import Constraint, Deadline, Dim, LinearModel
 
-__all__ = ["PulpModel", "solver_output", "to_pulp"]
+__all__ = ["PulpModel", "ScaledModel", "scaled", "solver_output", "to_pulp"]
 
 STEPS = 1000.0
+CHECK_EVERY = 20_000
+"""Constraints translated between two looks at the clock."""
+
+
+@dataclass(frozen=True)
+class ScaledModel:
+    """Variable ``i`` is ``scale[i]`` times the solver's; rows are ``sum(coef * x) >= lower``
+    in solver units, ``rows[k] = (coefficients by variable, lower)``."""
+
+    scale: list[float]
+    ub: list[float]
+    boolean: list[bool]
+    rows: list[tuple[dict[int, float], float]]
+    objective: int
+
+    def values(self, solver_values: list[float]) -> list[float]:
+        return [v * s for v, s in zip(solver_values, self.scale, strict=True)]
+
+    def start(self, hint: dict[int, float]) -> dict[int, float]:
+        """The start values in solver units (already checked against the bounds by
+        :meth:`LinearModel.set_hint`), clamped into them against rounding in the unit change."""
+        return {i: min(max(value / self.scale[i], 0.0), self.ub[i]) for i, value in hint.items()}
+
+
+def scaled(model: LinearModel, deadline: Deadline | None = None) -> ScaledModel:
+    """``model`` in solver units; raises :class:`OutOfTime` past ``deadline``."""
+    units = {Dim.TIME: model.max_coef(Dim.TIME) / STEPS,
+             Dim.BYTES: max(model.max_coef(Dim.BYTES), 1.0) / STEPS, Dim.COUNT: 1.0}
+    scale = [1.0 if v.boolean else units[v.dim] for v in model.vars]
+    ub = [v.ub / s for v, s in zip(model.vars, scale, strict=True)]
+    rows = []
+    for k, con in enumerate(model.constraints):
+        if deadline is not None and k % CHECK_EVERY == 0:
+            deadline.check()
+        rows.append(_row(con, scale, ub, units[con.dim]))
+    return ScaledModel(scale, ub, [v.boolean for v in model.vars], rows, model.objective)
+
+
+def _row(con: Constraint, scale: list[float], ub: list[float], unit: float
+         ) -> tuple[dict[int, float], float]:
+    coefs: dict[int, float] = {}
+    for c, i in con.terms:
+        coefs[i] = coefs.get(i, 0.0) + c * scale[i] / unit
+    const = con.const / unit
+    if con.enforce:
+        lo = const + sum(min(0.0, c * ub[i]) for i, c in coefs.items())
+        big_m = max(0.0, -lo)
+        for lit in con.enforce:
+            coefs[lit] = coefs.get(lit, 0.0) - big_m
+        const += big_m * len(con.enforce)
+    return {i: c for i, c in coefs.items() if c != 0.0}, -const
 
 
 @dataclass
 class PulpModel:
     problem: pulp.LpProblem
     vars: list[pulp.LpVariable]
-    scale: list[float]  # value of variable i = scale[i] * solver value
+    model: ScaledModel
 
     def values(self) -> list[float]:
-        return [(v.varValue or 0.0) * s for v, s in zip(self.vars, self.scale, strict=True)]
-
-    def set_hint(self, hint: dict[int, float]) -> None:
-        """The start values (already checked against the bounds by
-        :meth:`LinearModel.set_hint`), clamped into them against rounding in the unit change."""
-        for i, value in hint.items():
-            var = self.vars[i]
-            var.setInitialValue(min(max(value / self.scale[i], 0.0), var.upBound))
-
-
-CHECK_EVERY = 20_000
-"""Constraints translated between two looks at the clock."""
+        return self.model.values([v.varValue or 0.0 for v in self.vars])
 
 
 def to_pulp(model: LinearModel, name: str = "edgepart", deadline: Deadline | None = None
             ) -> PulpModel:
     """The model in PuLP's terms; raises :class:`OutOfTime` past ``deadline``."""
-    units = {Dim.TIME: model.max_coef(Dim.TIME) / STEPS,
-             Dim.BYTES: max(model.max_coef(Dim.BYTES), 1.0) / STEPS, Dim.COUNT: 1.0}
+    sm = scaled(model, deadline)
     prob = pulp.LpProblem(name, pulp.LpMinimize)
-    pvars, scale = [], []
-    for i, v in enumerate(model.vars):
-        s = 1.0 if v.boolean else units[v.dim]
-        cat = pulp.LpBinary if v.boolean else pulp.LpContinuous
-        pvars.append(pulp.LpVariable(f"v{i}", lowBound=0, upBound=v.ub / s, cat=cat))
-        scale.append(s)
-    for k, con in enumerate(model.constraints):
+    pvars = [pulp.LpVariable(f"v{i}", lowBound=0, upBound=ub,
+                             cat=pulp.LpBinary if boolean else pulp.LpContinuous)
+             for i, (ub, boolean) in enumerate(zip(sm.ub, sm.boolean, strict=True))]
+    for k, (coefs, lower) in enumerate(sm.rows):
         if deadline is not None and k % CHECK_EVERY == 0:
             deadline.check()
-        prob.addConstraint(_row(model, con, pvars, scale, units[con.dim]), name=f"c{k}")
-    prob.setObjective(pulp.LpAffineExpression([(pvars[model.objective], 1.0)]))
-    return PulpModel(prob, pvars, scale)
-
-
-def _row(model: LinearModel, con: Constraint, pvars: list[pulp.LpVariable], scale: list[float],
-         unit: float) -> pulp.LpConstraint:
-    coefs: dict[int, float] = {}
-    for c, i in con.terms:
-        coefs[i] = coefs.get(i, 0.0) + c * scale[i] / unit
-    const = con.const / unit
-    if con.enforce:
-        lo = const + sum(min(0.0, c * model.vars[i].ub / scale[i]) for i, c in coefs.items())
-        big_m = max(0.0, -lo)
-        for lit in con.enforce:
-            coefs[lit] = coefs.get(lit, 0.0) - big_m
-        const += big_m * len(con.enforce)
-    expr = pulp.LpAffineExpression([(pvars[i], c) for i, c in coefs.items() if c != 0.0])
-    return pulp.LpConstraint(expr, pulp.LpConstraintGE, rhs=-const)
+        expr = pulp.LpAffineExpression([(pvars[i], c) for i, c in coefs.items()])
+        prob.addConstraint(pulp.LpConstraint(expr, pulp.LpConstraintGE, rhs=lower), name=f"c{k}")
+    prob.setObjective(pulp.LpAffineExpression([(pvars[sm.objective], 1.0)]))
+    return PulpModel(prob, pvars, sm)
 
 
 @contextmanager
