@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.util
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -233,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("edgepart: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,28 @@ def test_solve_json_has_the_documented_fields(tmp_path: Path) -> None:
     assert json.loads(evaluated.stdout)["bottleneck_s"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("spec", ["auto/auto", "cpsat/stages", "highs/stages", "highs/paths",
+                                  "cbc/stages", "cbc/paths"])
+def test_json_output_is_only_json_whatever_the_backend(spec: str) -> None:
+    """Native solvers print banners and logs on stdout (HiGHS does when it is created); with
+    --json stdout must hold the one JSON object and nothing else."""
+    solver, _, formulation = spec.partition("/")
+    proc = run("solve", str(TINY / "dag5_relay.json"), "--solver", solver, "--formulation",
+               formulation, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["status"] == "optimal" and data["backend"] in (solver, "dp_ideals")
+
+
+def test_a_closed_pipe_is_no_traceback() -> None:
+    """``edgepart solve ... --json | head -1``: the reader goes away; no traceback on stderr."""
+    proc = subprocess.run(f"{sys.executable} -m edgepart.cli solve "
+                          f"{ROOT / 'instances' / 'vit_b_16_8nodes.json'} --json | head -1",
+                          shell=True, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == "{"
+    assert "Traceback" not in proc.stderr
+
+
 def test_human_output_has_a_stage_table(capsys: Any) -> None:
     assert main(["solve", str(TINY / "dag5_relay.json"), "--solver", "highs"]) == 0
     text = capsys.readouterr().out

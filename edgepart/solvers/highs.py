@@ -39,7 +39,8 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
     """Solve ``model``; ``options.time_limit`` counts from this call (building included)."""
     deadline = Deadline.after(options.time_limit)
     sm = scaled(model, deadline)
-    h = _highs(sm, options, model.presolve)
+    with solver_output(options.verbose):  # HiGHS prints its banner on stdout when created
+        h = _highs(sm, options, model.presolve)
     deadline.check()
     start = sm.start(model.hint)
     booleans = [i for i in start if sm.boolean[i]]
