@@ -67,7 +67,7 @@ def random_instance(seed: int, *, n: int = 5, nd: int = 3, chain: bool = False,
     devices = [{"id": f"d{k}", "class": rng.choice(names),
                 "memory_bytes": (rng.randint(15, 60) * 1e5 if memory else 1e12),
                 "flops_per_s": rng.choice([1e7, 2e7, 5e7])} for k in range(nd)]
-    present = sorted({d["class"] for d in devices})
+    present = sorted({str(d["class"]) for d in devices})
     pinned = (rng.randint(1, n // 2 + 1) if restrict is True else int(restrict))
     for v in rng.sample(range(n), min(pinned, n)):
         size = rng.randint(1, max(1, len(present) - 1))
