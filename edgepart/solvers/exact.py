@@ -33,7 +33,7 @@ import numpy as np
 
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
 from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
-from edgepart.formulations.paths import MAX_ARCS, Inapplicable, PathFormulation, PathModel
+from edgepart.formulations.paths import Inapplicable, PathFormulation, PathModel
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
@@ -191,8 +191,6 @@ def _paths(inst: Instance, options: SolveOptions, prefer: str, warm_value: float
                                deadline)
     except Inapplicable as why:
         return None, str(why)
-    if form.size > MAX_ARCS:
-        return None, f"{form.size} stage arcs (limit {MAX_ARCS})"
     if options.objective is Objective.BOTTLENECK and form.period_values is None:
         return None, "too many distinct stage times to search (no overlap, many device types)"
     return form, ""
