@@ -12,13 +12,13 @@ import importlib.util
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK, print_json
 from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
 from edgepart.errors import InputError
+from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance, load_instance
 from edgepart.plan import Plan, load_plan
 from edgepart.results import SolveResult
@@ -83,15 +83,15 @@ def _add_solve(sub: Any) -> None:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+    deadline = Deadline.after(args.time_limit)  # the limit bounds loading too
     inst = load_instance(args.instance)
     method = get_method(args.solver)
-    options = SolveOptions(objective=args.objective,
-                           time_limit=time_left(args.time_limit, started),
+    options = SolveOptions(objective=args.objective, time_limit=args.time_limit,
                            threads=args.threads, max_latency=args.max_latency,
                            max_period=args.max_period, seed=args.seed, verbose=args.verbose,
                            formulation=args.formulation,
-                           warm_start=load_plan(args.warm_start) if args.warm_start else None)
+                           warm_start=load_plan(args.warm_start) if args.warm_start else None
+                           ).with_time_left(deadline)
     if args.verbose:
         print(f"edgepart: solving {inst.name} ({len(inst.model.layers)} layers, "
               f"{len(inst.devices)} devices) with {args.solver}", file=sys.stderr)
@@ -105,14 +105,6 @@ def cmd_solve(args: argparse.Namespace) -> int:
     else:
         _print_result(inst, result)
     return EXIT_OK if result.has_plan else EXIT_NO_PLAN
-
-
-def time_left(limit: float | None, started: float) -> float | None:
-    """What is left of a ``--time-limit`` after the command's own work since ``started``
-    (``time.perf_counter()``), so that the limit bounds loading too."""
-    if limit is None or not limit > 0:
-        return limit  # SolveOptions rejects a non-positive limit with a clear message
-    return max(0.01, limit - (time.perf_counter() - started))
 
 
 def _plot_plan(inst: Instance, plan: Plan, path: str) -> None:

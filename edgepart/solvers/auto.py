@@ -30,6 +30,7 @@ import time
 from dataclasses import replace
 
 from edgepart.cost import infeasibility_reasons
+from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance
 from edgepart.results import SolutionStatus, SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, best_plan, finish, register
@@ -47,6 +48,7 @@ DP_SHARE = 0.3
 @register("auto")
 def solve_auto(inst: Instance, options: SolveOptions) -> SolveResult:
     start = time.perf_counter()
+    deadline = Deadline.after(options.time_limit)
     reasons = infeasibility_reasons(inst)
     if reasons:  # a plain reason beats any solver's "infeasible"
         return finish(inst, None, method="auto", options=options,
@@ -60,9 +62,7 @@ def solve_auto(inst: Instance, options: SolveOptions) -> SolveResult:
         if dp.termination is Termination.TIME_LIMIT and dp.plan is not None:
             options = replace(options, warm_start=best_plan(
                 inst, [options.warm_start, dp.plan], options))
-    if options.time_limit is not None:
-        options = replace(options, time_limit=max(
-            0.01, options.time_limit - (time.perf_counter() - start)))
+    options = options.with_time_left(deadline)
     bicriteria = options.max_latency is not None or options.max_period is not None
     result = solve_exact(inst, options, "auto", {"paths": run_highs, "stages": run_cpsat},
                          prefer="stages" if bicriteria else "paths")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from edgepart.cost import REL_TOL, evaluate, validate_plan
 from edgepart.errors import InputError
+from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import (
@@ -61,6 +62,14 @@ class SolveOptions:
                              f"got '{self.formulation}'")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads: must be >= 1, got {self.threads}")
+
+    def with_time_left(self, deadline: Deadline) -> SolveOptions:
+        """These options with ``time_limit`` cut to what is left before ``deadline`` (at least
+        0.01 s), so that a limit bounds a whole call made of several steps; unchanged without a
+        limit."""
+        if self.time_limit is None:
+            return self
+        return replace(self, time_limit=max(0.01, deadline.left()))
 
 
 Method = Callable[[Instance, SolveOptions], SolveResult]

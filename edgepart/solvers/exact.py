@@ -165,12 +165,12 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
                                options.max_period, upper_bound=warm_value, deadline=deadline)
     if warm is not None:
         _hint(form.model, form.hint(warm), options)
-    res = backend(form.model, _remaining(options, deadline))
+    res = backend(form.model, options.with_time_left(deadline))
     plan, res = _decoded(inst, res, form.decode, options)
     if plan is not None and res.bound_s > _value(inst, plan, options) * (1 + OPTIMALITY_TOL):
         # The backend's bound contradicts its own plan (seen with CP-SAT's presolve on
         # coefficients near 1e10): solve once more without presolve before giving up the proof.
-        res = backend(form.model, replace(_remaining(options, deadline),
+        res = backend(form.model, replace(options.with_time_left(deadline),
                                           extra={**options.extra, "presolve": False}))
         plan, res = _decoded(inst, res, form.decode, options)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message,
@@ -204,7 +204,7 @@ def _latency_paths(inst: Instance, options: SolveOptions, form: PathFormulation,
         return _Outcome(None, Termination.INFEASIBLE, math.inf, extra=extra)
     if warm is not None:
         _hint(pm.model, form.hint(pm, warm), options)
-    res = backend(pm.model, _remaining(options, deadline))
+    res = backend(pm.model, options.with_time_left(deadline))
     plan, res = _decoded(inst, res, partial(form.decode, pm), options)
     extra["variables"] = len(pm.model.vars)
     return _Outcome(plan, res.termination, res.bound_s, res.version, res.message, extra)
@@ -240,7 +240,7 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
         theta = float(open_[-1] if first else open_[len(open_) // 2])
         first = False
         pm = form.model(theta)
-        res = None if pm is None else backend(pm.model, _remaining(options, deadline))
+        res = None if pm is None else backend(pm.model, options.with_time_left(deadline))
         out.extra["feasibility_solves"] += res is not None
         if res is not None:
             out.version = res.version
@@ -291,12 +291,6 @@ def _hint(model: LinearModel, values: dict[int, float], options: SolveOptions) -
 
 def _value(inst: Instance, plan: Plan, options: SolveOptions) -> float:
     return evaluate(inst, plan).objective(options.objective.value)
-
-
-def _remaining(options: SolveOptions, deadline: Deadline) -> SolveOptions:
-    if options.time_limit is None:
-        return options
-    return replace(options, time_limit=max(0.01, deadline.left()))
 
 
 def _decoded(inst: Instance, res: BackendResult, decode: Callable[[list[float]], Plan | None],
