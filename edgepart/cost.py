@@ -47,10 +47,18 @@ from edgepart.instance import Instance, Transfer
 from edgepart.plan import Plan
 
 __all__ = [
-    "Metrics", "StageMetrics", "evaluate", "infeasibility_reasons", "lower_bound", "validate_plan",
+    "Metrics", "StageMetrics", "evaluate", "infeasibility_reasons", "lower_bound", "tolerated",
+    "validate_plan",
 ]
 
 REL_TOL = 1e-9
+
+
+def tolerated(limit: float) -> float:
+    """The most the checker accepts under ``limit`` (a memory capacity, ``--max-latency`` or
+    ``--max-period``): ``limit * (1 + REL_TOL)``. Models that must admit every plan the checker
+    admits widen their limits by this, not by a tolerance of their own."""
+    return limit * (1 + REL_TOL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +212,7 @@ def validate_plan(inst: Instance, plan: Plan) -> list[str]:
     if not problems:
         for b, st in enumerate(evaluate(inst, plan).stages):
             cap = inst.devices[dev[b]].memory_bytes
-            if st.memory_bytes > cap * (1 + REL_TOL):
+            if st.memory_bytes > tolerated(cap):
                 problems.append(f"stage {b} needs {st.memory_bytes:.0f} bytes on device "
                                 f"'{st.device}' which has {cap:.0f}")
     return problems

@@ -60,6 +60,12 @@ class Deadline:
         if time.perf_counter() > self.at:
             raise OutOfTime
 
+    def check_every(self, step: int, every: int = 20_000) -> None:
+        """:meth:`check` at every ``every``-th step of a long loop (a look at the clock costs
+        more than translating one row)."""
+        if step % every == 0:
+            self.check()
+
 
 NO_DEADLINE = Deadline()
 

@@ -56,7 +56,7 @@ from functools import cached_property
 
 import numpy as np
 
-from edgepart.cost import REL_TOL
+from edgepart.cost import tolerated
 from edgepart.cuts import MAX_IDEALS, CutCosts, DeviceTypes, ideal_family, path_plan
 from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Terms
 from edgepart.instance import Instance, Transfer
@@ -225,12 +225,12 @@ class PathFormulation:
         """The model with every period at most ``threshold`` (``None``: no limit), or ``None``
         when no path survives. Rows are rounded toward feasible, so an infeasible answer proves
         that no plan meets the threshold. A ``user_limit`` (``--max-period``) is widened by the
-        shared checker's tolerance (:data:`edgepart.cost.REL_TOL`): arc times are differences of
+        shared checker's tolerance (:func:`edgepart.cost.tolerated`): arc times are differences of
         cumulative sums, and a plan the checker accepts at the limit may sum a hair above it here
         (found by the property tests: "infeasible" at a limit equal to the optimum's period).
         A search threshold is a candidate value computed from these same arcs."""
         self.deadline.check()
-        theta = math.inf if threshold is None else threshold * (1 + REL_TOL if user_limit else 1)
+        theta = math.inf if threshold is None else tolerated(threshold) if user_limit else threshold
         keep_s, keep_l = self._within(theta)
         keep_s, keep_l = self._on_some_path(keep_s, keep_l)
         if not keep_s.any():
@@ -337,7 +337,7 @@ class PathFormulation:
             m.objective = latency
             return
         if self.max_latency is not None:
-            m.capacity_le(terms, -self.max_latency * (1 + REL_TOL), Dim.TIME)
+            m.capacity_le(terms, -tolerated(self.max_latency), Dim.TIME)
         m.objective = m.number("feasible", 0.0, Dim.COUNT)  # a question of feasibility only
 
     # -- decoding and hints -------------------------------------------------------------------

@@ -58,7 +58,7 @@ import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from edgepart.cost import REL_TOL, evaluate, lower_bound
+from edgepart.cost import evaluate, lower_bound, tolerated
 from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Rounding, Terms
 from edgepart.instance import Instance, Link, Transfer
 from edgepart.plan import Plan
@@ -139,7 +139,7 @@ class PipelineFormulation:
         self.P = m.number("P", self.cap, Dim.TIME)
         wants_latency = self.objective == "latency" or self.max_latency is not None
         latency_ub = (self.cap if self.objective == "latency"
-                      else (self.max_latency or 0.0) * (1 + REL_TOL))
+                      else tolerated(self.max_latency or 0.0))
         self.L = m.number("L", latency_ub, Dim.TIME) if wants_latency else -1
         self._stage_slots()
         self._layers_in_stages()
@@ -470,12 +470,12 @@ class PipelineFormulation:
         if self.objective == "latency":
             m.objective = self.L
             if self.max_period is not None:
-                m.capacity_le([(1.0, self.P)], -self.max_period * (1 + REL_TOL), Dim.TIME)
+                m.capacity_le([(1.0, self.P)], -tolerated(self.max_period), Dim.TIME)
         else:
             m.objective = self.P
             m.time_ge([(1.0, self.P)], -lower_bound(self.inst))
             if self.max_latency is not None:
-                m.capacity_le([(1.0, self.L)], -self.max_latency * (1 + REL_TOL), Dim.TIME)
+                m.capacity_le([(1.0, self.L)], -tolerated(self.max_latency), Dim.TIME)
 
     # decoding and hints --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from edgepart.cost import REL_TOL, evaluate, validate_plan
+from edgepart.cost import evaluate, tolerated, validate_plan
 from edgepart.errors import InputError
 from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance
@@ -105,11 +105,10 @@ def _load_builtin_methods() -> None:
 
 
 def respects_limits(metrics_latency: float, metrics_period: float, options: SolveOptions) -> bool:
-    """Within ``--max-latency`` and ``--max-period``, up to the checker's :data:`REL_TOL`."""
-    tol = 1 + REL_TOL
-    if options.max_latency is not None and metrics_latency > options.max_latency * tol:
+    """Within ``--max-latency`` and ``--max-period``, up to the checker's tolerance."""
+    if options.max_latency is not None and metrics_latency > tolerated(options.max_latency):
         return False
-    return not (options.max_period is not None and metrics_period > options.max_period * tol)
+    return not (options.max_period is not None and metrics_period > tolerated(options.max_period))
 
 
 def best_plan(inst: Instance, plans: Iterable[Plan | None], options: SolveOptions

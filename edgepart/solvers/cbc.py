@@ -65,13 +65,11 @@ def run_cbc(model: LinearModel, options: SolveOptions) -> BackendResult:
     """Solve ``model`` with CBC (preprocessing off); where CBC fails (seen: a segmentation fault
     without preprocessing on a 6-variable model), HiGHS answers the same model, and the result's
     version says so."""
-    started = time.monotonic()
+    deadline = Deadline.after(options.time_limit)
     result = _run(model, options, list(CBC_OPTIONS))
     if result.termination is not Termination.ERROR or result.values is not None:
         return result
-    left = None if options.time_limit is None else max(
-        0.01, options.time_limit - (time.monotonic() - started))
-    asked = run_highs(model, replace(options, time_limit=left))
+    asked = run_highs(model, options.with_time_left(deadline))
     return replace(asked, version=f"{result.version} failed; answered by {asked.version}",
                    message=asked.message or f"CBC failed ({result.message}); HiGHS answered the "
                    "same model")
@@ -82,7 +80,7 @@ def _run(model: LinearModel, options: SolveOptions, cbc_options: list[str]) -> B
     included)."""
     limit = Deadline.after(options.time_limit)
     pm = to_pulp(model, deadline=limit)
-    left = None if options.time_limit is None else max(0.01, limit.left())
+    left = options.with_time_left(limit).time_limit
     deadline = None if left is None else time.monotonic() + left
     version = f"CBC via PuLP {pulp.__version__}"
     with tempfile.TemporaryDirectory(prefix="edgepart-cbc-") as tmp:

@@ -29,8 +29,6 @@ from edgepart.solvers.exact import BackendResult, solve_exact
 __all__ = ["TIME_STEPS", "run_cpsat", "solve_cpsat"]
 
 TIME_STEPS = 10**9
-CHECK_EVERY = 20_000
-"""Constraints added between two looks at the clock."""
 
 DEFAULT_WORKERS = max(3, min(8, (os.cpu_count() or 1) + 1))
 """CP-SAT's portfolio size when ``threads`` is not given: on the 2-core machines here 3 workers
@@ -47,8 +45,7 @@ def run_cpsat(model: LinearModel, options: SolveOptions) -> BackendResult:
           else cp.new_int_var(0, math.ceil(v.ub / scale[i]), v.name)
           for i, v in enumerate(model.vars)]
     for k, con in enumerate(model.constraints):
-        if k % CHECK_EVERY == 0:
-            deadline.check()
+        deadline.check_every(k)
         _add(cp, con, xs, scale, units[con.dim])
     cp.minimize(xs[model.objective])
     for i, value in model.hint.items():

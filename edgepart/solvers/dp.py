@@ -65,7 +65,7 @@ from enum import Enum
 
 import numpy as np
 
-from edgepart.cost import REL_TOL
+from edgepart.cost import tolerated
 from edgepart.cuts import (
     MAX_IDEALS,
     CutCosts,
@@ -241,12 +241,12 @@ def optimise(prob: CutCosts, objective: Objective, overlap: bool, deadline: floa
         overlap (not a DP of this form).
     """
     # the checker's tolerance: a stage the evaluator puts at the cap may sum a hair above it here
-    cap = math.inf if max_period is None else max_period * (1 + REL_TOL)
+    cap = math.inf if max_period is None else tolerated(max_period)
     if objective is Objective.BOTTLENECK and max_latency is not None:
         if not overlap:
             raise ValueError("a latency cap on the period without overlap couples neighbouring "
                              "stages; use cpsat")
-        return _latency_capped(prob, max_latency * (1 + REL_TOL), deadline)
+        return _latency_capped(prob, tolerated(max_latency), deadline)
     try:
         if objective is Objective.LATENCY:
             if cap < math.inf and not overlap:
@@ -386,7 +386,7 @@ def run_family(inst: Instance, options: SolveOptions, method: str, family: CutFa
     extra = {"cuts": family.size, "cut_pairs": family.pairs, "device_types": types.n_types,
              "device_states": types.n_states, "passes": out.passes}
     over_cap = (options.objective is Objective.BOTTLENECK and options.max_period is not None
-                and out.value > options.max_period * (1 + REL_TOL))
+                and out.value > tolerated(options.max_period))
     plan = None if out.path is None or over_cap else path_plan(inst, prob, out.path)
     wall = time.perf_counter() - start
     if out.timed_out:

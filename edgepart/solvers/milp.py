@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 import pulp
 
-from edgepart.formulations.model import Constraint, Deadline, Dim, LinearModel
+from edgepart.formulations.model import NO_DEADLINE, Constraint, Deadline, Dim, LinearModel
 
 __all__ = ["PulpModel", "ScaledModel", "scaled", "solver_output", "to_pulp"]
 
 STEPS = 1000.0
-CHECK_EVERY = 20_000
-"""Constraints translated between two looks at the clock."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class ScaledModel:
         return {i: min(max(value / self.scale[i], 0.0), self.ub[i]) for i, value in hint.items()}
 
 
-def scaled(model: LinearModel, deadline: Deadline | None = None) -> ScaledModel:
+def scaled(model: LinearModel, deadline: Deadline = NO_DEADLINE) -> ScaledModel:
     """``model`` in solver units; raises :class:`OutOfTime` past ``deadline``."""
     units = {Dim.TIME: model.max_coef(Dim.TIME) / STEPS,
              Dim.BYTES: max(model.max_coef(Dim.BYTES), 1.0) / STEPS, Dim.COUNT: 1.0}
@@ -54,8 +52,7 @@ def scaled(model: LinearModel, deadline: Deadline | None = None) -> ScaledModel:
     ub = [v.ub / s for v, s in zip(model.vars, scale, strict=True)]
     rows = []
     for k, con in enumerate(model.constraints):
-        if deadline is not None and k % CHECK_EVERY == 0:
-            deadline.check()
+        deadline.check_every(k)
         rows.append(_row(con, scale, ub, units[con.dim]))
     return ScaledModel(scale, ub, [v.boolean for v in model.vars], rows, model.objective)
 
@@ -85,7 +82,7 @@ class PulpModel:
         return self.model.values([v.varValue or 0.0 for v in self.vars])
 
 
-def to_pulp(model: LinearModel, name: str = "edgepart", deadline: Deadline | None = None
+def to_pulp(model: LinearModel, name: str = "edgepart", deadline: Deadline = NO_DEADLINE
             ) -> PulpModel:
     """The model in PuLP's terms; raises :class:`OutOfTime` past ``deadline``."""
     sm = scaled(model, deadline)
@@ -94,8 +91,7 @@ def to_pulp(model: LinearModel, name: str = "edgepart", deadline: Deadline | Non
                              cat=pulp.LpBinary if boolean else pulp.LpContinuous)
              for i, (ub, boolean) in enumerate(zip(sm.ub, sm.boolean, strict=True))]
     for k, (coefs, lower) in enumerate(sm.rows):
-        if deadline is not None and k % CHECK_EVERY == 0:
-            deadline.check()
+        deadline.check_every(k)
         expr = pulp.LpAffineExpression([(pvars[i], c) for i, c in coefs.items()])
         prob.addConstraint(pulp.LpConstraint(expr, pulp.LpConstraintGE, rhs=lower), name=f"c{k}")
     prob.setObjective(pulp.LpAffineExpression([(pvars[sm.objective], 1.0)]))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepart.cost import REL_TOL
+from edgepart.cost import tolerated
 from edgepart.cuts import alive_bytes, colocation_cut_ok
 from edgepart.instance import Instance
 from edgepart.plan import Plan
@@ -114,7 +114,7 @@ class RangeModel:
         bad = self._cum_bad[pos, d][None, :] > self._cum_bad[pos, d][:, None]
         order = pos[None, :] <= pos[:, None]
         mem = np.stack([self.memory_row(int(i), pos, d) for i in pos])
-        return np.where(order | bad | (mem > self.capacity[d] * (1 + REL_TOL)), np.inf, comp)
+        return np.where(order | bad | (mem > tolerated(float(self.capacity[d]))), np.inf, comp)
 
     def memory_row(self, i: int, js: np.ndarray, d: int = -1) -> np.ndarray:
         """:meth:`memory` of layers ``i..j-1`` on ``d`` for every ``j`` in ``js`` (``-1``: a
@@ -131,7 +131,7 @@ class RangeModel:
         key = (i, j, d)
         if key not in self._fits:
             self._fits[key] = (math.isfinite(self.compute(i, j, d))
-                               and self.memory(i, j, d) <= self.capacity[d] * (1 + REL_TOL))
+                               and self.memory(i, j, d) <= tolerated(float(self.capacity[d])))
         return self._fits[key]
 
     def valid(self, rp: RangePlan) -> bool:

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepart.cost import REL_TOL
+from edgepart.cost import REL_TOL, tolerated
 from edgepart.instance import Instance
 from edgepart.results import SolveResult
 from edgepart.solvers.base import SolveOptions, register
@@ -117,7 +117,7 @@ def seifer_partition(inst: Instance, rm: RangeModel) -> Partition | None:
     """
     pos = np.array([0, *candidate_cuts(inst, rm), rm.n])
     m = len(pos) - 1
-    cap = rm.capacity.min() * (1 + REL_TOL)
+    cap = tolerated(float(rm.capacity.min()))
     fits = np.zeros((m + 1, m + 1), dtype=bool)
     for a in range(m):
         fits[a, a + 1:] = rm.memory_row(int(pos[a]), pos[a + 1:]) <= cap
