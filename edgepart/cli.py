@@ -27,7 +27,8 @@ from edgepart.solvers.base import FORMULATIONS, SolveOptions, get_method
 __all__ = ["main"]
 
 AREAS = ("edgepart.profiling.cli", "edgepart.compare_cli", "edgepart.pareto_cli",
-         "edgepart.interop.cli", "edgepart.runtime.cli")
+         "edgepart.interop.cli", "edgepart.runtime.cli", "edgepart.sweep_cli",
+         "edgepart.report_cli", "edgepart.estimator_cli", "edgepart.llm_cli")
 """Modules that add their own sub-commands with ``register(subparsers)``."""
 
 
