@@ -4,6 +4,10 @@ Loaded once from JSON (format version 1, see ``docs/instance-format.md`` and the
 ``instance.schema.json`` beside this file) into frozen dataclasses, validated once, with every
 problem reported by its JSON path (``model.layers[12].param_bytes: must be >= 0, got -4``).
 
+An optional ``workload`` says what one request is when the model is a language model (see
+:class:`Workload` and ``docs/llm.md``); the cost model does not read it (its costs are already in
+the layers), reports do (tokens/s, time to first token).
+
 Derived data that every method needs (per-layer time on each device, tensor sizes, predecessors,
 successors, link times) is computed here once, so the cost model, the formulations and the
 heuristics all read the same numbers.
@@ -32,6 +36,7 @@ __all__ = [
     "LayerGraph",
     "Link",
     "Transfer",
+    "Workload",
     "load_instance",
 ]
 
@@ -143,6 +148,38 @@ class CostModel:
     transfer: Transfer = Transfer.RELAY
 
 
+LLM_PHASES = ("decode", "prefill")
+LLM_DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What one request of a language-model instance is (``docs/llm.md``).
+
+    ``phase="decode"``: one request is one new token of one sequence whose KV cache holds
+    ``context_tokens`` tokens; ``"prefill"``: one request is a prompt of ``prompt_tokens`` tokens.
+    ``batch`` sequences are resident (each stage holds their KV cache, ``context_tokens`` each);
+    ``dtype`` is the weights' storage type.
+    """
+
+    prompt_tokens: int
+    context_tokens: int
+    batch: int = 1
+    phase: str = "decode"
+    dtype: str = "fp16"
+    kind: str = "llm"
+
+    @property
+    def tokens_per_request(self) -> int:
+        """Tokens one request moves through the pipeline (1 in decode, the prompt in prefill)."""
+        return 1 if self.phase == "decode" else self.prompt_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "prompt_tokens": self.prompt_tokens,
+                "context_tokens": self.context_tokens, "batch": self.batch,
+                "phase": self.phase, "dtype": self.dtype}
+
+
 @dataclass(frozen=True)
 class Instance:
     """A validated instance. Build it with :func:`load_instance`."""
@@ -156,6 +193,7 @@ class Instance:
     cost_model: CostModel = CostModel()
     description: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    workload: Workload | None = None
 
     @cached_property
     def device_index(self) -> dict[str, int]:
@@ -308,7 +346,8 @@ class _Checker:
 
     def instance(self, data: Any) -> Instance | None:
         top = self.obj(data, "", ("format_version", "model", "devices"),
-                       ("name", "description", "links", "source", "sink", "cost_model", "meta"))
+                       ("name", "description", "links", "source", "sink", "cost_model", "meta",
+                        "workload"))
         if top is None:
             return None
         if top.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
@@ -319,6 +358,7 @@ class _Checker:
         links = self.links(top.get("links"), devices)
         ends = {end: self.end(top, end, devices) for end in ("source", "sink")}
         cost_model = self.cost_model(top.get("cost_model", {}))
+        workload = self.workload(top["workload"]) if "workload" in top else None
         if model is not None and devices is not None:
             self.times(model, devices)
         if model is None or devices is None or links is None or self.problems:
@@ -326,7 +366,7 @@ class _Checker:
         inst = Instance(name=str(top.get("name", model.name)), model=model, devices=devices,
                         links=links, source=ends["source"], sink=ends["sink"],
                         cost_model=cost_model, description=str(top.get("description", "")),
-                        meta=dict(top.get("meta", {})))
+                        meta=dict(top.get("meta", {})), workload=workload)
         return inst
 
     def layer(self, data: Any, path: str) -> Layer | None:
@@ -553,6 +593,34 @@ class _Checker:
             transfer = "relay"
         return CostModel(overlap=bool(overlap), transfer=Transfer(transfer))
 
+    def workload(self, data: Any) -> Workload | None:
+        w = self.obj(data, "workload", ("kind", "prompt_tokens", "context_tokens"),
+                     ("batch", "phase", "dtype"))
+        if w is None:
+            return None
+        counts = {key: self.count(w, key, "workload")
+                  for key in ("prompt_tokens", "context_tokens", "batch")}
+        words = {"kind": ("llm", ("llm",)), "phase": ("decode", LLM_PHASES),
+                 "dtype": ("fp16", LLM_DTYPES)}
+        for key, (default, allowed) in words.items():
+            if w.get(key, default) not in allowed:
+                self.bad(f"workload.{key}", f"must be one of {', '.join(allowed)}, got "
+                         f"{json.dumps(w.get(key))}")
+        if counts["prompt_tokens"] > counts["context_tokens"]:
+            self.bad("workload.prompt_tokens", f"must be <= context_tokens "
+                     f"({counts['context_tokens']}), got {counts['prompt_tokens']}")
+        return Workload(prompt_tokens=counts["prompt_tokens"],
+                        context_tokens=counts["context_tokens"], batch=counts["batch"],
+                        phase=str(w.get("phase", "decode")), dtype=str(w.get("dtype", "fp16")))
+
+    def count(self, data: Mapping[str, Any], key: str, path: str) -> int:
+        """An integer >= 1 (default 1 when absent)."""
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.bad(f"{path}.{key}", f"must be an integer >= 1, got {json.dumps(value)}")
+            return 1
+        return value
+
     def times(self, model: LayerGraph, devices: tuple[Device, ...]) -> None:
         for k, dev in enumerate(devices):
             for layer in model.layers:
@@ -612,4 +680,6 @@ def _to_dict(inst: Instance) -> dict[str, Any]:
             out[end] = getattr(inst, end)
     if inst.meta:
         out["meta"] = dict(inst.meta)
+    if inst.workload is not None:
+        out["workload"] = inst.workload.to_dict()
     return out
