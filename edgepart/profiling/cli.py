@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
 
 def _add_profile(subparsers: Any) -> None:
     p = subparsers.add_parser("profile", help="profile a model on a cluster into an instance")
-    p.add_argument("model", help="torchvision:NAME or package.module:factory")
+    p.add_argument("model", help="torchvision:NAME, package.module:factory, or hf:NAME")
     p.add_argument("--cluster", required=True, help="cluster JSON (docs/profiling.md)")
     p.add_argument("--out", required=True, help="instance JSON to write")
     p.add_argument("--input-shape", default="1,3,224,224", help="default: 1,3,224,224")
@@ -50,7 +50,21 @@ def _add_profile(subparsers: Any) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the model factory (Python literal), repeatable")
     p.add_argument("--name", default=None, help="instance name (default: the --out file stem)")
+    _add_llm_options(p)
     p.set_defaults(handler=_profile)
+
+
+def _add_llm_options(p: Any) -> None:
+    llm = p.add_argument_group("language models (MODEL = hf:NAME or hf:ARCH --config FILE; "
+                               "docs/llm.md); --batch-size is the resident sequences B")
+    llm.add_argument("--config", default=None, metavar="CONFIG.json",
+                     help="Hugging Face config.json of the model (default: the shipped NAME)")
+    llm.add_argument("--dtype", default="fp16", help="fp32, fp16, bf16, int8 or int4 weights")
+    llm.add_argument("--phase", default="decode", help="decode (default) or prefill")
+    llm.add_argument("--prompt-tokens", type=int, default=512, metavar="P",
+                     help="prompt length (default 512)")
+    llm.add_argument("--context-tokens", type=int, default=2048, metavar="C",
+                     help="KV-cache length each sequence holds (default 2048)")
 
 
 def _add_devices(subparsers: Any) -> None:
@@ -79,6 +93,8 @@ def _add_cluster(subparsers: Any) -> None:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    if args.model.startswith("hf:"):
+        return _profile_llm(args)
     from edgepart.profiling.clusters import load_cluster
     from edgepart.profiling.model_spec import parse_input_shape, parse_model_args
     from edgepart.profiling.profile import ProfileOptions, profile_instance
@@ -96,6 +112,24 @@ def _profile(args: argparse.Namespace) -> int:
     _write_json(instance, args.out)
     print(f"wrote {args.out}: {len(instance['model']['layers'])} layers, "
           f"{len(instance['devices'])} devices")
+    return EXIT_OK
+
+
+def _profile_llm(args: argparse.Namespace) -> int:
+    from edgepart.instance import load_workload
+    from edgepart.llm import LlmProfileOptions, profile_llm_instance, resolve_config
+    from edgepart.profiling.clusters import load_cluster
+
+    workload = load_workload({
+        "kind": "llm", "prompt_tokens": args.prompt_tokens,
+        "context_tokens": args.context_tokens, "batch": args.batch_size or 1,
+        "phase": args.phase, "dtype": args.dtype})
+    instance = profile_llm_instance(
+        resolve_config(args.model, args.config), load_cluster(args.cluster),
+        LlmProfileOptions(workload, name=args.name or Path(args.out).stem))
+    _write_json(instance, args.out)
+    print(f"wrote {args.out}: {len(instance['model']['layers'])} layers, "
+          f"{len(instance['devices'])} devices, {instance['meta']['parameters']:,} parameters")
     return EXIT_OK
 
 
