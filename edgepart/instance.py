@@ -38,6 +38,7 @@ __all__ = [
     "Transfer",
     "Workload",
     "load_instance",
+    "load_workload",
 ]
 
 FORMAT_VERSION = 1
@@ -283,6 +284,15 @@ def load_instance(src: str | Path | Mapping[str, Any]) -> Instance:
     if checker.problems or inst is None:
         raise InputError(checker.problems or ["instance: could not be read"])
     return inst
+
+
+def load_workload(data: Mapping[str, Any]) -> Workload:
+    """Validate a ``workload`` object alone (as :func:`load_instance` does inside an instance)."""
+    checker = _Checker()
+    workload = checker.workload(data)
+    if checker.problems or workload is None:
+        raise InputError(checker.problems or ["workload: could not be read"])
+    return workload
 
 
 class _Checker:
