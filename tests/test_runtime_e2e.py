@@ -107,8 +107,10 @@ def test_adaptation_moves_work_off_a_slowed_device() -> None:
     report = _run(data, [5], requests=40, emulate=Mode.PAD, adapt=True,
                   slowdowns=(Slowdown("d1", 4.0, 8),))
     _answered_and_matching(report)
-    (adapted,) = report["adaptations"]
-    assert adapted["device"] == "d1" and adapted["factor"] > 2 and adapted["switched"]
+    # on a loaded host a smaller drift may be noticed first (and not switched for): the switch
+    # is for the injected x4
+    (adapted,) = [a for a in report["adaptations"] if a["switched"]]
+    assert adapted["device"] == "d1" and adapted["factor"] > 2
     assert adapted["throughput_after_per_s"] > adapted["throughput_before_per_s"]
 
 

@@ -7,8 +7,13 @@ stops them, kills what does not stop, and removes the cgroups, on every path out
 --master HOST:PORT``), one per device, ``W = 1 + number of devices``.
 
 A heartbeat thread pings every live worker and watches the local processes; a worker that does not
-answer, or whose process exits, becomes a :class:`~edgepart.runtime.events.Fault` in the driver's
-inbox.
+answer within the heartbeat timeout (dead, or alive but hung), or whose process exits, becomes a
+:class:`~edgepart.runtime.events.Fault` in the driver's inbox. A local worker counted dead is
+killed (:meth:`Cluster.bury`), so a hung one cannot come back.
+
+:meth:`Cluster.close` stops the workers, then closes the driver's transport; each worker closes
+its own only after the driver's is gone, so no process sees a peer vanish while it still runs
+(TensorPipe would log an "eof" error for that on the driver's stderr).
 """
 
 from __future__ import annotations
@@ -141,6 +146,15 @@ class Cluster:
                 failed.add(rank)
         self.dead |= failed
         return failed
+
+    def bury(self, ranks: set[int]) -> None:
+        """Count ``ranks`` as dead from now on; kill what is left of their local processes (a
+        hung worker, e.g. one stopped by SIGSTOP, must not come back and serve stale work)."""
+        self.dead |= ranks
+        for rank in ranks:
+            proc = self.procs.get(rank)
+            if proc is not None and proc.poll() is None:
+                proc.kill()
 
     def set_cpus(self, rank: int, cpus: float) -> None:
         """Change a local worker's CPU quota (cgroup emulation)."""

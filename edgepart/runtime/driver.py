@@ -7,12 +7,15 @@ with at most ``inflight`` unanswered at any time (by default enough to fill the 
 output (``torch.testing.assert_close`` tolerances); an answer that differs counts in
 ``mismatches``.
 
-Every deployment has an *epoch*. When a worker dies (an RPC error, a missed heartbeat or, for a
-local worker, its process exiting), the driver drops that device from the instance, re-plans on
-the devices left (:func:`~edgepart.runtime.replan.replan`), deploys the new plan as a new epoch
-(workers drop older messages) and re-sends every request not yet answered. Answers are kept by
-request id, so each request is answered exactly once, even when a re-sent copy and an old one
-both arrive.
+Every deployment has an *epoch*. When a worker dies or hangs (an RPC error, a missed heartbeat
+or, for a local worker, its process exiting), the driver drops that device from the instance,
+deploys a quick heuristic plan on the devices left (:func:`~edgepart.runtime.replan.quick_plan`,
+milliseconds) as a new epoch (workers drop older messages) and re-sends every request not yet
+answered; meanwhile the exact re-plan (:func:`~edgepart.runtime.replan.exact_plan`) runs in a
+background thread, and when it ends with a better plan the driver drains the pipeline (sends
+nothing new until every request sent is answered) and deploys it. Answers are kept by request
+id, so each request is answered exactly once, even when a re-sent copy and an old one both
+arrive; draining before the exact switch means no request is computed twice for it.
 
 With ``adapt``, each answer's per-stage compute times are compared with what the instance
 predicts for that device; when a device runs slower than its profile by more than
@@ -25,18 +28,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import queue
 import signal
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from edgepart.cost import Metrics, evaluate
+from edgepart.cost import Metrics, evaluate, validate_plan
 from edgepart.instance import Instance, Link
 from edgepart.plan import Plan
 from edgepart.profiling.model_spec import first_line
@@ -44,10 +48,10 @@ from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
 from edgepart.runtime.emulate import Emulation, LinkClock, stage_cpus
 from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_seconds
-from edgepart.runtime.replan import replan, slowed, warm_up_solvers
+from edgepart.runtime.replan import exact_plan, quick_plan, replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report, rate
 from edgepart.runtime.split import StageSpec, fingerprint, split_plan
-from edgepart.runtime.transport import Transport
+from edgepart.runtime.transport import Transport, call_while
 
 __all__ = ["ADAPT_THRESHOLD", "ADAPT_WINDOW", "Deployment", "run"]
 
@@ -66,6 +70,15 @@ class Deployment:
     plan: Plan
     metrics: Metrics  # predicted, on the instance as believed then
     deploy_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Switch:
+    """A plan to deploy once the pipeline has drained; ``switched`` is told the time."""
+
+    plan: Plan
+    reason: str
+    switched: Callable[[float], None]
 
 
 def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
@@ -142,10 +155,15 @@ class _Source(threading.Thread):
             self.link.hold(wait)
             t0 = time.perf_counter()
             try:
-                self.transport.call(rank, worker.submit, epoch, request, (x,), ())
+                call_while(self.transport, functools.partial(self.routes, epoch), rank,
+                           worker.submit, epoch, request, (x,), ())
             except Exception as err:  # backend-specific: the first stage is gone
                 events.INBOX.put(events.Fault(epoch, 0, rank, first_line(err)))
             self.link.sent(wait, time.perf_counter() - t0)
+
+    def routes(self, epoch: int) -> bool:
+        """True while deployment ``epoch`` is the one requests go to."""
+        return self.route[0] == epoch
 
 
 class _Quotas:
@@ -205,7 +223,7 @@ class _Stream:
         self.failures: list[dict[str, Any]] = []
         self.recovering: float | None = None
         self.adaptations: list[dict[str, Any]] = []
-        self.switch_to: Plan | None = None
+        self.switch_to: _Switch | None = None
         self.samples: dict[str, collections.deque[float]] = {}
         self.baseline: dict[str, float] = {}
         self.source = _Source(cluster.transport)
@@ -244,6 +262,8 @@ class _Stream:
             last = time.monotonic()
             if isinstance(event, events.Result):
                 self.on_result(event)
+            elif isinstance(event, events.Proven):
+                self.on_proven(event)
             else:
                 self.on_fault(event)
 
@@ -333,36 +353,72 @@ class _Stream:
         if rank == 0 or (ev.rank != 0 and self.cluster.responsive(rank)):
             raise WorkerError(f"device '{self.cluster.devices.get(ev.rank, 'driver')}' could not "
                               f"send to rank {rank}: {ev.message}")
-        self.lose({rank}, ev.message)
+        self.lose({rank}, ev.message, ev.noticed)
 
-    def lose(self, ranks: set[int], message: str) -> None:
-        """Drop the devices of dead ``ranks``, re-plan and redeploy if they ran a stage."""
-        t0 = time.perf_counter()
-        self.cluster.dead |= ranks
+    def lose(self, ranks: set[int], message: str, noticed: float | None = None) -> None:
+        """Drop the devices of dead (or hung) ``ranks``; if they ran a stage, deploy a quick plan
+        on the devices left at once, re-send what is unanswered, and solve exactly meanwhile."""
+        noticed = noticed or time.perf_counter()
+        self.cluster.bury(ranks)
         redeployed = False
         while ranks:
             gone = {self.cluster.devices[r] for r in ranks}
             self.failures += [{"device": d, "requests_answered": len(self.done),
-                               "message": message, "recovery_s": None} for d in sorted(gone)]
+                               "message": message, "noticed": noticed, "recovery_s": None}
+                              for d in sorted(gone)]
             self.truth = self.truth.without_devices(gone)
             self.belief = self.belief.without_devices(gone)
             ranks = set()
             if gone & {st.device for st in self.plan.stages}:
                 self.switch_to = None
                 t1 = time.perf_counter()
-                plan = replan(self.belief, self.options.replan_time_limit_s)
-                self.failures[-1]["replan_s"] = time.perf_counter() - t1
+                result, plan = quick_plan(self.belief, self.options.replan_time_limit_s)
+                self.failures[-1].update(replan_s=time.perf_counter() - t1,
+                                         replan_method=result.method,
+                                         replan_period_s=result.objective_s)
                 ranks = self.deploy(plan, "failure of " + ", ".join(sorted(gone)))
                 self.failures[-1]["deploy_s"] = self.deployments[-1].deploy_s
                 redeployed = True
+                self.cluster.bury(ranks)
         if not redeployed:
             return
+        self.solve_exactly(len(self.failures) - 1)
         for request in sorted(self.pending):
             self.send(request)
         if self.pending:
-            self.recovering = t0
+            self.recovering = noticed
         else:
-            self.failures[-1]["recovery_s"] = time.perf_counter() - t0
+            self.failures[-1]["recovery_s"] = time.perf_counter() - noticed
+
+    def solve_exactly(self, failure: int) -> None:
+        """Run the exact re-plan on the devices left in a background thread; it posts a
+        :class:`~edgepart.runtime.events.Proven` when it ends."""
+        belief, limit = self.belief, self.options.replan_time_limit_s
+
+        def solve() -> None:
+            events.INBOX.put(events.Proven(self, failure, exact_plan(belief, limit)))
+
+        threading.Thread(target=solve, name="edgepart-exact-replan", daemon=True).start()
+
+    def on_proven(self, ev: events.Proven) -> None:
+        """Switch to the exact re-plan when it is valid on the devices left and predicts a
+        shorter period than the plan deployed (both evaluated on the driver's current belief)."""
+        if ev.owner is not self:  # left over from an earlier run in this process
+            return
+        result, record = ev.result, self.failures[ev.failure]
+        record["exact"] = {"method": result.method, "status": result.status.value,
+                           "period_s": result.objective_s, "bound_s": result.bound_s,
+                           "solve_s": result.wall_time_s, "switched": False}
+        plan = result.plan
+        if plan is None or validate_plan(self.belief, plan) or self.switch_to is not None:
+            return
+        if not (evaluate(self.belief, plan).bottleneck_s
+                < evaluate(self.belief, self.plan).bottleneck_s * (1 - 1e-9)):
+            return
+        record["exact"]["switched"] = True
+        self.drain_and_switch(_Switch(
+            plan, f"exact re-plan after failure of {record['device']}",
+            lambda t: record.update(exact_switch_s=t - record["noticed"])))
 
     # --- adaptation ----------------------------------------------------------------------------
 
@@ -408,13 +464,19 @@ class _Stream:
         self.deployments[-1].metrics = old
         self.reset_adaptation()
         if switch:
-            self.switch_to = plan
-            if not self.pending:
-                self.switch(plan)
+            record = self.adaptations[-1]
+            self.drain_and_switch(_Switch(plan, f"adapt to {device}",
+                                          lambda t: record.update(switched_at=t)))
 
-    def switch(self, plan: Plan) -> None:
+    def drain_and_switch(self, switch: _Switch) -> None:
+        """Deploy ``switch.plan`` once every request sent is answered (now, if none is out)."""
+        self.switch_to = switch
+        if not self.pending:
+            self.switch(switch)
+
+    def switch(self, switch: _Switch) -> None:
         self.switch_to = None
-        failed = self.deploy(plan, f"adapt to {self.adaptations[-1]['device']}")
-        self.adaptations[-1]["switched_at"] = time.perf_counter()
+        failed = self.deploy(switch.plan, switch.reason)
+        switch.switched(time.perf_counter())
         if failed:
             self.lose(failed, "lost while deploying")

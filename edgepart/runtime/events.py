@@ -1,18 +1,23 @@
 """The driver's inbox: what workers (and the driver's own watchers) tell the driver.
 
 Workers call :func:`deliver` (a request's output, from the last stage) and :func:`report` (a
-message could not be sent) through the transport; the driver's heartbeat and process watchers
-post :class:`Fault` events directly. The driver's main loop reads :data:`INBOX` alone.
+message could not be sent) through the transport, and :func:`alive` while they wait for the driver
+to leave (see :mod:`~edgepart.runtime.worker`); the driver's heartbeat and process watchers post
+:class:`Fault` events directly, and its background exact re-plan posts :class:`Proven`. The
+driver's main loop reads :data:`INBOX` alone.
 """
 
 from __future__ import annotations
 
 import queue
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["INBOX", "Fault", "Hop", "Result", "deliver", "report"]
+if TYPE_CHECKING:
+    from edgepart.results import SolveResult
+
+__all__ = ["INBOX", "Fault", "Hop", "Proven", "Result", "alive", "deliver", "report"]
 
 Hop = tuple[str, float, float]
 """(device id, compute seconds, real compute seconds before padding or injected slowdown), both
@@ -31,15 +36,27 @@ class Result:
 @dataclass(frozen=True, slots=True)
 class Fault:
     """Rank ``rank`` reports that it could not reach rank ``peer`` (``rank == 0``: the driver's
-    own watchers, e.g. a heartbeat timeout or an exited worker process)."""
+    own watchers, e.g. a heartbeat timeout or an exited worker process). ``noticed``: when the
+    driver heard of it (``time.perf_counter``), where recovery time starts."""
 
     epoch: int
     rank: int
     peer: int
     message: str
+    noticed: float = field(default_factory=time.perf_counter)
 
 
-INBOX: queue.Queue[Result | Fault] = queue.Queue()
+@dataclass(frozen=True, slots=True)
+class Proven:
+    """The exact re-plan started by ``owner`` (the driver's request loop) after its failure number
+    ``failure`` has ended with ``result``."""
+
+    owner: object
+    failure: int
+    result: SolveResult
+
+
+INBOX: queue.Queue[Result | Fault | Proven] = queue.Queue()
 
 
 def deliver(epoch: int, request: int, output: Any, hops: tuple[Hop, ...]) -> None:
@@ -50,3 +67,8 @@ def deliver(epoch: int, request: int, output: Any, hops: tuple[Hop, ...]) -> Non
 def report(epoch: int, rank: int, peer: int, message: str) -> None:
     """Called by a worker whose message to ``peer`` failed."""
     INBOX.put(Fault(epoch, rank, peer, message))
+
+
+def alive() -> None:
+    """Answered while the driver's transport is open (a stopped worker polls it, see
+    :func:`edgepart.runtime.worker.serve`)."""

@@ -69,7 +69,8 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
         "failures": len(stream.failures),
         "replans": sum(d.reason.startswith("failure") for d in stream.deployments),
         "recovery_s": max((f["recovery_s"] or 0.0 for f in stream.failures), default=None),
-        "failure_events": stream.failures,
+        "failure_events": [{k: v for k, v in f.items() if k != "noticed"}
+                           for f in stream.failures],
         "adaptations": [_adaptation(a, stream) for a in stream.adaptations],
     }
     out["hop_transport_s"] = _mean_finite(s["transport_s"] for s in stages)

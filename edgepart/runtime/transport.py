@@ -15,12 +15,15 @@ receives: run it on a trusted network only.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import ipaddress
 import os
 import socket
 import struct
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -35,6 +38,7 @@ __all__ = [
     "RpcTransport",
     "Transport",
     "bind_master",
+    "call_while",
     "local_address_towards",
     "parse_address",
 ]
@@ -66,6 +70,26 @@ class Transport(Protocol):
                    timeout: float = 0) -> Reply: ...
 
     def close(self) -> None: ...
+
+
+def call_while(transport: Transport, still_wanted: Callable[[], bool], rank: int,
+               fn: Callable[..., Any], *args: Any, poll_s: float = 0.05) -> bool:
+    """Call ``fn`` on ``rank`` and wait for it only while ``still_wanted()``; True when the call
+    completed, False when it was given up (its reply is then ignored). Raises what the call
+    raises.
+
+    A message to a worker that hangs (stopped, not dead) would otherwise block its sender until
+    the transport's timeout; once the driver has deployed around the hung worker, the message
+    is obsolete and its sender must serve the new deployment.
+    """
+    reply = transport.call_async(rank, fn, *args)
+    done = threading.Event()
+    reply.add_done_callback(lambda _: done.set())
+    while not done.wait(poll_s):
+        if not still_wanted():
+            return False
+    reply.wait()
+    return True
 
 
 def parse_address(text: str, what: str = "--master") -> Address:
@@ -194,4 +218,28 @@ class RpcTransport:
         return future
 
     def close(self) -> None:
-        self._rpc.shutdown(graceful=False)
+        """Leave the group without waiting for the others (some may be dead)."""
+        with _stderr_silenced():
+            self._rpc.shutdown(graceful=False)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send this process's file descriptor 2 to /dev/null for the duration.
+
+    A non-graceful shutdown closes the agent's open pipes, and TensorPipe logs each closure as a
+    warning ("encountered error when reading incoming request ... pipe closed") because only the
+    graceful shutdown marks the agent as shutting down first; the graceful one is a barrier
+    that every process of the group must enter, so it hangs when a worker has died. The closures
+    are expected, so their log lines are dropped; the shutdown call joins the agent's threads,
+    so nothing it logs comes after.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -37,7 +37,7 @@ from edgepart.runtime import emulate, events
 from edgepart.runtime.emulate import Emulation
 from edgepart.runtime.split import StageSpec, build_stage, fingerprint, load_model, payload_bytes
 from edgepart.runtime.split import trace as trace_model
-from edgepart.runtime.transport import Address, RpcTransport, Transport
+from edgepart.runtime.transport import Address, RpcTransport, Transport, call_while
 
 __all__ = [
     "Record",
@@ -172,7 +172,9 @@ class _Worker:
         rec.sent = time.perf_counter()
         target = events.deliver if cfg.next_rank == 0 else submit
         try:
-            self.transport.call(cfg.next_rank, target, cfg.epoch, work.request, out, work.hops)
+            if not call_while(self.transport, lambda: self.current(cfg.epoch) is not None,
+                              cfg.next_rank, target, cfg.epoch, work.request, out, work.hops):
+                return  # redeployed meanwhile (the next stage hung): the message is obsolete
         except Exception as err:  # the transport's error types are backend-specific
             self._report(cfg, first_line(err))
             return
@@ -278,11 +280,29 @@ def serve(rank: int, world: int, master: Address, bind: str | None = None, *,
                 print(f"edgepart worker {rank}: no word from the driver for {idle_timeout_s:.0f} s;"
                       " exiting", file=sys.stderr)
                 break
+        if worker.stopped.is_set():
+            _outlast_driver(transport)
     finally:
         worker.close()
         _WORKER.clear()
         transport.close()
     return 0
+
+
+def _outlast_driver(transport: Transport, limit_s: float = 5.0) -> None:
+    """After the driver's stop, wait (at most ``limit_s``) until the driver has closed its side.
+
+    A process whose peer closes a connection while its own transport still runs logs an error
+    for it (TensorPipe: "encountered error ... eof"); one that is closing logs nothing. So the
+    driver closes first and the workers after it, and the driver's stderr stays clean.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            transport.call(0, events.alive, timeout=1.0)
+        except Exception:  # any failure means the driver's side is closed
+            return
+        time.sleep(0.05)
 
 
 def _die_with_parent(parent_pid: int) -> None:
