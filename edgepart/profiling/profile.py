@@ -45,7 +45,7 @@ from edgepart.profiling.measure import (
     time_nodes,
     torch_threads,
 )
-from edgepart.profiling.trace import TracedModel, Unit, trace_model
+from edgepart.profiling.trace import TracedModel, Unit, trace_model, unit_shape
 
 __all__ = ["STATISTICS", "TIME_MODELS", "ProfileOptions", "profile_instance"]
 
@@ -139,6 +139,9 @@ def _layer(traced: TracedModel, unit: Unit, costs: Mapping[str, NodeCost],
         "work_bytes": _work_bytes(traced, unit),
     }
     meta: dict[str, Any] = {"members": list(unit.members)} if unit.members else {}
+    shape = unit_shape(traced, unit)  # what splitting it over a device group needs
+    if shape is not None:
+        meta["shape"] = shape
     if samples:
         timing = summarize([sum(samples[n][r] for n in unit.nodes)
                             for r in range(len(samples[unit.nodes[0]]))])

@@ -28,6 +28,13 @@ input. If a unit reads both the input and another unit's output (``x + f(x)`` at
 model), the input would not be representable, so an extra unit named after the placeholder, which
 covers just the placeholder node, forwards the input to all its readers.
 
+Split shapes. :func:`unit_shape` describes a one-node unit that a device group can split (the
+``meta.shape`` of a layer, read by :mod:`edgepart.cost`): conv, pool (adaptive pools whose output
+divides their input), linear, or elementwise (activations, batch norm, flatten, whose output keeps
+the layout of its input), with input and output ``[C, H, W]`` per request (the batch dimension
+dropped; a ``(N, F)`` tensor is ``[F, 1, 1]``), kernel (dilated extent), stride, padding and
+groups. Any other unit gets no shape and can only run whole on one device or replicated.
+
 Unit ids are fx node names (the anchor node), so they map back to the graph module; ``Unit.nodes``
 lists every fx node of the unit and the units partition the graph's nodes (placeholder and output
 excepted), which is what the runtime needs to split the :class:`torch.fx.GraphModule`.
@@ -37,9 +44,10 @@ from __future__ import annotations
 
 import heapq
 import inspect
+import math
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +60,8 @@ from edgepart.profiling.model_spec import build_model, first_line
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["Group", "TracedModel", "Unit", "assemble_units", "example_input", "trace_model"]
+__all__ = ["Group", "TracedModel", "Unit", "assemble_units", "example_input", "trace_model",
+           "unit_shape"]
 
 _IDENTITY_IN_EVAL = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                      nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -102,6 +111,9 @@ class TracedModel:
     value_bytes: Mapping[str, int]
     aliases: frozenset[str] = frozenset()
     granularity: str = "module"
+    value_shapes: Mapping[str, tuple[int, ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
+    """fx node name -> shape of the tensor it produces (tensor-valued nodes only)."""
 
     @property
     def unit_nodes(self) -> dict[str, tuple[str, ...]]:
@@ -130,7 +142,7 @@ def trace_model(
     if len(placeholders) != 1:
         raise InputError(f"model: {name} must take exactly one tensor input, "
                          f"got {len(placeholders)} inputs without defaults")
-    kinds = _propagate(gm, shape, name)
+    kinds, shapes = _propagate(gm, shape, name)
     _specialise(gm, kinds)
     value_bytes = {n: k[1] for n, k in kinds.items() if k[0] != "const" and n in _names(gm)}
     groups = _module_groups(gm, kinds)
@@ -139,7 +151,8 @@ def trace_model(
                         if n.op == "get_attr" or _unpacks_tuple(n, kinds))
     return TracedModel(name=name, graph_module=gm, input_shape=shape,
                        input_node=placeholders[0].name, units=units, edges=edges,
-                       value_bytes=MappingProxyType(value_bytes), aliases=aliases)
+                       value_bytes=MappingProxyType(value_bytes), aliases=aliases,
+                       value_shapes=MappingProxyType(shapes))
 
 
 def _symbolic_trace(module: nn.Module, name: str) -> fx.GraphModule:
@@ -159,14 +172,19 @@ def _symbolic_trace(module: nn.Module, name: str) -> fx.GraphModule:
 Kind = tuple[str, Any]
 
 
-def _propagate(gm: fx.GraphModule, shape: tuple[int, ...], name: str) -> dict[str, Kind]:
-    """Run the model once on the example input and classify every node's value."""
+def _propagate(gm: fx.GraphModule, shape: tuple[int, ...], name: str
+               ) -> tuple[dict[str, Kind], dict[str, tuple[int, ...]]]:
+    """Run the model once on the example input; classify every node's value and keep the shape
+    of every tensor."""
     kinds: dict[str, Kind] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
 
     class _Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             value = super().run_node(n)
             kinds[n.name] = _kind(n.name, value)
+            if isinstance(value, torch.Tensor):
+                shapes[n.name] = tuple(value.shape)
             return value
 
     try:
@@ -179,7 +197,7 @@ def _propagate(gm: fx.GraphModule, shape: tuple[int, ...], name: str) -> dict[st
         raise InputError(
             f"--input-shape {shape_text}: the forward pass of {name} failed: {first_line(err)}"
         ) from None
-    return kinds
+    return kinds, shapes
 
 
 def _kind(node_name: str, value: Any) -> Kind:
@@ -383,3 +401,71 @@ def _topological(
     if len(order) != len(groups):
         raise InputError("model: the units form a cycle (a unit both feeds and reads another)")
     return order
+
+
+_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
+                        nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.BatchNorm2d, nn.BatchNorm1d,
+                        nn.Flatten)
+_ELEMENTWISE_FUNCTIONS = frozenset({"relu", "relu6", "gelu", "silu", "hardswish", "sigmoid",
+                                    "tanh", "flatten"})
+
+
+def unit_shape(traced: TracedModel, unit: Unit) -> dict[str, Any] | None:
+    """The split shape of a one-node unit (see the module docstring), or ``None``."""
+    if len(unit.nodes) != 1:
+        return None
+    node = next(n for n in traced.graph_module.graph.nodes if n.name == unit.nodes[0])
+    inputs = [a for a in node.all_input_nodes if a.name in traced.value_shapes]
+    if len(inputs) != 1 or node.name not in traced.value_shapes:
+        return None
+    inp = _per_request(traced.value_shapes[inputs[0].name])
+    out = _per_request(traced.value_shapes[node.name])
+    if inp is None or out is None:
+        return None
+    module = traced.graph_module.get_submodule(str(node.target)) if node.op == "call_module" \
+        else None
+    window = _window(module, inp, out)
+    if window is not None:
+        return {"in": list(inp), "out": list(out), **window}
+    if isinstance(module, nn.Linear) and out[1:] == (1, 1):
+        return {"kind": "linear", "in": list(inp), "out": list(out)}
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if isinstance(module, _ELEMENTWISE_MODULES) or (
+            module is None and str(name) in _ELEMENTWISE_FUNCTIONS):
+        same = inp == out or (math.prod(inp) == math.prod(out) and out[1:] == (1, 1))
+        return {"kind": "elementwise", "in": list(inp), "out": list(inp)} if same else None
+    return None
+
+
+def _per_request(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``(N, C, H, W)`` -> ``(C, H, W)``; ``(N, F)`` -> ``(F, 1, 1)``; anything else ``None``."""
+    if len(shape) == 4:
+        return shape[1], shape[2], shape[3]
+    if len(shape) == 2:
+        return shape[1], 1, 1
+    return None
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _window(module: nn.Module | None, inp: tuple[int, int, int], out: tuple[int, int, int]
+            ) -> dict[str, Any] | None:
+    """Kernel (dilated extent), stride, padding and groups of a conv or pool module."""
+    if isinstance(module, nn.Conv2d) and not isinstance(module.padding, str):
+        kernel, dilation = _pair(module.kernel_size), _pair(module.dilation)
+        return {"kind": "conv", "groups": module.groups,
+                "kernel": [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)],
+                "stride": list(_pair(module.stride)), "padding": list(_pair(module.padding))}
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        kernel = _pair(module.kernel_size)
+        dilation = _pair(getattr(module, "dilation", 1))
+        return {"kind": "pool", "kernel": [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)],
+                "stride": list(_pair(module.stride or module.kernel_size)),
+                "padding": list(_pair(module.padding))}
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and all(
+            inp[i] % out[i] == 0 for i in (1, 2)):
+        ratio = [inp[1] // out[1], inp[2] // out[2]]
+        return {"kind": "pool", "kernel": ratio, "stride": ratio, "padding": [0, 0]}
+    return None
