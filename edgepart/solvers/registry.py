@@ -13,8 +13,11 @@ from edgepart.solvers import (  # noqa: F401
 from edgepart.solvers.heuristics import (  # noqa: F401
     amp4ec,
     even,
+    exo,
     greedy,
+    llamacpp,
     local,
+    memory_first,
     neurosurgeon,
     pipeedge,
     random,
