@@ -1,8 +1,12 @@
 """The device catalog: classes of edge devices, read from ``catalog.json`` (data, not code).
 
 Each class has its RAM (``memory_bytes``), its peak FP32 throughput (``flops_per_s``), its DRAM
-bandwidth (``memory_bandwidth_bytes_per_s``, used only by the roofline time model) and a
-``source`` string naming the public specification the numbers come from.
+bandwidth (``memory_bandwidth_bytes_per_s``, used by the roofline time model and the learned
+estimator), its ``cores`` (the compute units its ``flops_per_s`` counts: CPU cores, or CUDA
+cores for a GPU; optional, a feature of the learned estimator, :mod:`edgepart.profiling.
+estimator`), for a class emulated under a CPU quota its ``cpus`` (optional, the quota in CPUs,
+another estimator feature) and a ``source`` string naming the public specification the numbers
+come from.
 
 Speed model. Layers are timed on the profiling host, single-threaded by default (far steadier on
 a shared machine); a layer's time on class ``c`` is the host time times the class's *speed
@@ -41,6 +45,14 @@ class DeviceClass:
     memory_bandwidth_bytes_per_s: float | None = None
     description: str = ""
     source: str = ""
+    cores: float | None = None
+    cpus: float | None = None
+
+    @property
+    def quota(self) -> float:
+        """The CPUs this class may use: its ``cpus`` (a quota-limited class such as AMP4EC's
+        0.4-CPU container), else its ``cores``, else 1."""
+        return self.cpus or self.cores or 1.0
 
     def speed_factor(self, host_flops_per_s: float) -> float:
         """Multiplier from a time measured on the host to a time on this class."""
@@ -82,10 +94,10 @@ def parse_device_class(name: str, data: Any, where: str) -> DeviceClass:
     if not isinstance(data, Mapping):
         raise InputError(f"{where}: expected an object, got {type(data).__name__}")
     unknown = set(data) - {"memory_bytes", "flops_per_s", "memory_bandwidth_bytes_per_s",
-                           "description", "source"}
+                           "description", "source", "cores", "cpus"}
     if unknown:
         raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    bandwidth = data.get("memory_bandwidth_bytes_per_s")
+    bandwidth, cores = data.get("memory_bandwidth_bytes_per_s"), data.get("cores")
     return DeviceClass(
         name=name,
         memory_bytes=int(positive(data.get("memory_bytes"), f"{where}.memory_bytes")),
@@ -96,6 +108,8 @@ def parse_device_class(name: str, data: Any, where: str) -> DeviceClass:
         ),
         description=str(data.get("description", "")),
         source=str(data.get("source", "")),
+        cores=None if cores is None else positive(cores, f"{where}.cores"),
+        cpus=None if data.get("cpus") is None else positive(data["cpus"], f"{where}.cpus"),
     )
 
 

@@ -17,27 +17,71 @@ What is modelled, per fx node (units add up their nodes, see :mod:`edgepart.prof
   a fresh scheduler slice: on a shared machine that halves the inflation of the medians (resnet50
   at load 8 on 2 cores: +25 % instead of +80 % over the idle machine). :func:`summarize` reduces
   the samples to the median, quartiles and extremes.
+* **looped time** (:func:`time_nodes_looped`, what ``--measure-on`` records): each node, fed its
+  real inputs, runs back to back for a window of at least ``window_s``; its time is the window
+  divided by the runs, the median over ``windows`` windows. Under a CPU quota the window spans
+  many scheduler periods, so the throttled part of each period falls on every node in proportion
+  to its CPU time (a single pass would charge a whole throttle to whichever node it hits).
+* **shapes and features** (:func:`unit_features`, the learned estimator's input): op kind, first
+  input and output shape as (channels, height, width), the kernel, stride and groups of the
+  unit's first convolution or pool, FLOPs, parameter bytes and bytes moved; read from the torch
+  modules and the values of the counting pass, not from the instance.
+
+Measured profiles per device class (``edgepart profile --measure-on``, :class:`MeasureOn`): this
+host (``this-host``) or this host under a CPU quota and memory limit (``cgroup:CPUS[,MEM]``, the
+cgroup of :func:`edgepart.runtime.emulate.limited`, as ``edgepart run --emulate cgroup`` limits
+a worker). :func:`merge_profiles` joins instances of one model profiled in several runs or on
+several hosts.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgepart.profiling.trace import TracedModel, example_input
+from edgepart.errors import InputError
+from edgepart.profiling.catalog import DeviceClass
+from edgepart.profiling.clusters import Cluster
+from edgepart.profiling.estimator import DeviceFeatures, Estimator, trace_json
+from edgepart.profiling.granularity import coarsen
+from edgepart.profiling.trace import TracedModel, Unit, example_input, trace_model
 
-__all__ = ["NodeCost", "Timing", "count_costs", "summarize", "time_forward", "time_nodes",
-           "torch_threads"]
+if TYPE_CHECKING:
+    from edgepart.profiling.profile import ProfileOptions
+
+__all__ = [
+    "SOURCE_RANK",
+    "MeasureOn",
+    "NodeCost",
+    "Timing",
+    "class_features",
+    "count_costs",
+    "merge_profiles",
+    "parse_measure_on",
+    "profile_classes",
+    "summarize",
+    "time_forward",
+    "time_nodes",
+    "time_nodes_looped",
+    "torch_threads",
+    "unit_features",
+]
+
+SOURCE_RANK = {"measured": 3, "estimated": 2, "scaled": 1, "roofline": 0}
+"""How each layer time was obtained (layer ``meta.time_source``), best first when merging."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +91,8 @@ class NodeCost:
     flops: int
     params: tuple[tuple[str, int], ...]
     traffic_bytes: int
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +132,10 @@ def count_costs(traced: TracedModel) -> dict[str, NodeCost]:
             with FlopCounterMode(display=False) as counter:
                 value = super().run_node(n)
             params = _params(gm, n)
+            inputs = [self.env[src] for src in n.all_input_nodes if src in self.env]
             costs[n.name] = NodeCost(int(counter.get_total_flops()), params,
-                                     _traffic(traced, n, params))
+                                     _traffic(traced, n, params), _first_shape(inputs),
+                                     _first_shape([value]))
             return value
 
     with torch.enable_grad():
@@ -125,6 +173,66 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _first_shape(values: Sequence[Any]) -> tuple[int, ...]:
+    """Shape of the first tensor among ``values`` (or inside a tuple of them); () if none."""
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return tuple(value.shape)
+        if isinstance(value, (tuple, list)):
+            inner = _first_shape(value)
+            if inner:
+                return inner
+    return ()
+
+
+def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(channels, height, width) of a batch-first shape: NCHW as it is, (N, T, C) as C x T x 1,
+    (N, C) as C x 1 x 1."""
+    dims = shape[1:] if len(shape) > 1 else shape
+    if len(dims) >= 3:
+        return dims[0], dims[1], math.prod(dims[2:])
+    if len(dims) == 2:
+        return dims[1], dims[0], 1
+    return (dims[0] if dims else 0), 1, 1
+
+
+def unit_features(traced: TracedModel, unit: Unit, costs: Mapping[str, NodeCost]
+                  ) -> dict[str, float | str]:
+    """What the learned estimator knows of one unit (see the module docstring)."""
+    first, last = costs[unit.nodes[0]], costs[unit.outputs[-1]]
+    in_c, in_h, in_w = _chw(first.input_shape)
+    out_c, out_h, out_w = _chw(last.output_shape)
+    kernel, stride, groups = _window(traced, unit)
+    params = {name: nbytes for n in unit.nodes for name, nbytes in costs[n].params}
+    return {"op": unit.op, "flops": sum(costs[n].flops for n in unit.nodes),
+            "traffic_bytes": sum(costs[n].traffic_bytes for n in unit.nodes),
+            "param_bytes": sum(params.values()), "nodes": len(unit.nodes),
+            "in_c": in_c, "in_h": in_h, "in_w": in_w, "out_c": out_c, "out_h": out_h,
+            "out_w": out_w, "kernel": kernel, "stride": stride, "groups": groups}
+
+
+def _window(traced: TracedModel, unit: Unit) -> tuple[int, int, int]:
+    """Kernel size, stride and groups of the unit's first convolution or pool ((0, 0, 0): none;
+    a non-square kernel counts by its area's square root)."""
+    gm = traced.graph_module
+    for name in unit.nodes:
+        node = next(n for n in gm.graph.nodes if n.name == name)
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(str(node.target))
+        kernel = getattr(module, "kernel_size", None)
+        if kernel is None:
+            continue
+        stride = getattr(module, "stride", kernel)
+        return (round(math.sqrt(math.prod(_pair(kernel)))), round(math.sqrt(math.prod(
+            _pair(stride)))), int(getattr(module, "groups", 1)))
+    return 0, 0, 0
+
+
+def _pair(value: Any) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
 def time_nodes(traced: TracedModel, *, repeats: int, warmup: int) -> dict[str, tuple[float, ...]]:
     """Per fx node, its wall time in each of ``repeats`` timed passes."""
     samples: dict[str, list[float]] = {n.name: [] for n in traced.graph_module.graph.nodes}
@@ -147,6 +255,209 @@ def time_nodes(traced: TracedModel, *, repeats: int, warmup: int) -> dict[str, t
             timer.record = i >= warmup
             timer.run(x)
     return {name: tuple(s) for name, s in samples.items()}
+
+
+def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int) -> dict[str, float]:
+    """Per fx node, its time from back-to-back runs (see the module docstring)."""
+    out: dict[str, float] = {}
+
+    class _Looper(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            value = super().run_node(n)
+            if n.op in ("placeholder", "output", "get_attr"):
+                out[n.name] = 0.0
+                return value
+            per_run = []
+            for _ in range(windows):
+                runs, start = 0, time.perf_counter()
+                while (elapsed := time.perf_counter() - start) < window_s or runs == 0:
+                    super().run_node(n)
+                    runs += 1
+                per_run.append(elapsed / runs)
+            out[n.name] = statistics.median(per_run)
+            return value
+
+    with _quiet():
+        _Looper(traced.graph_module).run(example_input(traced.input_shape))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureOn:
+    """Where one device class is measured: this host (``cpus`` None), or under a CPU quota of
+    ``cpus`` CPUs and a ``memory_bytes`` limit (None: none). ``device_class`` None: the
+    cluster's only class."""
+
+    device_class: str | None
+    cpus: float | None = None
+    memory_bytes: float | None = None
+
+    @property
+    def label(self) -> str:
+        if self.cpus is None:
+            return "this-host"
+        memory = "" if self.memory_bytes is None else f",{self.memory_bytes:g}"
+        return f"cgroup:{self.cpus:g}{memory}"
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Run the body where this class is measured: in a cgroup made here (with no quota for
+        this host: the cgroup's top CPU weight still puts the measurement ahead of other
+        programs on a shared host)."""
+        from edgepart.runtime.emulate import limited
+
+        with limited(self.cpus, self.memory_bytes):
+            yield
+
+    def window_s(self) -> float:
+        """Looped timing window: at least 10 ms and 8 scheduler periods of the quota."""
+        if self.cpus is None:
+            return 0.01
+        from edgepart.runtime.emulate import cfs_period_us
+
+        return max(0.01, 8 * cfs_period_us(self.cpus) * 1e-6)
+
+
+def parse_measure_on(text: str) -> MeasureOn:
+    """``[CLASS=]this-host`` or ``[CLASS=]cgroup:CPUS[,MEM]`` (MEM in bytes, e.g. 512e6)."""
+    where = f"--measure-on {text!r}"
+    device_class, _, spec = text.rpartition("=")
+    if spec == "this-host":
+        return MeasureOn(device_class or None)
+    kind, _, numbers = spec.partition(":")
+    parts = numbers.split(",")
+    if kind != "cgroup" or not 1 <= len(parts) <= 2:
+        raise InputError(f"{where}: expected [CLASS=]this-host or [CLASS=]cgroup:CPUS[,MEM]")
+    try:
+        values = [float(x) for x in parts]
+    except ValueError:
+        raise InputError(f"{where}: CPUS and MEM must be numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in values) or values[0] * 1000 < 1:
+        raise InputError(f"{where}: CPUS must be >= 0.001 and MEM > 0")
+    return MeasureOn(device_class or None, values[0], values[1] if len(values) > 1 else None)
+
+
+def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
+                    measure_on: Sequence[MeasureOn] = (), estimator: Estimator | None = None,
+                    trace_dir: str | Path | None = None, windows: int = 3) -> dict[str, Any]:
+    """:func:`~edgepart.profiling.profile.profile_instance`, then the times of the classes in
+    ``measure_on`` measured (looped timing, where each spec says), those of every other class
+    estimated by ``estimator`` if one is given; each layer's ``meta.time_source`` says which
+    (``measured``, ``estimated``, else ``scaled`` or ``roofline`` from ``options.time_model``).
+    With ``trace_dir``, one trace file per measured class is written there
+    (:mod:`edgepart.profiling.estimator`)."""
+    from edgepart.instance import load_instance
+    from edgepart.profiling.profile import profile_instance  # profile.py imports this module
+
+    base = options if estimator is None else replace(options, time_model="roofline")
+    instance = profile_instance(model, cluster, base)
+    classes = {c.name: c for c in cluster.classes}
+    sources = dict.fromkeys(classes, "scaled" if base.time_model == "measured" else "roofline")
+    times: dict[str, list[float]] = {}
+    if measure_on or estimator is not None:
+        traced = coarsen(trace_model(model, options.input_shape,
+                                     model_kwargs=options.model_kwargs), options.granularity)
+        costs = count_costs(traced)
+        features = [unit_features(traced, unit, costs) for unit in traced.units]
+        for spec in measure_on:
+            name = _measured_class(spec, classes)
+            times[name] = _measure_units(traced, spec, options.threads, windows)
+            sources[name] = "measured"
+            if trace_dir is not None:
+                _write_trace(Path(trace_dir), traced.name, options, classes[name], spec,
+                             features, times[name])
+        if estimator is not None:
+            for name in sorted(set(classes) - set(times)):
+                times[name] = estimator.predict(features, class_features(classes[name]))
+                sources[name] = "estimated"
+    for i, layer in enumerate(instance["model"]["layers"]):
+        layer["time_s"].update({c: float(f"{t[i]:.6g}") for c, t in times.items()})
+        layer["meta"]["time_source"] = dict(sources)
+    instance["meta"]["measured_on"] = {_measured_class(s, classes): s.label for s in measure_on}
+    load_instance(instance)  # still a valid instance
+    return instance
+
+
+def class_features(c: DeviceClass, spec: MeasureOn | None = None) -> DeviceFeatures:
+    """The estimator's view of class ``c`` (measured under ``spec``'s quota if given)."""
+    cpus = spec.cpus if spec is not None and spec.cpus is not None else c.quota
+    return DeviceFeatures(c.flops_per_s, c.memory_bandwidth_bytes_per_s, c.cores or 1.0, cpus)
+
+
+def _measured_class(spec: MeasureOn, classes: Mapping[str, DeviceClass]) -> str:
+    if spec.device_class is None:
+        if len(classes) != 1:
+            raise InputError(f"--measure-on {spec.label}: the cluster has {len(classes)} classes "
+                             f"({', '.join(sorted(classes))}): write CLASS={spec.label}")
+        return next(iter(classes))
+    if spec.device_class not in classes:
+        raise InputError(f"--measure-on {spec.device_class}={spec.label}: no class "
+                         f"{spec.device_class!r} in the cluster (it has "
+                         f"{', '.join(sorted(classes))})")
+    return spec.device_class
+
+
+def _measure_units(traced: TracedModel, spec: MeasureOn, threads: int, windows: int
+                   ) -> list[float]:
+    with torch_threads(threads), spec.applied():
+        node_s = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows)
+    return [sum(node_s[n] for n in unit.nodes) for unit in traced.units]
+
+
+def _write_trace(folder: Path, model: str, options: ProfileOptions, c: DeviceClass,
+                 spec: MeasureOn, features: Sequence[Mapping[str, Any]],
+                 times: Sequence[float]) -> None:
+    layers = [{**f, "time_s": t} for f, t in zip(features, times, strict=True)]
+    data = trace_json(model, options.input_shape, c.name, class_features(c, spec), spec.label,
+                      layers)
+    stem = model.split(":")[-1].replace("/", "_")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.{c.name}.trace.json").write_text(json.dumps(data) + "\n")
+    except OSError as err:
+        raise InputError(f"--trace-dir: cannot write to {folder} ({err.strerror})") from None
+
+
+def merge_profiles(instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One instance from profiles of the same model (same layer ids in the same order): per
+    layer and class the best-obtained time (``measured`` > ``estimated`` > ``scaled`` >
+    ``roofline``; the mean where several runs tie), devices joined by id (the first wins)."""
+    if not instances:
+        raise InputError("merge: give at least one instance")
+    first = instances[0]
+    ids = [layer["id"] for layer in first["model"]["layers"]]
+    for k, inst in enumerate(instances[1:], 1):
+        other = [layer["id"] for layer in inst["model"]["layers"]]
+        if other != ids:
+            raise InputError(f"merge: instance {k} ({inst.get('name')!r}) has other layers than "
+                             f"instance 0 ({first.get('name')!r}): not the same model")
+    merged = json.loads(json.dumps(first))
+    for i, layer in enumerate(merged["model"]["layers"]):
+        times, sources = _merged_times([inst["model"]["layers"][i] for inst in instances])
+        layer["time_s"] = times
+        layer.setdefault("meta", {})["time_source"] = sources
+    seen = {d["id"] for d in merged["devices"]}
+    for inst in instances[1:]:
+        merged["devices"] += [d for d in inst["devices"] if d["id"] not in seen]
+        seen |= {d["id"] for d in inst["devices"]}
+    merged.setdefault("meta", {})["merged_from"] = [inst.get("name") for inst in instances]
+    return merged
+
+
+def _merged_times(layers: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float],
+                                                                  dict[str, str]]:
+    best: dict[str, tuple[str, list[float]]] = {}
+    for layer in layers:
+        sources = layer.get("meta", {}).get("time_source", {})
+        for cls, t in layer["time_s"].items():
+            source = sources.get(cls, "scaled")
+            held = best.get(cls)
+            if held is None or SOURCE_RANK.get(source, -1) > SOURCE_RANK.get(held[0], -1):
+                best[cls] = (source, [t])
+            elif source == held[0] and source == "measured":
+                held[1].append(t)
+    return ({cls: float(f"{statistics.fmean(ts):.6g}") for cls, (_, ts) in best.items()},
+            {cls: source for cls, (source, _) in best.items()})
 
 
 def time_forward(traced: TracedModel, *, repeats: int, warmup: int) -> tuple[float, ...]:

@@ -37,7 +37,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -49,13 +49,18 @@ from edgepart.plan import Plan
 from edgepart.profiling.probe import cgroup_cpu_limit
 
 __all__ = [
+    "CFS_PERIOD_US",
     "CPU_HEADROOM",
+    "MAX_PERIOD_US",
+    "MIN_QUOTA_US",
     "Cgroups",
     "Emulation",
     "LinkClock",
     "Mode",
+    "cfs_period_us",
     "join",
     "join_thread",
+    "limited",
     "scale_needed",
     "stage_cpus",
     "usable_cpus",
@@ -63,10 +68,30 @@ __all__ = [
 
 CPU_HEADROOM = 0.5
 """Share of the host's CPUs the emulated compute may use (the rest: RPC threads, the driver)."""
-_CFS_PERIOD_US = 10_000
-"""Scheduler period of the quotas: short, so that one request's compute is slowed evenly rather
-than run at full speed and then stopped (longer only where the quota would be under the
-kernel's 1 ms minimum; the kernel's longest period, 1 s, sets the least quota, 0.001 CPU)."""
+MIN_QUOTA_US = 1000
+"""The kernel's least CFS quota and period (1 ms)."""
+MAX_PERIOD_US = 1_000_000
+"""The kernel's longest CFS period (1 s): it sets the least quota, 0.001 CPU."""
+
+
+CFS_PERIOD_US = 10_000
+"""The scheduler period the runtime's quotas aim at (``EDGEPART_CFS_PERIOD_US`` overrides it,
+for experiments such as ``bench/fidelity.py``; :data:`MIN_QUOTA_US` asks for the shortest)."""
+
+
+def cfs_period_us(cpus: float, target_us: int | None = None) -> int:
+    """The scheduler period of a quota of ``cpus`` CPUs: ``target_us`` (default
+    :data:`CFS_PERIOD_US`, or ``EDGEPART_CFS_PERIOD_US``), lengthened where the quota would be
+    under the kernel's 1 ms minimum.
+
+    A quota is a fast CPU switched off for part of each period: work that fits in one period's
+    quota runs at full speed, so a burst of work that starts on an idle device ends about
+    ``(1 - cpus) x period`` sooner than on a device uniformly ``cpus`` as fast (see
+    docs/runtime.md and ``bench/fidelity.py``). The shortest period, ``max(1 ms, 1 ms / cpus)``
+    (1 ms at 1 CPU, 2.5 ms at 0.4 CPU, 4 ms at 0.25 CPU), slows compute the most evenly.
+    """
+    target = target_us or int(os.environ.get("EDGEPART_CFS_PERIOD_US", CFS_PERIOD_US))
+    return min(MAX_PERIOD_US, max(target, math.ceil(MIN_QUOTA_US / cpus)))
 
 
 class Mode(StrEnum):
@@ -178,14 +203,18 @@ class Cgroups:
             _write_if_present(self._parents[0] / "cpu.shares", "262144")
         atexit.register(self.close)
 
-    def create(self, name: str, cpus: float, memory_bytes: float) -> list[str]:
-        """A cgroup named ``name`` with ``cpus`` CPUs and ``memory_bytes``; returns its
-        directories (a worker joins them, see :func:`join`)."""
-        limit = str(int(memory_bytes))
+    def create(self, name: str, cpus: float | None, memory_bytes: float | None,
+               period_us: int | None = None) -> list[str]:
+        """A cgroup named ``name`` with ``cpus`` CPUs (per ``period_us``, see :meth:`set_cpus`;
+        None: no quota) and ``memory_bytes`` (None: no memory limit); returns its directories
+        (a worker joins them, see :func:`join`)."""
         dirs = [parent / name for parent in self._parents]
         for path in dirs:
             self._mkdir(path)
-        self.set_cpus(name, cpus)
+        self.set_cpus(name, cpus, period_us)
+        if memory_bytes is None:
+            return [str(p) for p in dirs]
+        limit = str(int(memory_bytes))
         if self.version == 2:
             _write(dirs[0] / "memory.max", limit)
             _write_if_present(dirs[0] / "memory.swap.max", "0")
@@ -194,16 +223,25 @@ class Cgroups:
             _write_if_present(dirs[1] / "memory.memsw.limit_in_bytes", limit)
         return [str(p) for p in dirs]
 
-    def set_cpus(self, name: str, cpus: float) -> None:
-        """Set the CPU quota of cgroup ``name`` to ``cpus`` CPUs."""
-        period = min(1_000_000, max(_CFS_PERIOD_US, math.ceil(1000 / cpus)))  # kernel limits
-        quota = max(1000, round(cpus * period))
+    def set_cpus(self, name: str, cpus: float | None, period_us: int | None = None) -> None:
+        """Set the CPU quota of cgroup ``name`` to ``cpus`` CPUs per ``period_us`` (default:
+        :func:`cfs_period_us`; ``cpus`` None: no quota)."""
         cpu = self._parents[0] / name
+        if cpus is None:
+            _write(cpu / ("cpu.max" if self.version == 2 else "cpu.cfs_quota_us"),
+                   "max" if self.version == 2 else "-1")
+            return
+        period = period_us or cfs_period_us(cpus)
+        quota = max(MIN_QUOTA_US, round(cpus * period))
         if self.version == 2:
             _write(cpu / "cpu.max", f"{quota} {period}")
         else:
             _write(cpu / "cpu.cfs_period_us", str(period))
             _write(cpu / "cpu.cfs_quota_us", str(quota))
+
+    def own_dirs(self) -> list[str]:
+        """This process's own cgroup directories, where :func:`limited` returns the caller."""
+        return [str(base) for base in self._bases]
 
     def close(self, wait_s: float = 5.0) -> None:
         """Remove every cgroup made (children first), waiting up to ``wait_s`` for exiting
@@ -289,3 +327,26 @@ def join_thread(dirs: Sequence[str]) -> None:
     """Move the calling thread (only) into the given v1 cgroups."""
     for d in dirs:
         Path(d, "tasks").write_text(str(threading.get_native_id()))
+
+
+@contextlib.contextmanager
+def limited(cpus: float | None, memory_bytes: float | None = None,
+            period_us: int | None = None) -> Iterator[None]:
+    """Run the body under a CPU quota of ``cpus`` CPUs (None: none) and a memory limit, as a
+    worker of ``--emulate cgroup`` runs: in a cgroup of its own, made and removed here, under
+    the parent whose top CPU weight puts it ahead of other programs on the host.
+
+    What moves: under v1 the calling thread joins the ``cpu`` cgroup (so a single-threaded
+    computation in it is limited and nothing else), and the process joins the ``memory`` one
+    (only pages allocated afterwards count); under v2 the whole process moves. On exit the caller
+    goes back to its own cgroups.
+    """
+    groups = Cgroups()
+    try:
+        join_thread(join(groups.create("measure", cpus, memory_bytes, period_us)))
+        try:
+            yield
+        finally:
+            join_thread(join(groups.own_dirs()))
+    finally:
+        groups.close()
