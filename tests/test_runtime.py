@@ -15,7 +15,15 @@ from edgepart.plan import Plan
 from edgepart.runtime.cli import parse_slowdown
 from edgepart.runtime.emulate import Cgroups, Emulation, LinkClock, Mode, stage_cpus
 from edgepart.runtime.prepare import RunOptions, Slowdown, prepare
-from edgepart.runtime.replan import best_single_device, replan, slowed
+from edgepart.runtime.replan import (
+    EXACT_METHOD,
+    QUICK_METHODS,
+    best_single_device,
+    exact_plan,
+    quick_plan,
+    replan,
+    slowed,
+)
 from edgepart.runtime.split import build_stage, load_model, payload_bytes, split_plan, trace
 from edgepart.runtime.transport import bind_master, parse_address
 
@@ -153,6 +161,17 @@ def test_replan_on_the_devices_left() -> None:
     assert best_single_device(inst)[0] in {"d0", "d2"}
 
 
+def test_quick_and_exact_replans_on_the_devices_left() -> None:
+    """9 layers of 1 ms on d0 and d2 (test_recovery's docstring): greedy keeps them on one
+    device (9 ms); the exact method proves two stages of 4 and 5 layers (5 ms) optimal."""
+    inst = load_instance(instance_for(SkipNet())).without_devices({"d1"})
+    quick, _ = quick_plan(inst)
+    exact = exact_plan(inst, time_limit_s=5)
+    assert quick.method == QUICK_METHODS[0] and quick.objective_s == pytest.approx(0.009)
+    assert exact.method == EXACT_METHOD and exact.status.value == "optimal"
+    assert exact.objective_s == pytest.approx(0.005) == exact.bound_s
+
+
 def test_bad_options_fail_before_any_process() -> None:
     data = instance_for(SkipNet())
     inst, plan = load_instance(data), Plan.from_dict(plan_for(data, [3, 5]))
@@ -162,6 +181,8 @@ def test_bad_options_fail_before_any_process() -> None:
         (RunOptions(SPEC, slowdowns=(Slowdown("ghost", 2, 1),)), "unknown device"),
         (RunOptions(SPEC, emulate=Mode.CGROUP, master=("127.0.0.1", 1)), "--master"),
         (RunOptions(SPEC, requests=0), "--requests"),
+        (RunOptions(SPEC, fail_hang=True), "--fail-hang"),
+        (RunOptions(SPEC, heartbeat_timeout_s=0), "--heartbeat-timeout"),
     ]:
         with pytest.raises(InputError, match=message):
             prepare(inst, plan, options)

@@ -7,9 +7,12 @@ per-layer times, so they are deterministic and need no measurement.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -17,6 +20,28 @@ from edgepart.profiling.trace import trace_model
 
 SHAPE = (1, 3, 16, 16)
 SPEC = "test_runtime_support:SkipNet"
+TESTS = Path(__file__).resolve().parent
+
+
+def let_workers_import_test_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put this folder on the workers' PYTHONPATH (they import ``SPEC``)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
+
+
+def workers_of(parent: int) -> list[int]:
+    """Live worker processes spawned by driver process ``parent``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if (b"worker" in args and b"--parent-pid" in args and state != "Z"
+                and args[args.index(b"--parent-pid") + 1] == str(parent).encode()):
+            found.append(int(proc.name))
+    return found
 
 
 class SkipNet(nn.Module):

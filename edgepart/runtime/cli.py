@@ -41,6 +41,10 @@ def _add_run(subparsers: Any) -> None:
                    help="kill stage K's worker (0-based) ...")
     p.add_argument("--fail-after", type=int, default=None, metavar="N",
                    help="... after it has processed N requests")
+    p.add_argument("--fail-hang", action="store_true",
+                   help="... by stopping it (SIGSTOP: alive but silent) instead of killing it")
+    p.add_argument("--heartbeat-timeout", type=float, default=10.0, metavar="S",
+                   help="a worker silent for S seconds counts as dead (default 10)")
     p.add_argument("--adapt", action="store_true", help="re-plan when a device slows down")
     p.add_argument("--slowdown", action="append", default=[], metavar="DEVICE:FACTOR@REQUEST",
                    help="make DEVICE FACTOR times slower from request REQUEST on (repeatable)")
@@ -118,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         model=args.model, requests=args.requests, inflight=_inflight(args.inflight),
         emulate=Mode(args.emulate), time_scale=_time_scale(args.time_scale),
         master=parse_address(args.master) if args.master else None,
-        fail_stage=args.fail_stage, fail_after=args.fail_after, adapt=args.adapt,
+        fail_stage=args.fail_stage, fail_after=args.fail_after, fail_hang=args.fail_hang,
+        heartbeat_timeout_s=args.heartbeat_timeout, adapt=args.adapt,
         slowdowns=tuple(Slowdown(*parse_slowdown(s)) for s in args.slowdown),
         seed=args.seed, weights=args.weights,
         input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,

@@ -341,7 +341,7 @@ class _Stream:
                 epoch, here, spec, 0 if last else self.cluster.ranks[devices[b + 1]],
                 _link(truth, here, truth.sink if last else devices[b + 1]), emulation,
                 emulation.pad_target(self.targets.stages[b].compute_s), self.slowdowns.get(here),
-                fail)
+                fail, self.options.fail_hang)
         return out
 
     # --- faults --------------------------------------------------------------------------------

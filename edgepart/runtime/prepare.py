@@ -54,6 +54,7 @@ class RunOptions:
     master: Address | None = None
     fail_stage: int | None = None
     fail_after: int | None = None
+    fail_hang: bool = False
     adapt: bool = False
     slowdowns: tuple[Slowdown, ...] = ()
     seed: int = 0
@@ -120,6 +121,10 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
         raise InputError(f"--time-scale: must be > 0, got {options.time_scale}")
     if (options.fail_stage is None) != (options.fail_after is None):
         raise InputError("--fail-stage and --fail-after go together")
+    if options.fail_hang and options.fail_stage is None:
+        raise InputError("--fail-hang: needs --fail-stage and --fail-after")
+    if not options.heartbeat_timeout_s > 0:
+        raise InputError(f"--heartbeat-timeout: must be > 0, got {options.heartbeat_timeout_s}")
     if options.fail_stage is not None and not 0 <= options.fail_stage < len(plan.stages):
         raise InputError(f"--fail-stage: the plan has stages 0..{len(plan.stages) - 1}, "
                          f"got {options.fail_stage}")

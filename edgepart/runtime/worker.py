@@ -74,6 +74,7 @@ class StageConfig:
     pad_s: float | None = None
     slowdown: tuple[float, int] | None = None  # (factor, from request id)
     fail_after: int | None = None
+    fail_hang: bool = False  # at fail_after: stop (SIGSTOP, alive but silent) instead of dying
 
 
 @dataclass(slots=True)
@@ -138,7 +139,8 @@ class _Worker:
                 continue
             self.count += work.request >= 0  # the driver's warm-up request does not count
             if cfg.fail_after is not None and self.count > cfg.fail_after:
-                os.kill(os.getpid(), signal.SIGKILL)  # --fail-stage: die mid-stream
+                # --fail-stage: die (or hang, --fail-hang) mid-stream
+                os.kill(os.getpid(), signal.SIGSTOP if cfg.fail_hang else signal.SIGKILL)
             started = time.perf_counter()
             with torch.no_grad():
                 out = module(*work.values)

@@ -1,0 +1,80 @@
+"""Recovery after a failure: a quick heuristic plan at once, the exact one when it is proven.
+
+SkipNet has 9 layers of 1 ms each on identical devices (``instance_for``), with transfers of a
+few kilobytes at 1 GB/s that overlap compute. Known answers, by hand:
+
+* the 3-stage plan [0:3] [3:5] [5:9] on d0, d1, d2 has period max(3, 2, 4) = 4 ms;
+* when d1 is lost, two devices are left; two stages of a and 9 - a layers give period
+  max(a, 9 - a) ms, least at a = 4 or 5: **5 ms**, the exact re-plan's period;
+* the greedy heuristic (the first quick method) keeps every layer on one device here
+  (9 ms), so the driver must first serve with greedy's plan and then switch to a two-device plan.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from test_runtime_support import (
+    SPEC,
+    SkipNet,
+    instance_for,
+    let_workers_import_test_models,
+    plan_for,
+    workers_of,
+)
+
+from edgepart.instance import load_instance
+from edgepart.plan import Plan
+from edgepart.runtime.driver import run
+from edgepart.runtime.prepare import RunOptions
+
+RECOVERY_LIMIT_S = 3.0
+
+
+@pytest.fixture(autouse=True)
+def _workers_import_the_test_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    let_workers_import_test_models(monkeypatch)
+
+
+def _run_with_failure(**options: Any) -> dict[str, Any]:
+    data = instance_for(SkipNet())
+    report = run(load_instance(data), Plan.from_dict(plan_for(data, [3, 5])),
+                 RunOptions(SPEC, requests=30, inflight=4, fail_stage=1, fail_after=8,
+                            **options))
+    assert workers_of(os.getpid()) == []
+    assert report["completed"] == 30 and report["mismatches"] == 0
+    return report
+
+
+def _heuristic_then_exact(report: dict[str, Any]) -> dict[str, Any]:
+    """Checks the deployments after losing d1 (see the module docstring); returns the failure."""
+    (failure,) = report["failure_events"]
+    assert failure["device"] == "d1"
+    initial, quick, exact = report["deployments"]
+    assert initial["reason"] == "initial" and "d1" in initial["devices"]
+    assert quick["method"] == failure["replan_method"] == "greedy"
+    assert quick["predicted_throughput_per_s"] == pytest.approx(1 / 0.009)
+    assert "d1" not in quick["devices"] and "d1" not in exact["devices"]
+    assert sorted(exact["devices"]) == ["d0", "d2"]
+    assert exact["predicted_throughput_per_s"] == pytest.approx(1 / 0.005)
+    assert failure["exact"]["status"] == "optimal" and failure["exact"]["switched"]
+    assert failure["exact"]["period_s"] == pytest.approx(0.005)
+    assert 0 < failure["recovery_s"] < RECOVERY_LIMIT_S
+    assert failure["recovery_s"] < failure["exact_switch_s"]
+    return failure
+
+
+def test_killed_stage_serves_a_heuristic_plan_then_the_proven_one() -> None:
+    report = _run_with_failure()
+    failure = _heuristic_then_exact(report)
+    assert "exited" in failure["message"] or "eof" in failure["message"]
+
+
+def test_hung_worker_is_found_by_its_heartbeat_and_replaced() -> None:
+    """The worker of stage 1 stops itself (SIGSTOP: its process is alive, it answers nothing);
+    only the heartbeat can tell, after ``heartbeat_timeout_s``."""
+    report = _run_with_failure(fail_hang=True, heartbeat_timeout_s=2.0)
+    failure = _heuristic_then_exact(report)
+    assert failure["message"].startswith("no heartbeat")
