@@ -30,6 +30,8 @@ SUITE: dict[str, tuple[str, str, str, str, int, int, int]] = {
     "llama31_8b_int4_2k_home4": ("llama-3.1-8b", "home4_lan", "int4", "decode", 512, 2048, 4),
     "llama31_8b_int4_32k_home4": ("llama-3.1-8b", "home4_lan", "int4", "decode", 512, 32768,
                                   4),
+    "llama31_8b_int8_32k_x6_home4": ("llama-3.1-8b", "home4_lan", "int8", "decode", 512,
+                                     32768, 6),
     "qwen25_7b_fp16_32k_home4wifi": ("qwen2.5-7b", "home4_wifi", "fp16", "decode", 512, 32768,
                                      1),
     "llama32_3b_fp16_prefill2k_home4wifi": ("llama-3.2-3b", "home4_wifi", "fp16", "prefill",

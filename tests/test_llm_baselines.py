@@ -115,3 +115,18 @@ def test_baselines_valid_and_never_better_than_the_optimum(seed: int, n: int, nd
         if result.plan is not None:
             assert validate_plan(inst, result.plan) == [], method
             assert result.objective_s >= optimum.objective_s * (1 - 1e-9), method
+
+
+def test_table_on_the_instance_where_exo_and_llamacpp_do_not_fit() -> None:
+    # 6 sequences x 32768 tokens x 128 KiB = 24 GiB of KV cache plus 8 GB of int8 weights on
+    # 32.5 GiB of budgets: memory-proportional and even splits overflow a device; the optimum
+    # (memory-bound, like memory_first) fits
+    from edgepart.llm.baselines import baseline_table
+
+    frame = baseline_table([LLM / "llama31_8b_int8_32k_x6_home4.json"])
+    fits = dict(zip(frame["method"], frame["fits"], strict=True))
+    assert fits == {"auto": True, "exo": False, "llamacpp": False, "llamacpp_memory": False,
+                    "memory_first": True}
+    assert frame.loc[frame["method"] == "auto", "status"].item() == "optimal"
+    note = frame.loc[frame["method"] == "exo", "note"].item()
+    assert note.startswith("exo's split does not fit: stage ")

@@ -56,7 +56,8 @@ from dataclasses import dataclass
 from edgepart.instance import Workload
 from edgepart.llm.configs import DecoderShape
 
-__all__ = ["BYTES_PER_PARAM", "TOKEN_ID_BYTES", "UnitCost", "activation_bytes", "unit_costs"]
+__all__ = ["BYTES_PER_PARAM", "TOKEN_ID_BYTES", "UnitCost", "activation_bytes", "decoder_params",
+           "distinct_params", "kv_bytes_per_token", "unit_costs"]
 
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 """Storage bytes per weight. int4 is exactly 4 bits: group-wise scales (e.g. llama.cpp's Q4_0
@@ -98,6 +99,13 @@ def decoder_params(s: DecoderShape) -> tuple[int, int]:
     biases = ((q + 2 * kv) * s.qkv_bias + s.hidden * s.o_bias
               + (2 * s.mlp + s.hidden) * s.mlp_bias)
     return matrices, matrices + biases + 2 * s.hidden
+
+
+def distinct_params(s: DecoderShape) -> int:
+    """The model's parameter count (a tied matrix once), as ``transformers`` reports it."""
+    _, layer = decoder_params(s)
+    head = s.hidden + (0 if s.tied else s.vocab * s.hidden)
+    return s.vocab * s.hidden + s.layers * layer + head
 
 
 def kv_bytes_per_token(s: DecoderShape, dtype: str) -> float:

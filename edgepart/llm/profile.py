@@ -19,7 +19,13 @@ from typing import Any
 from edgepart.errors import InputError
 from edgepart.instance import Workload, load_instance
 from edgepart.llm.configs import SHIPPED, DecoderShape
-from edgepart.llm.costs import TOKEN_ID_BYTES, UnitCost, kv_bytes_per_token, unit_costs
+from edgepart.llm.costs import (
+    TOKEN_ID_BYTES,
+    UnitCost,
+    distinct_params,
+    kv_bytes_per_token,
+    unit_costs,
+)
 from edgepart.profiling.catalog import DeviceClass
 from edgepart.profiling.clusters import Cluster
 
@@ -82,13 +88,12 @@ def _layer(u: UnitCost, classes: tuple[DeviceClass, ...]) -> dict[str, Any]:
 
 def _meta(shape: DecoderShape, cluster: Cluster, units: list[UnitCost],
           options: LlmProfileOptions) -> dict[str, Any]:
-    distinct = sum(u.params for u in units) - (shape.vocab * shape.hidden if shape.tied else 0)
     meta: dict[str, Any] = {
         "profiler": "edgepart profile hf",
         "model_spec": f"hf:{shape.name}",
         "architecture": shape.architecture,
         "config": dict(shape.config),
-        "parameters": distinct,
+        "parameters": distinct_params(shape),
         "tied_embeddings": shape.tied,
         "kv_cache_bytes_per_token": kv_bytes_per_token(shape, options.workload.dtype)
         * shape.layers,
