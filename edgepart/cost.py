@@ -35,20 +35,76 @@ Memory of stage :math:`b`: parameters + the largest working set + its receive an
 :math:`M_b = \sum_{\sigma(v)=b} p_v + \max_{\sigma(v)=b} w_v + \mathrm{inbytes}_b +
 \mathrm{outbytes}_b`, where the buffers hold the bytes of the messages above (relay:
 :math:`B_{b-1} + B_b`; direct: each received tensor plus each distinct sent tensor).
+
+Device groups (see :mod:`edgepart.plan`; relay transfers only). A stage's *ends* are the devices
+that send and receive its boundary messages: its device (single), every replica (replicate), the
+lead :math:`\ell` (split). Between stages with ends :math:`E` and :math:`F` the boundary message
+:math:`B_b` costs sender :math:`s \in E` the time :math:`\max_{r \in F} \tau_{sr}(B_b)` and receiver
+:math:`r \in F` the time :math:`\max_{s \in E} \tau_{sr}(B_b)`: a request may be dealt to any
+replica, so each end is charged its worst partner (with one device on each side this is the
+single-device formula above, to the bit).
+
+*Replicate* (data parallelism in a stage, as in PipeDream and Asteroid): replica :math:`r` has
+:math:`C_r = \sum_{\sigma(v)=b} t(v, r)` and :math:`T_r = \max(\mathrm{in}_r, C_r, \mathrm{out}_r)`
+(the sum without ``overlap``) on its own links. Requests are dealt in proportion to the replicas'
+rates :math:`1/T_r`, so the stage serves :math:`\sum_r 1/T_r` requests per second: its period is
+:math:`T_b = 1 / \sum_r (1/T_r)`. Its latency term is the slowest replica's,
+:math:`\max_r (\mathrm{in}_r + C_r)`; every replica holds all the stage's parameters,
+:math:`M_r = \sum p_v + \max w_v + \mathrm{inbytes}_r + \mathrm{outbytes}_r`.
+
+*Split* (intra-layer partitioning; schemes and redistribution after FlexPie, Zhang et al., arXiv
+2502.15312; chain models only). Each layer :math:`v` with a shape (``meta.shape``: kind conv, pool,
+linear or elementwise, input and output ``[C, H, W]``, kernel, stride, padding, groups) has a
+scheme :math:`s_v`; its output is cut into one region :math:`R_{v,i}` per group device :math:`i`:
+``outc`` cuts the :math:`C` output channels (features), ``rows`` the :math:`H` output rows, both
+into integer shares proportional to the devices' speeds :math:`1/t(v, i)` (largest remainder);
+``grid`` cuts :math:`H \times W` into an :math:`r \times c` grid of equal tiles with :math:`rc = m`
+devices and :math:`r` the largest divisor of :math:`m` at most :math:`\sqrt m` (FlexPie's 2D grid is
+2 x 2 for 4 devices; like FlexPie, tiles are equal, not speed-weighted). Linear layers take only
+``outc``. An elementwise layer (ReLU, batch norm, flatten, ...) takes its producer's scheme and
+regions (first in the stage, any scheme of its own). Device :math:`i` computes its region in
+:math:`t(v, i)\,|R_{v,i}| / |R_v|` and reads the input region :math:`N_{v,i}`: ``outc`` of a
+(non-depthwise) conv or a linear layer needs the whole input; a conv or pool needs for output
+rows :math:`[a, z)` the input rows :math:`[a s - p,\ (z-1) s - p + k)` (the halo of kernel
+:math:`k`, stride :math:`s`, padding :math:`p`, clipped), the same for columns, and per-channel ops
+(pool, depthwise conv) only their own channels; elementwise layers read exactly their region.
+*Redistribution* into layer :math:`v` from its producer :math:`u` sends device :math:`i`'s part
+of what :math:`j` reads, :math:`x_{ij} = |R_{u,i} \cap N_{v,j}|\,\epsilon_u` bytes
+(:math:`\epsilon_u` the bytes per element) for :math:`i \ne j`, over the real link
+:math:`\tau_{ij}`; each device sends its messages one after another and receives them one after
+another, so the exchange takes
+:math:`X_v = \max_i \max(\sum_j \tau_{ij}(x_{ij}), \sum_j \tau_{ji}(x_{ji}))` (messages of 0
+bytes are not sent). This one formula is FlexPie's all-gather (``outc`` to ``outc``), halo
+exchange (``rows`` to ``rows``, ``grid`` to ``grid``) and re-tiling (a change of scheme). The lead
+holds the stage input and scatters it the same way (:math:`R = ` everything on the lead) and
+gathers the last layer's output (:math:`N = ` everything on the lead). The group's compute time is
+:math:`C_b = X_{\mathrm{in}} + \sum_v (X_v + \max_i t(v, i) |R_{v,i}| / |R_v|) + X_{\mathrm{out}}`
+and the stage is costed like a single device (the lead's links) with that :math:`C_b`. Memory of
+device :math:`i`: :math:`\sum_v p_v f_{v,i} + \max_v (w_v |R_{v,i}| / |R_v| + \mathrm{recv}_{v,i})`
+(+ the boundary buffers on the lead), with :math:`f_{v,i} = |R_{v,i}|/|R_v|` under ``outc``
+(a slice of the weights) and 1 under ``rows``/``grid`` (every filter).
+
+Departures from FlexPie, named: times are the profiled layer times scaled by the share, not an
+XGBoost model; an exchange is charged per device (send and receive each serial), not as the
+sum of all messages; FlexPie's no-transmit fusion (redundant halo compute) is not modelled; its
+shares are equal, ours proportional to speed for ``outc`` and ``rows``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from edgepart.instance import Instance, Transfer
-from edgepart.plan import Plan
+from edgepart.errors import InputError
+from edgepart.instance import Instance, Layer, Transfer
+from edgepart.plan import Mode, Plan, Scheme, Stage
 
 __all__ = [
-    "Metrics", "StageMetrics", "evaluate", "infeasibility_reasons", "lower_bound", "tolerated",
-    "validate_plan",
+    "LayerShape", "Metrics", "Region", "SplitGroup", "StageMetrics", "evaluate",
+    "infeasibility_reasons", "layer_shapes", "lower_bound", "tolerated", "validate_plan",
 ]
 
 REL_TOL = 1e-9
@@ -72,14 +128,25 @@ class StageMetrics:
     memory_bytes: float
     recv_bytes: float
     send_bytes: float
+    latency_s: float = math.nan
+    """The stage's term of the latency (receive + compute; a replica group's slowest)."""
+    mode: Mode = Mode.SINGLE
+    devices: tuple[str, ...] = ()
+    member_memory_bytes: tuple[float, ...] = ()
+    """Per device of a group, in ``devices`` order (a single stage: ``memory_bytes``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "first_layer": self.layers[0] if self.layers else None,
-                "last_layer": self.layers[-1] if self.layers else None,
-                "layers": len(self.layers), "layer_ids": list(self.layers),
-                "compute_s": self.compute_s, "transfer_in_s": self.recv_s,
-                "transfer_out_s": self.send_s, "time_s": self.time_s,
-                "memory_bytes": self.memory_bytes}
+        out: dict[str, Any] = {"device": self.device,
+                               "first_layer": self.layers[0] if self.layers else None,
+                               "last_layer": self.layers[-1] if self.layers else None,
+                               "layers": len(self.layers), "layer_ids": list(self.layers),
+                               "compute_s": self.compute_s, "transfer_in_s": self.recv_s,
+                               "transfer_out_s": self.send_s, "time_s": self.time_s,
+                               "memory_bytes": self.memory_bytes}
+        if self.mode is not Mode.SINGLE:
+            out.update(mode=self.mode.value, devices=list(self.devices),
+                       member_memory_bytes=list(self.member_memory_bytes))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,39 +167,428 @@ class Metrics:
         return self.latency_s if name == "latency" else self.bottleneck_s
 
 
+# ---------------------------------------------------------------------------------------------
+# Split geometry: layer shapes, regions, shares, exchanges
+# ---------------------------------------------------------------------------------------------
+
+Interval = tuple[int, int]
+SHAPE_KINDS = ("conv", "pool", "linear", "elementwise")
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """Channels x rows x columns, each a half-open interval."""
+
+    c: Interval
+    h: Interval
+    w: Interval
+
+    @property
+    def volume(self) -> int:
+        c, h, w = self.c[1] - self.c[0], self.h[1] - self.h[0], self.w[1] - self.w[0]
+        return c * h * w if c > 0 and h > 0 and w > 0 else 0
+
+    def meet(self, other: Region) -> Region:
+        def cut(x: Interval, y: Interval) -> Interval:
+            return max(x[0], y[0]), min(x[1], y[1])
+
+        return Region(cut(self.c, other.c), cut(self.h, other.h), cut(self.w, other.w))
+
+
+EMPTY = Region((0, 0), (0, 0), (0, 0))
+
+
+def whole(shape: tuple[int, int, int]) -> Region:
+    return Region((0, shape[0]), (0, shape[1]), (0, shape[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerShape:
+    """What splitting a layer needs (``meta.shape`` of a profiled layer)."""
+
+    kind: str
+    inp: tuple[int, int, int]
+    out: tuple[int, int, int]
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+
+    @property
+    def schemes(self) -> tuple[Scheme, ...]:
+        """Schemes this layer may be split by (linear layers have no rows)."""
+        return (Scheme.OUTC,) if self.kind == "linear" else tuple(Scheme)
+
+    @property
+    def per_channel(self) -> bool:
+        """Output channel c reads input channel c only (pools, depthwise convs)."""
+        return self.kind == "pool" or (self.kind == "conv" and self.groups == self.inp[0]
+                                       == self.out[0])
+
+    def needs(self, held: Region, layout: tuple[int, int, int]) -> Region:
+        """The region of the input (laid out as ``layout``) that computing ``held`` reads."""
+        if held.volume == 0:
+            return EMPTY
+        if self.kind == "elementwise":
+            return held
+        if self.kind == "linear":
+            return whole(layout)
+        channels = held.c if self.per_channel else (0, self.inp[0])
+        return Region(channels, _halo(held.h, 0, self), _halo(held.w, 1, self))
+
+
+def _halo(out: Interval, axis: int, shape: LayerShape) -> Interval:
+    """Input rows (axis 0) or columns (1) that output rows (columns) ``out`` = [a, z) read:
+    [a s - p, (z - 1) s - p + k), clipped to the input."""
+    k, s, p, n = shape.kernel[axis], shape.stride[axis], shape.padding[axis], shape.inp[axis + 1]
+    return max(0, out[0] * s - p), min(n, (out[1] - 1) * s - p + k)
+
+
+def _triple(value: Any, path: str, size: int) -> tuple[int, ...]:
+    if (not isinstance(value, list) or len(value) != size
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value)):
+        raise InputError(f"{path}: must be {size} non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def parse_shape(raw: Any, path: str) -> LayerShape:
+    """A :class:`LayerShape` from ``meta.shape`` JSON; errors name ``path``."""
+    if not isinstance(raw, Mapping) or raw.get("kind") not in SHAPE_KINDS:
+        raise InputError(f"{path}.kind: must be one of {', '.join(SHAPE_KINDS)}")
+    inp, out = (_triple(raw.get(key), f"{path}.{key}", 3) for key in ("in", "out"))
+    pairs = {key: _triple(raw.get(key, default), f"{path}.{key}", 2)
+             for key, default in (("kernel", [1, 1]), ("stride", [1, 1]), ("padding", [0, 0]))}
+    groups = raw.get("groups", 1)
+    if not isinstance(groups, int) or groups < 1:
+        raise InputError(f"{path}.groups: must be a positive integer, got {groups!r}")
+    return LayerShape(str(raw["kind"]), (inp[0], inp[1], inp[2]), (out[0], out[1], out[2]),
+                      (pairs["kernel"][0], pairs["kernel"][1]),
+                      (pairs["stride"][0], pairs["stride"][1]),
+                      (pairs["padding"][0], pairs["padding"][1]), groups)
+
+
+def layer_shapes(inst: Instance) -> tuple[LayerShape | None, ...]:
+    """Every layer's shape (``None`` for a layer without ``meta.shape``: it cannot be split)."""
+    return tuple(None if "shape" not in x.meta
+                 else parse_shape(x.meta["shape"], f"model.layers[{v}].meta.shape")
+                 for v, x in enumerate(inst.model.layers))
+
+
+def proportional(total: int, weights: Sequence[float]) -> list[Interval]:
+    """``total`` units cut into consecutive integer shares proportional to ``weights``
+    (largest remainder; ties to the earlier device)."""
+    norm = sum(weights)
+    exact = [total * w / norm for w in weights]
+    units = [math.floor(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - units[i]), i))
+    for i in order[:total - sum(units)]:
+        units[i] += 1
+    return _consecutive(units)
+
+
+def _consecutive(units: Sequence[int]) -> list[Interval]:
+    out, at = [], 0
+    for u in units:
+        out.append((at, at + u))
+        at += u
+    return out
+
+
+def balanced(total: int, parts: int) -> list[Interval]:
+    """``total`` units in ``parts`` equal consecutive shares (the first ones one larger)."""
+    return _consecutive([total // parts + (1 if i < total % parts else 0) for i in range(parts)])
+
+
+def grid_shape(m: int) -> tuple[int, int]:
+    """Rows x columns of the ``grid`` scheme for ``m`` devices: r the largest divisor <= sqrt(m)."""
+    r = max(d for d in range(1, math.isqrt(m) + 1) if m % d == 0)
+    return r, m // r
+
+
+def _speeds(times: Sequence[float]) -> list[float]:
+    """Share weights 1/t (a device with t = 0 gets everything it can: weight 1, others 0)."""
+    if any(t == 0 for t in times):
+        return [1.0 if t == 0 else 0.0 for t in times]
+    return [1.0 / t for t in times]
+
+
+class SplitGroup:
+    """The split costs of one device group (``members[0]`` leads) on a chain instance.
+
+    Built once per group; :meth:`stage` costs a whole split stage, and the exact solvers add up
+    the same :meth:`entry`, :meth:`layer` and :meth:`exit` terms in the same order.
+    """
+
+    def __init__(self, inst: Instance, members: Sequence[int],
+                 shapes: Sequence[LayerShape | None] | None = None) -> None:
+        self.inst = inst
+        self.members = tuple(members)
+        self.shapes = tuple(layer_shapes(inst) if shapes is None else shapes)
+        self._held: dict[tuple[int, Scheme], list[Region]] = {}
+        self._into: dict[tuple[int, int, int, int, Scheme, Scheme], tuple[float, list[float]]] = {}
+        self._compute: dict[tuple[int, int, Scheme], float] = {}
+
+    def shape(self, v: int) -> LayerShape:
+        shape = self.shapes[v]
+        if shape is None:
+            raise InputError(f"layer '{self.inst.model.layers[v].id}': has no meta.shape, so it "
+                             "can run only on one device or replicated, not split")
+        return shape
+
+    def held(self, anchor: int, scheme: Scheme) -> list[Region]:
+        """Each device's region of the output of ``anchor`` (the layer that fixed the scheme)."""
+        key = (anchor, scheme)
+        if key not in self._held:
+            self._held[key] = self._regions(anchor, scheme)
+        return self._held[key]
+
+    def _regions(self, v: int, scheme: Scheme) -> list[Region]:
+        c, h, w = self.shape(v).out
+        full_c, full_h, full_w = (0, c), (0, h), (0, w)
+        speeds = _speeds([self.inst.times[v][d] for d in self.members])
+        if scheme is Scheme.OUTC:
+            return [Region(x, full_h, full_w) for x in proportional(c, speeds)]
+        if scheme is Scheme.ROWS:
+            return [Region(full_c, x, full_w) for x in proportional(h, speeds)]
+        r, k = grid_shape(len(self.members))
+        return [Region(full_c, rows, cols) for rows in balanced(h, r) for cols in balanced(w, k)]
+
+    def compute_share(self, v: int, anchor: int, scheme: Scheme) -> float:
+        """:meth:`compute` of layer v on the regions of ``anchor`` in ``scheme`` (memoised)."""
+        key = (v, anchor, scheme)
+        if key not in self._compute:
+            self._compute[key] = self.compute(v, self.held(anchor, scheme))
+        return self._compute[key]
+
+    def compute(self, v: int, held: Sequence[Region]) -> float:
+        """The slowest device's share of layer v: max_i t(v, i) |R_i| / |R|."""
+        total = sum(x.volume for x in held)
+        if total == 0:
+            return 0.0
+        return max(self.inst.times[v][d] * x.volume / total for d, x in zip(self.members, held,
+                                                                              strict=True))
+
+    def exchange(self, held: Sequence[Region], needed: Sequence[Region], elem_bytes: float
+                 ) -> tuple[float, list[float]]:
+        """Seconds of one redistribution (the busiest device's serial sends or receives) and the
+        bytes each device receives."""
+        m = len(self.members)
+        recv_t, send_t, recv_b = [0.0] * m, [0.0] * m, [0.0] * m
+        for j in range(m):
+            for i in range(m):
+                nbytes = held[i].meet(needed[j]).volume * elem_bytes if i != j else 0.0
+                if nbytes > 0:
+                    t = self.inst.transfer_time(self.members[i], self.members[j], nbytes)
+                    recv_t[j] += t
+                    send_t[i] += t
+                    recv_b[j] += nbytes
+        return max(max(recv_t), max(send_t)), recv_b
+
+    def _lead_only(self, region: Region) -> list[Region]:
+        return [region] + [EMPTY] * (len(self.members) - 1)
+
+    def entry(self, v: int, scheme: Scheme, in_bytes: float) -> tuple[float, list[float]]:
+        """The lead scatters the stage input (``in_bytes``) to what layer v, first, reads."""
+        shape = self.shape(v)
+        held = self.held(v, scheme)
+        needed = [shape.needs(x, shape.inp) for x in held]
+        return self.exchange(self._lead_only(whole(shape.inp)), needed,
+                             _per_element(in_bytes, shape.inp))
+
+    def into(self, u: int, anchor_u: int, v: int, anchor_v: int, scheme_u: Scheme,
+             scheme_v: Scheme) -> tuple[float, list[float]]:
+        """Redistribution of u's output (regions fixed at ``anchor_u``) into layer v (memoised)."""
+        key = (u, anchor_u, v, anchor_v, scheme_u, scheme_v)
+        if key not in self._into:
+            self._into[key] = self._redistribute(u, anchor_u, v, anchor_v, scheme_u, scheme_v)
+        return self._into[key]
+
+    def _redistribute(self, u: int, anchor_u: int, v: int, anchor_v: int, scheme_u: Scheme,
+                      scheme_v: Scheme) -> tuple[float, list[float]]:
+        shape_v = self.shape(v)
+        layout = self.shape(u).out
+        needed = [shape_v.needs(x, layout) for x in self.held(anchor_v, scheme_v)]
+        return self.exchange(self.held(anchor_u, scheme_u), needed,
+                             _per_element(self.inst.model.tensor_bytes[u], layout))
+
+    def exit(self, v: int, anchor: int, scheme: Scheme) -> float:
+        """The lead gathers the output of the stage's last layer v."""
+        layout = self.shape(v).out
+        return self.exchange(self.held(anchor, scheme), self._lead_only(whole(layout)),
+                             _per_element(self.inst.model.tensor_bytes[v], layout))[0]
+
+    def anchors(self, layers: Sequence[int]) -> list[int]:
+        """For each layer of a stage, the layer whose scheme and regions it has: itself, or for
+        an elementwise layer after the first, its producer's anchor."""
+        out: list[int] = []
+        for pos, v in enumerate(layers):
+            inherits = pos > 0 and self.shape(v).kind == "elementwise"
+            out.append(out[-1] if inherits else v)
+        return out
+
+    def stage(self, layers: Sequence[int], schemes: Mapping[int, Scheme], in_bytes: float
+              ) -> SplitCost:
+        """Cost of running chain ``layers`` (in order) split over the group."""
+        anchors = self.anchors(layers)
+        scheme = [schemes[a] for a in anchors]
+        time, recv = self.entry(layers[0], scheme[0], in_bytes)
+        peaks = [[0.0] * len(self.members)]
+        for pos, v in enumerate(layers):
+            if pos > 0:
+                t, recv = self.into(layers[pos - 1], anchors[pos - 1], v, anchors[pos],
+                                    scheme[pos - 1], scheme[pos])
+                time += t
+            time += self.compute_share(v, anchors[pos], scheme[pos])
+            peaks.append(self._layer_memory(v, anchors[pos], scheme[pos], recv))
+        time += self.exit(layers[-1], anchors[-1], scheme[-1])
+        params = [sum(self._weights(v, anchors[p], scheme[p])[i] for p, v in enumerate(layers))
+                  for i in range(len(self.members))]
+        memory = tuple(params[i] + max(peak[i] for peak in peaks)
+                       for i in range(len(self.members)))
+        return SplitCost(time, memory)
+
+    def _fractions(self, anchor: int, scheme: Scheme) -> list[float]:
+        held = self.held(anchor, scheme)
+        total = sum(x.volume for x in held)
+        return [x.volume / total if total else 0.0 for x in held]
+
+    def _weights(self, v: int, anchor: int, scheme: Scheme) -> list[float]:
+        """Parameter bytes device i holds for v: a slice under outc, all of them otherwise."""
+        p = self.inst.model.layers[v].param_bytes
+        if scheme is not Scheme.OUTC:
+            return [p] * len(self.members)
+        return [p * f for f in self._fractions(anchor, scheme)]
+
+    def _layer_memory(self, v: int, anchor: int, scheme: Scheme, recv: Sequence[float]
+                      ) -> list[float]:
+        work = self.inst.model.layers[v].work_bytes
+        return [work * f + r for f, r in zip(self._fractions(anchor, scheme), recv, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCost:
+    time_s: float
+    member_memory_bytes: tuple[float, ...]
+
+
+def _per_element(nbytes: float, shape: tuple[int, int, int]) -> float:
+    n = math.prod(shape)
+    return nbytes / n if n else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluator
+# ---------------------------------------------------------------------------------------------
+
+PerMember = list[list[float]]
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What every stage's costing reads: the instance, the layer -> stage map and the
+    transfers per stage slot (0 the source, b + 1 stage b, k + 1 the sink) and end device."""
+
+    inst: Instance
+    sigma: list[int]
+    recv: PerMember
+    send: PerMember
+    recv_b: PerMember
+    send_b: PerMember
+
+    @cached_property
+    def shapes(self) -> tuple[LayerShape | None, ...]:
+        return layer_shapes(self.inst)
+
+    def combine(self) -> Callable[[float, float, float], float]:
+        return max if self.inst.cost_model.overlap else _sum3
+
+    @cached_property
+    def by_stage(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in range(len(self.recv) - 2)]
+        for v, b in enumerate(self.sigma):
+            out[b].append(v)
+        return out
+
+    def layers(self, b: int) -> list[int]:
+        return self.by_stage[b]
+
+
 def evaluate(inst: Instance, plan: Plan) -> Metrics:
     """Cost of a structurally valid plan (see :func:`validate_plan`) under the cost model."""
     sigma = plan.stage_of(inst)
-    dev = plan.devices(inst)
     k = len(plan.stages)
-    ends = [inst.source_index, *dev, inst.sink_index]  # ends[b + 1] is stage b's device
-    times = inst.times
-    compute = [0.0] * k
-    for v, b in enumerate(sigma):
-        compute[b] += times[v][dev[b]]
+    ends = [[inst.source_index], *(_ends(inst, st) for st in plan.stages), [inst.sink_index]]
     flows = _flows(inst, sigma, k)
-    recv, send, recv_b, send_b = _transfers(inst, flows, ends, k)
-    stage_time = [
-        (max if inst.cost_model.overlap else _sum3)(recv[b], compute[b], send[b]) for b in range(k)
-    ]
-    stages = tuple(
-        StageMetrics(plan.stages[b].device, plan.stages[b].layers, compute[b], recv[b], send[b],
-                     stage_time[b], _memory(inst, sigma, b) + recv_b[b] + send_b[b],
-                     recv_b[b], send_b[b])
-        for b in range(k)
-    )
-    source_send, sink_recv = send[-1], recv[k]
-    bottleneck = max([*stage_time, source_send, sink_recv])
-    latency = sum(recv[b] + compute[b] for b in range(k)) + sink_recv
+    ctx = _Ctx(inst, sigma, *_transfers(inst, flows, ends, k))
+    cost = {Mode.SINGLE: _single, Mode.REPLICATE: _replicate, Mode.SPLIT: _split}
+    stages = tuple(cost[st.mode](ctx, b, st) for b, st in enumerate(plan.stages))
+    source_send, sink_recv = ctx.send[0][0], ctx.recv[k + 1][0]
+    bottleneck = max([*(st.time_s for st in stages), source_send, sink_recv])
+    latency = sum(st.latency_s for st in stages) + sink_recv
     return Metrics(stages, bottleneck, latency, source_send, sink_recv)
+
+
+def _ends(inst: Instance, st: Stage) -> list[int | None]:
+    """The devices that send and receive the stage's boundary messages."""
+    if st.mode is Mode.REPLICATE:
+        return [inst.device_index[d] for d in st.members]
+    return [inst.device_index[st.device]]
+
+
+def _single(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
+    d = ctx.inst.device_index[st.device]
+    times = ctx.inst.times
+    compute = sum(times[v][d] for v in ctx.layers(b))
+    recv, send = ctx.recv[b + 1][0], ctx.send[b + 1][0]
+    memory = _memory(ctx.inst, ctx.layers(b)) + ctx.recv_b[b + 1][0] + ctx.send_b[b + 1][0]
+    return StageMetrics(st.device, st.layers, compute, recv, send,
+                        ctx.combine()(recv, compute, send), memory, ctx.recv_b[b + 1][0],
+                        ctx.send_b[b + 1][0], recv + compute)
+
+
+def _replicate(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
+    """Replicas serve requests in proportion to their rates: period 1 / sum_r (1 / T_r)."""
+    members = [ctx.inst.device_index[d] for d in st.members]
+    layers = ctx.layers(b)
+    compute = [sum(ctx.inst.times[v][d] for v in layers) for d in members]
+    recv, send = ctx.recv[b + 1], ctx.send[b + 1]
+    own = [ctx.combine()(recv[r], compute[r], send[r]) for r in range(len(members))]
+    period = 0.0 if min(own) == 0 else 1.0 / sum(1.0 / t for t in own)
+    base = _memory(ctx.inst, layers)
+    memory = tuple(base + ctx.recv_b[b + 1][r] + ctx.send_b[b + 1][r] for r in range(len(members)))
+    return StageMetrics(st.device, st.layers, max(compute), max(recv), max(send), period,
+                        max(memory), max(ctx.recv_b[b + 1]), max(ctx.send_b[b + 1]),
+                        max(recv[r] + compute[r] for r in range(len(members))), Mode.REPLICATE,
+                        st.members, memory)
+
+
+def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
+    inst = ctx.inst
+    layers = ctx.layers(b)
+    group = SplitGroup(inst, [inst.device_index[d] for d in st.members], ctx.shapes)
+    schemes = {inst.model.index[lid]: s for lid, s in st.schemes}
+    cost = group.stage(layers, schemes, _input_bytes(inst, layers[0]))
+    recv, send = ctx.recv[b + 1][0], ctx.send[b + 1][0]
+    buffers = ctx.recv_b[b + 1][0] + ctx.send_b[b + 1][0]
+    memory = (cost.member_memory_bytes[0] + buffers, *cost.member_memory_bytes[1:])
+    return StageMetrics(st.device, st.layers, cost.time_s, recv, send,
+                        ctx.combine()(recv, cost.time_s, send), max(memory),
+                        ctx.recv_b[b + 1][0], ctx.send_b[b + 1][0], recv + cost.time_s,
+                        Mode.SPLIT, st.members, memory)
+
+
+def _input_bytes(inst: Instance, v: int) -> float:
+    """Bytes of the tensor layer v reads on a chain (the request input for the first layer)."""
+    pred = inst.model.pred[v]
+    return inst.model.tensor_bytes[pred[0]] if pred else inst.model.input_bytes
 
 
 def _sum3(a: float, b: float, c: float) -> float:
     return a + b + c
 
 
-def _memory(inst: Instance, sigma: list[int], b: int) -> float:
-    layers = [inst.model.layers[v] for v, s in enumerate(sigma) if s == b]
+def _memory(inst: Instance, stage_layers: list[int]) -> float:
+    layers = [inst.model.layers[v] for v in stage_layers]
     return sum(x.param_bytes for x in layers) + max((x.work_bytes for x in layers), default=0.0)
 
 
@@ -151,12 +607,12 @@ def _flows(inst: Instance, sigma: list[int], k: int) -> list[tuple[int, float, l
     return flows
 
 
-def _transfers(inst: Instance, flows: list[tuple[int, float, list[int]]], ends: list[int | None],
-               k: int) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Per stage b in -1..k (index b works for -1 via Python's last element): receive and send
-    seconds and bytes."""
-    recv, send = [0.0] * (k + 2), [0.0] * (k + 2)
-    recv_b, send_b = [0.0] * (k + 2), [0.0] * (k + 2)
+def _transfers(inst: Instance, flows: list[tuple[int, float, list[int]]],
+               ends: list[list[int | None]], k: int
+               ) -> tuple[PerMember, PerMember, PerMember, PerMember]:
+    """Receive and send seconds and bytes per stage slot (b + 1 for stage b in -1..k) and per
+    end device of the slot."""
+    recv, send, recv_b, send_b = ([[0.0] * len(e) for e in ends] for _ in range(4))
     if inst.cost_model.transfer is Transfer.RELAY:
         boundary = [0.0] * (k + 1)  # boundary b + 1 sits between stage b and b + 1, b = -1..k-1
         for src, nbytes, consumers in flows:
@@ -165,28 +621,36 @@ def _transfers(inst: Instance, flows: list[tuple[int, float, list[int]]], ends: 
         for b in range(-1, k):
             if (b + 1 > k - 1 and inst.sink is None) or (b < 0 and inst.source is None):
                 continue
-            if ends[b + 1] == ends[b + 2]:
+            senders, receivers = ends[b + 1], ends[b + 2]
+            if senders == receivers:
                 continue
-            t = inst.transfer_time(ends[b + 1], ends[b + 2], boundary[b + 1])
-            send[b] += t
-            recv[b + 1] += t
-            send_b[b] += boundary[b + 1]
-            recv_b[b + 1] += boundary[b + 1]
+            t = [[inst.transfer_time(s, r, boundary[b + 1]) for r in receivers] for s in senders]
+            for i in range(len(senders)):
+                send[b + 1][i] += max(t[i])
+                send_b[b + 1][i] += boundary[b + 1]
+            for j in range(len(receivers)):
+                recv[b + 2][j] += max(row[j] for row in t)
+                recv_b[b + 2][j] += boundary[b + 1]
         return recv, send, recv_b, send_b
-    for src, nbytes, consumers in flows:
+    for src, nbytes, consumers in flows:  # direct transfers: single-device stages only
         slowest = 0.0
         sent = False
         for c in sorted(set(consumers) - {src}):
             if ends[src + 1] == ends[c + 1]:
                 continue
-            t = inst.transfer_time(ends[src + 1], ends[c + 1], nbytes)
-            recv[c] += t
-            recv_b[c] += nbytes
-            slowest = max(slowest, t)
+            seconds = inst.transfer_time(ends[src + 1][0], ends[c + 1][0], nbytes)
+            recv[c + 1][0] += seconds
+            recv_b[c + 1][0] += nbytes
+            slowest = max(slowest, seconds)
             sent = True
-        send[src] += slowest
-        send_b[src] += nbytes if sent else 0.0
+        send[src + 1][0] += slowest
+        send_b[src + 1][0] += nbytes if sent else 0.0
     return recv, send, recv_b, send_b
+
+
+# ---------------------------------------------------------------------------------------------
+# The validator
+# ---------------------------------------------------------------------------------------------
 
 
 def validate_plan(inst: Instance, plan: Plan) -> list[str]:
@@ -194,8 +658,10 @@ def validate_plan(inst: Instance, plan: Plan) -> list[str]:
     problems = _structure(inst, plan)
     if problems:
         return problems
+    problems = _group_problems(inst, plan)
+    if problems:
+        return problems
     sigma = plan.stage_of(inst)
-    dev = plan.devices(inst)
     g = inst.model
     for u, succ in enumerate(g.succ):
         for w in succ:
@@ -203,18 +669,22 @@ def validate_plan(inst: Instance, plan: Plan) -> list[str]:
                 problems.append(f"edge {g.layers[u].id} -> {g.layers[w].id} goes backwards "
                                 f"(stage {sigma[u]} -> stage {sigma[w]})")
     for v, b in enumerate(sigma):
-        if not inst.allowed(v, dev[b]):
-            problems.append(f"layer '{g.layers[v].id}' may not run on device "
-                            f"'{inst.devices[dev[b]].id}' (class {inst.devices[dev[b]].cls})")
+        for dev in plan.stages[b].members:
+            d = inst.device_index[dev]
+            if not inst.allowed(v, d):
+                problems.append(f"layer '{g.layers[v].id}' may not run on device "
+                                f"'{dev}' (class {inst.devices[d].cls})")
     for group in g.colocate:
         if len({sigma[g.index[lid]] for lid in group}) > 1:
             problems.append(f"colocate group {list(group)} is split across stages")
     if not problems:
         for b, st in enumerate(evaluate(inst, plan).stages):
-            cap = inst.devices[dev[b]].memory_bytes
-            if st.memory_bytes > tolerated(cap):
-                problems.append(f"stage {b} needs {st.memory_bytes:.0f} bytes on device "
-                                f"'{st.device}' which has {cap:.0f}")
+            for dev, need in zip(st.devices or (st.device,),
+                                 st.member_memory_bytes or (st.memory_bytes,), strict=True):
+                cap = inst.devices[inst.device_index[dev]].memory_bytes
+                if need > tolerated(cap):
+                    problems.append(f"stage {b} needs {need:.0f} bytes on device "
+                                    f"'{dev}' which has {cap:.0f}")
     return problems
 
 
@@ -223,12 +693,14 @@ def _structure(inst: Instance, plan: Plan) -> list[str]:
     seen: dict[str, int] = {}
     used: dict[str, int] = {}
     for b, st in enumerate(plan.stages):
-        if st.device not in inst.device_index:
-            problems.append(f"stages[{b}].device: unknown device id '{st.device}'")
-        elif st.device in used:
-            problems.append(f"stages[{b}].device: device '{st.device}' already runs stage "
-                            f"{used[st.device]}")
-        used.setdefault(st.device, b)
+        field_name = "device" if st.mode is Mode.SINGLE else "devices"
+        for dev in st.members:
+            if dev not in inst.device_index:
+                problems.append(f"stages[{b}].{field_name}: unknown device id '{dev}'")
+            elif dev in used:
+                problems.append(f"stages[{b}].{field_name}: device '{dev}' already runs stage "
+                                f"{used[dev]}")
+            used.setdefault(dev, b)
         if not st.layers:
             problems.append(f"stages[{b}].layers: stage is empty")
         for lid in st.layers:
@@ -243,6 +715,76 @@ def _structure(inst: Instance, plan: Plan) -> list[str]:
     if not plan.stages:
         problems.append("stages: plan has no stage")
     return problems
+
+
+def _group_problems(inst: Instance, plan: Plan) -> list[str]:
+    """What makes the plan's device groups impossible to cost (see the module docstring)."""
+    groups = [b for b, st in enumerate(plan.stages) if st.mode is not Mode.SINGLE]
+    if not groups:
+        return []
+    if inst.cost_model.transfer is not Transfer.RELAY:
+        return [f"stages[{groups[0]}]: device groups need relay transfers "
+                "(cost_model.transfer)"]
+    problems = []
+    for b in groups:
+        st = plan.stages[b]
+        if len(set(st.members)) < 2:
+            problems.append(f"stages[{b}].devices: a group needs at least 2 distinct devices")
+        if st.mode is Mode.SPLIT:
+            problems += split_problems(inst, plan, b)
+    return problems
+
+
+def split_problems(inst: Instance, plan: Plan, b: int) -> list[str]:
+    """Why split stage b cannot be costed: a non-chain model, a layer without a shape, a scheme
+    the layer cannot take, a missing or contradicting scheme, shapes that do not chain."""
+    if not inst.model.is_chain:
+        return [f"stages[{b}]: split stages need a chain model ({inst.model.name} is not)"]
+    st = plan.stages[b]
+    layers = sorted(inst.model.index[lid] for lid in st.layers)
+    try:
+        shapes = layer_shapes(inst)
+    except InputError as err:
+        return [str(err)]
+    schemes = st.scheme_of
+    problems = [f"stages[{b}].schemes.{lid}: not a layer of this stage" for lid in schemes
+                if lid not in st.layers]
+    for pos, v in enumerate(layers):
+        layer = inst.model.layers[v]
+        shape = shapes[v]
+        if shape is None:
+            problems.append(f"stages[{b}]: layer '{layer.id}' has no meta.shape, so it can run "
+                            "only on one device or replicated, not split")
+            continue
+        problems += _scheme_problems(b, layer, shape, schemes.get(layer.id), pos == 0)
+        if pos > 0:
+            problems += _chain_problems(b, layer, shape, shapes[layers[pos - 1]])
+    return problems
+
+
+def _scheme_problems(b: int, layer: Layer, shape: LayerShape, scheme: Scheme | None,
+                     first: bool) -> list[str]:
+    where = f"stages[{b}].schemes.{layer.id}"
+    if shape.kind == "elementwise" and not first:
+        return [] if scheme is None else [
+            f"{where}: elementwise layers take their producer's scheme; leave it out"]
+    if scheme is None:
+        return [f"{where}: missing (one of {', '.join(s.value for s in shape.schemes)})"]
+    if scheme not in shape.schemes:
+        return [f"{where}: layer '{layer.id}' ({shape.kind}) cannot be split by {scheme.value}"]
+    return []
+
+
+def _chain_problems(b: int, layer: Layer, shape: LayerShape, producer: LayerShape | None
+                    ) -> list[str]:
+    if producer is None:
+        return []
+    fits = (math.prod(shape.inp) == math.prod(producer.out) if shape.kind == "linear"
+            else shape.inp == producer.out)
+    if shape.kind == "elementwise":
+        fits = fits and shape.inp == shape.out
+    return [] if fits else [f"stages[{b}]: layer '{layer.id}' reads shape {list(shape.inp)} but "
+                            f"its producer makes {list(producer.out)}"]
 
 
 def lower_bound(inst: Instance, objective: str = "bottleneck") -> float:

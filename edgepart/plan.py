@@ -1,10 +1,26 @@
-"""A plan: stages in pipeline order, each a set of layers on one device; its JSON form."""
+"""A plan: stages in pipeline order, each a set of layers on one device or on a device group; its
+JSON form.
+
+A stage is ``{"device": ID, "layers": [...]}`` (one device, as always), or a *group*
+``{"devices": [IDs], "mode": "replicate"|"split", "layers": [...], "schemes": {LAYER: SCHEME}}``:
+
+* ``replicate``: every device of the group holds all the stage's layers and takes a share of the
+  requests (data parallelism inside a pipeline stage);
+* ``split``: every layer of the stage is computed by all devices of the group together, each a
+  slice of the layer's output chosen by the layer's scheme (:class:`Scheme`, after FlexPie); the
+  first device of ``devices`` is the group's *lead*, which receives the stage's input and sends
+  its output. ``schemes`` names a scheme for every layer that is not elementwise (elementwise
+  layers take their producer's).
+
+How a group is costed is :mod:`edgepart.cost`'s business; this module only holds and reads it.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +28,60 @@ from edgepart.errors import InputError
 from edgepart.files import read_json
 from edgepart.instance import Instance
 
-__all__ = ["Plan", "Stage", "load_plan"]
+__all__ = ["Mode", "Plan", "Scheme", "Stage", "load_plan"]
+
+
+class Mode(StrEnum):
+    """How a stage uses its devices."""
+
+    SINGLE = "single"
+    REPLICATE = "replicate"
+    SPLIT = "split"
+
+
+class Scheme(StrEnum):
+    """How a split layer's output is sliced over a group (FlexPie's schemes)."""
+
+    OUTC = "outc"  # output channels (features): every device needs the whole input
+    ROWS = "rows"  # output rows: every device needs its input rows plus the kernel's halo
+    GRID = "grid"  # 2D tiles of the feature map, each with its halo
 
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """Layers on one device (``devices`` empty, mode single) or on a group (``device`` is then
+    the group's first device: its lead)."""
+
     device: str
     layers: tuple[str, ...]
+    devices: tuple[str, ...] = ()
+    mode: Mode = Mode.SINGLE
+    schemes: tuple[tuple[str, Scheme], ...] = ()
+
+    @classmethod
+    def group(cls, devices: Sequence[str], mode: Mode | str, layers: Sequence[str],
+              schemes: Mapping[str, Scheme | str] | None = None) -> Stage:
+        """A group stage (``devices[0]`` leads a split group)."""
+        pairs = tuple((lid, Scheme(s)) for lid, s in (schemes or {}).items())
+        return cls(devices[0], tuple(layers), tuple(devices), Mode(mode), pairs)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Every device of the stage (one for a single-device stage)."""
+        return self.devices or (self.device,)
+
+    @property
+    def scheme_of(self) -> dict[str, Scheme]:
+        return dict(self.schemes)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.mode is Mode.SINGLE:
+            return {"device": self.device, "layers": list(self.layers)}
+        out: dict[str, Any] = {"devices": list(self.devices), "mode": self.mode.value,
+                               "layers": list(self.layers)}
+        if self.schemes:
+            out["schemes"] = {lid: s.value for lid, s in self.schemes}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +119,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format_version": 1, "instance": self.instance,
                                "method": self.method,
-                               "stages": [{"device": s.device, "layers": list(s.layers)}
-                                          for s in self.stages]}
+                               "stages": [s.to_dict() for s in self.stages]}
         if self.meta:
             out["meta"] = dict(self.meta)
         return out
@@ -69,15 +131,43 @@ class Plan:
     def from_dict(cls, data: Any) -> Plan:
         if not isinstance(data, Mapping) or not isinstance(data.get("stages"), list):
             raise InputError("plan: must be an object with a 'stages' array")
-        stages = []
-        for b, raw in enumerate(data["stages"]):
-            if (not isinstance(raw, Mapping) or not isinstance(raw.get("device"), str)
-                    or not isinstance(raw.get("layers"), list)
-                    or not all(isinstance(x, str) for x in raw["layers"])):
-                raise InputError(f"plan.stages[{b}]: must be {{\"device\": id, \"layers\": [ids]}}")
-            stages.append(Stage(raw["device"], tuple(raw["layers"])))
-        return cls(tuple(stages), str(data.get("instance", "")), str(data.get("method", "")),
+        stages = tuple(_stage(raw, f"plan.stages[{b}]") for b, raw in enumerate(data["stages"]))
+        return cls(stages, str(data.get("instance", "")), str(data.get("method", "")),
                    dict(data.get("meta", {})))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def _stage(raw: Any, path: str) -> Stage:
+    """One stage in either JSON form, every problem named by its path."""
+    if not isinstance(raw, Mapping) or not _strings(raw.get("layers")):
+        raise InputError(f"{path}: must be {{\"device\": id, \"layers\": [ids]}} or "
+                         f"{{\"devices\": [ids], \"mode\": ..., \"layers\": [ids]}}")
+    if "devices" not in raw:
+        if not isinstance(raw.get("device"), str):
+            raise InputError(f"{path}.device: must be a device id")
+        return Stage(raw["device"], tuple(raw["layers"]))
+    if "device" in raw:
+        raise InputError(f"{path}: give either 'device' or 'devices', not both")
+    if not _strings(raw["devices"]) or len(raw["devices"]) < 2:
+        raise InputError(f"{path}.devices: must list at least 2 device ids")
+    modes = (Mode.REPLICATE.value, Mode.SPLIT.value)
+    if raw.get("mode") not in modes:
+        raise InputError(f"{path}.mode: must be one of {', '.join(modes)}, got "
+                         f"{json.dumps(raw.get('mode'))}")
+    schemes = raw.get("schemes", {})
+    names = [s.value for s in Scheme]
+    if not isinstance(schemes, Mapping):
+        raise InputError(f"{path}.schemes: must be an object {{layer: scheme}}")
+    for lid, scheme in schemes.items():
+        if scheme not in names:
+            raise InputError(f"{path}.schemes.{lid}: must be one of {', '.join(names)}, got "
+                             f"{json.dumps(scheme)}")
+    if schemes and raw["mode"] != Mode.SPLIT.value:
+        raise InputError(f"{path}.schemes: only a split stage has schemes")
+    return Stage.group(raw["devices"], raw["mode"], raw["layers"], schemes)
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -24,8 +24,8 @@ from edgepart.results import (
 )
 
 __all__ = [
-    "FORMULATIONS", "METHODS", "Objective", "SolveOptions", "best_plan", "finish", "get_method",
-    "register", "solve",
+    "FORMULATIONS", "GROUP_METHODS", "METHODS", "Objective", "PlanSpace", "SolveOptions",
+    "best_plan", "finish", "get_method", "register", "solve",
 ]
 
 
@@ -36,6 +36,20 @@ FORMULATIONS = ("auto", "stages", "paths")
 class Objective(StrEnum):
     BOTTLENECK = "bottleneck"
     LATENCY = "latency"
+
+
+class PlanSpace(StrEnum):
+    """Which plans a solve searches (``--plan-space``): stages on one device each (pipeline,
+    today's plans), or stages that may also be device groups (see :mod:`edgepart.plan`)."""
+
+    PIPELINE = "pipeline"
+    REPLICATE = "replicate"  # single-device and replicated stages
+    SPLIT = "split"  # single-device and split stages
+    HYBRID = "hybrid"  # all three
+
+
+GROUP_METHODS = ("groups", "brute", "flexpie", "onedim", "grid2d", "dataparallel")
+"""Methods that search (or build) plans with device groups; ``auto`` means ``groups`` there."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +64,17 @@ class SolveOptions:
     seed: int = 0
     formulation: str = "auto"  # exact MILP/CP-SAT methods: auto, stages or paths
     extra: dict[str, Any] = field(default_factory=dict)
+    plan_space: PlanSpace = PlanSpace.PIPELINE
+    max_group: int | None = None  # most devices in one group (None: every device)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objective", Objective(self.objective))
+        if self.plan_space not in tuple(PlanSpace):
+            raise InputError(f"plan_space: must be one of {', '.join(PlanSpace)}, "
+                             f"got '{self.plan_space}'")
+        object.__setattr__(self, "plan_space", PlanSpace(self.plan_space))
+        if self.max_group is not None and self.max_group < 2:
+            raise InputError(f"max_group: must be >= 2, got {self.max_group}")
         for name in ("time_limit", "max_latency", "max_period"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -86,18 +108,29 @@ def register(name: str) -> Callable[[Method], Method]:
     return wrap
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, plan_space: PlanSpace | str = PlanSpace.PIPELINE) -> Method:
+    """The method called ``name``; beyond pipeline plans ``auto`` is the exact ``groups`` DP and
+    only :data:`GROUP_METHODS` are accepted."""
     _load_builtin_methods()
     if name not in METHODS:
         names = ", ".join(sorted(METHODS))
         raise InputError(f"solver: unknown method '{name}' (choose from {names})")
+    if PlanSpace(plan_space) is PlanSpace.PIPELINE:
+        return METHODS[name]
+    if name == "auto":
+        return METHODS["groups"]
+    if name not in GROUP_METHODS:
+        raise InputError(f"solver: {name} searches pipeline plans only; with --plan-space "
+                         f"{PlanSpace(plan_space).value} use one of auto, "
+                         + ", ".join(GROUP_METHODS))
     return METHODS[name]
 
 
 def solve(inst: Instance, method: str = "auto", options: SolveOptions | None = None,
           **kwargs: Any) -> SolveResult:
     """Run one method by name. ``kwargs`` are :class:`SolveOptions` fields."""
-    return get_method(method)(inst, options or SolveOptions(**kwargs))
+    options = options or SolveOptions(**kwargs)
+    return get_method(method, options.plan_space)(inst, options)
 
 
 def _load_builtin_methods() -> None:

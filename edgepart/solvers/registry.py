@@ -8,6 +8,7 @@ from edgepart.solvers import (  # noqa: F401
     cbc,
     cpsat,
     dp,
+    groups,
     highs,
 )
 from edgepart.solvers.heuristics import (  # noqa: F401

@@ -1,0 +1,436 @@
+r"""Exact dynamic program over hybrid plans of a chain: stages on one device, replicated over a
+device group, or split over a group layer by layer (``--plan-space``; see :mod:`edgepart.plan`
+and the cost model of :mod:`edgepart.cost`).
+
+Which plans it covers. On a chain every stage of a valid plan is a contiguous layer range
+:math:`[i, j)` (edges only go forward). A plan is a sequence of such ranges covering
+:math:`0..n`, each with a *group mode* :math:`g`: one device (single), a device set of size 2 to
+``max_group`` (replicate), or such a set with one of its devices as lead (split), every device in
+at most one stage. Every such plan is enumerated implicitly, so the optimum is over *all* valid
+plans of the chosen space (with colocation, device classes and memory).
+
+Why the arc costs are exact. Under relay transfers on a chain the boundary at position :math:`j`
+carries exactly :math:`B_j` (the output of layer :math:`j-1`; the request input at 0, the model
+output at :math:`n`), so a stage's receive and send times depend only on its own ends, its
+neighbours' ends and :math:`B_i`, :math:`B_j`; its compute and memory only on
+:math:`(i, j, g)`, except the schemes of a split stage. Those are chosen by an inner DP (FlexPie's
+DPP, Zhang et al., arXiv 2502.15312, Alg. 1, for one group): a forward pass over the layers of
+:math:`[i, j)` with the current layer's scheme as state, adding the same terms in the same order
+as :meth:`edgepart.cost.SplitGroup.stage` (scatter, per layer the redistribution into it and its
+slowest share, gather). The stage's period and latency terms are non-decreasing in its compute
+time, so the time-optimal schemes are optimal for both objectives. The one exception is memory:
+a split arc whose time-optimal schemes do not fit is dropped; when that happens the DP is run
+again with those arcs kept (a relaxation), whose optimum is the reported bound, so a result is
+called optimal only when the two agree.
+
+Outer DP. Latency is a sum of per-stage terms :math:`\mathrm{in}_b + C_b` (a replica group's
+slowest) that depend on the previous stage's ends, plus the sink's receive: a shortest path over
+states (position, used devices, last group mode). The period is
+:math:`\max(\mathrm{out}_{src}, \max_b T_b, \mathrm{in}_{sink})` where :math:`T_b` also depends on
+the *next* stage's ends; a state keeps Pareto-optimal labels (max of the finished stages' periods,
+the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = max under
+``overlap``, + otherwise), exact because :math:`T_b` is non-decreasing in every partial.
+
+Size. :math:`O(n^2 \cdot G)` arcs for :math:`G` group modes (:math:`D` singles,
+:math:`\binom{D}{k}` replica sets and :math:`k\binom{D}{k}` led split sets per size
+:math:`k \le` ``max_group``), with states over subsets of used devices: meant for the handful of
+devices FlexPie studies (it refuses more than :data:`MAX_GROUP_MODES` group modes). Limits
+(``--max-latency``/``--max-period``) and non-chain models are not supported beyond pipeline
+plans (the method says so).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from edgepart.cost import LayerShape, SplitGroup, layer_shapes, tolerated
+from edgepart.cuts import colocation_cut_ok
+from edgepart.formulations.model import Deadline, OutOfTime
+from edgepart.instance import Instance
+from edgepart.plan import Mode, Plan, Scheme, Stage
+from edgepart.results import SolveResult, Termination
+from edgepart.solvers.base import Objective, PlanSpace, SolveOptions, finish, register
+
+__all__ = ["MAX_GROUP_MODES", "GroupMode", "group_modes", "solve_groups", "split_schemes"]
+
+MAX_GROUP_MODES = 400
+"""Most group modes the DP takes (4 devices: 43; 6 devices: 255)."""
+
+MODES = {PlanSpace.PIPELINE: (Mode.SINGLE,), PlanSpace.REPLICATE: (Mode.SINGLE, Mode.REPLICATE),
+         PlanSpace.SPLIT: (Mode.SINGLE, Mode.SPLIT), PlanSpace.HYBRID: tuple(Mode)}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMode:
+    """Devices (lead first for split) and how a stage uses them."""
+
+    mode: Mode
+    members: tuple[int, ...]
+
+    @property
+    def mask(self) -> int:
+        return sum(1 << d for d in self.members)
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        """Devices that send and receive the stage's boundary messages."""
+        return self.members if self.mode is Mode.REPLICATE else self.members[:1]
+
+
+def group_modes(inst: Instance, space: PlanSpace, max_group: int | None) -> list[GroupMode]:
+    """Every group mode of the plan space: singles, replica sets, led split sets."""
+    nd = len(inst.devices)
+    largest = min(nd, max_group or nd)
+    modes = MODES[space]
+    out = [GroupMode(Mode.SINGLE, (d,)) for d in range(nd)]
+    for size in range(2, largest + 1):
+        for subset in combinations(range(nd), size):
+            if Mode.REPLICATE in modes:
+                out.append(GroupMode(Mode.REPLICATE, subset))
+            if Mode.SPLIT in modes:
+                out += [GroupMode(Mode.SPLIT, (lead, *(d for d in subset if d != lead)))
+                        for lead in subset]
+    return out
+
+
+@dataclass
+class Arc:
+    """A stage [i, j) in group mode g: per-end compute, and the split schemes."""
+
+    i: int
+    j: int
+    g: GroupMode
+    compute: tuple[float, ...]
+    schemes: dict[int, Scheme] = field(default_factory=dict)
+
+
+def split_schemes(group: SplitGroup, layers: Sequence[int], in_bytes: float
+                  ) -> list[tuple[float, dict[int, Scheme]]]:
+    """For every end j of the stage starting at ``layers[0]`` (``layers`` = the layers from
+    there to the end of the chain), the least split time of ``layers[:j+1]`` and its schemes
+    (FlexPie's DPP for one group; ``math.inf`` where a layer cannot be split)."""
+    shapes: list[LayerShape | None] = [group.shapes[v] for v in layers]
+    out: list[tuple[float, dict[int, Scheme]]] = []
+    first = shapes[0]
+    if first is None:
+        return out
+    # best[s] = (time so far, anchor, schemes) with the current layer's anchor in scheme s
+    best: dict[Scheme, tuple[float, int, dict[int, Scheme]]] = {}
+    for s in first.schemes:
+        t = group.entry(layers[0], s, in_bytes)[0]
+        best[s] = (t + group.compute_share(layers[0], layers[0], s), layers[0],
+                   {layers[0]: s})
+    for pos, v in enumerate(layers):
+        if pos > 0:
+            shape = shapes[pos]
+            if shape is None:
+                break
+            best = _extend(group, best, layers[pos - 1], v, shape)
+            if not best:
+                break
+        out.append(min(((t + group.exit(v, a, s), sch) for s, (t, a, sch) in best.items()),
+                       key=lambda x: x[0]))
+    return out
+
+
+def _extend(group: SplitGroup, best: dict[Scheme, tuple[float, int, dict[int, Scheme]]],
+            u: int, v: int, shape: LayerShape
+            ) -> dict[Scheme, tuple[float, int, dict[int, Scheme]]]:
+    """One step of the scheme DP: layer v after u (an elementwise v keeps u's scheme)."""
+    nxt: dict[Scheme, tuple[float, int, dict[int, Scheme]]] = {}
+    if shape.kind == "elementwise":
+        for s, (t, a, sch) in best.items():
+            t2 = t + group.into(u, a, v, a, s, s)[0]
+            nxt[s] = (t2 + group.compute_share(v, a, s), a, sch)
+        return nxt
+    for s2 in shape.schemes:
+        comp = group.compute_share(v, v, s2)
+        options = [((t + group.into(u, a, v, v, s, s2)[0]) + comp, s, a, sch)
+                   for s, (t, a, sch) in best.items()]
+        t, _, _, sch = min(options, key=lambda x: x[0])
+        nxt[s2] = (t, v, {**sch, v: s2})
+    return nxt
+
+
+class _Problem:
+    """Arc costs of one instance, plan space and group limit."""
+
+    def __init__(self, inst: Instance, options: SolveOptions, deadline: Deadline) -> None:
+        self.inst = inst
+        self.n = len(inst.model.layers)
+        self.overlap = inst.cost_model.overlap
+        g = inst.model
+        self.bytes_at = [g.input_bytes, *(g.tensor_bytes[v] for v in range(self.n))]
+        self.cut_ok = [bool(x) for x in colocation_cut_ok(inst)]
+        self.shapes = self._shapes()
+        self.modes = group_modes(inst, options.plan_space, options.max_group)
+        self.deadline = deadline
+        self.relaxed: list[Arc] = []  # split arcs dropped for memory only
+        self.arcs = self._arcs()
+
+    def _shapes(self) -> tuple[LayerShape | None, ...]:
+        return layer_shapes(self.inst)
+
+    def _arcs(self) -> dict[int, list[Arc]]:
+        """Feasible arcs by start position."""
+        out: dict[int, list[Arc]] = {i: [] for i in range(self.n)}
+        times = self.inst.times
+        prefix = [[0.0] for _ in self.inst.devices]
+        for d, row in enumerate(prefix):
+            for v in range(self.n):
+                row.append(row[-1] + times[v][d])
+        for gm in self.modes:
+            self.deadline.check()
+            if gm.mode is Mode.SPLIT:
+                self._split_arcs(gm, out)
+                continue
+            for i in range(self.n):
+                for j in range(i + 1, self.n + 1):
+                    if not self.cut_ok[j]:
+                        continue
+                    compute = tuple(_range_sum(self.inst, i, j, d) for d in gm.members)
+                    if all(math.isfinite(c) for c in compute) and self._fits_whole(i, j, gm):
+                        out[i].append(Arc(i, j, gm, compute))
+        return out
+
+    def _split_arcs(self, gm: GroupMode, out: dict[int, list[Arc]]) -> None:
+        group = SplitGroup(self.inst, gm.members, self.shapes)
+        for i in range(self.n):
+            layers = list(range(i, self.n))
+            if any(not math.isfinite(self.inst.times[v][d]) for v in layers[:1]
+                   for d in gm.members):
+                continue
+            for offset, (t, schemes) in enumerate(split_schemes(group, layers,
+                                                                self.bytes_at[i])):
+                j = i + offset + 1
+                allowed = all(math.isfinite(self.inst.times[v][d]) for v in range(i, j)
+                              for d in gm.members)
+                if not allowed:
+                    break
+                if not self.cut_ok[j]:
+                    continue
+                arc = Arc(i, j, gm, (t,), schemes)
+                if self._surely_fits(arc) or self._fits_split(arc, group.stage(
+                        list(range(i, j)), schemes, self.bytes_at[i]).member_memory_bytes):
+                    out[i].append(arc)
+                else:
+                    self.relaxed.append(arc)
+
+    def _buffers(self, i: int, j: int, gm: GroupMode) -> float:
+        """Receive plus send buffer bytes of the stage's ends (none toward its own device)."""
+        inst = self.inst
+        ends = list(gm.ends)
+        nothing_in = i == 0 and (inst.source is None or ends == [inst.source_index])
+        nothing_out = j == self.n and (inst.sink is None or ends == [inst.sink_index])
+        return (0.0 if nothing_in else self.bytes_at[i]) + (
+            0.0 if nothing_out else self.bytes_at[j])
+
+    def _fits_whole(self, i: int, j: int, gm: GroupMode) -> bool:
+        layers = self.inst.model.layers[i:j]
+        need = (sum(x.param_bytes for x in layers) + max(x.work_bytes for x in layers)
+                + self._buffers(i, j, gm))
+        return all(need <= tolerated(self.inst.devices[d].memory_bytes) for d in gm.members)
+
+    def _surely_fits(self, arc: Arc) -> bool:
+        """A split stage's memory is at most a whole copy of every layer's weights plus, per
+        layer, its whole working set and its whole input (what it may receive): if that fits,
+        the exact figure does."""
+        layers = range(arc.i, arc.j)
+        model = self.inst.model
+        peak = max(model.layers[v].work_bytes + self.bytes_at[v] for v in layers)
+        need = (sum(model.layers[v].param_bytes for v in layers) + peak
+                + self._buffers(arc.i, arc.j, arc.g))
+        return all(need <= tolerated(self.inst.devices[d].memory_bytes) for d in arc.g.members)
+
+    def _fits_split(self, arc: Arc, memory: Sequence[float]) -> bool:
+        need = [memory[0] + self._buffers(arc.i, arc.j, arc.g), *memory[1:]]
+        return all(need[k] <= tolerated(self.inst.devices[d].memory_bytes)
+                   for k, d in enumerate(arc.g.members))
+
+    # -- transfers ----------------------------------------------------------------------------
+
+    def boundary(self, senders: Sequence[int | None], receivers: Sequence[int | None], j: int
+                 ) -> tuple[list[float], list[float]]:
+        """Per-sender and per-receiver seconds of boundary j (each end's worst partner)."""
+        if list(senders) == list(receivers):
+            return [0.0] * len(senders), [0.0] * len(receivers)
+        t = [[self.inst.transfer_time(s, r, self.bytes_at[j]) for r in receivers]
+             for s in senders]
+        return [max(row) for row in t], [max(row[k] for row in t) for k in range(len(receivers))]
+
+    def source_ends(self) -> list[int | None] | None:
+        return None if self.inst.source is None else [self.inst.source_index]
+
+    def into(self, prev: Sequence[int | None] | None, arc: Arc) -> tuple[list[float], float]:
+        """Receive seconds per end of ``arc`` after ends ``prev`` (None: no source), and the
+        sender's worst send."""
+        if prev is None:
+            return [0.0] * len(arc.g.ends), 0.0
+        send, recv = self.boundary(prev, arc.g.ends, arc.i)
+        return recv, max(send)
+
+    def out_of(self, arc: Arc, nxt: Sequence[int | None] | None) -> list[float]:
+        if nxt is None:
+            return [0.0] * len(arc.g.ends)
+        return self.boundary(arc.g.ends, nxt, arc.j)[0]
+
+    def sink_ends(self) -> list[int | None] | None:
+        return None if self.inst.sink is None else [self.inst.sink_index]
+
+    def latency_term(self, recv: Sequence[float], arc: Arc) -> float:
+        return max(r + c for r, c in zip(recv, arc.compute, strict=True))
+
+    def partial(self, recv: Sequence[float], arc: Arc) -> tuple[float, ...]:
+        return tuple(max(r, c) if self.overlap else r + c
+                     for r, c in zip(recv, arc.compute, strict=True))
+
+    def period(self, partial: Sequence[float], out: Sequence[float]) -> float:
+        own = [max(p, o) if self.overlap else p + o for p, o in zip(partial, out, strict=True)]
+        return own[0] if len(own) == 1 else (
+            0.0 if min(own) == 0 else 1.0 / sum(1.0 / t for t in own))
+
+
+def _range_sum(inst: Instance, i: int, j: int, d: int) -> float:
+    return sum(inst.times[v][d] for v in range(i, j))
+
+
+@dataclass
+class _Label:
+    value: float
+    partial: tuple[float, ...]
+    arc: Arc | None
+    back: _Label | None
+
+
+def _dominated(label: _Label, others: list[_Label]) -> bool:
+    return any(o.value <= label.value and all(a <= b for a, b in zip(o.partial, label.partial,
+                                                                      strict=True))
+               for o in others)
+
+
+def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
+            ) -> tuple[float, _Label | None]:
+    """Forward DP over (position, used devices, last group mode); labels as in the docstring."""
+    start = _Label(0.0, (), None, None)
+    states: dict[tuple[int, int, GroupMode | None], list[_Label]] = {(0, 0, None): [start]}
+    best: tuple[float, _Label | None] = (math.inf, None)
+    for pos in range(prob.n + 1):
+        keys = [k for k in states if k[0] == pos]
+        for key in keys:
+            prob.deadline.check()
+            labels = states.pop(key)
+            _, used, last = key
+            if pos == prob.n:
+                for label in labels:
+                    value = _final(prob, objective, label, last)
+                    if value < best[0]:
+                        best = (value, label)
+                continue
+            prev = list(last.ends) if last is not None else prob.source_ends()
+            for arc in arcs[pos]:
+                if arc.g.mask & used:
+                    continue
+                recv, send_prev = prob.into(prev, arc)
+                nkey = (arc.j, used | arc.g.mask, arc.g)
+                bucket = states.setdefault(nkey, [])
+                for label in labels:
+                    new = _step(prob, objective, label, last, arc, recv, send_prev)
+                    if not _dominated(new, bucket):
+                        bucket[:] = [o for o in bucket if not _dominated(o, [new])] + [new]
+    return best
+
+
+def _step(prob: _Problem, objective: Objective, label: _Label, last: GroupMode | None, arc: Arc,
+          recv: list[float], send_prev: float) -> _Label:
+    if objective is Objective.LATENCY:
+        return _Label(label.value + prob.latency_term(recv, arc), (), arc, label)
+    if last is None:  # the source's send is part of the period
+        done = send_prev
+    else:
+        out = prob.out_of(label.arc, arc.g.ends) if label.arc else []
+        done = max(label.value, prob.period(label.partial, out))
+    return _Label(done, prob.partial(recv, arc), arc, label)
+
+
+def _final(prob: _Problem, objective: Objective, label: _Label, last: GroupMode | None) -> float:
+    if label.arc is None or last is None:
+        return math.inf
+    sink = prob.sink_ends()
+    out = prob.out_of(label.arc, sink)
+    sink_recv = 0.0 if sink is None else prob.boundary(last.ends, sink, prob.n)[1][0]
+    if objective is Objective.LATENCY:
+        return label.value + sink_recv
+    return max(label.value, prob.period(label.partial, out), sink_recv)
+
+
+def _plan(inst: Instance, label: _Label) -> Plan:
+    arcs: list[Arc] = []
+    node: _Label | None = label
+    while node is not None and node.arc is not None:
+        arcs.append(node.arc)
+        node = node.back
+    return Plan(tuple(_stage(inst, arc) for arc in reversed(arcs)), inst.name, "groups")
+
+
+def _stage(inst: Instance, arc: Arc) -> Stage:
+    ids = [x.id for x in inst.model.layers[arc.i:arc.j]]
+    devices = [inst.devices[d].id for d in arc.g.members]
+    if arc.g.mode is Mode.SINGLE:
+        return Stage(devices[0], tuple(ids))
+    schemes = {inst.model.layers[v].id: s for v, s in arc.schemes.items()}
+    return Stage.group(devices, arc.g.mode, ids, schemes)
+
+
+def _refusal(inst: Instance, options: SolveOptions) -> str:
+    if not inst.model.is_chain:
+        return f"needs a chain model ({inst.model.name} is a DAG)"
+    if inst.cost_model.transfer.value != "relay":
+        return "device groups need relay transfers"
+    if options.max_latency is not None or options.max_period is not None:
+        return "--max-latency/--max-period are not supported beyond pipeline plans"
+    count = len(group_modes(inst, options.plan_space, options.max_group))
+    if count > MAX_GROUP_MODES:
+        return (f"{count} group modes (limit {MAX_GROUP_MODES}): lower --max-group or use fewer "
+                "devices")
+    return ""
+
+
+@register("groups")
+def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
+    """The optimum over the plan space (``options.plan_space``) on a chain, proven by the DP."""
+    start = time.perf_counter()
+    reason = _refusal(inst, options)
+    if reason:
+        return finish(inst, None, method="groups", options=options,
+                      termination=Termination.UNSUPPORTED, message=reason)
+    deadline = Deadline.after(options.time_limit)
+    try:
+        prob = _Problem(inst, options, deadline)
+        value, label = _search(prob, options.objective, prob.arcs)
+        bound, message = value, ""
+        if prob.relaxed and label is not None:
+            relaxed = {i: [*prob.arcs[i], *(a for a in prob.relaxed if a.i == i)]
+                       for i in prob.arcs}
+            bound = _search(prob, options.objective, relaxed)[0]
+            message = (f"{len(prob.relaxed)} split arcs whose fastest schemes do not fit "
+                       "memory were dropped; the bound keeps them")
+    except OutOfTime:
+        return finish(inst, None, method="groups", options=options,
+                      termination=Termination.TIME_LIMIT, wall_time_s=time.perf_counter() - start,
+                      message="time limit before the DP finished")
+    wall = time.perf_counter() - start
+    extra: dict[str, Any] = {"plan_space": options.plan_space.value,
+                             "group_modes": len(prob.modes),
+                             "arcs": sum(len(a) for a in prob.arcs.values())}
+    if label is None:
+        return finish(inst, None, method="groups", options=options,
+                      termination=Termination.INFEASIBLE, wall_time_s=wall, extra=extra,
+                      message="no plan of this plan space fits memory and device classes")
+    return finish(inst, _plan(inst, label), method="groups", options=options,
+                  termination=Termination.OPTIMAL, bound=bound, wall_time_s=wall, exact=True,
+                  message=message, extra=extra)

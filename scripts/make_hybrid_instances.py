@@ -1,0 +1,91 @@
+"""Make the device-group (hybrid plan) instances in instances/hybrid_*.json (issue 11).
+
+    python scripts/make_hybrid_instances.py
+
+They reuse the layer times of the shipped, measured ``instances/vgg16_4nodes.json`` (one profile
+of torchvision's VGG-16 at 224 x 224, every device class's time already in it), add each layer's
+split shape (``meta.shape``, from one trace of the same model: the unit ids are the same; see
+:func:`edgepart.profiling.trace.unit_shape`) and put the model on a new cluster:
+
+* ``hybrid_vgg16_4eq``: 4 equal Raspberry Pi 4 on 1 Gbit/s Ethernet (0.5 ms), FlexPie's setting
+  (equal devices, one request at a time): splitting layers pays for latency.
+* ``hybrid_replicate_vgg16``: one Jetson Nano and three Raspberry Pi 4 on the same Ethernet:
+  replicating the whole model on the slow devices beside the fast one pays for the period,
+  because a pipeline must ship VGG-16's early activations (12.8 MB) between stages.
+
+``variant(base, links)`` is what ``bench/hybrid.py`` uses for other bandwidths. Re-profiling is
+not needed: layer times do not depend on the cluster's links.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BASE = ROOT / "instances" / "vgg16_4nodes.json"
+ETHERNET_1G = {"bandwidth_bytes_per_s": 125e6, "latency_s": 0.0005}
+GIB = 1 << 30
+
+# name -> (description, device classes, memory GiB each)
+CLUSTERS: dict[str, tuple[str, list[str], list[int]]] = {
+    "hybrid_vgg16_4eq": (
+        "VGG-16 (measured, input 224x224) on 4 equal Raspberry Pi 4 on 1 Gbit/s Ethernet "
+        "(0.5 ms): FlexPie's setting, where split stages pay for latency",
+        ["rpi4"] * 4, [4] * 4),
+    "hybrid_replicate_vgg16": (
+        "VGG-16 (measured, input 224x224) on one Jetson Nano and three Raspberry Pi 4 on "
+        "1 Gbit/s Ethernet (0.5 ms): replicated stages pay for the period",
+        ["jetson_nano", "rpi4", "rpi4", "rpi4"], [4] * 4),
+}
+
+
+def with_shapes(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (an instance of torchvision's VGG-16 at module granularity) with every layer's
+    split shape from one trace of the model."""
+    from edgepart.profiling.trace import trace_model, unit_shape
+
+    traced = trace_model("torchvision:vgg16", (1, 3, 224, 224))
+    shapes = {u.id: unit_shape(traced, u) for u in traced.units}
+    for layer in data["model"]["layers"]:
+        shape = shapes[layer["id"]]
+        if shape is not None:
+            layer.setdefault("meta", {})["shape"] = shape
+    return data
+
+
+def variant(base: dict[str, Any], name: str, description: str, classes: list[str],
+            memory_gib: list[int], link: dict[str, float]) -> dict[str, Any]:
+    """``base`` on a new cluster of ``classes`` with one ``link`` between every pair."""
+    data = json.loads(json.dumps(base))
+    counts: dict[str, int] = {}
+    devices = []
+    for cls, gib in zip(classes, memory_gib, strict=True):
+        devices.append({"id": f"{cls}-{counts.get(cls, 0)}", "class": cls,
+                        "memory_bytes": gib * GIB})
+        counts[cls] = counts.get(cls, 0) + 1
+    data.update(name=name, description=description, devices=devices,
+                links={"default": dict(link)}, source=devices[-1]["id"],
+                sink=devices[-1]["id"])
+    data["meta"] = {**data.get("meta", {}), "made_by": "scripts/make_hybrid_instances.py",
+                    "times_from": "instances/vgg16_4nodes.json"}
+    data["meta"].pop("cluster", None)
+    return data
+
+
+def main() -> int:
+    base = with_shapes(json.loads(BASE.read_text()))
+    for name, (description, classes, memory) in CLUSTERS.items():
+        data = variant(base, name, description, classes, memory, ETHERNET_1G)
+        path = ROOT / "instances" / f"{name}.json"
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
