@@ -439,9 +439,9 @@ class SplitGroup:
                                     scheme[pos - 1], scheme[pos])
                 time += t
             time += self.compute_share(v, anchors[pos], scheme[pos])
-            peaks.append(self._layer_memory(v, anchors[pos], scheme[pos], recv))
+            peaks.append(self.layer_memory(v, anchors[pos], scheme[pos], recv))
         time += self.exit(layers[-1], anchors[-1], scheme[-1])
-        params = [sum(self._weights(v, anchors[p], scheme[p])[i] for p, v in enumerate(layers))
+        params = [sum(self.weights(v, anchors[p], scheme[p])[i] for p, v in enumerate(layers))
                   for i in range(len(self.members))]
         memory = tuple(params[i] + max(peak[i] for peak in peaks)
                        for i in range(len(self.members)))
@@ -452,15 +452,16 @@ class SplitGroup:
         total = sum(x.volume for x in held)
         return [x.volume / total if total else 0.0 for x in held]
 
-    def _weights(self, v: int, anchor: int, scheme: Scheme) -> list[float]:
+    def weights(self, v: int, anchor: int, scheme: Scheme) -> list[float]:
         """Parameter bytes device i holds for v: a slice under outc, all of them otherwise."""
         p = self.inst.model.layers[v].param_bytes
         if scheme is not Scheme.OUTC:
             return [p] * len(self.members)
         return [p * f for f in self._fractions(anchor, scheme)]
 
-    def _layer_memory(self, v: int, anchor: int, scheme: Scheme, recv: Sequence[float]
-                      ) -> list[float]:
+    def layer_memory(self, v: int, anchor: int, scheme: Scheme, recv: Sequence[float]
+                     ) -> list[float]:
+        """Device i's working set for layer v: its share of v's plus the bytes it received."""
         work = self.inst.model.layers[v].work_bytes
         return [work * f + r for f, r in zip(self._fractions(anchor, scheme), recv, strict=True)]
 

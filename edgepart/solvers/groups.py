@@ -18,10 +18,9 @@ DPP, Zhang et al., arXiv 2502.15312, Alg. 1, for one group): a forward pass over
 :math:`[i, j)` with the current layer's scheme as state, adding the same terms in the same order
 as :meth:`edgepart.cost.SplitGroup.stage` (scatter, per layer the redistribution into it and its
 slowest share, gather). The stage's period and latency terms are non-decreasing in its compute
-time, so the time-optimal schemes are optimal for both objectives. The one exception is memory:
-a split arc whose time-optimal schemes do not fit is dropped; when that happens the DP is run
-again with those arcs kept (a relaxation), whose optimum is the reported bound, so a result is
-called optimal only when the two agree.
+time, so the time-optimal schemes are optimal for both objectives. Memory: when the fastest
+schemes of an arc do not fit, :func:`fitting_schemes` reruns the scheme DP with each device's
+weights and largest working set in Pareto labels and takes the fastest schemes that fit.
 
 Outer DP. Latency is a sum of per-stage terms :math:`\mathrm{in}_b + C_b` (a replica group's
 slowest) that depend on the previous stage's ends, plus the sink's receive: a shortest path over
@@ -45,7 +44,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, pairwise
 from typing import Any
 
 from edgepart.cost import LayerShape, SplitGroup, layer_shapes, tolerated
@@ -56,7 +55,8 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import Objective, PlanSpace, SolveOptions, finish, register
 
-__all__ = ["MAX_GROUP_MODES", "GroupMode", "group_modes", "solve_groups", "split_schemes"]
+__all__ = ["MAX_GROUP_MODES", "GroupMode", "fitting_schemes", "group_modes", "solve_groups",
+           "split_schemes"]
 
 MAX_GROUP_MODES = 400
 """Most group modes the DP takes (4 devices: 43; 6 devices: 255)."""
@@ -157,6 +157,75 @@ def _extend(group: SplitGroup, best: dict[Scheme, tuple[float, int, dict[int, Sc
     return nxt
 
 
+@dataclass(frozen=True, slots=True)
+class _MemLabel:
+    """A partial scheme choice: time so far, anchor, schemes, and per device the weights held
+    and the largest working set so far."""
+
+    time: float
+    anchor: int
+    schemes: dict[int, Scheme]
+    weights: tuple[float, ...]
+    peaks: tuple[float, ...]
+
+    def dominates(self, other: _MemLabel) -> bool:
+        return (self.time <= other.time
+                and all(a <= b for a, b in zip(self.weights, other.weights, strict=True))
+                and all(a <= b for a, b in zip(self.peaks, other.peaks, strict=True)))
+
+
+def _keep(labels: list[_MemLabel], new: _MemLabel) -> list[_MemLabel]:
+    if any(o.dominates(new) for o in labels):
+        return labels
+    return [o for o in labels if not new.dominates(o)] + [new]
+
+
+def _add(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _peak(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
+    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
+
+
+def fitting_schemes(group: SplitGroup, layers: Sequence[int], in_bytes: float,
+                    caps: Sequence[float], deadline: Deadline
+                    ) -> tuple[float, dict[int, Scheme]] | None:
+    """The least split time of ``layers`` over schemes whose memory (weights held + largest
+    working set, see :meth:`edgepart.cost.SplitGroup.stage`) is within ``caps`` per device, or
+    ``None``. Exact: a label is dropped only when another is no slower and holds no more
+    weights and no larger working set on any device, so every completion of the dropped one is
+    matched by a completion of the other."""
+    labels: dict[Scheme, list[_MemLabel]] = {}
+    v0 = layers[0]
+    for s in group.shape(v0).schemes:
+        t, recv = group.entry(v0, s, in_bytes)
+        labels[s] = [_MemLabel(t + group.compute_share(v0, v0, s), v0, {v0: s},
+                               tuple(group.weights(v0, v0, s)),
+                               tuple(group.layer_memory(v0, v0, s, recv)))]
+    for u, v in pairwise(layers):
+        deadline.check()
+        nxt: dict[Scheme, list[_MemLabel]] = {}
+        keep_scheme = group.shape(v).kind == "elementwise"
+        for s, bucket in labels.items():
+            for lab in bucket:
+                for s2 in ((s,) if keep_scheme else group.shape(v).schemes):
+                    a2 = lab.anchor if keep_scheme else v
+                    t, recv = group.into(u, lab.anchor, v, a2, s, s2)
+                    new = _MemLabel((lab.time + t) + group.compute_share(v, a2, s2), a2,
+                                    lab.schemes if keep_scheme else {**lab.schemes, v: s2},
+                                    _add(lab.weights, group.weights(v, a2, s2)),
+                                    _peak(lab.peaks, group.layer_memory(v, a2, s2, recv)))
+                    nxt[s2] = _keep(nxt.get(s2, []), new)
+        labels = nxt
+    last = layers[-1]
+    done = [(lab.time + group.exit(last, lab.anchor, s), lab.schemes)
+            for s, bucket in labels.items() for lab in bucket
+            if all(w + p <= tolerated(c) for w, p, c in zip(lab.weights, lab.peaks, caps,
+                                                             strict=True))]
+    return min(done, key=lambda x: x[0]) if done else None
+
+
 class _Problem:
     """Arc costs of one instance, plan space and group limit."""
 
@@ -170,7 +239,6 @@ class _Problem:
         self.shapes = self._shapes()
         self.modes = group_modes(inst, options.plan_space, options.max_group)
         self.deadline = deadline
-        self.relaxed: list[Arc] = []  # split arcs dropped for memory only
         self.arcs = self._arcs()
 
     def _shapes(self) -> tuple[LayerShape | None, ...]:
@@ -218,8 +286,19 @@ class _Problem:
                 if self._surely_fits(arc) or self._fits_split(arc, group.stage(
                         list(range(i, j)), schemes, self.bytes_at[i]).member_memory_bytes):
                     out[i].append(arc)
-                else:
-                    self.relaxed.append(arc)
+                    continue
+                fitting = self._fitting(group, arc)
+                if fitting is not None:
+                    out[i].append(fitting)
+
+    def _fitting(self, group: SplitGroup, arc: Arc) -> Arc | None:
+        """The fastest schemes of the stage among those that fit every device's memory, by the
+        scheme DP with memory in its labels (:func:`fitting_schemes`)."""
+        caps = [self.inst.devices[d].memory_bytes for d in arc.g.members]
+        caps[0] -= self._buffers(arc.i, arc.j, arc.g)
+        found = fitting_schemes(group, list(range(arc.i, arc.j)), self.bytes_at[arc.i], caps,
+                                self.deadline)
+        return None if found is None else Arc(arc.i, arc.j, arc.g, (found[0],), found[1])
 
     def _buffers(self, i: int, j: int, gm: GroupMode) -> float:
         """Receive plus send buffer bytes of the stage's ends (none toward its own device)."""
@@ -411,14 +490,7 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
     deadline = Deadline.after(options.time_limit)
     try:
         prob = _Problem(inst, options, deadline)
-        value, label = _search(prob, options.objective, prob.arcs)
-        bound, message = value, ""
-        if prob.relaxed and label is not None:
-            relaxed = {i: [*prob.arcs[i], *(a for a in prob.relaxed if a.i == i)]
-                       for i in prob.arcs}
-            bound = _search(prob, options.objective, relaxed)[0]
-            message = (f"{len(prob.relaxed)} split arcs whose fastest schemes do not fit "
-                       "memory were dropped; the bound keeps them")
+        bound, label = _search(prob, options.objective, prob.arcs)
     except OutOfTime:
         return finish(inst, None, method="groups", options=options,
                       termination=Termination.TIME_LIMIT, wall_time_s=time.perf_counter() - start,
@@ -433,4 +505,4 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
                       message="no plan of this plan space fits memory and device classes")
     return finish(inst, _plan(inst, label), method="groups", options=options,
                   termination=Termination.OPTIMAL, bound=bound, wall_time_s=wall, exact=True,
-                  message=message, extra=extra)
+                  extra=extra)

@@ -1,0 +1,314 @@
+"""Device groups (issue 11): the cost model's replicate and split stages against answers worked
+out by hand, the validator's refusals, the plan JSON, and the exact groups DP against brute force
+over hybrid plans."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgepart.cost import evaluate, grid_shape, proportional, validate_plan
+from edgepart.errors import InputError
+from edgepart.instance import load_instance
+from edgepart.plan import Mode, Plan, Scheme, Stage
+from edgepart.results import SolutionStatus
+from edgepart.solvers.base import PlanSpace, SolveOptions, get_method, solve
+from tests.strategies import random_instance
+
+CONV = {"kind": "conv", "in": [1, 4, 4], "out": [1, 4, 4], "kernel": [3, 3], "stride": [1, 1],
+        "padding": [1, 1]}
+
+
+def _instance(layers: list[dict[str, Any]], times: list[dict[str, float]], *,
+              classes: tuple[str, ...] = ("a", "a"), bandwidth: float = 48.0,
+              source: str | None = None, memory: float = 1e12) -> Any:
+    """A chain of ``layers`` (id, shape, bytes) on devices d0.. of ``classes``; one link
+    (``bandwidth`` bytes/s, no latency) between every pair; no source or sink unless given."""
+    data: dict[str, Any] = {
+        "format_version": 1, "name": "groups",
+        "model": {"name": "m", "input_bytes": 64.0, "layers": [
+            {"id": x["id"], "op": x["shape"]["kind"] if "shape" in x else "op", "flops": 0,
+             "param_bytes": x.get("params", 0.0), "output_bytes": x.get("bytes", 64.0),
+             "work_bytes": 0.0, "time_s": t,
+             "meta": {"shape": x["shape"]} if "shape" in x else {}}
+            for x, t in zip(layers, times, strict=True)],
+            "edges": [{"src": layers[v]["id"], "dst": layers[v + 1]["id"]}
+                      for v in range(len(layers) - 1)]},
+        "devices": [{"id": f"d{k}", "class": c, "memory_bytes": memory}
+                    for k, c in enumerate(classes)],
+        "links": {"default": {"bandwidth_bytes_per_s": bandwidth, "latency_s": 0.0}},
+        "cost_model": {"overlap": True, "transfer": "relay"}}
+    if source:
+        data["source"] = source
+    return load_instance(data)
+
+
+def _split(layers: tuple[str, ...], schemes: dict[str, str], devices: tuple[str, ...] = ("d0",
+                                                                                          "d1")
+           ) -> Plan:
+    return Plan((Stage.group(devices, Mode.SPLIT, layers, schemes),))
+
+
+# -- the cost model, by hand ---------------------------------------------------------------------
+
+
+def test_replicate_period_is_harmonic_and_latency_the_slowest_replica() -> None:
+    # one layer, 1 s on class a and 3 s on class b, no source or sink: no transfer at all.
+    # Replicas take 1 and 1/3 requests per second: period 1 / (1 + 1/3) = 0.75 s; latency is
+    # the slower replica's 3 s; each replica holds the layer's 10 parameter bytes.
+    inst = _instance([{"id": "x", "params": 10.0}], [{"a": 1.0, "b": 3.0}], classes=("a", "b"))
+    m = evaluate(inst, Plan((Stage.group(("d0", "d1"), Mode.REPLICATE, ("x",)),)))
+    assert m.bottleneck_s == pytest.approx(0.75)
+    assert m.latency_s == pytest.approx(3.0)
+    assert m.stages[0].member_memory_bytes == (10.0, 10.0)
+
+
+def test_replicate_charges_each_replica_its_own_links() -> None:
+    # source d2 sends the 64-byte input at 64 B/s (1 s) to whichever replica gets the request:
+    # T = max(in 1, compute 2) = 2 for both replicas, period 1 / (1/2 + 1/2) = 1 s, but the
+    # source's own send (1 s) is a stage of its own: period max(1, 1) = 1; latency 1 + 2 = 3.
+    inst = _instance([{"id": "x"}], [{"a": 2.0}], classes=("a", "a", "a"), bandwidth=64.0,
+                     source="d2")
+    m = evaluate(inst, Plan((Stage.group(("d0", "d1"), Mode.REPLICATE, ("x",)),)))
+    assert m.bottleneck_s == pytest.approx(1.0)
+    assert m.latency_s == pytest.approx(3.0)
+
+
+def test_split_rows_scatter_halo_and_gather() -> None:
+    # conv 1 -> 1 channel, 4 x 4, 3 x 3 kernel, pad 1; input and output 16 floats (64 bytes,
+    # 4 bytes each); 2 equal devices, 1 s for the whole layer, 48 B/s links, no latency.
+    # rows: d0 (lead) rows [0, 2), d1 rows [2, 4). d1 reads input rows [2-1, 3-1+3) = [1, 4):
+    # 3 rows x 4 = 12 floats = 48 bytes from the lead: 1 s. Compute max(1 * 8/16, 1 * 8/16) =
+    # 0.5 s. Gather: d1's 8 floats = 32 bytes: 2/3 s. Total 1 + 0.5 + 2/3.
+    inst = _instance([{"id": "c", "shape": CONV}], [{"a": 1.0}])
+    m = evaluate(inst, _split(("c",), {"c": "rows"}))
+    assert m.latency_s == pytest.approx(1 + 0.5 + 2 / 3)
+    # grid on 2 devices is 1 x 2 tiles (columns): the same numbers by symmetry
+    assert evaluate(inst, _split(("c",), {"c": "grid"})).latency_s == pytest.approx(13 / 6)
+    # outc: 1 output channel for 2 equal devices goes to d0 (ties to the earlier device): d1
+    # holds nothing and reads nothing: no transfer, compute 1 s on d0
+    assert evaluate(inst, _split(("c",), {"c": "outc"})).latency_s == pytest.approx(1.0)
+
+
+def test_split_halo_exchange_and_all_gather_between_layers() -> None:
+    # two such convs (1 s each), rows -> rows: scatter 1 s, conv 0.5 s, then each device needs
+    # one neighbour row (4 floats = 16 bytes, 1/3 s) and sends one: the exchange is 1/3 s
+    # (each device's sends and receives are one message each), conv 0.5 s, gather 2/3 s.
+    inst = _instance([{"id": "c1", "shape": CONV}, {"id": "c2", "shape": CONV}],
+                     [{"a": 1.0}, {"a": 1.0}])
+    rows = evaluate(inst, _split(("c1", "c2"), {"c1": "rows", "c2": "rows"}))
+    assert rows.latency_s == pytest.approx(1 + 0.5 + 1 / 3 + 0.5 + 2 / 3)
+    # rows -> outc (re-tiling): c2 under outc on d0 alone (1 channel) needs the whole input:
+    # d1 sends its 8 floats (32 bytes, 2/3 s); then d0 computes 1 s and nothing is gathered
+    mixed = evaluate(inst, _split(("c1", "c2"), {"c1": "rows", "c2": "outc"}))
+    assert mixed.latency_s == pytest.approx(1 + 0.5 + 2 / 3 + 1.0)
+
+
+def test_outc_all_gather_with_two_channels() -> None:
+    # conv 2 -> 2 channels on 4 x 4 (input and output 32 floats = 128 bytes), then the same conv:
+    # outc gives each device one channel. The second conv reads the whole input, so each
+    # device receives the other's 16 floats (64 bytes) at 64 B/s: 1 s, sending as much.
+    two = {**CONV, "in": [2, 4, 4], "out": [2, 4, 4]}
+    inst = _instance([{"id": "c1", "shape": two, "bytes": 128.0},
+                      {"id": "c2", "shape": two, "bytes": 128.0}],
+                     [{"a": 2.0}, {"a": 2.0}], bandwidth=64.0)
+    plan = _split(("c1", "c2"), {"c1": "outc", "c2": "outc"})
+    # scatter: the input is 64 bytes (16 floats of a 2 x 4 x 4 layout = 2 bytes each); d1 needs
+    # all of it: 1 s. conv 1 s (half of 2 s). all-gather 1 s. conv 1 s. gather 16 elements of
+    # 4 bytes = 64 bytes: 1 s. Total 5 s.
+    assert evaluate(inst, plan).latency_s == pytest.approx(5.0)
+
+
+def test_split_weights_are_sliced_under_outc_only() -> None:
+    two = {**CONV, "in": [2, 4, 4], "out": [2, 4, 4]}
+    inst = _instance([{"id": "c", "shape": two, "params": 100.0}], [{"a": 1.0}])
+    outc = evaluate(inst, _split(("c",), {"c": "outc"})).stages[0].member_memory_bytes
+    rows = evaluate(inst, _split(("c",), {"c": "rows"})).stages[0].member_memory_bytes
+    # outc: half the filters (50 bytes) on d1, which receives the whole input for its channel
+    # (a non-depthwise conv reads every input channel): 32 elements of 64/32 = 2 bytes
+    assert outc[1] == pytest.approx(50.0 + 64.0)
+    # rows: all 100 parameter bytes on d1, plus what it receives: input rows [1, 4) of both
+    # channels = 24 elements of 64/32 = 2 bytes
+    assert rows[1] == pytest.approx(100.0 + 48.0)
+
+
+def test_shares_and_grid_shapes() -> None:
+    assert proportional(10, [3.0, 1.0]) == [(0, 8), (8, 10)]  # 7.5 and 2.5: tie to the first
+    assert proportional(3, [1.0, 1.0, 1.0]) == [(0, 1), (1, 2), (2, 3)]
+    assert [grid_shape(m) for m in (2, 3, 4, 6, 8, 9)] == [(1, 2), (1, 3), (2, 2), (2, 3),
+                                                          (2, 4), (3, 3)]
+
+
+# -- the validator ------------------------------------------------------------------------------
+
+
+def test_validator_refuses_what_cannot_be_split() -> None:
+    linear = {"kind": "linear", "in": [16, 1, 1], "out": [4, 1, 1]}
+    inst = _instance([{"id": "c", "shape": CONV}, {"id": "fc", "shape": linear},
+                      {"id": "x"}], [{"a": 1.0}] * 3, classes=("a", "a", "a"))
+    two = ("d0", "d1")
+    cases = [
+        (Plan((Stage.group(two, Mode.SPLIT, ("c", "fc"), {"c": "rows", "fc": "rows"}),
+               Stage("d2", ("x",)))), "layer 'fc' (linear) cannot be split by rows"),
+        (Plan((Stage.group(two, Mode.SPLIT, ("c", "fc"), {"c": "rows"}),
+               Stage("d2", ("x",)))), "schemes.fc: missing"),
+        (Plan((Stage("d2", ("c", "fc")), Stage.group(two, Mode.SPLIT, ("x",), {"x": "outc"}))),
+         "layer 'x' has no meta.shape"),
+        (Plan((Stage.group(two, Mode.REPLICATE, ("c",)),
+               Stage.group(("d1", "d2"), Mode.REPLICATE, ("fc", "x")))),
+         "device 'd1' already runs stage 0"),
+    ]
+    for plan, expected in cases:
+        problems = validate_plan(inst, plan)
+        assert any(expected in p for p in problems), (expected, problems)
+
+
+def test_validator_checks_memory_of_every_replica() -> None:
+    inst = _instance([{"id": "x", "params": 100.0}], [{"a": 1.0, "b": 1.0}], classes=("a", "b"),
+                     memory=99.0)
+    problems = validate_plan(inst, Plan((Stage.group(("d0", "d1"), Mode.REPLICATE, ("x",)),)))
+    assert len(problems) == 2 and "'d1'" in problems[1]
+
+
+def test_groups_need_relay_transfers_and_chains_for_split() -> None:
+    data = random_instance(3, n=3, nd=2, shape="forward", transfer="direct")
+    inst = load_instance(data)
+    plan = Plan((Stage.group(("d0", "d1"), Mode.REPLICATE, ("l0", "l1", "l2")),))
+    assert "relay" in validate_plan(inst, plan)[0]
+
+
+def test_plan_json_round_trip_and_errors() -> None:
+    plan = Plan((Stage("d0", ("a",)),
+                 Stage.group(("d1", "d2"), Mode.SPLIT, ("b",), {"b": Scheme.ROWS})))
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.stages == plan.stages
+    assert plan.to_dict()["stages"][0] == {"device": "d0", "layers": ["a"]}
+    bad = [({"devices": ["d0"], "mode": "split", "layers": ["a"]}, "devices: must list at least"),
+           ({"devices": ["d0", "d1"], "mode": "pipe", "layers": ["a"]}, "mode: must be one of"),
+           ({"devices": ["d0", "d1"], "mode": "split", "layers": ["a"], "schemes": {"a": "x"}},
+            "schemes.a: must be one of"),
+           ({"devices": ["d0", "d1"], "mode": "replicate", "layers": ["a"],
+             "schemes": {"a": "rows"}}, "only a split stage")]
+    for raw, expected in bad:
+        with pytest.raises(InputError, match=expected):
+            Plan.from_dict({"stages": [raw]})
+
+
+def test_plan_space_option_and_method_routing() -> None:
+    with pytest.raises(InputError, match="plan_space"):
+        SolveOptions(plan_space="everything")
+    with pytest.raises(InputError, match="pipeline plans only"):
+        get_method("cpsat", "hybrid")
+    assert get_method("auto", "hybrid") is get_method("groups")
+
+
+# -- the exact DP against brute force -----------------------------------------------------------
+
+
+def _shapes(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """A consistent chain of small layer shapes (rows and columns drawn apart, so that rows
+    and the grid's columns differ): convs, pools, elementwise layers, then possibly linear
+    layers."""
+    c, h, w = rng.randint(1, 3), rng.randint(2, 6), rng.randint(2, 6)
+    out: list[dict[str, Any]] = []
+    for _ in range(n):
+        kind = rng.choice(["conv", "conv", "pool", "elementwise", "linear"] if h * w > 1
+                          else ["linear", "elementwise"])
+        inp = [c, h, w]
+        if kind == "conv":
+            k, s = rng.choice([(1, 1), (3, 1), (3, 2)])
+            c, h, w = (rng.randint(1, 4), (h + 2 * (k // 2) - k) // s + 1,
+                       (w + 2 * (k // 2) - k) // s + 1)
+            out.append({"kind": kind, "in": inp, "out": [c, h, w], "kernel": [k, k],
+                        "stride": [s, s], "padding": [k // 2, k // 2]})
+        elif kind == "pool" and min(h, w) >= 2:
+            h, w = h // 2, w // 2
+            out.append({"kind": kind, "in": inp, "out": [c, h, w], "kernel": [2, 2],
+                        "stride": [2, 2], "padding": [0, 0]})
+        elif kind == "linear":
+            c, h, w = rng.randint(1, 5), 1, 1
+            out.append({"kind": kind, "in": [math.prod(inp), 1, 1], "out": [c, 1, 1]})
+        else:
+            out.append({"kind": "elementwise", "in": inp, "out": inp})
+    return out
+
+
+def tiny(seed: int, n: int, nd: int) -> Any:
+    """A random chain (tests/strategies.py) whose layers get random consistent shapes."""
+    data = random_instance(seed, n=n, nd=nd, chain=True, memory=seed % 3 == 0)
+    rng = random.Random(seed)
+    for layer, shape in zip(data["model"]["layers"], _shapes(rng, n), strict=True):
+        layer["meta"] = {"shape": shape}
+    data["cost_model"]["overlap"] = seed % 2 == 0
+    return load_instance(data)
+
+
+SPACES = [PlanSpace.REPLICATE, PlanSpace.SPLIT, PlanSpace.HYBRID]
+
+
+def _agree(inst: Any, space: PlanSpace, objective: str) -> Any:
+    options = SolveOptions(objective=objective, plan_space=space)
+    exact = solve(inst, "groups", options)
+    brute = solve(inst, "brute", options)
+    assert exact.status is brute.status, (exact.message, brute.message)
+    if brute.has_plan:
+        assert exact.status is SolutionStatus.OPTIMAL
+        assert exact.objective_s == pytest.approx(brute.objective_s, rel=1e-9)
+    return brute
+
+
+def test_dp_matches_brute_force_and_covers_every_mode_and_scheme() -> None:
+    # fixed draws: 3 layers on 3 devices and 4 layers on 2 devices, both objectives, every
+    # plan space. Every mode and every scheme must appear in some brute-force optimum, so the
+    # agreement covers them all.
+    seen: set[str] = set()
+    for seed in range(10):
+        inst = tiny(seed, n=3 if seed % 2 else 4, nd=3 if seed % 2 else 2)
+        for space in SPACES:
+            for objective in ("latency", "bottleneck"):
+                brute = _agree(inst, space, objective)
+                for st_ in brute.plan.stages if brute.has_plan else ():
+                    seen.add(st_.mode.value)
+                    seen.update(s.value for _, s in st_.schemes)
+    assert seen >= {"single", "replicate", "split", "outc", "rows", "grid"}, seen
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10**6), space=st.sampled_from(SPACES),
+       objective=st.sampled_from(["latency", "bottleneck"]))
+def test_dp_matches_brute_force_property(seed: int, space: PlanSpace, objective: str) -> None:
+    _agree(tiny(seed, n=3, nd=3), space, objective)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10**6), objective=st.sampled_from(["latency", "bottleneck"]))
+def test_hybrid_never_worse_than_pipeline(seed: int, objective: str) -> None:
+    inst = tiny(seed, n=5, nd=3)
+    pipeline = solve(inst, "auto", SolveOptions(objective=objective))
+    hybrid = solve(inst, "groups", SolveOptions(objective=objective, plan_space="hybrid"))
+    assert pipeline.status is SolutionStatus.OPTIMAL or not pipeline.has_plan
+    if pipeline.has_plan:
+        assert hybrid.status is SolutionStatus.OPTIMAL
+        assert hybrid.objective_s <= pipeline.objective_s * (1 + 1e-9)
+    # the DP over single-device stages is itself the pipeline optimum on a chain
+    alone = solve(inst, "groups", SolveOptions(objective=objective))
+    assert alone.has_plan == pipeline.has_plan
+    if alone.has_plan:
+        assert alone.objective_s == pytest.approx(pipeline.objective_s, rel=1e-9)
+
+
+def test_dp_refuses_dags_and_limits() -> None:
+    inst = next(load_instance(random_instance(seed, n=5, nd=2, shape="forward"))
+                for seed in range(50)
+                if not load_instance(random_instance(seed, n=5, nd=2, shape="forward")
+                                     ).model.is_chain)
+    r = solve(inst, "groups", SolveOptions(plan_space="hybrid"))
+    assert r.termination.value == "unsupported" and "chain" in r.message
+    r = solve(tiny(1, 3, 2), "groups", SolveOptions(plan_space="hybrid", max_latency=1.0))
+    assert r.termination.value == "unsupported" and "max-latency" in r.message
