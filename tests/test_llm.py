@@ -210,3 +210,26 @@ def test_kv_cache_at_32k_decides_the_split() -> None:
     assert plan_2k is not None and plan_32k is not None
     assert any("needs" in p for p in validate_plan(long, plan_2k))
     assert evaluate(long, plan_32k).bottleneck_s > evaluate(short, plan_2k).bottleneck_s
+
+
+def test_measured_times_of_the_tiny_model_scale_by_speed_factor(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    out = tmp_path / "tiny.json"
+    assert main(["profile", "hf:tiny-llama", "--cluster", str(HOME4), "--out", str(out),
+                 "--dtype", "fp32", "--prompt-tokens", "8", "--context-tokens", "64",
+                 "--repeats", "3", "--warmup", "1", "--time-model", "measured"]) == 0
+    inst = load_instance(out)
+    assert inst.meta["time_model"] == "measured"
+    times = inst.model.layers[2].time_s
+    # one host time, scaled by host_flops / class_flops: laptop / Pi 5 = 153.6e9 / 486.4e9
+    assert times["laptop_cpu"] / times["rpi5"] == pytest.approx(153.6 / 486.4, rel=1e-4)
+    assert times["rpi5"] > 0
+
+
+def test_measured_falls_back_to_roofline_for_large_or_quantised_models() -> None:
+    from edgepart.llm.measure import can_measure
+
+    # 8.03e9 parameters (32 GB of fp32) are never built here; fp16 is not what the host runs
+    assert not can_measure(shape("llama-3.1-8b"), Workload(1, 8, dtype="fp32"))
+    assert not can_measure(shape("tiny-llama"), Workload(1, 8, dtype="fp16"))
+    assert can_measure(shape("tiny-llama"), Workload(1, 8, dtype="fp32"))
