@@ -56,7 +56,9 @@ def _add_profile(subparsers: Any) -> None:
 
 def _add_llm_options(p: Any) -> None:
     llm = p.add_argument_group("language models (MODEL = hf:NAME or hf:ARCH --config FILE; "
-                               "docs/llm.md); --batch-size is the resident sequences B")
+                               "docs/llm.md); --batch-size is the resident sequences B; "
+                               "--time-model measured times fp32 models up to 2e8 parameters "
+                               "on this host, others get roofline times")
     llm.add_argument("--config", default=None, metavar="CONFIG.json",
                      help="Hugging Face config.json of the model (default: the shipped NAME)")
     llm.add_argument("--dtype", default="fp16", help="fp32, fp16, bf16, int8 or int4 weights")
@@ -126,7 +128,9 @@ def _profile_llm(args: argparse.Namespace) -> int:
         "phase": args.phase, "dtype": args.dtype})
     instance = profile_llm_instance(
         resolve_config(args.model, args.config), load_cluster(args.cluster),
-        LlmProfileOptions(workload, name=args.name or Path(args.out).stem))
+        LlmProfileOptions(workload, name=args.name or Path(args.out).stem,
+                          time_model=args.time_model, repeats=args.repeats, warmup=args.warmup,
+                          threads=args.threads, statistic=args.statistic))
     _write_json(instance, args.out)
     print(f"wrote {args.out}: {len(instance['model']['layers'])} layers, "
           f"{len(instance['devices'])} devices, {instance['meta']['parameters']:,} parameters")
