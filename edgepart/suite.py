@@ -39,7 +39,7 @@ from edgepart.files import read_json
 from edgepart.instance import Instance, load_instance
 from edgepart.plan import load_plan
 from edgepart.profiling.jsonfmt import dumps
-from edgepart.results import OPTIMALITY_TOL, SolutionStatus, SolveResult
+from edgepart.results import OPTIMALITY_TOL, SolutionStatus, SolveResult, Termination
 from edgepart.solvers.base import Objective, SolveOptions, solve
 from edgepart.suite_build import SuiteInstance
 
@@ -179,8 +179,14 @@ def prove(entry: SuiteEntry, inst: Instance, objective: str, *, method: str = "a
     result's own, so ``optimal`` is written only where the solver's bound proves the re-evaluated
     objective.
     """
-    result = solve(inst, method, SolveOptions(objective=Objective(objective),
-                                              time_limit=time_limit, threads=threads))
+    options = SolveOptions(objective=Objective(objective), time_limit=time_limit,
+                           threads=threads)
+    try:
+        result = solve(inst, method, options)
+    except Exception as err:  # a crash is recorded as what it is: no plan, no proof
+        result = SolveResult(method=method, termination=Termination.ERROR,
+                             status=SolutionStatus.NONE, objective=objective,
+                             message=f"{method} raised {type(err).__name__}: {err}")
     plan_file = None
     if result.plan is not None and plans is not None:
         plans.mkdir(parents=True, exist_ok=True)

@@ -188,7 +188,8 @@ def with_memory_budget(data: Mapping[str, Any], budget_mib: int, name: str) -> d
     devices = [{**d, "memory_bytes": budget} for d in data["devices"]]
     meta = {**data.get("meta", {}), "memory_budget_mib": budget_mib}
     return {**data, "name": name, "devices": devices, "meta": meta,
-            "description": f"{data['description']}, memory budget {budget_mib} MiB per device"}
+            "description": f"{data.get('description', name)}, memory budget {budget_mib} MiB "
+                           "per device"}
 
 
 def seifer_cluster(nodes: int, memory_mib: int, seed: int) -> Cluster:

@@ -51,7 +51,8 @@ from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method
 from edgepart.suite import MANIFEST, Manifest, load_manifest
 
 __all__ = [
-    "COLUMNS", "EXACT", "KEY", "SweepSpec", "Task", "default_threads", "expand_instances",
+    "COLUMNS", "EXACT", "KEY", "SweepSpec", "Task", "as_table", "default_threads",
+    "expand_instances",
     "load_spec", "make_spec", "read_table", "resolve_methods", "run_sweep", "run_task", "tasks",
 ]
 
@@ -71,7 +72,7 @@ optimum (NaN when none), ``error`` the failure text (empty when the run did not 
 FLOAT_COLUMNS = ("objective_s", "bound_s", "optimum_s", "gap_pct", "wall_s", "solve_time_s",
                  "time_limit_s")
 INT_COLUMNS = ("layers", "devices", "threads")
-FLUSH_S = 1.0
+FLUSH_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ class _Table:
 
     def flush(self) -> None:
         if self.pending:
-            self.frame = pd.concat([self.frame, _typed(pd.DataFrame(self.pending))],
+            self.frame = pd.concat([self.frame, as_table(pd.DataFrame(self.pending))],
                                    ignore_index=True)
             self.pending = []
         _write(self.frame, self.path)
@@ -313,14 +314,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: not a sweep table (no column {missing[0]!r})")
-    return _typed(frame)
+    return as_table(frame)
 
 
 def _is_csv(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+def as_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with exactly :data:`COLUMNS`, in order and typed (missing text is '')."""
     out = frame.reindex(columns=list(COLUMNS))
     for col in COLUMNS:
         if col in FLOAT_COLUMNS:
@@ -328,7 +330,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
         elif col in INT_COLUMNS:
             out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype("int64")
         else:
-            out[col] = out[col].fillna("").astype(str)
+            out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str)
     return out
 
 
@@ -352,7 +354,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, jobs: int = 1, threads: int |
     if jobs < 1:
         raise InputError(f"--jobs: must be >= 1, got {jobs}")
     out = Path(out)
-    table = _Table(out, read_table(out) if out.exists() else _typed(pd.DataFrame()))
+    table = _Table(out, read_table(out) if out.exists() else as_table(pd.DataFrame()))
     done = set(table.frame[list(KEY)].itertuples(index=False, name=None))
     every = tasks(spec, threads or (1 if ray_address else default_threads(jobs)))
     todo = [t for t in every if (t.instance, t.method, t.objective, t.options) not in done]
