@@ -12,10 +12,11 @@ or, for a local worker, its process exiting), the driver drops that device from 
 deploys a quick heuristic plan on the devices left (:func:`~edgepart.runtime.replan.quick_plan`,
 milliseconds) as a new epoch (workers drop older messages) and re-sends every request not yet
 answered; meanwhile the exact re-plan (:func:`~edgepart.runtime.replan.exact_plan`) runs in a
-background thread, and when it ends with a better plan the driver drains the pipeline (sends
-nothing new until every request sent is answered) and deploys it. Answers are kept by request
-id, so each request is answered exactly once, even when a re-sent copy and an old one both
-arrive; draining before the exact switch means no request is computed twice for it.
+background thread, and when it ends with a better plan the driver deploys it at once in the same
+way (a new epoch, every unanswered request re-sent: waiting for the quick plan's pipeline to
+drain would keep the worse plan serving for ``inflight`` of its periods). Answers are kept by
+request id, so each request is answered exactly once, even when a re-sent copy and an old one
+both arrive.
 
 With ``adapt``, each answer's per-stage compute times are compared with what the instance
 predicts for that device; when a device runs slower than its profile by more than
@@ -34,7 +35,7 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_second
 from edgepart.runtime.replan import exact_plan, quick_plan, replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report, rate
 from edgepart.runtime.split import StageSpec, fingerprint, split_plan
-from edgepart.runtime.transport import Transport, call_while
+from edgepart.runtime.transport import Transport, call_while, disconnects_unlogged
 
 __all__ = ["ADAPT_THRESHOLD", "ADAPT_WINDOW", "Deployment", "run"]
 
@@ -72,22 +73,13 @@ class Deployment:
     deploy_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class _Switch:
-    """A plan to deploy once the pipeline has drained; ``switched`` is told the time."""
-
-    plan: Plan
-    reason: str
-    switched: Callable[[float], None]
-
-
 def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
     """Run ``plan`` and return the report (see ``docs/runtime.md``)."""
     prep = prepare(inst, plan, options)
     _drain_inbox()
     cluster = Cluster(inst, options.master, startup_timeout_s=options.startup_timeout_s,
                       heartbeat_timeout_s=options.heartbeat_timeout_s)
-    with _terminate_as_exit():
+    with _terminate_as_exit(), disconnects_unlogged():
         try:
             limits = None
             if prep.cgroup_cpus is not None:  # devices without a stage: the least quota
@@ -221,9 +213,9 @@ class _Stream:
         self.next = 0
         self.warm = False
         self.failures: list[dict[str, Any]] = []
-        self.recovering: float | None = None
+        self.recovering: tuple[float, int] | None = None  # (noticed, first epoch after it)
         self.adaptations: list[dict[str, Any]] = []
-        self.switch_to: _Switch | None = None
+        self.switch_to: Plan | None = None
         self.samples: dict[str, collections.deque[float]] = {}
         self.baseline: dict[str, float] = {}
         self.source = _Source(cluster.transport)
@@ -294,8 +286,8 @@ class _Stream:
             torch.testing.assert_close(ev.output, reference)
         except (AssertionError, TypeError, ValueError):
             self.mismatches += 1
-        if self.recovering is not None and ev.epoch == self.cluster.epoch:
-            self.failures[-1]["recovery_s"] = ev.received - self.recovering
+        if self.recovering is not None and ev.epoch >= self.recovering[1]:
+            self.failures[-1]["recovery_s"] = ev.received - self.recovering[0]
             self.recovering = None
         if ev.epoch == self.cluster.epoch:
             if self.quotas is not None:
@@ -383,12 +375,16 @@ class _Stream:
         if not redeployed:
             return
         self.solve_exactly(len(self.failures) - 1)
-        for request in sorted(self.pending):
-            self.send(request)
+        self.resend_pending()
         if self.pending:
-            self.recovering = noticed
+            self.recovering = (noticed, self.cluster.epoch)
         else:
             self.failures[-1]["recovery_s"] = time.perf_counter() - noticed
+
+    def resend_pending(self) -> None:
+        """Send every unanswered request again, to the deployment just made."""
+        for request in sorted(self.pending):
+            self.send(request)
 
     def solve_exactly(self, failure: int) -> None:
         """Run the exact re-plan on the devices left in a background thread; it posts a
@@ -401,8 +397,9 @@ class _Stream:
         threading.Thread(target=solve, name="edgepart-exact-replan", daemon=True).start()
 
     def on_proven(self, ev: events.Proven) -> None:
-        """Switch to the exact re-plan when it is valid on the devices left and predicts a
-        shorter period than the plan deployed (both evaluated on the driver's current belief)."""
+        """Switch to the exact re-plan at once when it is valid on the devices left and predicts
+        a shorter period than the plan deployed (both evaluated on the driver's current belief);
+        an adaptation waiting to switch goes first."""
         if ev.owner is not self:  # left over from an earlier run in this process
             return
         result, record = ev.result, self.failures[ev.failure]
@@ -416,9 +413,12 @@ class _Stream:
                 < evaluate(self.belief, self.plan).bottleneck_s * (1 - 1e-9)):
             return
         record["exact"]["switched"] = True
-        self.drain_and_switch(_Switch(
-            plan, f"exact re-plan after failure of {record['device']}",
-            lambda t: record.update(exact_switch_s=t - record["noticed"])))
+        failed = self.deploy(plan, f"exact re-plan after failure of {record['device']}")
+        record["exact_switch_s"] = time.perf_counter() - record["noticed"]
+        if failed:
+            self.lose(failed, "lost while deploying")
+        else:
+            self.resend_pending()
 
     # --- adaptation ----------------------------------------------------------------------------
 
@@ -464,19 +464,14 @@ class _Stream:
         self.deployments[-1].metrics = old
         self.reset_adaptation()
         if switch:
-            record = self.adaptations[-1]
-            self.drain_and_switch(_Switch(plan, f"adapt to {device}",
-                                          lambda t: record.update(switched_at=t)))
+            self.switch_to = plan
+            if not self.pending:
+                self.switch(plan)
 
-    def drain_and_switch(self, switch: _Switch) -> None:
-        """Deploy ``switch.plan`` once every request sent is answered (now, if none is out)."""
-        self.switch_to = switch
-        if not self.pending:
-            self.switch(switch)
-
-    def switch(self, switch: _Switch) -> None:
+    def switch(self, plan: Plan) -> None:
+        """Deploy the adapted ``plan`` (the pipeline has drained)."""
         self.switch_to = None
-        failed = self.deploy(switch.plan, switch.reason)
-        switch.switched(time.perf_counter())
+        failed = self.deploy(plan, f"adapt to {self.adaptations[-1]['device']}")
+        self.adaptations[-1]["switched_at"] = time.perf_counter()
         if failed:
             self.lose(failed, "lost while deploying")

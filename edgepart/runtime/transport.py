@@ -20,6 +20,7 @@ import errno
 import fcntl
 import ipaddress
 import os
+import re
 import socket
 import struct
 import sys
@@ -33,12 +34,14 @@ from urllib.parse import parse_qs, urlparse
 from edgepart.errors import InputError
 
 __all__ = [
+    "DISCONNECT_LOG",
     "Address",
     "Reply",
     "RpcTransport",
     "Transport",
     "bind_master",
     "call_while",
+    "disconnects_unlogged",
     "local_address_towards",
     "parse_address",
 ]
@@ -219,27 +222,51 @@ class RpcTransport:
 
     def close(self) -> None:
         """Leave the group without waiting for the others (some may be dead)."""
-        with _stderr_silenced():
-            self._rpc.shutdown(graceful=False)
+        self._rpc.shutdown(graceful=False)
+
+
+DISCONNECT_LOG = re.compile(rb"^\[W[^\]]*tensorpipe_agent\.cpp:\d+\] RPC agent for \S+ "
+                            rb"encountered error")
+"""TensorPipe's warning for a connection that broke (a worker that died or was killed, or any
+peer during a non-graceful shutdown)."""
 
 
 @contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """Send this process's file descriptor 2 to /dev/null for the duration.
+def disconnects_unlogged() -> Iterator[None]:
+    """For the duration, drop TensorPipe's :data:`DISCONNECT_LOG` lines from this process's
+    standard error (file descriptor 2); every other line passes through unchanged.
 
-    A non-graceful shutdown closes the agent's open pipes, and TensorPipe logs each closure as a
-    warning ("encountered error when reading incoming request ... pipe closed") because only the
-    graceful shutdown marks the agent as shutting down first; the graceful one is a barrier
-    that every process of the group must enter, so it hangs when a worker has died. The closures
-    are expected, so their log lines are dropped; the shutdown call joins the agent's threads,
-    so nothing it logs comes after.
+    TensorPipe logs every broken connection at warning level from its own threads, unless the
+    agent was shut down gracefully, and a graceful shutdown is a barrier that every process of
+    the group must enter, so it hangs when a worker has died. The runtime expects these breaks
+    (it detects a lost worker itself, and reports it) and closes its group non-gracefully, so
+    the lines tell a user nothing; a filter on the descriptor is the only way to drop them,
+    since they are written by C++ code. The driver runs inside it.
     """
     sys.stderr.flush()
     saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    relay = threading.Thread(target=_relay_lines, args=(read_end, saved), daemon=True)
+    relay.start()
     try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the relay reads to its end
+        relay.join(5)
         os.close(saved)
+
+
+def _relay_lines(read_end: int, out: int) -> None:
+    """Copy lines from ``read_end`` to ``out``, leaving out :data:`DISCONNECT_LOG` lines."""
+    pending = b""
+    with os.fdopen(read_end, "rb", buffering=0) as source:
+        while chunk := source.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = [ln + b"\n" for ln in lines if not DISCONNECT_LOG.match(ln)]
+            if kept:
+                os.write(out, b"".join(kept))
+    if pending and not DISCONNECT_LOG.match(pending):
+        os.write(out, pending)
