@@ -43,7 +43,15 @@ def _add_profile(subparsers: Any) -> None:
                    help="median (default) or min of the repeats: min is the uncontended time "
                         "on a machine that other programs share")
     p.add_argument("--time-model", default="measured",
-                   help="measured (host time x speed factor, default) or roofline")
+                   help="measured (host time x speed factor, default), roofline, or EST.json: "
+                        "a fitted estimator (edgepart estimator fit) fills every class that "
+                        "--measure-on does not measure")
+    p.add_argument("--measure-on", action="append", default=[],
+                   metavar="[CLASS=]cgroup:CPUS[,MEM]|this-host",
+                   help="measure CLASS's layer times on this host, under a real CPU quota (and "
+                        "memory limit) or as it is (repeatable; docs/profiling.md)")
+    p.add_argument("--trace-dir", default=None, metavar="DIR",
+                   help="write one trace per measured class there (for the estimator)")
     p.add_argument("--host-flops", default=None,
                    help="this host's FLOP/s for the speed factors: a number, or 'measure' to "
                         "run the probe benchmark (default: the catalog's reference host)")
@@ -110,11 +118,28 @@ def _profile(args: argparse.Namespace) -> int:
         model_kwargs=parse_model_args(args.model_arg),
         name=args.name or Path(args.out).stem,
     )
-    instance = profile_instance(args.model, cluster, options)
+    instance = (_profile_classes(args, cluster, options)
+                if args.measure_on or args.time_model.endswith(".json")
+                else profile_instance(args.model, cluster, options))
     _write_json(instance, args.out)
     print(f"wrote {args.out}: {len(instance['model']['layers'])} layers, "
           f"{len(instance['devices'])} devices")
     return EXIT_OK
+
+
+def _profile_classes(args: argparse.Namespace, cluster: Any, options: Any) -> dict[str, Any]:
+    """Measured (--measure-on) and estimated (--time-model EST.json) class times."""
+    from dataclasses import replace
+
+    from edgepart.profiling.estimator import load_estimator
+    from edgepart.profiling.measure import parse_measure_on, profile_classes
+
+    estimator = load_estimator(args.time_model) if args.time_model.endswith(".json") else None
+    if estimator is not None:
+        options = replace(options, time_model="measured")
+    return profile_classes(args.model, cluster, options,
+                           [parse_measure_on(text) for text in args.measure_on], estimator,
+                           args.trace_dir)
 
 
 def _profile_llm(args: argparse.Namespace) -> int:

@@ -69,6 +69,7 @@ __all__ = [
     "Timing",
     "class_features",
     "count_costs",
+    "measure_units",
     "merge_profiles",
     "parse_measure_on",
     "profile_classes",
@@ -77,6 +78,8 @@ __all__ = [
     "time_nodes",
     "time_nodes_looped",
     "torch_threads",
+    "trace_path",
+    "trace_record",
     "unit_features",
 ]
 
@@ -349,9 +352,10 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
     from edgepart.instance import load_instance
     from edgepart.profiling.profile import profile_instance  # profile.py imports this module
 
+    classes = {c.name: c for c in cluster.classes}
+    names = [_measured_class(spec, classes) for spec in measure_on]  # bad input before the work
     base = options if estimator is None else replace(options, time_model="roofline")
     instance = profile_instance(model, cluster, base)
-    classes = {c.name: c for c in cluster.classes}
     sources = dict.fromkeys(classes, "scaled" if base.time_model == "measured" else "roofline")
     times: dict[str, list[float]] = {}
     if measure_on or estimator is not None:
@@ -359,13 +363,12 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
                                      model_kwargs=options.model_kwargs), options.granularity)
         costs = count_costs(traced)
         features = [unit_features(traced, unit, costs) for unit in traced.units]
-        for spec in measure_on:
-            name = _measured_class(spec, classes)
-            times[name] = _measure_units(traced, spec, options.threads, windows)
+        for name, spec in zip(names, measure_on, strict=True):
+            times[name] = measure_units(traced, spec, options.threads, windows)
             sources[name] = "measured"
             if trace_dir is not None:
-                _write_trace(Path(trace_dir), traced.name, options, classes[name], spec,
-                             features, times[name])
+                _write_trace(Path(trace_dir), trace_record(
+                    traced, classes[name], spec, features, times[name]))
         if estimator is not None:
             for name in sorted(set(classes) - set(times)):
                 times[name] = estimator.predict(features, class_features(classes[name]))
@@ -373,7 +376,7 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
     for i, layer in enumerate(instance["model"]["layers"]):
         layer["time_s"].update({c: float(f"{t[i]:.6g}") for c, t in times.items()})
         layer["meta"]["time_source"] = dict(sources)
-    instance["meta"]["measured_on"] = {_measured_class(s, classes): s.label for s in measure_on}
+    instance["meta"]["measured_on"] = {n: s.label for n, s in zip(names, measure_on, strict=True)}
     load_instance(instance)  # still a valid instance
     return instance
 
@@ -397,23 +400,34 @@ def _measured_class(spec: MeasureOn, classes: Mapping[str, DeviceClass]) -> str:
     return spec.device_class
 
 
-def _measure_units(traced: TracedModel, spec: MeasureOn, threads: int, windows: int
-                   ) -> list[float]:
+def measure_units(traced: TracedModel, spec: MeasureOn, threads: int = 1, windows: int = 3
+                  ) -> list[float]:
+    """Seconds of each unit of ``traced`` (in order) where ``spec`` says, looped timing."""
     with torch_threads(threads), spec.applied():
         node_s = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows)
     return [sum(node_s[n] for n in unit.nodes) for unit in traced.units]
 
 
-def _write_trace(folder: Path, model: str, options: ProfileOptions, c: DeviceClass,
-                 spec: MeasureOn, features: Sequence[Mapping[str, Any]],
-                 times: Sequence[float]) -> None:
-    layers = [{**f, "time_s": t} for f, t in zip(features, times, strict=True)]
-    data = trace_json(model, options.input_shape, c.name, class_features(c, spec), spec.label,
-                      layers)
-    stem = model.split(":")[-1].replace("/", "_")
+def trace_record(traced: TracedModel, c: DeviceClass, spec: MeasureOn,
+                 features: Sequence[Mapping[str, Any]], times: Sequence[float]
+                 ) -> dict[str, Any]:
+    """The trace JSON of one measured class (:func:`edgepart.profiling.estimator.trace_json`)."""
+    layers = [{"id": unit.id, **f, "time_s": t}
+              for unit, f, t in zip(traced.units, features, times, strict=True)]
+    return trace_json(traced.name, traced.input_shape, c.name, class_features(c, spec),
+                      spec.label, layers)
+
+
+def trace_path(folder: Path, trace: Mapping[str, Any]) -> Path:
+    """Where a trace is written: ``FOLDER/MODEL.CLASS.trace.json``."""
+    stem = str(trace["model"]).split(":")[-1].replace("/", "_")
+    return folder / f"{stem}.{trace['device']['class']}.trace.json"
+
+
+def _write_trace(folder: Path, trace: Mapping[str, Any]) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{stem}.{c.name}.trace.json").write_text(json.dumps(data) + "\n")
+        trace_path(folder, trace).write_text(json.dumps(trace) + "\n")
     except OSError as err:
         raise InputError(f"--trace-dir: cannot write to {folder} ({err.strerror})") from None
 

@@ -1,0 +1,210 @@
+"""The learned layer-time estimator out of sample: leave one model out (issue #12, item 2).
+
+Every model below is traced at ``--input`` (1x3xNxN) and each of its layers timed on this host
+(``this-host``) and under cgroup CPU quotas of 1.0, 0.5 and 0.25 CPU (``edgepart.profiling.
+measure.measure_units``: looped timing, one thread, each class in its own cgroup); the traces
+are cached in ``--cache`` (default ``out/bench-cache/estimator``, gitignored). Then for each
+model the estimator (``edgepart.profiling.estimator.fit``, LightGBM, FlexPie's gamma objective)
+is fitted on the other models' traces (all four classes) and predicts the held-out model's
+layers on every class.
+
+Compared in the same run, on the three quota classes:
+
+* ``speed_factor``: the catalog's model, this host's measured time of the same layer x the
+  class's speed factor (host FLOP/s / class FLOP/s = 1 / quota here);
+* ``roofline``: ``max(flops / peak, bytes / bandwidth)`` with this host's probed single-thread
+  FLOP/s (x quota) and copy bandwidth.
+
+Metrics per class and op kind: MAPE (mean of |predicted - measured| / measured) and the share of
+predictions within +-10% (nn-Meter's metric); also the error of each model's sum of layers.
+
+    python bench/estimator.py [--models a,b,...] [--input 112] [--windows 3] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+          "mobilenet_v3_large", "squeezenet1_1", "shufflenet_v2_x1_0", "mnasnet1_0",
+          "efficientnet_b0", "regnet_x_400mf", "googlenet")
+QUOTAS = {"host": None, "q1.0": 1.0, "q0.5": 0.5, "q0.25": 0.25}
+EVALUATED = ("q1.0", "q0.5", "q0.25")
+
+
+def host_numbers(cache: Path) -> dict[str, float]:
+    """This host's single-thread FLOP/s and copy bandwidth (probe benchmark), cached."""
+    path = cache / "host.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    from edgepart.profiling.probe import benchmark
+
+    flops, bandwidth = benchmark(20, threads=1)
+    numbers = {"flops_per_s": flops, "memory_bandwidth_bytes_per_s": bandwidth}
+    path.write_text(json.dumps(numbers))
+    return numbers
+
+
+def collect(models: Sequence[str], size: int, windows: int, cache: Path,
+            host: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """``{model: {class: trace JSON}}``, measured now where the cache lacks them."""
+    from edgepart.profiling.catalog import parse_device_class
+    from edgepart.profiling.measure import (
+        MeasureOn,
+        count_costs,
+        measure_units,
+        trace_path,
+        trace_record,
+        unit_features,
+    )
+    from edgepart.profiling.trace import trace_model
+
+    out: dict[str, dict[str, Any]] = {}
+    for k, model in enumerate(models, 1):
+        out[model] = {}
+        traced = None
+        for name, cpus in QUOTAS.items():
+            c = parse_device_class(name, {
+                "memory_bytes": 4e9, "flops_per_s": host["flops_per_s"] * (cpus or 1.0),
+                "memory_bandwidth_bytes_per_s": host["memory_bandwidth_bytes_per_s"],
+                "cores": 1, **({"cpus": cpus} if cpus else {})}, name)
+            path = cache / f"{model}.{size}.{name}.trace.json"
+            if not path.exists():
+                if traced is None:
+                    traced = trace_model(f"torchvision:{model}", (1, 3, size, size))
+                    features = [unit_features(traced, u, count_costs(traced))
+                                for u in traced.units]
+                t0 = time.perf_counter()
+                times = measure_units(traced, MeasureOn(name, cpus), 1, windows)
+                record = trace_record(traced, c, MeasureOn(name, cpus), features, times)
+                assert trace_path(cache, record).name.startswith(model)
+                path.write_text(json.dumps(record))
+                print(f"[{k}/{len(models)}] {model} on {name}: {len(times)} layers, "
+                      f"sum {1e3 * sum(times):.1f} ms, measured in "
+                      f"{time.perf_counter() - t0:.0f} s", flush=True)
+            out[model][name] = json.loads(path.read_text())
+    return out
+
+
+def leave_one_out(data: Mapping[str, Mapping[str, Any]], rounds: int
+                  ) -> list[dict[str, Any]]:
+    """One row per (held-out model, class, layer): measured and each model's prediction."""
+    from edgepart.profiling.estimator import fit, load_trace, roofline_time
+
+    traces = {m: {c: load_trace(t) for c, t in by_class.items()} for m, by_class in data.items()}
+    rows = []
+    for k, held in enumerate(traces, 1):
+        t0 = time.perf_counter()
+        est = fit([t for m, by in traces.items() if m != held for t in by.values()],
+                  rounds=rounds)
+        host = traces[held]["host"]
+        for cls, trace in traces[held].items():
+            predicted = est.predict(trace.layers, trace.device)
+            for layer, host_layer, p in zip(trace.layers, host.layers, predicted, strict=True):
+                rows.append({
+                    "model": held, "class": cls, "op": layer["op"], "id": layer["id"],
+                    "measured_s": layer["time_s"], "estimator_s": p,
+                    "speed_factor_s": host_layer["time_s"] / trace.device.cpus
+                    if cls != "host" else None,
+                    "roofline_s": roofline_time(layer["flops"], layer["traffic_bytes"],
+                                                trace.device.flops_per_s,
+                                                trace.device.memory_bandwidth_bytes_per_s)})
+        print(f"[{k}/{len(traces)}] left out {held}: fitted and predicted in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return rows
+
+
+def metrics(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
+    errors = [abs(r[key] - r["measured_s"]) / r["measured_s"] for r in rows
+              if r[key] is not None]
+    if not errors:
+        return {"layers": 0}
+    return {"layers": len(errors), "mape_%": round(100 * statistics.fmean(errors), 1),
+            "median_ape_%": round(100 * statistics.median(errors), 1),
+            "within_10_%": round(100 * sum(e <= 0.10 for e in errors) / len(errors), 1)}
+
+
+MODELS_COMPARED = ("estimator", "speed_factor", "roofline")
+
+
+def table(rows: Sequence[Mapping[str, Any]], group: str) -> list[dict[str, Any]]:
+    out = []
+    for value in sorted({r[group] for r in rows}):
+        part = [r for r in rows if r[group] == value]
+        line: dict[str, Any] = {group: value, "layers": len(part)}
+        for name in MODELS_COMPARED:
+            m = metrics(part, f"{name}_s")
+            line[f"{name} MAPE %"] = m.get("mape_%")
+            line[f"{name} within 10 %"] = m.get("within_10_%")
+        out.append(line)
+    return out
+
+
+def model_sums(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Error of each held-out model's sum of layer times, per class."""
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        line: dict[str, Any] = {"model": model}
+        for cls in EVALUATED:
+            part = [r for r in rows if r["model"] == model and r["class"] == cls]
+            measured = sum(r["measured_s"] for r in part)
+            for name in ("estimator", "speed_factor"):
+                predicted = sum(r[f"{name}_s"] for r in part)
+                line[f"{cls} {name} %"] = round(100 * (predicted - measured) / measured, 1)
+        out.append(line)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--input", type=int, default=112, help="square input side (default 112)")
+    parser.add_argument("--windows", type=int, default=3, help="timing windows per layer")
+    parser.add_argument("--rounds", type=int, default=600, help="boosting rounds")
+    parser.add_argument("--cache", default=str(ROOT / "out" / "bench-cache" / "estimator"),
+                        help="trace cache (default out/bench-cache/estimator, gitignored)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write every prediction")
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    print(f"load at start: {os.getloadavg()}", flush=True)
+    host = host_numbers(cache)
+    data = collect([m for m in args.models.split(",") if m], args.input, args.windows, cache,
+                   host)
+    rows = leave_one_out(data, args.rounds)
+    quota_rows = [r for r in rows if r["class"] in EVALUATED]
+    overall = table([{**r, "all": "all quota classes"} for r in quota_rows], "all")
+    print(f"\n## Leave-one-model-out layer times ({len(data)} models, input "
+          f"1x3x{args.input}x{args.input}, classes {', '.join(EVALUATED)}; "
+          f"{(time.perf_counter() - t0) / 60:.1f} min, load at end {os.getloadavg()})\n")
+    print(markdown_table(overall))
+    print("\n### Per class (the estimator also on `host`, unthrottled)\n")
+    print(markdown_table(table(rows, "class")))
+    print("\n### Per op kind (quota classes)\n")
+    print(markdown_table(table(quota_rows, "op")))
+    print("\n### Per held-out model (quota classes)\n")
+    per_model = table(quota_rows, "model")
+    print(markdown_table(per_model))
+    medians = [m["estimator MAPE %"] for m in per_model]
+    print(f"\nMedian over models of the estimator's MAPE: {statistics.median(medians):.1f}%")
+    print("\n### Sum of layers per held-out model: error %\n")
+    print(markdown_table(model_sums(rows)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

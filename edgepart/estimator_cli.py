@@ -1,0 +1,118 @@
+"""``edgepart estimator fit|evaluate`` and ``edgepart merge-profiles`` (parsing and printing only;
+the logic is :mod:`edgepart.profiling.estimator` and :func:`edgepart.profiling.measure.
+merge_profiles`).
+
+    edgepart estimator fit TRACE.json... --out EST.json [--rounds N] [--json]
+    edgepart estimator evaluate EST.json TRACE.json... [--json]
+    edgepart merge-profiles A.json B.json... --out MERGED.json
+
+Traces come from ``edgepart profile MODEL --cluster C --measure-on CLASS=cgroup:CPUS --trace-dir
+DIR``; an estimator fills the classes a profile did not measure (``edgepart profile ...
+--time-model EST.json``). docs/profiling.md has the formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from edgepart.cli_common import EXIT_OK, print_json
+from edgepart.errors import InputError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``estimator`` (``fit``, ``evaluate``) and ``merge-profiles``."""
+    p = subparsers.add_parser("estimator", help="learned layer-time estimator (FlexPie's CE)")
+    sub = p.add_subparsers(dest="estimator_command", required=True)
+    fit = sub.add_parser("fit", help="fit an estimator to measured traces")
+    fit.add_argument("traces", nargs="+", metavar="TRACE.json")
+    fit.add_argument("--out", required=True, metavar="EST.json")
+    fit.add_argument("--rounds", type=int, default=None, help="boosting rounds (default 600)")
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.set_defaults(handler=_fit)
+    ev = sub.add_parser("evaluate", help="an estimator's error on measured traces")
+    ev.add_argument("estimator", metavar="EST.json")
+    ev.add_argument("traces", nargs="+", metavar="TRACE.json")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(handler=_evaluate)
+    merge = subparsers.add_parser(
+        "merge-profiles", help="join instances of one model profiled in several runs or hosts")
+    merge.add_argument("instances", nargs="+", metavar="INSTANCE.json")
+    merge.add_argument("--out", required=True, metavar="MERGED.json")
+    merge.set_defaults(handler=_merge)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from edgepart.profiling.estimator import DEFAULT_ROUNDS, fit, load_trace
+
+    rounds = DEFAULT_ROUNDS if args.rounds is None else args.rounds
+    if rounds < 1:
+        raise InputError(f"--rounds: must be >= 1, got {rounds}")
+    traces = [load_trace(path) for path in args.traces]
+    est = fit(traces, rounds=rounds)
+    _write(est.to_json(), args.out)
+    summary = {"out": args.out, **est.trained_on}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"wrote {args.out}: {summary['layers']} layers of {len(summary['models'])} models "
+              f"on {len(summary['classes'])} classes, {rounds} rounds")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from edgepart.profiling.estimator import load_estimator, load_trace
+
+    est = load_estimator(args.estimator)
+    rows = []
+    for path in args.traces:
+        trace = load_trace(path)
+        predicted = est.predict(trace.layers, trace.device)
+        errors = [abs(p - layer["time_s"]) / layer["time_s"]
+                  for p, layer in zip(predicted, trace.layers, strict=True)]
+        measured_sum = sum(layer["time_s"] for layer in trace.layers)
+        rows.append({"trace": path, "model": trace.model, "class": trace.device_class,
+                     "layers": len(errors), "mape_%": round(100 * statistics.fmean(errors), 2),
+                     "within_10_%": round(100 * sum(e <= 0.1 for e in errors) / len(errors), 1),
+                     "sum_error_%": round(100 * (sum(predicted) - measured_sum)
+                                          / measured_sum, 2)})
+    if args.json:
+        print_json({"estimator": args.estimator, "traces": rows})
+    else:
+        for r in rows:
+            print(f"{r['model']} on {r['class']}: {r['layers']} layers, MAPE {r['mape_%']}%, "
+                  f"{r['within_10_%']}% within +-10%, sum of layers {r['sum_error_%']:+}%")
+    return EXIT_OK
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from edgepart.instance import load_instance
+    from edgepart.profiling.measure import merge_profiles
+
+    instances = []
+    for path in args.instances:
+        try:
+            instances.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"{path}: cannot read an instance ({err})") from None
+    merged = merge_profiles(instances)
+    load_instance(merged)
+    _write(merged, args.out)
+    sources = merged["model"]["layers"][0]["meta"]["time_source"]
+    print(f"wrote {args.out}: {len(instances)} profiles, classes "
+          + ", ".join(f"{c} ({s})" for c, s in sorted(sources.items())))
+    return EXIT_OK
+
+
+def _write(data: Any, path: str) -> None:
+    from edgepart.profiling.jsonfmt import dumps
+
+    try:
+        Path(path).write_text(dumps(data) + "\n")
+    except OSError as err:
+        raise InputError(f"--out: cannot write {path!r}: {err.strerror}") from None
