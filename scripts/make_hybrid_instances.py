@@ -9,9 +9,10 @@ split shape (``meta.shape``, from one trace of the same model: the unit ids are 
 
 * ``hybrid_vgg16_4eq``: 4 equal Raspberry Pi 4 on 1 Gbit/s Ethernet (0.5 ms), FlexPie's setting
   (equal devices, one request at a time): splitting layers pays for latency.
-* ``hybrid_replicate_vgg16``: one Jetson Nano and three Raspberry Pi 4 on the same Ethernet:
-  replicating the whole model on the slow devices beside the fast one pays for the period,
-  because a pipeline must ship VGG-16's early activations (12.8 MB) between stages.
+* ``hybrid_replicate_vgg16``: one Jetson Nano and three Raspberry Pi 4 on 100 Mbit/s Ethernet
+  (0.5 ms): replicating the whole model on the slow devices beside the fast one pays for the
+  period, because a pipeline must ship VGG-16's activations between its stages while replicas
+  only receive the 0.6 MB input.
 
 ``variant(base, links)`` is what ``bench/hybrid.py`` uses for other bandwidths. Re-profiling is
 not needed: layer times do not depend on the cluster's links.
@@ -29,18 +30,19 @@ sys.path.insert(0, str(ROOT))
 
 BASE = ROOT / "instances" / "vgg16_4nodes.json"
 ETHERNET_1G = {"bandwidth_bytes_per_s": 125e6, "latency_s": 0.0005}
+ETHERNET_100M = {"bandwidth_bytes_per_s": 12.5e6, "latency_s": 0.0005}
 GIB = 1 << 30
 
-# name -> (description, device classes, memory GiB each)
-CLUSTERS: dict[str, tuple[str, list[str], list[int]]] = {
+# name -> (description, device classes, memory GiB each, link)
+CLUSTERS: dict[str, tuple[str, list[str], list[int], dict[str, float]]] = {
     "hybrid_vgg16_4eq": (
         "VGG-16 (measured, input 224x224) on 4 equal Raspberry Pi 4 on 1 Gbit/s Ethernet "
         "(0.5 ms): FlexPie's setting, where split stages pay for latency",
-        ["rpi4"] * 4, [4] * 4),
+        ["rpi4"] * 4, [4] * 4, ETHERNET_1G),
     "hybrid_replicate_vgg16": (
         "VGG-16 (measured, input 224x224) on one Jetson Nano and three Raspberry Pi 4 on "
-        "1 Gbit/s Ethernet (0.5 ms): replicated stages pay for the period",
-        ["jetson_nano", "rpi4", "rpi4", "rpi4"], [4] * 4),
+        "100 Mbit/s Ethernet (0.5 ms): replicated stages pay for the period",
+        ["jetson_nano", "rpi4", "rpi4", "rpi4"], [4] * 4, ETHERNET_100M),
 }
 
 
@@ -79,8 +81,8 @@ def variant(base: dict[str, Any], name: str, description: str, classes: list[str
 
 def main() -> int:
     base = with_shapes(json.loads(BASE.read_text()))
-    for name, (description, classes, memory) in CLUSTERS.items():
-        data = variant(base, name, description, classes, memory, ETHERNET_1G)
+    for name, (description, classes, memory, link) in CLUSTERS.items():
+        data = variant(base, name, description, classes, memory, link)
         path = ROOT / "instances" / f"{name}.json"
         path.write_text(json.dumps(data, indent=1) + "\n")
         print(f"wrote {path.relative_to(ROOT)}")

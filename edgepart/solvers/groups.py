@@ -107,6 +107,10 @@ class Arc:
     g: GroupMode
     compute: tuple[float, ...]
     schemes: dict[int, Scheme] = field(default_factory=dict)
+    mask: int = 0
+
+    def __post_init__(self) -> None:
+        self.mask = self.g.mask
 
 
 def split_schemes(group: SplitGroup, layers: Sequence[int], in_bytes: float
@@ -239,6 +243,8 @@ class _Problem:
         self.shapes = self._shapes()
         self.modes = group_modes(inst, options.plan_space, options.max_group)
         self.deadline = deadline
+        self._boundary: dict[tuple[tuple[int | None, ...], tuple[int | None, ...], int],
+                             tuple[list[float], list[float]]] = {}
         self.arcs = self._arcs()
 
     def _shapes(self) -> tuple[LayerShape | None, ...]:
@@ -336,6 +342,13 @@ class _Problem:
     def boundary(self, senders: Sequence[int | None], receivers: Sequence[int | None], j: int
                  ) -> tuple[list[float], list[float]]:
         """Per-sender and per-receiver seconds of boundary j (each end's worst partner)."""
+        key = (tuple(senders), tuple(receivers), j)
+        if key not in self._boundary:
+            self._boundary[key] = self._transfer(senders, receivers, j)
+        return self._boundary[key]
+
+    def _transfer(self, senders: Sequence[int | None], receivers: Sequence[int | None], j: int
+                  ) -> tuple[list[float], list[float]]:
         if list(senders) == list(receivers):
             return [0.0] * len(senders), [0.0] * len(receivers)
         t = [[self.inst.transfer_time(s, r, self.bytes_at[j]) for r in receivers]
@@ -394,34 +407,58 @@ def _dominated(label: _Label, others: list[_Label]) -> bool:
 
 def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
             ) -> tuple[float, _Label | None]:
-    """Forward DP over (position, used devices, last group mode); labels as in the docstring."""
+    """Forward DP over (position, used devices, last group mode); labels as in the docstring.
+
+    Pruning (exact): both objectives only grow along a path (a sum of non-negative terms; a
+    max), so a label or an arc whose lower bound (the label's value, for the period also the
+    last stage's period with free transfers; an arc's own compute) is no better than the best
+    finished plan cannot lead to a better one. The first incumbents are the one-stage plans."""
     start = _Label(0.0, (), None, None)
-    states: dict[tuple[int, int, GroupMode | None], list[_Label]] = {(0, 0, None): [start]}
     best: tuple[float, _Label | None] = (math.inf, None)
-    for pos in range(prob.n + 1):
-        keys = [k for k in states if k[0] == pos]
-        for key in keys:
+    for arc in arcs[0]:
+        if arc.j == prob.n:
+            recv, send = prob.into(prob.source_ends(), arc)
+            label = _step(prob, objective, start, None, arc, recv, send)
+            value = _final(prob, objective, label, arc.g)
+            if value < best[0]:
+                best = (value, label)
+    states: dict[tuple[int, int, GroupMode | None], list[_Label]] = {(0, 0, None): [start]}
+    for pos in range(prob.n):
+        for key in [k for k in states if k[0] == pos]:
             prob.deadline.check()
-            labels = states.pop(key)
+            labels = [x for x in states.pop(key) if _lower(prob, objective, x) < best[0]]
             _, used, last = key
-            if pos == prob.n:
-                for label in labels:
-                    value = _final(prob, objective, label, last)
-                    if value < best[0]:
-                        best = (value, label)
-                continue
             prev = list(last.ends) if last is not None else prob.source_ends()
             for arc in arcs[pos]:
-                if arc.g.mask & used:
+                if arc.mask & used or _arc_lower(prob, objective, arc) >= best[0]:
                     continue
                 recv, send_prev = prob.into(prev, arc)
-                nkey = (arc.j, used | arc.g.mask, arc.g)
-                bucket = states.setdefault(nkey, [])
+                bucket = states.setdefault((arc.j, used | arc.mask, arc.g), [])
                 for label in labels:
                     new = _step(prob, objective, label, last, arc, recv, send_prev)
-                    if not _dominated(new, bucket):
-                        bucket[:] = [o for o in bucket if not _dominated(o, [new])] + [new]
+                    if _lower(prob, objective, new) >= best[0] or _dominated(new, bucket):
+                        continue
+                    if arc.j == prob.n:
+                        value = _final(prob, objective, new, arc.g)
+                        if value < best[0]:
+                            best = (value, new)
+                        continue
+                    bucket[:] = [o for o in bucket if not _dominated(o, [new])] + [new]
     return best
+
+
+def _lower(prob: _Problem, objective: Objective, label: _Label) -> float:
+    """A lower bound on every plan that extends ``label``."""
+    if objective is Objective.LATENCY or not label.partial:
+        return label.value
+    return max(label.value, prob.period(label.partial, [0.0] * len(label.partial)))
+
+
+def _arc_lower(prob: _Problem, objective: Objective, arc: Arc) -> float:
+    """A lower bound on the objective of any plan with this stage (its compute alone)."""
+    if objective is Objective.LATENCY:
+        return max(arc.compute)
+    return prob.period(arc.compute, [0.0] * len(arc.compute))
 
 
 def _step(prob: _Problem, objective: Objective, label: _Label, last: GroupMode | None, arc: Arc,
