@@ -10,6 +10,9 @@ solid, one colour per request); with overlap, a stage receives the next request 
 the current one, which the two lanes show. The sink row shows the final transfer. It is a picture
 of the cost model's numbers, not a simulation of queueing.
 
+:func:`plot_measured_timeline` draws what a run measured in the same layout (``edgepart run
+--timeline``), so the two can be put one above the other.
+
 The Pareto front (:func:`plot_pareto`) is the least latency reachable at each period: a
 staircase, flat from each point to the right until the next point of lower latency, with the
 points marked (filled: proven; hollow: not proven).
@@ -18,7 +21,9 @@ points marked (filled: proven; hollow: not proven).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -30,8 +35,8 @@ from edgepart.cost import evaluate
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 
-__all__ = ["plot_gaps", "plot_pareto", "plot_timeline", "save_comparison_figure",
-           "save_pareto_figure"]
+__all__ = ["plot_gaps", "plot_measured_timeline", "plot_pareto", "plot_timeline",
+           "save_comparison_figure", "save_pareto_figure"]
 
 
 def plot_gaps(frame: pd.DataFrame, ax: Axes, title: str = "") -> None:
@@ -74,6 +79,33 @@ def plot_timeline(inst: Instance, plan: Plan, ax: Axes, requests: int = 3) -> No
                   "one colour per request")
     ax.set_title(f"{plan.method or 'plan'}: period {m.bottleneck_s:.4g} s, "
                  f"latency {m.latency_s:.4g} s")
+
+
+def plot_measured_timeline(intervals: Sequence[Any], ax: Axes, sink: str = "sink",
+                           title: str = "") -> None:
+    """Gantt chart of measured intervals in :func:`plot_timeline`'s layout: per stage row, the
+    upper lane (hatched) is ``receive``, the lower lane ``compute`` (solid) and ``pad`` (light);
+    the last stage's ``send`` is on the sink row. Each interval has ``stage``, ``device``,
+    ``request``, ``kind``, ``start_s`` and ``end_s`` (see :mod:`edgepart.runtime.timeline`);
+    one colour per request, in request order, as :func:`plot_timeline` colours them."""
+    colour = {r: f"C{k % 10}" for k, r in enumerate(sorted({iv.request for iv in intervals}))}
+    devices = {iv.stage: iv.device for iv in intervals}
+    for iv in intervals:
+        span = [(iv.start_s, iv.end_s - iv.start_s)]
+        c = colour[iv.request]
+        if iv.kind in ("receive", "send"):
+            row = iv.stage + 1 if iv.kind == "send" else iv.stage
+            ax.broken_barh(span, (row - 0.4, 0.38), facecolors="white", edgecolors=c,
+                           hatch="///")
+        else:
+            ax.broken_barh(span, (iv.stage + 0.02, 0.38), facecolors=c, edgecolors="black",
+                           linewidth=0.3, alpha=1.0 if iv.kind == "compute" else 0.35)
+    rows = [f"{b}: {devices[b]}" for b in sorted(devices)] + [sink]
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("time (s)   upper lane hatched: receive (link hold + transport), lower lane: "
+                  "compute (solid) and padding (light); one colour per request")
+    ax.set_title(title or "measured")
 
 
 def save_comparison_figure(comp: Comparison, inst: Instance, path: str | Path) -> None:
