@@ -55,8 +55,16 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import Objective, PlanSpace, SolveOptions, finish, register
 
-__all__ = ["MAX_GROUP_MODES", "GroupMode", "fitting_schemes", "group_modes", "solve_groups",
-           "split_schemes"]
+__all__ = [
+    "MAX_GROUP_MODES",
+    "GroupMode",
+    "fitting_schemes",
+    "group_modes",
+    "one_group_members",
+    "one_group_plan",
+    "solve_groups",
+    "split_schemes",
+]
 
 MAX_GROUP_MODES = 400
 """Most group modes the DP takes (4 devices: 43; 6 devices: 255)."""
@@ -500,6 +508,26 @@ def _stage(inst: Instance, arc: Arc) -> Stage:
         return Stage(devices[0], tuple(ids))
     schemes = {inst.model.layers[v].id: s for v, s in arc.schemes.items()}
     return Stage.group(devices, arc.g.mode, ids, schemes)
+
+
+def one_group_members(inst: Instance) -> tuple[int, ...]:
+    """Every device, the lead first: the source (which holds the input) or else the fastest
+    device (least total time over the layers)."""
+    if inst.source_index is not None:
+        lead = inst.source_index
+    else:
+        lead = min(range(len(inst.devices)),
+                   key=lambda d: sum(inst.times[v][d] for v in range(len(inst.model.layers))))
+    return (lead, *(d for d in range(len(inst.devices)) if d != lead))
+
+
+def one_group_plan(inst: Instance, mode: Mode, schemes: dict[int, Scheme] | None = None,
+                   method: str = "") -> Plan:
+    """The whole model as one stage on every device (:func:`one_group_members`), replicated or
+    split with ``schemes`` (layer index -> scheme)."""
+    members = one_group_members(inst)
+    arc = Arc(0, len(inst.model.layers), GroupMode(mode, members), (), schemes or {})
+    return Plan((_stage(inst, arc),), inst.name, method)
 
 
 def _refusal(inst: Instance, options: SolveOptions) -> str:

@@ -13,13 +13,17 @@ from edgepart.solvers import (  # noqa: F401
 )
 from edgepart.solvers.heuristics import (  # noqa: F401
     amp4ec,
+    dataparallel,
     even,
     exo,
+    flexpie,
     greedy,
+    grid2d,
     llamacpp,
     local,
     memory_first,
     neurosurgeon,
+    onedim,
     pipeedge,
     random,
     seifer,
