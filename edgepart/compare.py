@@ -11,6 +11,10 @@ bound on it otherwise.
 
 :func:`compare` returns the table; :func:`sweep` runs many instances into one long table (one row
 per instance and method) for benchmarks such as ``bench/heuristic_gaps.py``.
+
+Beyond pipeline plans (``plan_space``, see :mod:`edgepart.plan`) the methods are the device-group
+baselines (:data:`GROUP_BASELINES`) and the exact reference is the ``groups`` DP, the optimum over
+that plan space.
 """
 
 from __future__ import annotations
@@ -18,21 +22,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from edgepart.cost import lower_bound
+from edgepart.cost import StageMetrics, lower_bound
 from edgepart.instance import Instance, load_instance
 from edgepart.plan import Plan
 from edgepart.results import OPTIMALITY_TOL, SolutionStatus, SolveResult, Termination
-from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method
+from edgepart.solvers.base import METHODS, Objective, PlanSpace, SolveOptions, get_method
 
 __all__ = [
     "COLUMNS",
     "DEFAULT_METHODS",
+    "GROUP_BASELINES",
     "Comparison",
     "MethodRun",
     "compare",
@@ -44,6 +49,8 @@ __all__ = [
 DEFAULT_METHODS = ("dp", "dp_ideals", "local", "pipeedge", "seifer", "greedy", "random", "even",
                    "amp4ec", "neurosurgeon")
 """Heuristics and DPs compared by default (in table order, after the exact reference)."""
+GROUP_BASELINES = ("flexpie", "onedim", "grid2d", "dataparallel")
+"""Methods compared by default beyond pipeline plans (the reference is then ``groups``)."""
 COLUMNS = ("method", "bottleneck_s", "throughput_per_s", "latency_s", "gap_pct", "solve_time_s",
            "status")
 """Columns of :func:`compare`'s table."""
@@ -51,9 +58,12 @@ DETAIL_COLUMNS = (*COLUMNS, "objective_s", "bound_s", "termination", "mean_draw_
 """Columns of :meth:`Comparison.details` (and, with the instance, of :func:`sweep`)."""
 
 
-def default_exact() -> tuple[str, ...]:
-    """``("auto",)`` (the default exact method) when registered, else ``("brute",)``."""
+def default_exact(plan_space: PlanSpace | str = PlanSpace.PIPELINE) -> tuple[str, ...]:
+    """``("auto",)`` (the default exact method) when registered, else ``("brute",)``; beyond
+    pipeline plans ``("groups",)``."""
     get_method("brute")  # loads every built-in method
+    if PlanSpace(plan_space) is not PlanSpace.PIPELINE:
+        return ("groups",)
     return ("auto",) if "auto" in METHODS else ("brute",)
 
 
@@ -141,9 +151,7 @@ class Comparison:
             m = best.result.metrics
             optimum.update(bottleneck_s=m.bottleneck_s, latency_s=m.latency_s,
                            bound_s=best.result.bound_s, solve_time_s=best.wall_s,
-                           stages=[{"device": s.device, "layers": len(s.layers),
-                                    "first_layer": s.layers[0], "last_layer": s.layers[-1]}
-                                   for s in m.stages])
+                           stages=[_stage_summary(s) for s in m.stages])
         keys = ("method", "bottleneck_s", "throughput_per_s", "latency_s", "gap_pct",
                 "solve_time_s", "status", "message")
         methods = [{k: row[k] for k in keys} for row in (self._row(r) for r in self.runs)]
@@ -151,8 +159,16 @@ class Comparison:
                 "warnings": self.violations}
 
 
+def _stage_summary(s: StageMetrics) -> dict[str, Any]:
+    out: dict[str, Any] = {"device": s.device, "layers": len(s.layers),
+                           "first_layer": s.layers[0], "last_layer": s.layers[-1]}
+    if s.devices:
+        out.update(mode=s.mode.value, devices=list(s.devices))
+    return out
+
+
 def _run(inst: Instance, method: str, options: SolveOptions, exact: bool) -> MethodRun:
-    fn = get_method(method)
+    fn = get_method(method, options.plan_space)
     start = time.perf_counter()
     try:
         result = fn(inst, options)
@@ -177,7 +193,8 @@ def _reference(inst: Instance, runs: Sequence[MethodRun], objective: Objective
 
 def run_comparison(inst: Instance, methods: Sequence[str] | None = None,
                    exact: Sequence[str] | None = None, *, time_limit: float | None = 30.0,
-                   objective: Objective | str = Objective.BOTTLENECK, seed: int = 0
+                   objective: Objective | str = Objective.BOTTLENECK, seed: int = 0,
+                   plan_space: PlanSpace | str = PlanSpace.PIPELINE, max_group: int | None = None
                    ) -> Comparison:
     """Run ``methods`` (default :data:`DEFAULT_METHODS`), then the ``exact`` reference (default
     :func:`default_exact`; ``()`` for none) warm-started with the best plan found so far.
@@ -191,22 +208,26 @@ def run_comparison(inst: Instance, methods: Sequence[str] | None = None,
     objective : ``"bottleneck"`` (period) or ``"latency"``
     seed : int
         Passed to every method (the random baseline's draws).
+    plan_space, max_group
+        Which plans to search (:class:`~edgepart.solvers.base.PlanSpace`); beyond pipeline
+        plans the default methods are :data:`GROUP_BASELINES` and the reference ``groups``.
 
     Raises
     ------
     InputError
         For an unknown method name.
     """
-    options = SolveOptions(objective=Objective(objective), time_limit=time_limit, seed=seed)
-    exact = default_exact() if exact is None else tuple(exact)
-    names = [m for m in dict.fromkeys(methods or DEFAULT_METHODS) if m not in exact]
+    options = SolveOptions(objective=Objective(objective), time_limit=time_limit, seed=seed,
+                           plan_space=PlanSpace(plan_space), max_group=max_group)
+    exact = default_exact(options.plan_space) if exact is None else tuple(exact)
+    pipeline = options.plan_space is PlanSpace.PIPELINE
+    names = [m for m in dict.fromkeys(methods or (DEFAULT_METHODS if pipeline
+                                                  else GROUP_BASELINES)) if m not in exact]
     for name in (*exact, *names):
-        get_method(name)  # fail early on a typo
+        get_method(name, options.plan_space)  # fail early on a typo
     runs = [_run(inst, m, options, exact=False) for m in names]
     warm = _best(runs)
-    runs = [_run(inst, m, SolveOptions(objective=options.objective, time_limit=time_limit,
-                                       seed=seed, warm_start=warm), exact=True)
-            for m in exact] + runs
+    runs = [_run(inst, m, replace(options, warm_start=warm), exact=True) for m in exact] + runs
     reference, proven = _reference(inst, runs, options.objective)
     return Comparison(inst.name, options.objective, tuple(runs), reference, proven)
 

@@ -8,8 +8,9 @@ import math
 from typing import Any
 
 from edgepart.cli_common import EXIT_NO_PLAN, EXIT_OK, print_json
-from edgepart.compare import DEFAULT_METHODS, Comparison, run_comparison
+from edgepart.compare import DEFAULT_METHODS, GROUP_BASELINES, Comparison, run_comparison
 from edgepart.instance import load_instance
+from edgepart.solvers.base import PlanSpace
 
 __all__ = ["cmd_compare", "register"]
 
@@ -28,6 +29,13 @@ def register(subparsers: Any) -> None:
                    help="seconds per method (default 30)")
     p.add_argument("--objective", choices=["bottleneck", "latency"], default="bottleneck")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plan-space", choices=[s.value for s in PlanSpace], default="pipeline",
+                   help="plans to search: pipeline (one device per stage, the default), or "
+                        "stages that may also be replicated and/or split over device groups; "
+                        "beyond pipeline the methods default to "
+                        + ", ".join(GROUP_BASELINES) + " and the reference to groups")
+    p.add_argument("--max-group", type=int, default=None, metavar="K",
+                   help="most devices in one group (default: every device)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="write the gap chart and the optimum's timeline")
@@ -44,7 +52,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     inst = load_instance(args.instance)
     exact = None if args.exact is None else ([] if args.exact == "none" else [args.exact])
     comp = run_comparison(inst, _names(args.methods), exact, time_limit=args.time_limit,
-                          objective=args.objective, seed=args.seed)
+                          objective=args.objective, seed=args.seed,
+                          plan_space=args.plan_space, max_group=args.max_group)
     if args.plot:
         from edgepart.plots import save_comparison_figure  # matplotlib only when asked
 

@@ -20,7 +20,7 @@ from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.groups import one_group_plan
 from edgepart.solvers.heuristics.common import finish_heuristic
 
-__all__ = ["cannot_split", "fixed_scheme_plan", "solve_onedim"]
+__all__ = ["cannot_split", "fixed_schemes", "solve_fixed", "solve_onedim"]
 
 
 def cannot_split(inst: Instance) -> str:
@@ -40,7 +40,7 @@ def cannot_split(inst: Instance) -> str:
     return ""
 
 
-def fixed_scheme_plan(inst: Instance, scheme: Scheme, method: str) -> dict[int, Scheme]:
+def fixed_schemes(inst: Instance, scheme: Scheme) -> dict[int, Scheme]:
     """``scheme`` for every layer that takes one (``outc`` where the layer cannot take it)."""
     shapes = layer_shapes(inst)
     out: dict[int, Scheme] = {}
@@ -58,7 +58,7 @@ def solve_fixed(inst: Instance, options: SolveOptions, scheme: Scheme, method: s
     if reason:
         return finish_heuristic(inst, None, method=method, options=options, start=start,
                                 message=reason)
-    plan = one_group_plan(inst, Mode.SPLIT, fixed_scheme_plan(inst, scheme, method), method)
+    plan = one_group_plan(inst, Mode.SPLIT, fixed_schemes(inst, scheme), method)
     return finish_heuristic(inst, plan, method=method, options=options, start=start)
 
 
