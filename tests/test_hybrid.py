@@ -1,0 +1,112 @@
+"""Hybrid plans on the shipped instances (issue 11's done-when checks), the device-group
+baselines, ``compare --plan-space`` and the split shapes recorded at profiling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgepart.cli import main
+from edgepart.instance import load_instance
+from edgepart.plan import Mode
+from edgepart.results import SolutionStatus, Termination
+from edgepart.solvers.base import SolveOptions, solve
+from tests.test_groups import tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "instances").glob("*.json"))
+BASELINES = ("flexpie", "onedim", "grid2d", "dataparallel")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_hybrid_optimum_is_never_worse_than_the_pipeline_optimum(path: Path) -> None:
+    inst = load_instance(path)
+    hybrid = solve(inst, "groups", SolveOptions(objective="latency", plan_space="hybrid"))
+    if not inst.model.is_chain:  # the DP is exact on chains only, and says so
+        assert hybrid.termination is Termination.UNSUPPORTED and "chain" in hybrid.message
+        return
+    pipeline = solve(inst, "auto", SolveOptions(objective="latency", time_limit=60))
+    assert pipeline.status is SolutionStatus.OPTIMAL and hybrid.status is SolutionStatus.OPTIMAL
+    assert hybrid.objective_s <= pipeline.objective_s * (1 + 1e-9)
+
+
+def test_split_wins_latency_on_four_equal_devices() -> None:
+    # FlexPie's setting: one request at a time on 4 equal devices; a pipeline cannot beat one
+    # device on latency, splitting the layers can (by more than 2x here)
+    inst = load_instance(ROOT / "instances" / "hybrid_vgg16_4eq.json")
+    pipeline = solve(inst, "groups", SolveOptions(objective="latency"))
+    hybrid = solve(inst, "groups", SolveOptions(objective="latency", plan_space="hybrid"))
+    assert hybrid.status is SolutionStatus.OPTIMAL
+    assert any(s.mode is Mode.SPLIT for s in hybrid.plan.stages)
+    assert hybrid.objective_s < pipeline.objective_s / 2
+    for name in BASELINES:  # the optimum is no worse than any baseline; FlexPie's DP no worse
+        base = solve(inst, name, SolveOptions(objective="latency", plan_space="hybrid"))
+        assert base.has_plan and base.objective_s >= hybrid.objective_s * (1 - 1e-9)
+        if name in ("onedim", "grid2d"):  # than a fixed scheme (same lead, same group)
+            flexpie = solve(inst, "flexpie", SolveOptions(objective="latency"))
+            assert flexpie.objective_s <= base.objective_s * (1 + 1e-9)
+
+
+def test_replication_wins_the_period_with_one_fast_and_three_slow_devices() -> None:
+    inst = load_instance(ROOT / "instances" / "hybrid_replicate_vgg16.json")
+    pipeline = solve(inst, "groups", SolveOptions())
+    hybrid = solve(inst, "groups", SolveOptions(plan_space="hybrid"))
+    assert hybrid.status is SolutionStatus.OPTIMAL
+    assert any(s.mode is Mode.REPLICATE for s in hybrid.plan.stages)
+    assert hybrid.objective_s < pipeline.objective_s / 1.2
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10**6), objective=st.sampled_from(["latency", "bottleneck"]))
+def test_baselines_are_hybrid_plans_no_better_than_the_optimum(seed: int, objective: str) -> None:
+    inst = tiny(seed, n=4, nd=3)
+    best = solve(inst, "groups", SolveOptions(objective=objective, plan_space="hybrid"))
+    for name in BASELINES:
+        base = solve(inst, name, SolveOptions(objective=objective))
+        if base.has_plan:
+            assert best.status is SolutionStatus.OPTIMAL
+            assert base.objective_s >= best.objective_s * (1 - 1e-9)
+
+
+def test_compare_plan_space_lists_the_baselines(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(tiny(7, n=4, nd=3).to_dict()))
+    assert main(["compare", str(path), "--plan-space", "hybrid", "--objective", "latency",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [m["method"] for m in out["methods"]] == ["groups", *BASELINES]
+    assert out["optimum"]["proven"] and not out["warnings"]
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", str(path), "--plan-space", "everything"])
+    assert stop.value.code == 2
+    assert "--plan-space" in capsys.readouterr().err
+
+
+def test_profiling_records_split_shapes() -> None:
+    torch = pytest.importorskip("torch")
+    from edgepart.profiling.trace import trace_model, unit_shape
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(32, 5))
+    traced = trace_model(model, (1, 3, 16, 16))
+    shapes = [unit_shape(traced, u) for u in traced.units]
+    # 16 x 16 -> conv stride 2 pad 1 -> 8 x 8 -> pool 2 -> 4 x 4 -> adaptive 2 (kernel and
+    # stride 4 / 2 = 2) -> 2 x 2 -> flatten (keeps the [8, 2, 2] layout) -> linear 32 -> 5
+    assert shapes == [
+        {"kind": "conv", "in": [3, 16, 16], "out": [8, 8, 8], "groups": 1, "kernel": [3, 3],
+         "stride": [2, 2], "padding": [1, 1]},
+        {"kind": "elementwise", "in": [8, 8, 8], "out": [8, 8, 8]},
+        {"kind": "pool", "in": [8, 8, 8], "out": [8, 4, 4], "kernel": [2, 2], "stride": [2, 2],
+         "padding": [0, 0]},
+        {"kind": "pool", "in": [8, 4, 4], "out": [8, 2, 2], "kernel": [2, 2], "stride": [2, 2],
+         "padding": [0, 0]},
+        {"kind": "elementwise", "in": [8, 2, 2], "out": [8, 2, 2]},
+        {"kind": "linear", "in": [32, 1, 1], "out": [5, 1, 1]},
+    ]
