@@ -12,8 +12,10 @@ The model. A layer's time on a device class is a function ``t = f(x_layer, x_dev
 ``reg:gamma`` objective on layer shapes, kernel and stride). We use LightGBM with the same gamma
 objective: a log link, ``log t = sum of trees``, so a device's speed enters as a factor and the
 fit minimises a deviance that weighs relative, not absolute, errors (a 10 us layer counts as
-much as a 10 ms one). The booster is kept in LightGBM's own text format
-(``Booster.model_to_string``) inside our JSON, never pickled.
+much as a 10 ms one). ``max_delta_step`` caps each leaf's log-step: the gamma Newton step divides
+by a hessian ``t e^-f`` that is tiny for the fastest layers when times span five orders of
+magnitude, and without the cap the fit diverged (every prediction ~1e-57 s). The booster is kept
+in LightGBM's own text format (``Booster.model_to_string``) inside our JSON, never pickled.
 
 Without an estimator, :func:`roofline_time` is the fallback: ``max(flops / peak, bytes /
 bandwidth)``, the time of a layer that runs at its device's peak compute or memory rate.
@@ -50,9 +52,9 @@ LAYER_FEATURES = ("flops", "traffic_bytes", "param_bytes", "in_c", "in_h", "in_w
                   "out_h", "out_w", "kernel", "stride", "groups", "nodes")
 DEVICE_FEATURES = ("flops_per_s", "memory_bandwidth_bytes_per_s", "cores", "cpus")
 DEFAULT_PARAMS: Mapping[str, Any] = {
-    "objective": "gamma", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 5,
-    "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "verbose": -1,
-    "seed": 0, "deterministic": True, "num_threads": 1, "force_col_wise": True}
+    "objective": "gamma", "max_delta_step": 1.0, "learning_rate": 0.05, "num_leaves": 31,
+    "min_data_in_leaf": 5, "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1,
+    "verbose": -1, "seed": 0, "deterministic": True, "num_threads": 1, "force_col_wise": True}
 DEFAULT_ROUNDS = 600
 
 
