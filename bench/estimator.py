@@ -84,8 +84,8 @@ def collect(models: Sequence[str], size: int, windows: int, cache: Path,
             if not path.exists():
                 if traced is None:
                     traced = trace_model(f"torchvision:{model}", (1, 3, size, size))
-                    features = [unit_features(traced, u, count_costs(traced))
-                                for u in traced.units]
+                    costs = count_costs(traced)
+                    features = [unit_features(traced, u, costs) for u in traced.units]
                 t0 = time.perf_counter()
                 times = measure_units(traced, MeasureOn(name, cpus), 1, windows)
                 record = trace_record(traced, c, MeasureOn(name, cpus), features, times)
