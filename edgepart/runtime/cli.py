@@ -54,6 +54,8 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("--input-shape", default=None, metavar="1,3,224,224",
                    help="default: the instance's meta.input_shape")
     p.add_argument("--replan-time-limit", type=float, default=10.0, metavar="S")
+    p.add_argument("--timeline", default=None, metavar="FILE.png",
+                   help="draw measured stage activity against the predicted schedule")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_run)
 
@@ -127,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         slowdowns=tuple(Slowdown(*parse_slowdown(s)) for s in args.slowdown),
         seed=args.seed, weights=args.weights,
         input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,
-        replan_time_limit_s=args.replan_time_limit)
+        replan_time_limit_s=args.replan_time_limit, timeline=args.timeline)
     try:
         report = run(inst, plan, options)
     except (WorkerError, NoPlanError) as err:

@@ -12,11 +12,10 @@ or, for a local worker, its process exiting), the driver drops that device from 
 deploys a quick heuristic plan on the devices left (:func:`~edgepart.runtime.replan.quick_plan`,
 milliseconds) as a new epoch (workers drop older messages) and re-sends every request not yet
 answered; meanwhile the exact re-plan (:func:`~edgepart.runtime.replan.exact_plan`) runs in a
-background thread, and when it ends with a better plan the driver deploys it at once in the same
-way (a new epoch, every unanswered request re-sent: waiting for the quick plan's pipeline to
-drain would keep the worse plan serving for ``inflight`` of its periods). Answers are kept by
-request id, so each request is answered exactly once, even when a re-sent copy and an old one
-both arrive.
+background thread, and when it ends with a better plan the driver deploys it in the same way (a
+new epoch, every unanswered request re-sent) as soon as the quick plan has given its first
+answer. Answers are kept by request id, so each request is answered exactly once, even when a
+re-sent copy and an old one both arrive.
 
 With ``adapt``, each answer's per-stage compute times are compared with what the instance
 predicts for that device; when a device runs slower than its profile by more than
@@ -52,6 +51,7 @@ from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_second
 from edgepart.runtime.replan import exact_plan, quick_plan, replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report, rate
 from edgepart.runtime.split import StageSpec, fingerprint, split_plan
+from edgepart.runtime.timeline import Interval, SourceSend, measured_intervals, save_timeline
 from edgepart.runtime.transport import Transport, call_while, disconnects_unlogged
 
 __all__ = ["ADAPT_THRESHOLD", "ADAPT_WINDOW", "Deployment", "run"]
@@ -92,7 +92,12 @@ def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
             cluster.setup(dict.fromkeys(cluster.devices, setup), fingerprint(prep.gm))
             stream = _Stream(prep, cluster)
             stream.run()
-            return build_report(prep, stream)
+            report = build_report(prep, stream)
+            if options.timeline is not None:
+                drawn = stream.draw_timeline(options.timeline)
+                report["timeline"] = {"path": options.timeline, "intervals": len(drawn),
+                                      "requests": sorted({iv.request for iv in drawn})}
+            return report
         finally:
             cluster.close()
 
@@ -136,6 +141,7 @@ class _Source(threading.Thread):
         self.queue: queue.Queue[tuple[int, int, torch.Tensor] | None] = queue.Queue()
         self.route: tuple[int, int, Link | None, Emulation] = (-1, 0, None, Emulation())
         self.link = LinkClock()
+        self.log: list[SourceSend] = []
 
     def run(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -144,11 +150,13 @@ class _Source(threading.Thread):
             if epoch != current:
                 continue
             wait = emulation.link_wait(link, x.numel() * x.element_size())
+            taken = time.perf_counter()
             self.link.hold(wait)
             t0 = time.perf_counter()
             try:
-                call_while(self.transport, functools.partial(self.routes, epoch), rank,
-                           worker.submit, epoch, request, (x,), ())
+                if call_while(self.transport, functools.partial(self.routes, epoch), rank,
+                              worker.submit, epoch, request, (x,), ()):
+                    self.log.append((epoch, request, taken, time.perf_counter()))
             except Exception as err:  # backend-specific: the first stage is gone
                 events.INBOX.put(events.Fault(epoch, 0, rank, first_line(err)))
             self.link.sent(wait, time.perf_counter() - t0)
@@ -214,6 +222,7 @@ class _Stream:
         self.warm = False
         self.failures: list[dict[str, Any]] = []
         self.recovering: tuple[float, int] | None = None  # (noticed, first epoch after it)
+        self.exact: tuple[Plan, dict[str, Any]] | None = None  # proven, waiting for recovery
         self.adaptations: list[dict[str, Any]] = []
         self.switch_to: Plan | None = None
         self.samples: dict[str, collections.deque[float]] = {}
@@ -289,6 +298,8 @@ class _Stream:
         if self.recovering is not None and ev.epoch >= self.recovering[1]:
             self.failures[-1]["recovery_s"] = ev.received - self.recovering[0]
             self.recovering = None
+            if self.exact is not None:
+                self.switch_to_exact(*self.exact)
         if ev.epoch == self.cluster.epoch:
             if self.quotas is not None:
                 self.quotas.observe(ev.hops, self.targets)
@@ -362,7 +373,7 @@ class _Stream:
             self.belief = self.belief.without_devices(gone)
             ranks = set()
             if gone & {st.device for st in self.plan.stages}:
-                self.switch_to = None
+                self.switch_to = self.exact = None
                 t1 = time.perf_counter()
                 result, plan = quick_plan(self.belief, self.options.replan_time_limit_s)
                 self.failures[-1].update(replan_s=time.perf_counter() - t1,
@@ -397,9 +408,14 @@ class _Stream:
         threading.Thread(target=solve, name="edgepart-exact-replan", daemon=True).start()
 
     def on_proven(self, ev: events.Proven) -> None:
-        """Switch to the exact re-plan at once when it is valid on the devices left and predicts
-        a shorter period than the plan deployed (both evaluated on the driver's current belief);
-        an adaptation waiting to switch goes first."""
+        """Take the exact re-plan when it is valid on the devices left and predicts a shorter
+        period than the plan deployed (both evaluated on the driver's current belief).
+
+        It is deployed once the quick plan has given its first answer (at once if it has):
+        redeploying earlier would restart the pipeline and push the first answer after the
+        failure back by the re-plan's redeploy and pipeline latency. An adaptation waiting to
+        switch goes first.
+        """
         if ev.owner is not self:  # left over from an earlier run in this process
             return
         result, record = ev.result, self.failures[ev.failure]
@@ -412,6 +428,15 @@ class _Stream:
         if not (evaluate(self.belief, plan).bottleneck_s
                 < evaluate(self.belief, self.plan).bottleneck_s * (1 - 1e-9)):
             return
+        self.exact = (plan, record)
+        if self.recovering is None:
+            self.switch_to_exact(plan, record)
+
+    def switch_to_exact(self, plan: Plan, record: dict[str, Any]) -> None:
+        """Deploy the exact re-plan now and re-send what is unanswered (as after a failure:
+        waiting for the quick plan's pipeline to drain would keep the worse plan serving for
+        ``inflight`` of its periods)."""
+        self.exact = None
         record["exact"]["switched"] = True
         failed = self.deploy(plan, f"exact re-plan after failure of {record['device']}")
         record["exact_switch_s"] = time.perf_counter() - record["noticed"]
@@ -419,6 +444,18 @@ class _Stream:
             self.lose(failed, "lost while deploying")
         else:
             self.resend_pending()
+
+    # --- the picture ----------------------------------------------------------------------------
+
+    def draw_timeline(self, path: str) -> list[Interval]:
+        """Draw the last deployment's measured intervals against its predicted schedule in a
+        PNG at ``path`` (:mod:`~edgepart.runtime.timeline`); returns the intervals drawn."""
+        epoch = self.deployments[-1].epoch
+        devices = [st.device for st in self.plan.stages]
+        records = [self.cluster.records(self.cluster.ranks[d], epoch) for d in devices]
+        intervals = measured_intervals(devices, records, self.source.log, epoch,
+                                       self.prep.emulation.time_scale)
+        return save_timeline(path, self.truth, self.plan, intervals)
 
     # --- adaptation ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +62,7 @@ class RunOptions:
     weights: str | None = None
     input_shape: tuple[int, ...] | None = None
     replan_time_limit_s: float = 10.0
+    timeline: str | None = None  # a PNG of measured against predicted stage activity
     startup_timeout_s: float = 120.0
     heartbeat_timeout_s: float = 10.0
 
@@ -121,6 +123,9 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
         raise InputError(f"--time-scale: must be > 0, got {options.time_scale}")
     if (options.fail_stage is None) != (options.fail_after is None):
         raise InputError("--fail-stage and --fail-after go together")
+    if options.timeline is not None and not Path(options.timeline).parent.resolve().is_dir():
+        raise InputError(f"--timeline: no folder {str(Path(options.timeline).parent)!r} to "
+                         "write into")
     if options.fail_hang and options.fail_stage is None:
         raise InputError("--fail-hang: needs --fail-stage and --fail-after")
     if not options.heartbeat_timeout_s > 0:

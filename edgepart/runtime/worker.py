@@ -113,6 +113,7 @@ class _Worker:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self.unsent = 0  # messages computed but not yet sent (or dropped)
+        self.redeployed = threading.Event()  # cuts short the padding of an obsolete request
         self.gm: torch.fx.GraphModule | None = None
         self.config: StageConfig | None = None
         self.module: torch.nn.Module | None = None
@@ -135,6 +136,7 @@ class _Worker:
         while (work := self.inbox.get()) is not None:
             with self.lock:
                 cfg, module = self.current(work.epoch), self.module
+                self.redeployed.clear()  # a deployment from now on makes this request obsolete
             if cfg is None or module is None:
                 continue
             self.count += work.request >= 0  # the driver's warm-up request does not count
@@ -145,8 +147,8 @@ class _Worker:
             with torch.no_grad():
                 out = module(*work.values)
             computed = time.perf_counter()
-            _sleep_until(started + _emulated(cfg, work.request, computed - started))
-            finished = time.perf_counter()
+            finished = _sleep_until(started + _emulated(cfg, work.request, computed - started),
+                                    self.redeployed)
             scale = cfg.emulation.time_scale
             hop = (cfg.device, (finished - started) / scale, (computed - started) / scale)
             work.hops = (*work.hops, hop)
@@ -202,10 +204,15 @@ def _emulated(cfg: StageConfig, request: int, real_s: float) -> float:
     return busy
 
 
-def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.perf_counter()
-    if delay > 0:
-        time.sleep(delay)
+def _sleep_until(deadline: float, interrupt: threading.Event) -> float:
+    """Sleep until ``deadline`` or until ``interrupt`` is set (a new deployment: the request
+    is obsolete, and the stage must be free for the new one's at once); returns when the sleep
+    ended (no later than ``deadline`` when it was already past: then nothing was padded)."""
+    now = time.perf_counter()
+    if deadline <= now:
+        return min(now, deadline)
+    interrupt.wait(deadline - now)
+    return time.perf_counter()
 
 
 _WORKER: list[_Worker] = []
@@ -239,6 +246,7 @@ def deploy(cfg: StageConfig | None) -> None:
     module = build_stage(w.gm, cfg.spec) if cfg is not None and w.gm is not None else None
     with w.lock:
         w.config, w.module, w.count = cfg, module, 0
+    w.redeployed.set()
 
 
 def submit(epoch: int, request: int, values: Any, hops: tuple[events.Hop, ...]) -> None:
