@@ -18,8 +18,10 @@ from edgepart.plan import Plan, Stage
 from edgepart.profiling.clusters import load_cluster
 from edgepart.runtime.generate import (
     InProcess,
+    emulated_times,
     generate_on_workers,
     generate_pipelined,
+    predicted_tokens_per_s,
     reference_tokens,
     stage_specs,
 )
@@ -73,3 +75,24 @@ def test_generation_on_worker_processes_equals_generate() -> None:
     result = generate_on_workers(inst, plan, CONFIG, prompts(), NEW)
     assert [list(t) for t in result.tokens] == reference_tokens(CONFIG, prompts(), NEW)
     assert result.tokens_per_s > 0
+
+
+def test_emulated_decode_rate_is_near_the_prediction() -> None:
+    # a slow board (1.07e8 FLOP/s, 15 MB/s) makes each stage's decode step 10-21 ms, far above
+    # this host's real compute (< 1 ms) and the Python overheads; 3 sequences fill the 3 stages
+    slow = {"memory_bytes": 1e9, "flops_per_s": 1.07e8, "memory_bandwidth_bytes_per_s": 1.5e7}
+    cluster = load_cluster({"name": "slow", "classes": {"slowboard": slow},
+                            "devices": [{"id": d, "class": "slowboard"} for d in "abc"],
+                            "generator": {"kind": "ethernet"}})
+    workload = Workload(PROMPT, PROMPT + 11, batch=SEQUENCES, dtype="fp32")
+    inst = load_instance(profile_llm_instance(
+        resolve_config("hf:tiny-llama"), cluster,
+        LlmProfileOptions(workload, check_with_transformers=False)))
+    plan = three_stages()
+    pad, links = emulated_times(inst, plan)
+    result = generate_pipelined(InProcess(), [1, 2, 3],
+                                stage_specs(plan, CONFIG, 0, "t2", pad_s=pad), prompts(), 12,
+                                ["a", "b", "c"], links)
+    predicted = predicted_tokens_per_s(inst, plan, SEQUENCES)
+    # 7.6% below on a loaded 2-core host when written; generous for shared CI machines
+    assert result.tokens_per_s == pytest.approx(predicted, rel=0.25)

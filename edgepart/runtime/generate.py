@@ -1,4 +1,4 @@
-"""Pipelined token generation of a decoder LM split by a plan (issue 13 item 5, first version).
+r"""Pipelined token generation of a decoder LM split by a plan (issue 13 item 5, first version).
 
 Each plan stage holds the units it was given (``embed``, ``layer.i``, ``head``; see
 :mod:`edgepart.llm.costs`) of a ``transformers`` causal LM built from the same config and seed
@@ -11,6 +11,15 @@ thread each, so while stage ``b`` serves one sequence stage ``b + 1`` serves ano
 pipeline fills. Each stage computes one request at a time (a lock: one device, one compute
 thread).
 
+Emulation (``pad``): a decode step on stage ``b`` is padded (slept) to the compute time the
+instance predicts for it on its device, and before it the driver's thread for that sequence
+waits the predicted transfer into stage ``b`` (and, after the last stage, the transfer to the
+sink), so one token of one sequence takes the instance's latency :math:`L` and the padded stages
+bound the rate by the period :math:`P`: with :math:`S` sequences in flight the predicted decode
+rate is :math:`\min(S/L, 1/P)` (``docs/llm.md``). Links are not occupied by a transfer (two
+sequences' messages on one link overlap), which is exact while transfers are shorter than the
+stages' compute, as in decode. Prefill steps are not padded (a decode instance predicts decode).
+
 Where the stages run is a *transport*: :class:`InProcess` calls the stage functions directly
 (every stage in this process, for tests and as the single-process reference), and
 :func:`generate_on_workers` deploys them on ``edgepart worker`` processes (one per device, the
@@ -18,8 +27,8 @@ runtime's :class:`~edgepart.runtime.cluster.Cluster`) over torch RPC. The greedy
 equal ``model.generate()`` with the same config and seed, token for token; per-stage memory
 (parameters + KV cache after the run) is reported next to the instance's accounting.
 
-Not yet here (see ``docs/llm.md``): emulated device speeds and links (``--emulate pad``), a
-``edgepart run --generate`` command, and sampling other than greedy.
+Not yet here (see ``docs/llm.md``): ``edgepart run --generate`` (the runtime's own command;
+``edgepart llm generate`` runs this module), cgroup emulation, and sampling other than greedy.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from edgepart.cost import evaluate
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 
@@ -38,8 +48,10 @@ __all__ = [
     "InProcess",
     "StageMemory",
     "StageSpec",
+    "emulated_times",
     "generate_on_workers",
     "generate_pipelined",
+    "predicted_tokens_per_s",
     "reference_tokens",
     "stage_specs",
 ]
@@ -55,6 +67,7 @@ class StageSpec:
     seed: int
     units: tuple[str, ...]
     threads: int = 1
+    pad_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +87,11 @@ class GenerationResult:
     time_to_first_token_s: float
     decode_s: float
     memory: tuple[StageMemory, ...]
-    decode_tokens: int = field(default=0)
+    decode_tokens: int = 0
 
     @property
     def tokens_per_s(self) -> float:
-        """Decode tokens of all sequences per second (prefill excluded)."""
+        """Decode tokens of all sequences per second, while all of them decode."""
         return self.decode_tokens / self.decode_s if self.decode_s > 0 else float("nan")
 
 
@@ -110,27 +123,41 @@ class _Stage:
         self.rotary = model.get_submodule("model.rotary_emb")
         self.caches: dict[int, Any] = {}
         self.lock = threading.Lock()
+        self.pad_s = spec.pad_s
+        self.overruns = 0
 
     def modules(self) -> list[Any]:
         return [m for m in (self.embed, *self.layers, self.norm, self.head) if m is not None]
 
     def step(self, seq: int, x: Any, start: int) -> Any:
         """Run this stage on ``x`` (token ids on the first stage, else hidden states) whose
-        first position is ``start``; returns hidden states, or the next token id (last stage)."""
+        first position is ``start``; returns hidden states, or the next token id (last stage).
+        A decode step is padded to ``pad_s`` when that is set."""
+        import torch
+
+        with self.lock, torch.inference_mode():
+            began = time.perf_counter()
+            out = self._compute(seq, x, start)
+            left = self.pad_s - (time.perf_counter() - began)
+            if start > 0 and self.pad_s > 0:
+                self.overruns += left < 0
+                time.sleep(max(left, 0.0))
+            return out
+
+    def _compute(self, seq: int, x: Any, start: int) -> Any:
         import torch
         from transformers import DynamicCache
 
-        with self.lock, torch.inference_mode():
-            cache = self.caches.setdefault(seq, DynamicCache(config=self.config))
-            h = self.embed(x) if self.embed is not None else x
-            positions = torch.arange(start, start + h.shape[1]).unsqueeze(0)
-            rotary = self.rotary(h, position_ids=positions)
-            for layer in self.layers:  # no mask: sdpa is causal for a prompt, free for one token
-                h = layer(h, attention_mask=None, position_ids=positions, cache=cache,
-                          use_cache=True, position_embeddings=rotary)
-            if self.head is None or self.norm is None:
-                return h
-            return int(self.head(self.norm(h[:, -1:, :])).argmax(dim=-1).item())
+        cache = self.caches.setdefault(seq, DynamicCache(config=self.config))
+        h = self.embed(x) if self.embed is not None else x
+        positions = torch.arange(start, start + h.shape[1]).unsqueeze(0)
+        rotary = self.rotary(h, position_ids=positions)
+        for layer in self.layers:  # no mask: sdpa is causal for a prompt, free for one token
+            h = layer(h, attention_mask=None, position_ids=positions, cache=cache,
+                      use_cache=True, position_embeddings=rotary)
+        if self.head is None or self.norm is None:
+            return h
+        return int(self.head(self.norm(h[:, -1:, :])).argmax(dim=-1).item())
 
     def memory(self) -> tuple[int, int]:
         params = {id(p): p for m in self.modules() for p in m.parameters()}
@@ -176,23 +203,44 @@ class InProcess:
 
 
 def stage_specs(plan: Plan, config: Mapping[str, Any], seed: int, run: str,
-                threads: int = 1) -> list[StageSpec]:
-    """One :class:`StageSpec` per plan stage."""
-    return [StageSpec(run, b, dict(config), seed, tuple(s.layers), threads)
+                threads: int = 1, pad_s: Sequence[float] | None = None) -> list[StageSpec]:
+    """One :class:`StageSpec` per plan stage (``pad_s``: each stage's decode compute time)."""
+    return [StageSpec(run, b, dict(config), seed, tuple(s.layers), threads,
+                      pad_s[b] if pad_s else 0.0)
             for b, s in enumerate(plan.stages)]
+
+
+def emulated_times(inst: Instance, plan: Plan) -> tuple[list[float], list[float]]:
+    """The instance's prediction for ``pad``: each stage's compute seconds, and the transfer
+    seconds into each stage followed by the one to the sink (``k + 1`` entries)."""
+    metrics = evaluate(inst, plan)
+    return ([st.compute_s for st in metrics.stages],
+            [st.recv_s for st in metrics.stages] + [metrics.sink_recv_s])
+
+
+def predicted_tokens_per_s(inst: Instance, plan: Plan, sequences: int) -> float:
+    """Decode tokens/s of ``sequences`` sequences in flight: :math:`\\min(S/L, 1/P)`."""
+    metrics = evaluate(inst, plan)
+    return min(sequences / metrics.latency_s, 1.0 / metrics.bottleneck_s)
 
 
 def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[StageSpec],
                        prompts: Sequence[Sequence[int]], new_tokens: int,
-                       devices: Sequence[str] | None = None) -> GenerationResult:
+                       devices: Sequence[str] | None = None,
+                       link_s: Sequence[float] | None = None) -> GenerationResult:
     """Generate ``new_tokens`` greedy tokens for every prompt through the stages, one driver
-    thread per sequence (all sequences in flight at once). Stage ``b`` runs on ``ranks[b]``."""
+    thread per sequence (all sequences in flight at once). Stage ``b`` runs on ``ranks[b]``;
+    ``link_s[b]`` is waited before stage ``b`` of a decode step, ``link_s[-1]`` after the last.
+
+    The decode rate is measured while every sequence decodes: the tokens made after the last
+    first token and up to the earliest last token, over that window."""
     import torch
 
     run = specs[0].run
     for spec, rank in zip(specs, ranks, strict=True):
         transport.call(rank, open_stage, spec)
-    first_token: list[float] = [0.0] * len(prompts)
+    waits = list(link_s) if link_s else [0.0] * (len(ranks) + 1)
+    made: list[list[float]] = [[] for _ in prompts]
     out: list[list[int]] = [[] for _ in prompts]
     errors: list[BaseException] = []
     start = time.perf_counter()
@@ -203,10 +251,11 @@ def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[Sta
             position = 0
             for k in range(new_tokens):
                 for b, rank in enumerate(ranks):
+                    time.sleep(waits[b] if k else 0.0)
                     x = transport.call(rank, stage_step, run, b, seq, x, position)
+                time.sleep(waits[-1] if k else 0.0)
                 out[seq].append(int(x))
-                if k == 0:
-                    first_token[seq] = time.perf_counter() - start
+                made[seq].append(time.perf_counter() - start)
                 position += len(prompts[seq]) if k == 0 else 1
                 x = torch.tensor([[int(x)]], dtype=torch.long)
         except BaseException as err:  # re-raised in the driver's thread below
@@ -219,22 +268,23 @@ def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[Sta
         t.join()
     if errors:
         raise errors[0]
-    total = time.perf_counter() - start
     memory = tuple(StageMemory(devices[b] if devices else str(rank),
                                *transport.call(rank, stage_memory, run, b))
                    for b, rank in enumerate(ranks))
     for b, rank in enumerate(ranks):
         transport.call(rank, close_stage, run, b)
-    ttft = max(first_token)
-    return GenerationResult(tuple(tuple(t) for t in out), ttft, total - ttft, memory,
-                            decode_tokens=len(prompts) * (new_tokens - 1))
+    ttft = max(times[0] for times in made)
+    end = min(times[-1] for times in made)
+    window = sum(ttft < t <= end for times in made for t in times)
+    return GenerationResult(tuple(tuple(t) for t in out), ttft, end - ttft, memory,
+                            decode_tokens=window)
 
 
 def generate_on_workers(inst: Instance, plan: Plan, config: Mapping[str, Any],
-                        prompts: Sequence[Sequence[int]], new_tokens: int, seed: int = 0
-                        ) -> GenerationResult:
+                        prompts: Sequence[Sequence[int]], new_tokens: int, seed: int = 0,
+                        emulate: bool = False) -> GenerationResult:
     """:func:`generate_pipelined` with each stage on the ``edgepart worker`` of its device
-    (local processes on 127.0.0.1, started and stopped here)."""
+    (local processes on 127.0.0.1, started and stopped here); ``emulate``: ``pad``."""
     from edgepart.runtime.cluster import Cluster
     from edgepart.runtime.transport import disconnects_unlogged
 
@@ -243,9 +293,10 @@ def generate_on_workers(inst: Instance, plan: Plan, config: Mapping[str, Any],
         try:
             cluster.start()
             ranks = [cluster.ranks[s.device] for s in plan.stages]
-            specs = stage_specs(plan, config, seed, run=f"gen-{time.time_ns()}")
+            pad, links = emulated_times(inst, plan) if emulate else (None, None)
+            specs = stage_specs(plan, config, seed, f"gen-{time.time_ns()}", pad_s=pad)
             return generate_pipelined(cluster.transport, ranks, specs, prompts, new_tokens,
-                                      [s.device for s in plan.stages])
+                                      [s.device for s in plan.stages], links)
         finally:
             cluster.close()
 
