@@ -134,6 +134,8 @@ class StageMetrics:
     devices: tuple[str, ...] = ()
     member_memory_bytes: tuple[float, ...] = ()
     """Per device of a group, in ``devices`` order (a single stage: ``memory_bytes``)."""
+    schemes: tuple[tuple[str, Scheme], ...] = ()
+    """A split stage's schemes, as in its :class:`~edgepart.plan.Stage`."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"device": self.device,
@@ -146,6 +148,8 @@ class StageMetrics:
         if self.mode is not Mode.SINGLE:
             out.update(mode=self.mode.value, devices=list(self.devices),
                        member_memory_bytes=list(self.member_memory_bytes))
+        if self.schemes:
+            out["schemes"] = {lid: s.value for lid, s in self.schemes}
         return out
 
 
@@ -575,7 +579,7 @@ def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
     return StageMetrics(st.device, st.layers, cost.time_s, recv, send,
                         ctx.combine()(recv, cost.time_s, send), max(memory),
                         ctx.recv_b[b + 1][0], ctx.send_b[b + 1][0], recv + cost.time_s,
-                        Mode.SPLIT, st.members, memory)
+                        Mode.SPLIT, st.members, memory, st.schemes)
 
 
 def _input_bytes(inst: Instance, v: int) -> float:
