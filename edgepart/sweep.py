@@ -176,7 +176,7 @@ def expand_instances(patterns: Sequence[str], base: Path) -> tuple[tuple[Path, .
     manifests: list[Path] = []
     for pattern in patterns:
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
-        hits = sorted(Path(p) for p in glob.glob(full)) or []
+        hits = sorted(Path(p) for p in glob.glob(full))
         if not hits:
             raise InputError(f"instances: {pattern!r} matches no file")
         for hit in hits:
@@ -353,6 +353,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, jobs: int = 1, threads: int |
 
     if jobs < 1:
         raise InputError(f"--jobs: must be >= 1, got {jobs}")
+    if ray_address:
+        _import_ray()  # a missing extra is bad input, found before anything is written
     out = Path(out)
     table = _Table(out, read_table(out) if out.exists() else as_table(pd.DataFrame()))
     done = set(table.frame[list(KEY)].itertuples(index=False, name=None))
@@ -387,12 +389,14 @@ def _local_rows(todo: Sequence[Task], jobs: int, _: str) -> Iterator[str]:
 
 def _ray_rows(todo: Sequence[Task], jobs: int, address: str) -> Iterator[str]:
     ray = _import_ray()
+    if not todo:
+        return
     if not ray.is_initialized():
         if address == "local":
             ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    remote: Callable[..., Any] = ray.remote(num_cpus=todo[0].threads if todo else 1)(run_task)
+    remote: Callable[..., Any] = ray.remote(num_cpus=todo[0].threads)(run_task)
     pending = [remote.remote(t.to_json()) for t in todo]  # type: ignore[attr-defined]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)

@@ -193,6 +193,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path:
     spec = make_spec(SMALL[:1], ["greedy"], ["bottleneck"], [{}], 10)
     with pytest.raises(InputError, match=r"pip install 'edgepart\[ray\]'"):
         run_sweep(spec, tmp_path / "t.parquet", ray_address="local", progress=False)
+    assert not (tmp_path / "t.parquet").exists()
 
 
 def test_cli_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
