@@ -106,8 +106,11 @@ def _markdown(frame: pd.DataFrame, index: bool = False) -> str:
 
 
 def markdown_report(table: pd.DataFrame) -> str:
-    """The summary and the per-instance gaps (period and latency) as Markdown tables."""
-    parts = ["### Each method against the proven optima", "", _markdown(method_summary(table))]
+    """The summary, the count of plans below a proven optimum (a bug if not 0) and the
+    per-instance gaps (period and latency) as Markdown tables."""
+    below = int((table["gap_pct"] < -AT_OPTIMUM_PCT).sum())
+    parts = ["### Each method against the proven optima", "", _markdown(method_summary(table)),
+             "", f"Plans better than a proven optimum: {below} (must be 0)."]
     for objective in ("bottleneck", "latency"):
         matrix = gap_matrix(table, objective)
         if not matrix.empty:
