@@ -34,6 +34,26 @@ def register(subparsers: Any) -> None:
     table.add_argument("--markdown", action="store_true", help="a Markdown table")
     table.add_argument("--json", action="store_true", help="print one JSON array")
     table.set_defaults(handler=_table)
+    gen = sub.add_parser("generate", help="run pipelined greedy generation of the instance's "
+                         "model on a plan (one worker process per device) and compare with "
+                         "the prediction")
+    gen.add_argument("instance")
+    gen.add_argument("plan")
+    gen.add_argument("--generate", type=int, default=16, metavar="N", help="new tokens (16)")
+    gen.add_argument("--sequences", type=int, default=None, metavar="S",
+                     help="sequences in flight (default: the instance's batch)")
+    gen.add_argument("--prompt-tokens", type=int, default=None, metavar="P",
+                     help="prompt length (default: the instance's)")
+    gen.add_argument("--emulate", choices=("none", "pad"), default="none",
+                     help="pad: pad each stage to its predicted time and wait predicted "
+                          "transfers")
+    gen.add_argument("--in-process", action="store_true",
+                     help="run every stage in this process (no workers)")
+    gen.add_argument("--no-check", action="store_true",
+                     help="skip the comparison with single-process generate()")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.set_defaults(handler=_generate)
 
 
 def _configs(args: argparse.Namespace) -> int:
@@ -95,3 +115,40 @@ def _table(args: argparse.Namespace) -> int:
             if row.note and not row.fits:
                 print(f"  {row.instance} {row.method}: {row.note}")
     return EXIT_OK if frame["fits"].any() else EXIT_NO_PLAN
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from edgepart.cost import validate_plan
+    from edgepart.instance import load_instance
+    from edgepart.plan import load_plan
+    from edgepart.runtime.generate import generation_report
+
+    inst = load_instance(args.instance)
+    plan = load_plan(args.plan)
+    problems = validate_plan(inst, plan)
+    if problems:
+        raise InputError(f"plan: {problems[0]}")
+    w = inst.workload
+    report = generation_report(
+        inst, plan, new_tokens=args.generate,
+        sequences=args.sequences or (w.batch if w else 1),
+        prompt_tokens=args.prompt_tokens or (w.prompt_tokens if w else 1),
+        emulate=args.emulate == "pad", processes=not args.in_process,
+        check=not args.no_check, seed=args.seed)
+    if args.json:
+        print_json(report)
+        return EXIT_OK
+    line = (f"{report['sequences']} sequence(s), {report['new_tokens']} tokens each: "
+            f"{report['tokens_per_s']:.2f} tokens/s decoding")
+    if "predicted_tokens_per_s" in report:
+        line += f" (predicted {report['predicted_tokens_per_s']:.2f})"
+    print(line + f", first token after {report['time_to_first_token_s'] * 1e3:.1f} ms")
+    if "tokens_equal_generate" in report:
+        print("tokens equal single-process generate(): "
+              + ("yes" if report["tokens_equal_generate"] else "NO"))
+    for st in report["stages"]:
+        print(f"  {st['device']:<12} parameters {st['param_bytes'] / 1e6:9.3f} MB "
+              f"(predicted {st['predicted_param_bytes'] / 1e6:.3f})  KV cache "
+              f"{st['kv_cache_bytes'] / 1e6:9.3f} MB (predicted "
+              f"{st['predicted_kv_cache_bytes'] / 1e6:.3f})")
+    return EXIT_OK if report.get("tokens_equal_generate", True) else EXIT_NO_PLAN

@@ -4,13 +4,16 @@ accounting."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("transformers")
 
+from edgepart.cli import main
 from edgepart.instance import Instance, Workload, load_instance
 from edgepart.llm.configs import SHIPPED, resolve_config
 from edgepart.llm.profile import LlmProfileOptions, profile_llm_instance
@@ -96,3 +99,16 @@ def test_emulated_decode_rate_is_near_the_prediction() -> None:
     predicted = predicted_tokens_per_s(inst, plan, SEQUENCES)
     # 7.6% below on a loaded 2-core host when written; generous for shared CI machines
     assert result.tokens_per_s == pytest.approx(predicted, rel=0.25)
+
+
+def test_llm_generate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inst_path, plan_path = tmp_path / "tiny.json", tmp_path / "plan.json"
+    inst_path.write_text(json.dumps(tiny_instance(["a", "b", "c"]).to_dict()))
+    three_stages().save(plan_path)
+    assert main(["llm", "generate", str(inst_path), str(plan_path), "--in-process",
+                 "--generate", str(NEW), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tokens_equal_generate"] is True
+    for st in report["stages"]:  # 3 sequences x 19 tokens held, as the instance counts
+        assert st["kv_cache_bytes"] == pytest.approx(st["predicted_kv_cache_bytes"])
+        assert st["param_bytes"] == st["predicted_param_bytes"]

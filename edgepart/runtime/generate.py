@@ -51,6 +51,7 @@ __all__ = [
     "emulated_times",
     "generate_on_workers",
     "generate_pipelined",
+    "generation_report",
     "predicted_tokens_per_s",
     "reference_tokens",
     "stage_specs",
@@ -319,3 +320,59 @@ def reference_tokens(config: Mapping[str, Any], prompts: Sequence[Sequence[int]]
                                  max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
             tokens.append([int(t) for t in out[0, len(prompt):]])
     return tokens
+
+
+def generation_report(inst: Instance, plan: Plan, *, new_tokens: int, sequences: int,
+                      prompt_tokens: int, emulate: bool = False, processes: bool = True,
+                      check: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Run pipelined generation of the instance's model (its ``meta.config``) on ``plan`` and
+    compare with the prediction: tokens against ``generate()`` (``check``), decode tokens/s,
+    time to first token, and each stage's parameters + KV cache against the instance's
+    accounting for the tokens held (``P + N - 1`` per sequence; fp32 weights, what runs here)."""
+    import random
+
+    from edgepart.errors import InputError
+    from edgepart.llm.costs import activation_bytes
+
+    config = inst.meta.get("config")
+    if not isinstance(config, Mapping) or inst.workload is None:
+        raise InputError(f"{inst.name}: not an LLM instance (make it with edgepart profile hf:)")
+    if new_tokens < 2 or sequences < 1 or prompt_tokens < 1:
+        raise InputError(f"--generate must be >= 2, --sequences and --prompt-tokens >= 1, got "
+                         f"{new_tokens}, {sequences} and {prompt_tokens}")
+    rng = random.Random(seed)
+    vocab = int(config["vocab_size"])
+    prompts = [[rng.randrange(vocab) for _ in range(prompt_tokens)] for _ in range(sequences)]
+    if processes:
+        result = generate_on_workers(inst, plan, config, prompts, new_tokens, seed, emulate)
+    else:
+        pad, links = emulated_times(inst, plan) if emulate else (None, None)
+        result = generate_pipelined(InProcess(), list(range(len(plan.stages))),
+                                    stage_specs(plan, config, seed, "local", pad_s=pad),
+                                    prompts, new_tokens, [s.device for s in plan.stages], links)
+    # the instance counts C x B tokens of cache at its dtype; the run holds ``held`` at fp32
+    held = sequences * (prompt_tokens + new_tokens - 1)
+    w = inst.workload
+    kv_scale = held / (w.context_tokens * w.batch) * 4.0 / activation_bytes(w.dtype)
+    stages = []
+    for stage, mem in zip(plan.stages, result.memory, strict=True):
+        layers = [inst.model.layers[inst.model.index[u]] for u in stage.layers]
+        stages.append({
+            "device": stage.device, "param_bytes": mem.param_bytes,
+            "predicted_param_bytes": 4 * sum(x.meta.get("parameters", 0) for x in layers),
+            "kv_cache_bytes": mem.kv_cache_bytes,
+            "predicted_kv_cache_bytes": kv_scale * sum(x.meta.get("kv_cache_bytes", 0)
+                                                       for x in layers)})
+    report: dict[str, Any] = {
+        "instance": inst.name, "sequences": sequences, "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens, "emulate": "pad" if emulate else "none",
+        "tokens_per_s": result.tokens_per_s, "time_to_first_token_s":
+        result.time_to_first_token_s, "stages": stages,
+        "tokens": [list(t) for t in result.tokens]}
+    if emulate:
+        report["predicted_tokens_per_s"] = predicted_tokens_per_s(inst, plan, sequences)
+    if check:
+        report["tokens_equal_generate"] = report["tokens"] == reference_tokens(
+            config, prompts, new_tokens, seed)
+    return report
+
