@@ -72,17 +72,6 @@ def test_resnet18_in_three_stages() -> None:
 
 
 @pytest.mark.slow
-def test_killed_stage_is_replanned_and_nothing_is_lost() -> None:
-    report = _run(instance_for(SkipNet()), [3, 5], requests=24, inflight=4, fail_stage=1,
-                  fail_after=8)
-    _answered_and_matching(report)
-    assert report["failures"] == 1 and report["replans"] == 1
-    assert report["failure_events"][0]["device"] == "d1"
-    assert report["recovery_s"] is not None and report["recovery_s"] < 30
-    assert "d1" not in report["deployments"][-1]["devices"]
-
-
-@pytest.mark.slow
 def test_pad_emulation_pads_compute_to_the_prediction() -> None:
     data = instance_for(SkipNet(), layer_time_s=0.004)
     report = _run(data, [3, 5], requests=16, emulate=Mode.PAD)

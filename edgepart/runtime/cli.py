@@ -165,10 +165,32 @@ def _print_report(r: dict[str, Any]) -> None:
     if r["failures"]:
         print(f"failures {r['failures']}, replans {r['replans']}, "
               f"recovery {r['recovery_s']:.2f} s")
+    for f in r["failure_events"]:
+        print(_failure_line(f))
+    if r.get("timeline"):
+        print(f"timeline: {r['timeline']['path']}")
     for a in r["adaptations"]:
         print(f"adapted to {a['device']} x{a['factor']:.2f}: switched={a['switched']}, "
               f"throughput {a['throughput_before_per_s']:.3f}/s -> "
               f"{a['throughput_after_per_s']:.3f}/s")
+
+
+def _failure_line(f: dict[str, Any]) -> str:
+    """One lost device: how it was noticed, the quick plan, the exact one."""
+    line = f"lost {f['device']} ({f['message']})"
+    if f.get("replan_method") is None:
+        return line + ": it ran no stage"
+    recovery = "no answer pending" if f["recovery_s"] is None else (
+        f"first answer {f['recovery_s']:.2f} s after the notice")
+    line += (f": {f['replan_method']} plan in {f['replan_s'] * 1e3:.1f} ms (period "
+             f"{f['replan_period_s'] * 1e3:.2f} ms), {recovery}")
+    exact = f.get("exact")
+    if exact is None:
+        return line + "; exact re-plan still running at the end"
+    if not exact["switched"]:
+        return line + f"; exact ({exact['status']}) found nothing better"
+    return line + (f"; exact plan ({exact['status']}, period {exact['period_s'] * 1e3:.2f} ms) "
+                   f"deployed {f['exact_switch_s']:.2f} s after the notice")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
