@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -39,6 +40,7 @@ from edgepart.results import OPTIMALITY_TOL
 
 __all__ = [
     "SECTIONS", "gap_matrix", "html_report", "load_pareto", "markdown_report", "method_summary",
+    "pairwise",
 ]
 
 SECTIONS = ("Summary per method", "Gap to the proven optimum", "Gap against instance size",
@@ -87,6 +89,29 @@ def gap_matrix(table: pd.DataFrame, objective: str = "bottleneck") -> pd.DataFra
     return gaps.sort_index()
 
 
+def pairwise(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Method A against method B per objective, over the runs (same instance, objective and
+    options) where both have a plan: the geometric mean of A / B, how much lower A is than B
+    in percent of B (mean, min, max), and on how many A is lower, equal (relative 1e-9) or
+    higher."""
+    rows = []
+    for a, b in pairs:
+        left = table[table["method"] == a].set_index(["instance", "objective", "options"])
+        right = table[table["method"] == b].set_index(["instance", "objective", "options"])
+        both = left[["objective_s"]].join(right[["objective_s"]], rsuffix="_b", how="inner")
+        both = both.dropna()
+        for objective, grp in both.groupby(level="objective", sort=True):
+            ratio = grp["objective_s"] / grp["objective_s_b"]
+            lower = 100 * (1 - ratio)
+            rows.append({"A": a, "B": b, "objective": objective, "runs": len(grp),
+                         "A / B (geometric mean)": math.exp(float(np.log(ratio).mean())),
+                         "A lower by % (mean)": lower.mean(), "min %": lower.min(),
+                         "max %": lower.max(), "A lower": int((ratio < 1 - 1e-9).sum()),
+                         "equal": int((abs(ratio - 1) <= 1e-9).sum()),
+                         "A higher": int((ratio > 1 + 1e-9).sum())})
+    return pd.DataFrame(rows)
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return "-" if math.isnan(x) else f"{x:.4g}"
@@ -105,12 +130,16 @@ def _markdown(frame: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(table: pd.DataFrame) -> str:
-    """The summary, the count of plans below a proven optimum (a bug if not 0) and the
-    per-instance gaps (period and latency) as Markdown tables."""
+def markdown_report(table: pd.DataFrame, pairs: Sequence[tuple[str, str]] = ()) -> str:
+    """The summary, the count of plans below a proven optimum (a bug if not 0), the
+    :func:`pairwise` comparisons of ``pairs`` and the per-instance gaps (period and latency) as
+    Markdown tables."""
     below = int((table["gap_pct"] < -AT_OPTIMUM_PCT).sum())
     parts = ["### Each method against the proven optima", "", _markdown(method_summary(table)),
              "", f"Plans better than a proven optimum: {below} (must be 0)."]
+    if pairs:
+        parts += ["", "### Method against method (runs where both have a plan)", "",
+                  _markdown(pairwise(table, pairs))]
     for objective in ("bottleneck", "latency"):
         matrix = gap_matrix(table, objective)
         if not matrix.empty:

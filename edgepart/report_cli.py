@@ -23,6 +23,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--title", default="edgepart sweep report")
     p.add_argument("--markdown", action="store_true",
                    help="print the summary and per-instance gap tables as Markdown")
+    p.add_argument("--pairs", nargs="+", default=(), metavar="A:B",
+                   help="with --markdown: compare method A with method B (e.g. seifer:greedy)")
     p.add_argument("--json", action="store_true", help="print the per-method summary as JSON")
     p.set_defaults(handler=cmd_report)
 
@@ -33,6 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not (args.out or args.markdown or args.json):
         raise InputError("report: give --out REPORT.html, --markdown or --json")
+    pairs = [_pair(p) for p in args.pairs]
     table = read_table(args.table)
     if args.out:
         pareto = load_pareto(args.pareto) if args.pareto else None
@@ -41,7 +44,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         print_json({"table": args.table, "rows": len(table), "html": args.out,
                     "methods": method_summary(table).to_dict(orient="records")})
     elif args.markdown:
-        print(markdown_report(table))
+        print(markdown_report(table, pairs))
     else:
         print(f"wrote {args.out} ({len(table)} runs)")
     return EXIT_OK
+
+
+def _pair(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition(":")
+    if not (sep and a and b):
+        raise InputError(f"--pairs: expected METHOD_A:METHOD_B, got {text!r}")
+    return a, b

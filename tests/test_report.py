@@ -15,7 +15,14 @@ import pytest
 from edgepart.cli import main
 from edgepart.instance import load_instance
 from edgepart.pareto import pareto_front
-from edgepart.report import SECTIONS, gap_matrix, html_report, markdown_report, method_summary
+from edgepart.report import (
+    SECTIONS,
+    gap_matrix,
+    html_report,
+    markdown_report,
+    method_summary,
+    pairwise,
+)
 from edgepart.sweep import Task, as_table, canonical_options, run_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +67,20 @@ def test_summary_counts_by_hand() -> None:
     assert summary["share optimal %"] == pytest.approx(100 / 3)  # 1 of the 3 known runs
     assert summary["mean gap %"] == 25 and summary["max gap %"] == 50
     assert summary["mean wall s"] == 2
+
+
+def test_pairwise_by_hand() -> None:
+    # A: 1 and 3, B: 2 and 3 -> ratios 0.5 and 1: geometric mean sqrt(0.5), A lower by 50% and
+    # 0% (mean 25%), one lower and one equal; a run where B has no plan is left out
+    base = {"objective": "bottleneck", "options": "{}", "status": "feasible"}
+    rows = [{**base, "instance": i, "method": m, "objective_s": v}
+            for i, m, v in (("x", "A", 1.0), ("x", "B", 2.0), ("y", "A", 3.0), ("y", "B", 3.0),
+                            ("z", "A", 1.0), ("z", "B", math.nan))]
+    row = pairwise(as_table(pd.DataFrame(rows)), [("A", "B")]).iloc[0]
+    assert row["runs"] == 2
+    assert row["A / B (geometric mean)"] == pytest.approx(math.sqrt(0.5))
+    assert row["A lower by % (mean)"] == pytest.approx(25)
+    assert (row["A lower"], row["equal"], row["A higher"]) == (1, 1, 0)
 
 
 def test_markdown_matches_rows(table: pd.DataFrame) -> None:
