@@ -331,6 +331,7 @@ class SplitGroup:
         self._held: dict[tuple[int, Scheme], list[Region]] = {}
         self._into: dict[tuple[int, int, int, int, Scheme, Scheme], tuple[float, list[float]]] = {}
         self._compute: dict[tuple[int, int, Scheme], float] = {}
+        self._exit: dict[tuple[int, int, Scheme], float] = {}
 
     def shape(self, v: int) -> LayerShape:
         shape = self.shapes[v]
@@ -416,7 +417,13 @@ class SplitGroup:
                              _per_element(self.inst.model.tensor_bytes[u], layout))
 
     def exit(self, v: int, anchor: int, scheme: Scheme) -> float:
-        """The lead gathers the output of the stage's last layer v."""
+        """The lead gathers the output of the stage's last layer v (memoised)."""
+        key = (v, anchor, scheme)
+        if key not in self._exit:
+            self._exit[key] = self._gather(v, anchor, scheme)
+        return self._exit[key]
+
+    def _gather(self, v: int, anchor: int, scheme: Scheme) -> float:
         layout = self.shape(v).out
         return self.exchange(self.held(anchor, scheme), self._lead_only(whole(layout)),
                              _per_element(self.inst.model.tensor_bytes[v], layout))[0]

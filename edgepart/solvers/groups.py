@@ -254,6 +254,19 @@ class _Problem:
         self._boundary: dict[tuple[tuple[int | None, ...], tuple[int | None, ...], int],
                              tuple[list[float], list[float]]] = {}
         self.arcs = self._arcs()
+        best = [min(row) for row in inst.times]
+        self.rest = [sum(best[v:]) for v in range(self.n + 1)]
+        self.speed = [max((best[v] / t for v, t in enumerate(col) if 0 < t < math.inf),
+                          default=0.0) for col in zip(*inst.times, strict=True)]
+
+    def rest_bound(self, pos: int, used: int) -> float:
+        """A lower bound on the latency, and on the period, of layers pos.. on the devices not
+        in ``used``: their best times over the free devices' summed speed (as in
+        :func:`edgepart.cost.lower_bound`; split shares and replicas only add overheads)."""
+        if self.rest[pos] == 0:
+            return 0.0
+        cap = sum(s for d, s in enumerate(self.speed) if not used >> d & 1)
+        return self.rest[pos] / cap if cap > 0 else math.inf
 
     def _shapes(self) -> tuple[LayerShape | None, ...]:
         return layer_shapes(self.inst)
@@ -261,49 +274,72 @@ class _Problem:
     def _arcs(self) -> dict[int, list[Arc]]:
         """Feasible arcs by start position."""
         out: dict[int, list[Arc]] = {i: [] for i in range(self.n)}
-        times = self.inst.times
-        prefix = [[0.0] for _ in self.inst.devices]
-        for d, row in enumerate(prefix):
-            for v in range(self.n):
-                row.append(row[-1] + times[v][d])
+        kinds = self._kinds()
+        split_done: dict[tuple[int, ...], list[Arc]] = {}
         for gm in self.modes:
             self.deadline.check()
-            if gm.mode is Mode.SPLIT:
-                self._split_arcs(gm, out)
+            if gm.mode is not Mode.SPLIT:
+                self._whole_arcs(gm, out)
                 continue
-            for i in range(self.n):
-                for j in range(i + 1, self.n + 1):
-                    if not self.cut_ok[j]:
-                        continue
-                    compute = tuple(_range_sum(self.inst, i, j, d) for d in gm.members)
-                    if all(math.isfinite(c) for c in compute) and self._fits_whole(i, j, gm):
-                        out[i].append(Arc(i, j, gm, compute))
+            signature = tuple(kinds[d] for d in gm.members)
+            if signature not in split_done:
+                split_done[signature] = self._split_arcs(gm)
+            for arc in split_done[signature]:
+                out[arc.i].append(Arc(arc.i, arc.j, gm, arc.compute, arc.schemes))
         return out
 
-    def _split_arcs(self, gm: GroupMode, out: dict[int, list[Arc]]) -> None:
+    def _kinds(self) -> list[int]:
+        """An id per device; devices with one id are interchangeable in a split group (same
+        class, memory and speed, neither the source nor the sink, every link the same), so a
+        split group's arcs depend only on the ids of its members in order: computed once."""
+        inst = self.inst
+        ends = {inst.source_index, inst.sink_index}
+        keys: dict[tuple[object, ...], int] = {}
+        out = []
+        for d, dev in enumerate(inst.devices):
+            key: tuple[object, ...] = ((dev.cls, dev.memory_bytes, dev.flops_per_s)
+                                       if inst.uniform_links and d not in ends else (d,))
+            out.append(keys.setdefault(key, len(keys)))
+        return out
+
+    def _whole_arcs(self, gm: GroupMode, out: dict[int, list[Arc]]) -> None:
+        """Arcs of a single device or a replica set: every member runs the whole range."""
+        times, layers = self.inst.times, self.inst.model.layers
+        cap = min(tolerated(self.inst.devices[d].memory_bytes) for d in gm.members)
+        for i in range(self.n):
+            compute = [0.0] * len(gm.members)
+            params, work = 0.0, 0.0  # summed and maxed in layer order, as the evaluator does
+            for j in range(i + 1, self.n + 1):
+                for k, d in enumerate(gm.members):
+                    compute[k] += times[j - 1][d]
+                params += layers[j - 1].param_bytes
+                work = max(work, layers[j - 1].work_bytes)
+                if not all(math.isfinite(c) for c in compute) or params > cap:
+                    break
+                if self.cut_ok[j] and params + work + self._buffers(i, j, gm) <= cap:
+                    out[i].append(Arc(i, j, gm, tuple(compute)))
+
+    def _split_arcs(self, gm: GroupMode) -> list[Arc]:
         group = SplitGroup(self.inst, gm.members, self.shapes)
+        out = []
         for i in range(self.n):
             layers = list(range(i, self.n))
-            if any(not math.isfinite(self.inst.times[v][d]) for v in layers[:1]
-                   for d in gm.members):
-                continue
             for offset, (t, schemes) in enumerate(split_schemes(group, layers,
                                                                 self.bytes_at[i])):
                 j = i + offset + 1
-                allowed = all(math.isfinite(self.inst.times[v][d]) for v in range(i, j)
-                              for d in gm.members)
-                if not allowed:
+                if not all(math.isfinite(self.inst.times[j - 1][d]) for d in gm.members):
                     break
                 if not self.cut_ok[j]:
                     continue
                 arc = Arc(i, j, gm, (t,), schemes)
                 if self._surely_fits(arc) or self._fits_split(arc, group.stage(
                         list(range(i, j)), schemes, self.bytes_at[i]).member_memory_bytes):
-                    out[i].append(arc)
+                    out.append(arc)
                     continue
                 fitting = self._fitting(group, arc)
                 if fitting is not None:
-                    out[i].append(fitting)
+                    out.append(fitting)
+        return out
 
     def _fitting(self, group: SplitGroup, arc: Arc) -> Arc | None:
         """The fastest schemes of the stage among those that fit every device's memory, by the
@@ -322,12 +358,6 @@ class _Problem:
         nothing_out = j == self.n and (inst.sink is None or ends == [inst.sink_index])
         return (0.0 if nothing_in else self.bytes_at[i]) + (
             0.0 if nothing_out else self.bytes_at[j])
-
-    def _fits_whole(self, i: int, j: int, gm: GroupMode) -> bool:
-        layers = self.inst.model.layers[i:j]
-        need = (sum(x.param_bytes for x in layers) + max(x.work_bytes for x in layers)
-                + self._buffers(i, j, gm))
-        return all(need <= tolerated(self.inst.devices[d].memory_bytes) for d in gm.members)
 
     def _surely_fits(self, arc: Arc) -> bool:
         """A split stage's memory is at most a whole copy of every layer's weights plus, per
@@ -395,10 +425,6 @@ class _Problem:
             0.0 if min(own) == 0 else 1.0 / sum(1.0 / t for t in own))
 
 
-def _range_sum(inst: Instance, i: int, j: int, d: int) -> float:
-    return sum(inst.times[v][d] for v in range(i, j))
-
-
 @dataclass
 class _Label:
     value: float
@@ -419,8 +445,9 @@ def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
 
     Pruning (exact): both objectives only grow along a path (a sum of non-negative terms; a
     max), so a label or an arc whose lower bound (the label's value, for the period also the
-    last stage's period with free transfers; an arc's own compute) is no better than the best
-    finished plan cannot lead to a better one. The first incumbents are the one-stage plans."""
+    last stage's period with free transfers, plus or max the remaining layers' bound
+    :meth:`_Problem.rest_bound`; an arc's own compute) is no better than the best finished plan
+    cannot lead to a better one. The first incumbents are the one-stage plans."""
     start = _Label(0.0, (), None, None)
     best: tuple[float, _Label | None] = (math.inf, None)
     for arc in arcs[0]:
@@ -434,17 +461,20 @@ def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
     for pos in range(prob.n):
         for key in [k for k in states if k[0] == pos]:
             prob.deadline.check()
-            labels = [x for x in states.pop(key) if _lower(prob, objective, x) < best[0]]
             _, used, last = key
+            labels = [x for x in states.pop(key)
+                      if _lower(prob, objective, x, pos, used) < best[0]]
             prev = list(last.ends) if last is not None else prob.source_ends()
             for arc in arcs[pos]:
                 if arc.mask & used or _arc_lower(prob, objective, arc) >= best[0]:
                     continue
                 recv, send_prev = prob.into(prev, arc)
-                bucket = states.setdefault((arc.j, used | arc.mask, arc.g), [])
+                nused = used | arc.mask
+                bucket = states.setdefault((arc.j, nused, arc.g), [])
                 for label in labels:
                     new = _step(prob, objective, label, last, arc, recv, send_prev)
-                    if _lower(prob, objective, new) >= best[0] or _dominated(new, bucket):
+                    if (_lower(prob, objective, new, arc.j, nused) >= best[0]
+                            or _dominated(new, bucket)):
                         continue
                     if arc.j == prob.n:
                         value = _final(prob, objective, new, arc.g)
@@ -455,11 +485,13 @@ def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
     return best
 
 
-def _lower(prob: _Problem, objective: Objective, label: _Label) -> float:
-    """A lower bound on every plan that extends ``label``."""
-    if objective is Objective.LATENCY or not label.partial:
-        return label.value
-    return max(label.value, prob.period(label.partial, [0.0] * len(label.partial)))
+def _lower(prob: _Problem, objective: Objective, label: _Label, pos: int, used: int) -> float:
+    """A lower bound on every plan that extends ``label`` (at ``pos`` with ``used`` devices)."""
+    rest = prob.rest_bound(pos, used)
+    if objective is Objective.LATENCY:
+        return label.value + rest
+    last = prob.period(label.partial, [0.0] * len(label.partial)) if label.partial else 0.0
+    return max(label.value, last, rest)
 
 
 def _arc_lower(prob: _Problem, objective: Objective, arc: Arc) -> float:
