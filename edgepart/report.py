@@ -96,10 +96,10 @@ def pairwise(table: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFr
     higher."""
     rows = []
     for a, b in pairs:
-        left = table[table["method"] == a].set_index(["instance", "objective", "options"])
-        right = table[table["method"] == b].set_index(["instance", "objective", "options"])
-        both = left[["objective_s"]].join(right[["objective_s"]], rsuffix="_b", how="inner")
-        both = both.dropna()
+        key = ["instance", "objective", "options"]
+        both = table.loc[table["method"] == a, [*key, "objective_s"]].merge(
+            table.loc[table["method"] == b, [*key, "objective_s"]], on=key,
+            suffixes=("", "_b")).dropna().set_index(key)
         for objective, grp in both.groupby(level="objective", sort=True):
             ratio = grp["objective_s"] / grp["objective_s_b"]
             lower = 100 * (1 - ratio)
