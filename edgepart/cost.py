@@ -192,11 +192,16 @@ class Region:
         c, h, w = self.c[1] - self.c[0], self.h[1] - self.h[0], self.w[1] - self.w[0]
         return c * h * w if c > 0 and h > 0 and w > 0 else 0
 
-    def meet(self, other: Region) -> Region:
-        def cut(x: Interval, y: Interval) -> Interval:
-            return max(x[0], y[0]), min(x[1], y[1])
-
-        return Region(cut(self.c, other.c), cut(self.h, other.h), cut(self.w, other.w))
+    def overlap(self, other: Region) -> int:
+        """The volume of the intersection of two regions."""
+        c = min(self.c[1], other.c[1]) - max(self.c[0], other.c[0])
+        if c <= 0:
+            return 0
+        h = min(self.h[1], other.h[1]) - max(self.h[0], other.h[0])
+        if h <= 0:
+            return 0
+        w = min(self.w[1], other.w[1]) - max(self.w[0], other.w[0])
+        return c * h * w if w > 0 else 0
 
 
 EMPTY = Region((0, 0), (0, 0), (0, 0))
@@ -381,7 +386,7 @@ class SplitGroup:
         recv_t, send_t, recv_b = [0.0] * m, [0.0] * m, [0.0] * m
         for j in range(m):
             for i in range(m):
-                nbytes = held[i].meet(needed[j]).volume * elem_bytes if i != j else 0.0
+                nbytes = held[i].overlap(needed[j]) * elem_bytes if i != j else 0.0
                 if nbytes > 0:
                     t = self.inst.transfer_time(self.members[i], self.members[j], nbytes)
                     recv_t[j] += t
