@@ -92,6 +92,10 @@ def main() -> None:
             print(json.dumps(row) if args.json else _text(row), flush=True)
 
 
+def _switch(seconds: float | None) -> str:
+    return "not switched" if seconds is None else f"switched {seconds:.3f} s after the notice"
+
+
 def _text(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"{row['mode']}: failed: {row['error']}"
@@ -99,7 +103,7 @@ def _text(row: dict[str, Any]) -> str:
             f"{row['notice_to_first_answer_s']:.3f} s; heuristic {row['heuristic']} "
             f"{1e3 * row['heuristic_s']:.1f} ms + deploy {1e3 * row['deploy_s']:.0f} ms "
             f"(period {row['heuristic_period_ms']:.2f} ms); exact {row['exact_status']} in "
-            f"{row['exact_solve_s']:.3f} s, switched at {row['exact_switch_s']} s "
+            f"{row['exact_solve_s']:.3f} s, {_switch(row['exact_switch_s'])} "
             f"(period {row['exact_period_ms']:.2f} ms); answered {row['answered']}/"
             f"{row['requests']}, mismatches {row['mismatches']}, duplicates dropped "
             f"{row['duplicates_dropped']}; load {row['load_avg_1min']}, time scale "
