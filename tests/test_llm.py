@@ -233,3 +233,17 @@ def test_measured_falls_back_to_roofline_for_large_or_quantised_models() -> None
     assert not can_measure(shape("llama-3.1-8b"), Workload(1, 8, dtype="fp32"))
     assert not can_measure(shape("tiny-llama"), Workload(1, 8, dtype="fp16"))
     assert can_measure(shape("tiny-llama"), Workload(1, 8, dtype="fp32"))
+
+
+def test_profile_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(dict(SHIPPED["tiny-llama"].config, num_hidden_layers=2)))
+    out = tmp_path / "two.json"
+    args = ["--config", str(config), "--cluster", str(HOME4), "--out", str(out),
+            "--prompt-tokens", "4", "--context-tokens", "16"]
+    assert main(["profile", "hf:LlamaForCausalLM", *args]) == 0
+    assert [x.id for x in load_instance(out).model.layers] == ["embed", "layer.0", "layer.1",
+                                                              "head"]
+    assert main(["profile", "hf:qwen2", *args]) == 2
+    assert "does not match --config's model_type 'llama'" in capsys.readouterr().err
