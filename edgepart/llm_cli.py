@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepart.cli_common import EXIT_NO_PLAN, EXIT_OK, print_json
 from edgepart.errors import InputError
+
+if TYPE_CHECKING:
+    from edgepart.instance import Instance
+    from edgepart.plan import Plan
 
 __all__ = ["register"]
 
@@ -79,16 +83,10 @@ def _configs(args: argparse.Namespace) -> int:
 
 
 def _rates(args: argparse.Namespace) -> int:
-    from edgepart.cost import evaluate, validate_plan
-    from edgepart.instance import load_instance
+    from edgepart.cost import evaluate
     from edgepart.llm.rates import llm_rates, rates_line
-    from edgepart.plan import load_plan
 
-    inst = load_instance(args.instance)
-    plan = load_plan(args.plan)
-    problems = validate_plan(inst, plan)
-    if problems:
-        raise InputError(f"plan: {problems[0]}")
+    inst, plan = _instance_and_plan(args)
     metrics = evaluate(inst, plan)
     rates = llm_rates(inst, metrics)
     if rates is None:
@@ -98,6 +96,19 @@ def _rates(args: argparse.Namespace) -> int:
     else:
         print(rates_line(inst, metrics))
     return EXIT_OK
+
+
+def _instance_and_plan(args: argparse.Namespace) -> tuple[Instance, Plan]:
+    """The instance and a plan valid for it (else the plan's first problem as bad input)."""
+    from edgepart.cost import validate_plan
+    from edgepart.instance import load_instance
+    from edgepart.plan import load_plan
+
+    inst, plan = load_instance(args.instance), load_plan(args.plan)
+    problems = validate_plan(inst, plan)
+    if problems:
+        raise InputError(f"{args.plan}: {problems[0]}")
+    return inst, plan
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -118,16 +129,9 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from edgepart.cost import validate_plan
-    from edgepart.instance import load_instance
-    from edgepart.plan import load_plan
     from edgepart.runtime.generate import generation_report
 
-    inst = load_instance(args.instance)
-    plan = load_plan(args.plan)
-    problems = validate_plan(inst, plan)
-    if problems:
-        raise InputError(f"plan: {problems[0]}")
+    inst, plan = _instance_and_plan(args)
     w = inst.workload
     report = generation_report(
         inst, plan, new_tokens=args.generate,
