@@ -247,3 +247,16 @@ def test_profile_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixtur
                                                               "head"]
     assert main(["profile", "hf:qwen2", *args]) == 2
     assert "does not match --config's model_type 'llama'" in capsys.readouterr().err
+
+
+def test_llm_rates_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = LLM / "llama31_8b_fp16_2k_home4.json"
+    plan = tmp_path / "plan.json"
+    assert main(["solve", str(path), "--out", str(plan)]) == 0
+    capsys.readouterr()
+    assert main(["llm", "rates", str(path), str(plan), "--json"]) == 0
+    rates = json.loads(capsys.readouterr().out)
+    metrics = evaluate(load_instance(path), solve(load_instance(path), "auto").plan)  # type: ignore[arg-type]
+    assert rates["saturated_tokens_per_s"] == pytest.approx(1 / metrics.bottleneck_s)
+    assert rates["single_sequence_tokens_per_s"] == pytest.approx(1 / metrics.latency_s)
+    assert main(["llm", "rates", str(LLM.parent / "vgg16_4nodes.json"), str(plan)]) == 2  # bad plan
