@@ -125,7 +125,7 @@ def save_timeline(path: str | Path, inst: Instance, plan: Plan, intervals: Seque
     FigureCanvasAgg(fig)
     measured_ax, predicted_ax = fig.subplots(2, 1, sharex=shared)
     axis = "" if shared else " (own time axis)"
-    plot_measured_timeline(intervals, measured_ax, _sink_name(inst), title or (
+    plot_measured_timeline(intervals, measured_ax, _sink_row(inst, plan), title or (
         f"measured: {shown} requests of the last deployment in {measured_s:.4g} s{axis}"))
     plot_timeline(inst, plan, predicted_ax, requests=shown)
     predicted_ax.set_title(f"predicted (cost model): {shown} requests in {predicted_s:.4g} s"
@@ -134,5 +134,9 @@ def save_timeline(path: str | Path, inst: Instance, plan: Plan, intervals: Seque
     return list(intervals)
 
 
-def _sink_name(inst: Instance) -> str:
-    return f"sink: {inst.sink}" if inst.sink is not None else "sink: driver"
+def _sink_row(inst: Instance, plan: Plan) -> str:
+    """The last row's label: the answer always goes to the driver, over the link to the
+    instance's sink when it has one on another device than the last stage's."""
+    if inst.sink is None or inst.sink == plan.stages[-1].device:
+        return "answer to driver"
+    return f"sink: {inst.sink}"
