@@ -13,7 +13,14 @@ from edgepart.errors import InputError
 from edgepart.instance import load_instance
 from edgepart.plan import Plan
 from edgepart.runtime.cli import parse_slowdown
-from edgepart.runtime.emulate import Cgroups, Emulation, LinkClock, Mode, stage_cpus
+from edgepart.runtime.emulate import (
+    Cgroups,
+    Emulation,
+    LinkClock,
+    Mode,
+    cfs_period_us,
+    stage_cpus,
+)
 from edgepart.runtime.prepare import RunOptions, Slowdown, prepare
 from edgepart.runtime.replan import (
     EXACT_METHOD,
@@ -96,9 +103,12 @@ def test_cgroups_v1_limits_and_cleanup(tmp_path: Path) -> None:
     assert not orphan.parent.exists()
     dirs = [Path(d) for d in groups.create("w1", cpus=0.4, memory_bytes=512e6)]
     assert groups.version == 1
-    assert (dirs[0] / "cpu.cfs_quota_us").read_text() == "4000"
-    assert (dirs[0] / "cpu.cfs_period_us").read_text() == "10000"
-    groups.set_cpus("w1", 0.05)  # under the kernel's 1 ms minimum quota at 10 ms: longer period
+    period = cfs_period_us(1.0)  # the target period (CFS_PERIOD_US, 5 ms, unless overridden)
+    assert (dirs[0] / "cpu.cfs_quota_us").read_text() == str(round(0.4 * period))
+    assert (dirs[0] / "cpu.cfs_period_us").read_text() == str(period)
+    # 0.05 CPU is under the kernel's 1 ms minimum quota at any period up to 20 ms: the period
+    # grows to 1 ms / 0.05 = 20 ms
+    groups.set_cpus("w1", 0.05)
     assert (dirs[0] / "cpu.cfs_quota_us").read_text() == "1000"
     assert (dirs[0] / "cpu.cfs_period_us").read_text() == "20000"
     assert (dirs[1] / "memory.limit_in_bytes").read_text() == "512000000"
@@ -117,7 +127,8 @@ def test_cgroups_v2_limits(tmp_path: Path) -> None:
     groups = Cgroups(tmp_path, proc)
     (path,) = groups.create("w2", cpus=1.0, memory_bytes=1e9)
     assert groups.version == 2
-    assert Path(path, "cpu.max").read_text() == "10000 10000"
+    period = cfs_period_us(1.0)
+    assert Path(path, "cpu.max").read_text() == f"{period} {period}"  # 1 CPU: quota = period
     assert Path(path, "memory.max").read_text() == "1000000000"
     assert (tmp_path / "job" / "cgroup.subtree_control").read_text() == "+cpu +memory"
 
