@@ -230,3 +230,24 @@ def test_port_in_use_is_an_input_error() -> None:
         taken.listen()
         with pytest.raises(InputError, match="port in use"):
             bind_master("127.0.0.1", taken.getsockname()[1])
+
+
+def test_disconnect_warnings_are_dropped_and_other_lines_kept() -> None:
+    """Written to file descriptor 2 as TensorPipe's C++ threads write them: only the broken-
+    connection warning goes; a line of any other form, and an unfinished last line, stay."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from edgepart.runtime.transport import disconnects_unlogged\n"
+        "with disconnects_unlogged():\n"
+        "    os.write(2, b'[W1130 10:17:46.980950697 tensorpipe_agent.cpp:941] RPC agent for w0'"
+        " b' encountered error when reading incoming response from w1: eof (x.cc:259)\\n')\n"
+        "    print('edgepart run: warning: kept', file=sys.stderr)\n"
+        "    os.write(2, b'[W1130 other.cpp:1] kept too\\nunfinished')\n"
+        "print(' after', file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stderr == ("edgepart run: warning: kept\n[W1130 other.cpp:1] kept too\n"
+                             "unfinished after\n")

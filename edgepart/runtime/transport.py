@@ -260,13 +260,19 @@ def disconnects_unlogged() -> Iterator[None]:
 
 
 def _relay_lines(read_end: int, out: int) -> None:
-    """Copy lines from ``read_end`` to ``out``, leaving out :data:`DISCONNECT_LOG` lines."""
+    """Copy lines from ``read_end`` to ``out``, leaving out :data:`DISCONNECT_LOG` lines. It
+    reads to the end whatever happens to ``out`` (a closed terminal, a broken pipe): a relay
+    that stopped reading would let the pipe fill and block every writer of standard error."""
     pending = b""
     with os.fdopen(read_end, "rb", buffering=0) as source:
         while chunk := source.read(65536):
             *lines, pending = (pending + chunk).split(b"\n")
-            kept = [ln + b"\n" for ln in lines if not DISCONNECT_LOG.match(ln)]
-            if kept:
-                os.write(out, b"".join(kept))
-    if pending and not DISCONNECT_LOG.match(pending):
-        os.write(out, pending)
+            _write(out, b"".join(ln + b"\n" for ln in lines if not DISCONNECT_LOG.match(ln)))
+    if not DISCONNECT_LOG.match(pending):
+        _write(out, pending)
+
+
+def _write(fd: int, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data):]
