@@ -6,7 +6,8 @@ method except the exact backends of :data:`EXACT`, ``all`` every one), objective
 sets (:class:`~edgepart.solvers.base.SolveOptions` fields such as ``formulation``, ``seed``,
 ``max_latency``). Each run is the library's solve path, ``get_method(name)(inst, options)``, so
 every plan is validated and scored by the one evaluator (:func:`edgepart.solvers.base.finish`);
-a raised exception becomes a row with status ``error``, never a crash of the sweep.
+a raised exception becomes a row with status ``error``, never a crash of the sweep, and so does
+a run that ignores its time limit: it is stopped at :func:`hard_limit`.
 
 Each run's row (:data:`COLUMNS`) has the objective value, the bound, the wall time, the backend
 that answered and, when the instance belongs to a suite manifest (``manifest.json`` beside its
@@ -33,9 +34,12 @@ import json
 import math
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -51,8 +55,8 @@ from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method
 from edgepart.suite import MANIFEST, Manifest, load_manifest
 
 __all__ = [
-    "COLUMNS", "EXACT", "KEY", "SweepSpec", "Task", "as_table", "default_threads",
-    "expand_instances",
+    "COLUMNS", "EXACT", "KEY", "RunOverran", "SweepSpec", "Task", "as_table", "default_threads",
+    "expand_instances", "hard_limit",
     "load_spec", "make_spec", "read_table", "resolve_methods", "run_sweep", "run_task", "tasks",
 ]
 
@@ -73,6 +77,7 @@ FLOAT_COLUMNS = ("objective_s", "bound_s", "optimum_s", "gap_pct", "wall_s", "so
                  "time_limit_s")
 INT_COLUMNS = ("layers", "devices", "threads")
 FLUSH_S = 0.5
+HARD_MARGIN_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,13 +274,47 @@ def run_task(task_json: str) -> str:
     try:
         options = SolveOptions(objective=Objective(task.objective), time_limit=task.time_limit,
                                threads=task.threads, **json.loads(task.options))
-        result = get_method(task.method)(inst, options)
+        with _hard_limit(hard_limit(task.time_limit)):
+            result = get_method(task.method)(inst, options)
     except Exception as err:  # a failure becomes a row, not a crash of the sweep
         error = f"{type(err).__name__}: {err}"
         result = SolveResult(method=task.method, termination=Termination.ERROR,
                              status=SolutionStatus.NONE, objective=task.objective)
     wall = time.perf_counter() - start
     return json.dumps(_row(task, inst, result, wall, error), allow_nan=True)
+
+
+def hard_limit(time_limit: float) -> float:
+    """Seconds after which a run is stopped: ``1.5 x time_limit + 10``. The limit itself is the
+    method's to keep; this only ends a method that ignores it (the margin covers building
+    models and re-checking the plan, which the exact backends count inside their limit)."""
+    return 1.5 * time_limit + HARD_MARGIN_S
+
+
+class RunOverran(Exception):
+    """A run went past :func:`hard_limit` and was stopped."""
+
+
+@contextmanager
+def _hard_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`RunOverran` in this thread after ``seconds`` (SIGALRM). Only where that
+    exists and this is the main thread (local workers and Ray tasks run there); elsewhere the
+    run is not stopped. Native solver code is interrupted when it returns to Python."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not (
+            threading.main_thread()):
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunOverran(f"stopped after {seconds:g} s (the method overran its time limit)")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _row(task: Task, inst: Any, result: SolveResult, wall: float, error: str

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -24,12 +26,14 @@ from edgepart.suite import load_manifest
 from edgepart.sweep import (
     EXACT,
     KEY,
+    Task,
     default_threads,
     load_spec,
     make_spec,
     read_table,
     resolve_methods,
     run_sweep,
+    run_task,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +156,26 @@ def test_methods_come_from_the_registry() -> None:
         assert set(resolve_methods(["all"])) == set(METHODS)
     finally:
         del METHODS["test_only_heuristic"]
+
+
+def test_a_method_that_ignores_its_limit_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    @register("test_only_endless")
+    def _endless(inst: Instance, options: SolveOptions) -> SolveResult:
+        while True:
+            time.sleep(0.01)
+
+    # stopped at 1.5 x 0.2 + 0.2 = 0.5 s; the module itself is patched (edgepart's __init__
+    # exports compare.sweep under the same name)
+    monkeypatch.setattr(importlib.import_module("edgepart.sweep"), "HARD_MARGIN_S", 0.2)
+    try:
+        task = Task("tv_vgg16_lab4", SMALL[0], "test_only_endless", "bottleneck", "{}", 0.2, 1)
+        start = time.perf_counter()
+        row = json.loads(run_task(task.to_json()))
+        assert time.perf_counter() - start < 5
+    finally:
+        del METHODS["test_only_endless"]
+    assert row["status"] == "error" and "overran its time limit" in row["error"]
+    assert row["plan"] == "" and math.isnan(row["objective_s"])
 
 
 def test_threads_times_jobs_within_cores() -> None:
