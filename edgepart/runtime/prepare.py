@@ -99,6 +99,9 @@ def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
     inputs = _inputs(shape, options.seed, min(options.requests, INPUT_POOL))
     with _one_thread(), torch.no_grad():
         references = [model(x) for x in inputs]
+    # the first comparison loads torch.testing's internals (0.7 s on a busy host): here, not on
+    # the first answer, where it held up the driver and the requests behind it
+    torch.testing.assert_close(references[0], references[0])
     predicted = evaluate(inst, plan)
     inflight = options.inflight or math.ceil(2 * predicted.latency_s / predicted.bottleneck_s) + 1
     prep = Prepared(inst, plan, options, model, gm, shape, inputs, references,
