@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from typing import Any
 
 import pytest
@@ -312,3 +313,13 @@ def test_dp_refuses_dags_and_limits() -> None:
     assert r.termination.value == "unsupported" and "chain" in r.message
     r = solve(tiny(1, 3, 2), "groups", SolveOptions(plan_space="hybrid", max_latency=1.0))
     assert r.termination.value == "unsupported" and "max-latency" in r.message
+    r = solve(load_instance(random_instance(2, n=3, nd=11, chain=True)), "groups",
+              SolveOptions())
+    assert r.termination.value == "unsupported" and "at most 10 devices" in r.message
+
+
+def test_dp_stops_at_its_time_limit() -> None:
+    inst = tiny(4, n=6, nd=6)
+    start = time.perf_counter()
+    r = solve(inst, "groups", SolveOptions(plan_space="hybrid", time_limit=0.01))
+    assert r.termination.value == "time_limit" and time.perf_counter() - start < 5

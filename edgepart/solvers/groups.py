@@ -33,7 +33,8 @@ the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = 
 Size. :math:`O(n^2 \cdot G)` arcs for :math:`G` group modes (:math:`D` singles,
 :math:`\binom{D}{k}` replica sets and :math:`k\binom{D}{k}` led split sets per size
 :math:`k \le` ``max_group``), with states over subsets of used devices: meant for the handful of
-devices FlexPie studies (it refuses more than :data:`MAX_GROUP_MODES` group modes). Limits
+devices FlexPie studies (it refuses more than :data:`MAX_GROUP_MODES` group modes and more than
+:data:`MAX_DEVICES` devices; a time limit stops it with no plan). Limits
 (``--max-latency``/``--max-period``) and non-chain models are not supported beyond pipeline
 plans (the method says so).
 """
@@ -56,6 +57,7 @@ from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import Objective, PlanSpace, SolveOptions, finish, register
 
 __all__ = [
+    "MAX_DEVICES",
     "MAX_GROUP_MODES",
     "GroupMode",
     "fitting_schemes",
@@ -67,7 +69,10 @@ __all__ = [
 ]
 
 MAX_GROUP_MODES = 400
-"""Most group modes the DP takes (4 devices: 43; 6 devices: 255)."""
+"""Most group modes the DP takes (4 devices: 43; 6 devices: 249)."""
+MAX_DEVICES = 10
+"""Most devices: the DP's states are sets of used devices (pipeline plans on more devices: the
+``auto`` exact methods)."""
 
 MODES = {PlanSpace.PIPELINE: (Mode.SINGLE,), PlanSpace.REPLICATE: (Mode.SINGLE, Mode.REPLICATE),
          PlanSpace.SPLIT: (Mode.SINGLE, Mode.SPLIT), PlanSpace.HYBRID: tuple(Mode)}
@@ -323,6 +328,7 @@ class _Problem:
         group = SplitGroup(self.inst, gm.members, self.shapes)
         out = []
         for i in range(self.n):
+            self.deadline.check()
             layers = list(range(i, self.n))
             for offset, (t, schemes) in enumerate(split_schemes(group, layers,
                                                                 self.bytes_at[i])):
@@ -457,31 +463,34 @@ def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
             value = _final(prob, objective, label, arc.g)
             if value < best[0]:
                 best = (value, label)
-    states: dict[tuple[int, int, GroupMode | None], list[_Label]] = {(0, 0, None): [start]}
+    # at[pos][(used devices, last group mode)] = labels
+    at: list[dict[tuple[int, GroupMode | None], list[_Label]]] = [{} for _ in range(prob.n + 1)]
+    at[0][(0, None)] = [start]
+    steps = 0
     for pos in range(prob.n):
-        for key in [k for k in states if k[0] == pos]:
-            prob.deadline.check()
-            _, used, last = key
-            labels = [x for x in states.pop(key)
-                      if _lower(prob, objective, x, pos, used) < best[0]]
+        for (used, last), found in at[pos].items():
+            labels = [x for x in found if _lower(prob, objective, x, pos, used) < best[0]]
             prev = list(last.ends) if last is not None else prob.source_ends()
             for arc in arcs[pos]:
+                steps += 1
+                prob.deadline.check_every(steps, 2_000)
                 if arc.mask & used or _arc_lower(prob, objective, arc) >= best[0]:
                     continue
                 recv, send_prev = prob.into(prev, arc)
                 nused = used | arc.mask
-                bucket = states.setdefault((arc.j, nused, arc.g), [])
                 for label in labels:
                     new = _step(prob, objective, label, last, arc, recv, send_prev)
-                    if (_lower(prob, objective, new, arc.j, nused) >= best[0]
-                            or _dominated(new, bucket)):
+                    if _lower(prob, objective, new, arc.j, nused) >= best[0]:
                         continue
                     if arc.j == prob.n:
                         value = _final(prob, objective, new, arc.g)
                         if value < best[0]:
                             best = (value, new)
                         continue
-                    bucket[:] = [o for o in bucket if not _dominated(o, [new])] + [new]
+                    bucket = at[arc.j].setdefault((nused, arc.g), [])
+                    if not _dominated(new, bucket):
+                        bucket[:] = [o for o in bucket if not _dominated(o, [new])] + [new]
+        at[pos].clear()
     return best
 
 
@@ -567,6 +576,9 @@ def _refusal(inst: Instance, options: SolveOptions) -> str:
         return f"needs a chain model ({inst.model.name} is a DAG)"
     if inst.cost_model.transfer.value != "relay":
         return "device groups need relay transfers"
+    if len(inst.devices) > MAX_DEVICES:
+        return (f"tracks which devices are used: at most {MAX_DEVICES} devices, got "
+                f"{len(inst.devices)}")
     if options.max_latency is not None or options.max_period is not None:
         return "--max-latency/--max-period are not supported beyond pipeline plans"
     count = len(group_modes(inst, options.plan_space, options.max_group))
