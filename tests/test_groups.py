@@ -28,9 +28,11 @@ CONV = {"kind": "conv", "in": [1, 4, 4], "out": [1, 4, 4], "kernel": [3, 3], "st
 
 def _instance(layers: list[dict[str, Any]], times: list[dict[str, float]], *,
               classes: tuple[str, ...] = ("a", "a"), bandwidth: float = 48.0,
-              source: str | None = None, memory: float = 1e12) -> Any:
+              source: str | None = None, memory: float = 1e12,
+              slow: tuple[str, str, float] | None = None) -> Any:
     """A chain of ``layers`` (id, shape, bytes) on devices d0.. of ``classes``; one link
-    (``bandwidth`` bytes/s, no latency) between every pair; no source or sink unless given."""
+    (``bandwidth`` bytes/s, no latency) between every pair but ``slow`` (src, dst, bandwidth);
+    no source or sink unless given."""
     data: dict[str, Any] = {
         "format_version": 1, "name": "groups",
         "model": {"name": "m", "input_bytes": 64.0, "layers": [
@@ -47,6 +49,9 @@ def _instance(layers: list[dict[str, Any]], times: list[dict[str, float]], *,
         "cost_model": {"overlap": True, "transfer": "relay"}}
     if source:
         data["source"] = source
+    if slow:
+        data["links"]["pairs"] = [{"src": slow[0], "dst": slow[1],
+                                   "bandwidth_bytes_per_s": slow[2], "latency_s": 0.0}]
     return load_instance(data)
 
 
@@ -79,6 +84,22 @@ def test_replicate_charges_each_replica_its_own_links() -> None:
     m = evaluate(inst, Plan((Stage.group(("d0", "d1"), Mode.REPLICATE, ("x",)),)))
     assert m.bottleneck_s == pytest.approx(1.0)
     assert m.latency_s == pytest.approx(3.0)
+
+
+def test_replica_groups_charge_each_end_its_worst_partner() -> None:
+    # x (1 s, 100-byte output) replicated on d0, d1, then y (1 s) on d2, d3; every link 100 B/s
+    # (1 s for x's output) except d1 -> d3 at 10 B/s (10 s). Sends: d0 max(1, 1) = 1,
+    # d1 max(1, 10) = 10; receives: d2 1, d3 10. With overlap each replica's T is the max of
+    # receive, compute and send: stage 0: d0 1, d1 10; stage 1: d2 1, d3 10; both periods
+    # 1 / (1/1 + 1/10) = 10/11. Latency: stage 0 max(0 + 1, 0 + 1) = 1, stage 1
+    # max(1 + 1, 10 + 1) = 11: 12 s.
+    inst = _instance([{"id": "x", "bytes": 100.0}, {"id": "y"}], [{"a": 1.0}, {"a": 1.0}],
+                     classes=("a",) * 4, bandwidth=100.0, slow=("d1", "d3", 10.0))
+    plan = Plan((Stage.group(("d0", "d1"), Mode.REPLICATE, ("x",)),
+                 Stage.group(("d2", "d3"), Mode.REPLICATE, ("y",))))
+    m = evaluate(inst, plan)
+    assert [st.time_s for st in m.stages] == pytest.approx([10 / 11, 10 / 11])
+    assert m.latency_s == pytest.approx(12.0)
 
 
 def test_split_rows_scatter_halo_and_gather() -> None:
