@@ -20,6 +20,7 @@ from edgepart.cost import Metrics, evaluate, lower_bound, validate_plan
 from edgepart.errors import InputError
 from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance, load_instance
+from edgepart.llm.rates import llm_rates, rates_line
 from edgepart.plan import Plan, load_plan
 from edgepart.results import SolveResult
 from edgepart.solvers.base import FORMULATIONS, SolveOptions, get_method
@@ -102,7 +103,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if result.plan is not None and args.plot:
         _plot_plan(inst, result.plan, args.plot)
     if args.json:
-        print_json(result.to_dict(inst.name))
+        print_json({**result.to_dict(inst.name), **_llm_json(inst, result.metrics)})
     else:
         _print_result(inst, result)
     return EXIT_OK if result.has_plan else EXIT_NO_PLAN
@@ -158,10 +159,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"instance": inst.name, "bottleneck_s": metrics.bottleneck_s,
                     "latency_s": metrics.latency_s, "throughput_per_s": metrics.throughput_per_s,
-                    "stages": [s.to_dict() for s in metrics.stages]})
+                    "stages": [s.to_dict() for s in metrics.stages],
+                    **_llm_json(inst, metrics)})
     else:
         print(stage_table(inst, metrics))
-        _print_metrics(metrics)
+        _print_metrics(metrics, inst)
     return EXIT_OK
 
 
@@ -182,16 +184,25 @@ def stage_table(inst: Instance, metrics: Metrics) -> str:
     return "\n".join(lines)
 
 
-def _print_metrics(metrics: Metrics) -> None:
+def _print_metrics(metrics: Metrics, inst: Instance) -> None:
     print(f"bottleneck (period): {metrics.bottleneck_s * 1e3:.4f} ms   "
           f"throughput: {metrics.throughput_per_s:.3f} req/s   "
           f"latency: {metrics.latency_s * 1e3:.4f} ms")
+    llm_line = rates_line(inst, metrics)  # tokens/s and time to first token of an LLM workload
+    if llm_line is not None:
+        print(llm_line)
+
+
+def _llm_json(inst: Instance, metrics: Metrics | None) -> dict[str, Any]:
+    """``{"llm": rates}`` for an instance with a language-model workload, else nothing."""
+    rates = None if metrics is None else llm_rates(inst, metrics)
+    return {} if rates is None else {"llm": rates.to_dict()}
 
 
 def _print_result(inst: Instance, result: SolveResult) -> None:
     if result.metrics is not None:
         print(stage_table(inst, result.metrics))
-        _print_metrics(result.metrics)
+        _print_metrics(result.metrics, inst)
     bound = "none" if not math.isfinite(result.bound_s) else f"{result.bound_s * 1e3:.4f} ms"
     print(f"method: {result.method}   status: {result.status}   "
           f"termination: {result.termination}   time: {result.wall_time_s:.2f} s")
