@@ -14,7 +14,6 @@ DIR``; an estimator fills the classes a profile did not measure (``edgepart prof
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -91,20 +90,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from edgepart.files import read_json
     from edgepart.instance import load_instance
     from edgepart.profiling.measure import merge_profiles
 
-    instances = []
-    for path in args.instances:
-        try:
-            instances.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise InputError(f"{path}: cannot read an instance ({err})") from None
-    merged = merge_profiles(instances)
+    merged = merge_profiles([read_json(path) for path in args.instances])
     load_instance(merged)
     _write(merged, args.out)
     sources = merged["model"]["layers"][0]["meta"]["time_source"]
-    print(f"wrote {args.out}: {len(instances)} profiles, classes "
+    print(f"wrote {args.out}: {len(args.instances)} profiles, classes "
           + ", ".join(f"{c} ({s})" for c, s in sorted(sources.items())))
     return EXIT_OK
 

@@ -34,7 +34,6 @@ lightgbm is imported only by :func:`fit` and :meth:`Estimator.predict`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepart.errors import InputError
+from edgepart.files import read_json
 
 __all__ = ["DEVICE_FEATURES", "LAYER_FEATURES", "TRACE_FORMAT", "DeviceFeatures", "Estimator",
            "Trace", "fit", "load_estimator", "load_trace", "roofline_time", "trace_json"]
@@ -206,14 +206,8 @@ def _row(layer: Mapping[str, Any], device: DeviceFeatures, ops: Sequence[str]) -
     return [code, *(float(layer[name]) for name in LAYER_FEATURES), *device.vector()]
 
 
-def _read_json(path: str | Path, where: str) -> Any:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise InputError(f"{where}: cannot read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not JSON ({err.msg} at line {err.lineno})") from None
-    return _object(data, where)
+def _read_json(path: str | Path, where: str) -> Mapping[str, Any]:
+    return _object(read_json(path), where)
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:
