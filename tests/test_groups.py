@@ -325,15 +325,30 @@ def test_hybrid_never_worse_than_pipeline(seed: int, objective: str) -> None:
         assert alone.objective_s == pytest.approx(pipeline.objective_s, rel=1e-9)
 
 
-def test_dp_refuses_dags_and_limits() -> None:
+@pytest.mark.parametrize("seed", range(6))
+def test_dp_matches_brute_force_under_limits(seed: int) -> None:
+    # the period under a latency limit and the latency under a period limit, each limit 10%
+    # above the other objective's own optimum (brute force's), so it binds or nearly does
+    inst = tiny(seed, n=3, nd=3)
+    for objective, other, key in (("bottleneck", "latency", "max_latency"),
+                                  ("latency", "bottleneck", "max_period")):
+        free = solve(inst, "brute", SolveOptions(objective=other, plan_space="hybrid"))
+        if not free.has_plan:
+            continue
+        options = SolveOptions(objective=objective, plan_space="hybrid",
+                               **{key: 1.1 * free.objective_s})
+        exact, brute = solve(inst, "groups", options), solve(inst, "brute", options)
+        assert exact.status is brute.status is SolutionStatus.OPTIMAL
+        assert exact.objective_s == pytest.approx(brute.objective_s, rel=1e-9)
+
+
+def test_dp_refuses_dags_and_many_devices() -> None:
     inst = next(load_instance(random_instance(seed, n=5, nd=2, shape="forward"))
                 for seed in range(50)
                 if not load_instance(random_instance(seed, n=5, nd=2, shape="forward")
                                      ).model.is_chain)
     r = solve(inst, "groups", SolveOptions(plan_space="hybrid"))
     assert r.termination.value == "unsupported" and "chain" in r.message
-    r = solve(tiny(1, 3, 2), "groups", SolveOptions(plan_space="hybrid", max_latency=1.0))
-    assert r.termination.value == "unsupported" and "max-latency" in r.message
     r = solve(load_instance(random_instance(2, n=3, nd=11, chain=True)), "groups",
               SolveOptions())
     assert r.termination.value == "unsupported" and "at most 10 devices" in r.message

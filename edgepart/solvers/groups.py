@@ -28,15 +28,16 @@ states (position, used devices, last group mode). The period is
 :math:`\max(\mathrm{out}_{src}, \max_b T_b, \mathrm{in}_{sink})` where :math:`T_b` also depends on
 the *next* stage's ends; a state keeps Pareto-optimal labels (max of the finished stages' periods,
 the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = max under
-``overlap``, + otherwise), exact because :math:`T_b` is non-decreasing in every partial.
+``overlap``, + otherwise), exact because :math:`T_b` is non-decreasing in every partial. With
+``--max-latency`` or ``--max-period`` a label keeps both its latency and its period (and the
+partials), and a plan counts only within both limits (up to :func:`edgepart.cost.tolerated`).
 
 Size. :math:`O(n^2 \cdot G)` arcs for :math:`G` group modes (:math:`D` singles,
 :math:`\binom{D}{k}` replica sets and :math:`k\binom{D}{k}` led split sets per size
 :math:`k \le` ``max_group``), with states over subsets of used devices: meant for the handful of
 devices FlexPie studies (it refuses more than :data:`MAX_GROUP_MODES` group modes and more than
-:data:`MAX_DEVICES` devices; a time limit stops it with no plan). Limits
-(``--max-latency``/``--max-period``) and non-chain models are not supported beyond pipeline
-plans (the method says so).
+:data:`MAX_DEVICES` devices; a time limit stops it with no plan). Non-chain models are not
+supported (the method says so).
 """
 
 from __future__ import annotations
@@ -431,36 +432,65 @@ class _Problem:
             0.0 if min(own) == 0 else 1.0 / sum(1.0 / t for t in own))
 
 
+@dataclass(frozen=True)
+class _Goal:
+    """The objective and the limits (``--max-latency``, ``--max-period``; inf: none)."""
+
+    objective: Objective
+    max_latency: float = math.inf
+    max_period: float = math.inf
+
+    @property
+    def capped(self) -> bool:
+        return math.isfinite(self.max_latency) or math.isfinite(self.max_period)
+
+    def value(self, latency: float, period: float) -> float:
+        """The objective of a plan, ``inf`` when it breaks a limit."""
+        if latency > tolerated(self.max_latency) or period > tolerated(self.max_period):
+            return math.inf
+        return latency if self.objective is Objective.LATENCY else period
+
+
 @dataclass
 class _Label:
-    value: float
-    partial: tuple[float, ...]
+    lat: float  # the stages' latency terms so far
+    per: float  # the largest finished stage period so far (and the source's send)
+    partial: tuple[float, ...]  # the last stage's per-end partial times
     arc: Arc | None
     back: _Label | None
 
 
-def _dominated(label: _Label, others: list[_Label]) -> bool:
-    return any(o.value <= label.value and all(a <= b for a, b in zip(o.partial, label.partial,
-                                                                      strict=True))
-               for o in others)
+def _key(goal: _Goal, label: _Label) -> tuple[float, ...]:
+    """What dominance compares: everything the rest of the plan can still add to."""
+    if goal.capped:
+        return (label.lat, label.per, *label.partial)
+    if goal.objective is Objective.LATENCY:
+        return (label.lat,)
+    return (label.per, *label.partial)
 
 
-def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
+def _dominated(goal: _Goal, label: _Label, others: list[_Label]) -> bool:
+    mine = _key(goal, label)
+    return any(all(a <= b for a, b in zip(_key(goal, o), mine, strict=True)) for o in others)
+
+
+def _search(prob: _Problem, goal: _Goal, arcs: dict[int, list[Arc]]
             ) -> tuple[float, _Label | None]:
     """Forward DP over (position, used devices, last group mode); labels as in the docstring.
 
-    Pruning (exact): both objectives only grow along a path (a sum of non-negative terms; a
-    max), so a label or an arc whose lower bound (the label's value, for the period also the
-    last stage's period with free transfers, plus or max the remaining layers' bound
-    :meth:`_Problem.rest_bound`; an arc's own compute) is no better than the best finished plan
-    cannot lead to a better one. The first incumbents are the one-stage plans."""
-    start = _Label(0.0, (), None, None)
+    Pruning (exact): latency and period only grow along a path (a sum of non-negative terms; a
+    max), so a label or an arc whose lower bound (:func:`_lower`: the label's latency or period,
+    the last stage's period with free transfers, the remaining layers' bound
+    :meth:`_Problem.rest_bound`; an arc's own compute) is no better than the best finished plan,
+    or already breaks a limit, cannot lead to a better valid plan. The first incumbents are the
+    one-stage plans."""
+    start = _Label(0.0, 0.0, (), None, None)
     best: tuple[float, _Label | None] = (math.inf, None)
     for arc in arcs[0]:
         if arc.j == prob.n:
             recv, send = prob.into(prob.source_ends(), arc)
-            label = _step(prob, objective, start, None, arc, recv, send)
-            value = _final(prob, objective, label, arc.g)
+            label = _step(prob, start, None, arc, recv, send)
+            value = _final(prob, goal, label, arc.g)
             if value < best[0]:
                 best = (value, label)
     # at[pos][(used devices, last group mode)] = labels
@@ -469,68 +499,62 @@ def _search(prob: _Problem, objective: Objective, arcs: dict[int, list[Arc]]
     steps = 0
     for pos in range(prob.n):
         for (used, last), found in at[pos].items():
-            labels = [x for x in found if _lower(prob, objective, x, pos, used) < best[0]]
+            labels = [x for x in found if _lower(prob, goal, x, pos, used) < best[0]]
             prev = list(last.ends) if last is not None else prob.source_ends()
             for arc in arcs[pos]:
                 steps += 1
                 prob.deadline.check_every(steps, 2_000)
-                if arc.mask & used or _arc_lower(prob, objective, arc) >= best[0]:
+                if arc.mask & used or _arc_lower(prob, goal, arc) >= best[0]:
                     continue
                 recv, send_prev = prob.into(prev, arc)
                 nused = used | arc.mask
                 for label in labels:
-                    new = _step(prob, objective, label, last, arc, recv, send_prev)
-                    if _lower(prob, objective, new, arc.j, nused) >= best[0]:
+                    new = _step(prob, label, last, arc, recv, send_prev)
+                    if _lower(prob, goal, new, arc.j, nused) >= best[0]:
                         continue
                     if arc.j == prob.n:
-                        value = _final(prob, objective, new, arc.g)
+                        value = _final(prob, goal, new, arc.g)
                         if value < best[0]:
                             best = (value, new)
                         continue
                     bucket = at[arc.j].setdefault((nused, arc.g), [])
-                    if not _dominated(new, bucket):
-                        bucket[:] = [o for o in bucket if not _dominated(o, [new])] + [new]
+                    if not _dominated(goal, new, bucket):
+                        bucket[:] = [o for o in bucket if not _dominated(goal, o, [new])] + [new]
         at[pos].clear()
     return best
 
 
-def _lower(prob: _Problem, objective: Objective, label: _Label, pos: int, used: int) -> float:
-    """A lower bound on every plan that extends ``label`` (at ``pos`` with ``used`` devices)."""
+def _lower(prob: _Problem, goal: _Goal, label: _Label, pos: int, used: int) -> float:
+    """A lower bound on every plan that extends ``label`` (at ``pos`` with ``used`` devices);
+    ``inf`` when every such plan breaks a limit."""
     rest = prob.rest_bound(pos, used)
-    if objective is Objective.LATENCY:
-        return label.value + rest
     last = prob.period(label.partial, [0.0] * len(label.partial)) if label.partial else 0.0
-    return max(label.value, last, rest)
+    return goal.value(label.lat + rest, max(label.per, last, rest))
 
 
-def _arc_lower(prob: _Problem, objective: Objective, arc: Arc) -> float:
+def _arc_lower(prob: _Problem, goal: _Goal, arc: Arc) -> float:
     """A lower bound on the objective of any plan with this stage (its compute alone)."""
-    if objective is Objective.LATENCY:
-        return max(arc.compute)
-    return prob.period(arc.compute, [0.0] * len(arc.compute))
+    return goal.value(max(arc.compute), prob.period(arc.compute, [0.0] * len(arc.compute)))
 
 
-def _step(prob: _Problem, objective: Objective, label: _Label, last: GroupMode | None, arc: Arc,
-          recv: list[float], send_prev: float) -> _Label:
-    if objective is Objective.LATENCY:
-        return _Label(label.value + prob.latency_term(recv, arc), (), arc, label)
-    if last is None:  # the source's send is part of the period
-        done = send_prev
+def _step(prob: _Problem, label: _Label, last: GroupMode | None, arc: Arc, recv: list[float],
+          send_prev: float) -> _Label:
+    lat = label.lat + prob.latency_term(recv, arc)
+    if last is None or label.arc is None:  # the source's send is part of the period
+        per = send_prev
     else:
-        out = prob.out_of(label.arc, arc.g.ends) if label.arc else []
-        done = max(label.value, prob.period(label.partial, out))
-    return _Label(done, prob.partial(recv, arc), arc, label)
+        per = max(label.per, prob.period(label.partial, prob.out_of(label.arc, arc.g.ends)))
+    return _Label(lat, per, prob.partial(recv, arc), arc, label)
 
 
-def _final(prob: _Problem, objective: Objective, label: _Label, last: GroupMode | None) -> float:
+def _final(prob: _Problem, goal: _Goal, label: _Label, last: GroupMode | None) -> float:
     if label.arc is None or last is None:
         return math.inf
     sink = prob.sink_ends()
     out = prob.out_of(label.arc, sink)
     sink_recv = 0.0 if sink is None else prob.boundary(last.ends, sink, prob.n)[1][0]
-    if objective is Objective.LATENCY:
-        return label.value + sink_recv
-    return max(label.value, prob.period(label.partial, out), sink_recv)
+    return goal.value(label.lat + sink_recv,
+                      max(label.per, prob.period(label.partial, out), sink_recv))
 
 
 def _plan(inst: Instance, label: _Label) -> Plan:
@@ -579,8 +603,6 @@ def _refusal(inst: Instance, options: SolveOptions) -> str:
     if len(inst.devices) > MAX_DEVICES:
         return (f"tracks which devices are used: at most {MAX_DEVICES} devices, got "
                 f"{len(inst.devices)}")
-    if options.max_latency is not None or options.max_period is not None:
-        return "--max-latency/--max-period are not supported beyond pipeline plans"
     count = len(group_modes(inst, options.plan_space, options.max_group))
     if count > MAX_GROUP_MODES:
         return (f"{count} group modes (limit {MAX_GROUP_MODES}): lower --max-group or use fewer "
@@ -599,7 +621,10 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
     deadline = Deadline.after(options.time_limit)
     try:
         prob = _Problem(inst, options, deadline)
-        bound, label = _search(prob, options.objective, prob.arcs)
+        goal = _Goal(options.objective,
+                     math.inf if options.max_latency is None else options.max_latency,
+                     math.inf if options.max_period is None else options.max_period)
+        bound, label = _search(prob, goal, prob.arcs)
     except OutOfTime:
         return finish(inst, None, method="groups", options=options,
                       termination=Termination.TIME_LIMIT, wall_time_s=time.perf_counter() - start,
@@ -611,7 +636,8 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
     if label is None:
         return finish(inst, None, method="groups", options=options,
                       termination=Termination.INFEASIBLE, wall_time_s=wall, extra=extra,
-                      message="no plan of this plan space fits memory and device classes")
+                      message="no plan of this plan space fits memory, device classes and "
+                              "limits")
     return finish(inst, _plan(inst, label), method="groups", options=options,
                   termination=Termination.OPTIMAL, bound=bound, wall_time_s=wall, exact=True,
                   extra=extra)
