@@ -89,6 +89,21 @@ def test_compare_plan_space_lists_the_baselines(tmp_path: Path,
     assert "--plan-space" in capsys.readouterr().err
 
 
+def test_evaluate_command_reads_group_plans(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inst = tiny(7, n=4, nd=3)
+    (tmp_path / "inst.json").write_text(json.dumps(inst.to_dict()))
+    result = solve(inst, "groups", SolveOptions(objective="latency", plan_space="hybrid"))
+    result.plan.save(tmp_path / "plan.json")
+    args = [str(tmp_path / "inst.json"), str(tmp_path / "plan.json")]
+    assert main(["evaluate", *args, "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["latency_s"] == pytest.approx(result.objective_s)
+    groups = [s for s in evaluated["stages"] if "mode" in s]  # this draw's optimum is a split
+    assert groups and all(s["mode"] == "split" and len(s["devices"]) >= 2 for s in groups)
+    assert main(["evaluate", *args]) == 0  # the table people read
+
+
 def test_profiling_records_split_shapes() -> None:
     torch = pytest.importorskip("torch")
     from edgepart.profiling.trace import trace_model, unit_shape
