@@ -55,7 +55,8 @@ rates :math:`1/T_r`, so the stage serves :math:`\sum_r 1/T_r` requests per secon
 *Split* (intra-layer partitioning; schemes and redistribution after FlexPie, Zhang et al., arXiv
 2502.15312; chain models only). Each layer :math:`v` with a shape (``meta.shape``: kind conv, pool,
 linear or elementwise, input and output ``[C, H, W]``, kernel, stride, padding, groups) has a
-scheme :math:`s_v`; its output is cut into one region :math:`R_{v,i}` per group device :math:`i`:
+scheme :math:`s_v`; its output is cut into one region :math:`R_{v,i}` per group device :math:`i`,
+in order from the lead, then the other devices in the instance's order (:func:`split_order`):
 ``outc`` cuts the :math:`C` output channels (features), ``rows`` the :math:`H` output rows, both
 into integer shares proportional to the devices' speeds :math:`1/t(v, i)` (largest remainder);
 ``grid`` cuts :math:`H \times W` into an :math:`r \times c` grid of equal tiles with :math:`rc = m`
@@ -104,7 +105,8 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 
 __all__ = [
     "LayerShape", "Metrics", "Region", "SplitGroup", "StageMetrics", "evaluate",
-    "infeasibility_reasons", "layer_shapes", "lower_bound", "tolerated", "validate_plan",
+    "infeasibility_reasons", "layer_shapes", "lower_bound", "split_order", "tolerated",
+    "validate_plan",
 ]
 
 REL_TOL = 1e-9
@@ -582,7 +584,7 @@ def _replicate(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
 def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
     inst = ctx.inst
     layers = ctx.layers(b)
-    group = SplitGroup(inst, [inst.device_index[d] for d in st.members], ctx.shapes)
+    group = SplitGroup(inst, split_order(inst, st), ctx.shapes)
     schemes = {inst.model.index[lid]: s for lid, s in st.schemes}
     cost = group.stage(layers, schemes, _input_bytes(inst, layers[0]))
     recv, send = ctx.recv[b + 1][0], ctx.send[b + 1][0]
@@ -592,6 +594,13 @@ def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
                         ctx.combine()(recv, cost.time_s, send), max(memory),
                         ctx.recv_b[b + 1][0], ctx.send_b[b + 1][0], recv + cost.time_s,
                         Mode.SPLIT, st.members, memory, st.schemes)
+
+
+def split_order(inst: Instance, st: Stage) -> list[int]:
+    """A split group's devices in the order its slices go to: the lead (first in the plan)
+    first, then the others in the instance's device order (whatever their order in the plan)."""
+    lead = inst.device_index[st.devices[0]]
+    return [lead, *sorted(inst.device_index[d] for d in st.devices[1:])]
 
 
 def _input_bytes(inst: Instance, v: int) -> float:

@@ -9,8 +9,9 @@ A stage is ``{"device": ID, "layers": [...]}`` (one device, as always), or a *gr
 * ``split``: every layer of the stage is computed by all devices of the group together, each a
   slice of the layer's output chosen by the layer's scheme (:class:`Scheme`, after FlexPie); the
   first device of ``devices`` is the group's *lead*, which receives the stage's input and sends
-  its output. ``schemes`` names a scheme for every layer that is not elementwise (elementwise
-  layers take their producer's).
+  its output, and takes the first slice (the others follow in the instance's device order).
+  ``schemes`` names a scheme for every layer that is not elementwise (elementwise layers take
+  their producer's).
 
 How a group is costed is :mod:`edgepart.cost`'s business; this module only holds and reads it.
 """

@@ -160,6 +160,15 @@ def test_split_weights_are_sliced_under_outc_only() -> None:
     assert rows[1] == pytest.approx(100.0 + 48.0)
 
 
+def test_split_slices_follow_the_lead_then_device_order() -> None:
+    # d1 leads; d0 and d2 follow in device order however the plan lists them
+    inst = _instance([{"id": "c", "shape": CONV}], [{"a": 1.0, "b": 3.0}],
+                     classes=("a", "b", "a"))
+    one = evaluate(inst, _split(("c",), {"c": "rows"}, ("d1", "d0", "d2")))
+    two = evaluate(inst, _split(("c",), {"c": "rows"}, ("d1", "d2", "d0")))
+    assert one == two
+
+
 def test_shares_and_grid_shapes() -> None:
     assert proportional(10, [3.0, 1.0]) == [(0, 8), (8, 10)]  # 7.5 and 2.5: tie to the first
     assert proportional(3, [1.0, 1.0, 1.0]) == [(0, 1), (1, 2), (2, 3)]
