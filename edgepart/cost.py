@@ -584,7 +584,8 @@ def _replicate(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
 def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
     inst = ctx.inst
     layers = ctx.layers(b)
-    group = SplitGroup(inst, split_order(inst, st), ctx.shapes)
+    order = split_order(inst, st)
+    group = SplitGroup(inst, order, ctx.shapes)
     schemes = {inst.model.index[lid]: s for lid, s in st.schemes}
     cost = group.stage(layers, schemes, _input_bytes(inst, layers[0]))
     recv, send = ctx.recv[b + 1][0], ctx.send[b + 1][0]
@@ -593,7 +594,7 @@ def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
     return StageMetrics(st.device, st.layers, cost.time_s, recv, send,
                         ctx.combine()(recv, cost.time_s, send), max(memory),
                         ctx.recv_b[b + 1][0], ctx.send_b[b + 1][0], recv + cost.time_s,
-                        Mode.SPLIT, st.members, memory, st.schemes)
+                        Mode.SPLIT, tuple(inst.devices[d].id for d in order), memory, st.schemes)
 
 
 def split_order(inst: Instance, st: Stage) -> list[int]:
