@@ -274,8 +274,8 @@ of the same profile (`monolithic`). Throughput with {AMP4EC_NODES + 1} requests 
 `latency_change_%` at `--inflight 1` (empty pipeline), `loaded_latency_change_%` with \
 {AMP4EC_NODES + 1} in flight. AMP4EC reports {AMP4EC_REPORTED['latency']}% latency and \
 +{AMP4EC_REPORTED['throughput']}% throughput against its monolithic baseline. Caveat: a CPU quota \
-only slows work longer than a few scheduler periods (10 ms here; the kernel's 1 ms minimum quota \
-bounds it from below), so a stage shorter than that runs in one burst at full speed: the \
+only slows work longer than a few scheduler periods (5 ms here, see docs/runtime.md's quota \
+fidelity section), so a stage shorter than that runs in one burst at full speed: the \
 `--inflight 1` latencies of short stages are optimistic, and more so for the partitioned plan \
 (shorter stages) than for the monolithic one. Throughput, a sustained rate, is not affected.
 
