@@ -164,7 +164,10 @@ def main() -> None:
     parser.add_argument("--periods", default="5000",
                         help="CFS periods in us (comma-separated): the first runs every "
                              "configuration, the others the AMP4EC ones")
-    parser.add_argument("--cache", default=str(ROOT / "out" / "bench-cache" / "fidelity"))
+    parser.add_argument("--only", default=None, metavar="CONFIG",
+                        help="run only the configurations of this name (e.g. amp4ec_0.4cpu)")
+    parser.add_argument("--cache", default=str(ROOT / "out" / "bench-cache" / "fidelity"),
+                        help="measured profiles (default out/bench-cache/fidelity, gitignored)")
     parser.add_argument("--json", default=None, metavar="FILE")
     args = parser.parse_args()
     cache = Path(args.cache)
@@ -173,8 +176,9 @@ def main() -> None:
     t0, load0 = time.perf_counter(), os.getloadavg()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgepart-fidelity-") as tmp:
+        chosen = tuple(c for c in CONFIGS if args.only in (None, c[0]))
         for k, period in enumerate(periods):
-            configs = CONFIGS if k == 0 else tuple(c for c in CONFIGS if c[3])
+            configs = chosen if k == 0 else tuple(c for c in chosen if c[3])
             rows += rows_for(period, configs, args.requests, args.time_limit, cache, Path(tmp))
     print(f"\n## Fidelity on cgroup devices of fixed quotas ({(time.perf_counter() - t0) / 60:.0f}"
           f" min; load average at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f} on "
