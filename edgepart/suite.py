@@ -139,7 +139,9 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": MANIFEST_VERSION, "suite": "edgepart-suite",
                 "about": "Instances of edgepart-suite with their sizes and, per objective, the "
-                         "proven optimum or the best bound and gap (docs/suite.md).",
+                         "proven optimum or the best bound and gap (docs/suite.md), over "
+                         "pipeline plans (one device per stage).",
+                "plan_space": "pipeline",
                 "instances": [e.to_dict() for e in self.entries]}
 
 

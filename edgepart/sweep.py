@@ -2,9 +2,11 @@
 
 A sweep is the product of instances (files, globs, or a suite manifest), method names (taken
 from the registry, :data:`edgepart.solvers.base.METHODS`; ``heuristics`` names every registered
-method except the exact backends of :data:`EXACT`, ``all`` every one), objectives and option
+method except the exact backends of :data:`EXACT` and the device-group methods, ``all`` every
+one), objectives and option
 sets (:class:`~edgepart.solvers.base.SolveOptions` fields such as ``formulation``, ``seed``,
-``max_latency``). Each run is the library's solve path, ``get_method(name)(inst, options)``, so
+``max_latency``, ``plan_space``). Each run is the library's solve path,
+:func:`edgepart.solvers.base.solve` (what ``edgepart solve`` runs), so
 every plan is validated and scored by the one evaluator (:func:`edgepart.solvers.base.finish`);
 a raised exception becomes a row with status ``error``, never a crash of the sweep, and so does
 a run that ignores its time limit: it is stopped at :func:`hard_limit`.
@@ -12,7 +14,8 @@ a run that ignores its time limit: it is stopped at :func:`hard_limit`.
 Each run's row (:data:`COLUMNS`) has the objective value, the bound, the wall time, the backend
 that answered and, when the instance belongs to a suite manifest (``manifest.json`` beside its
 file, or one named by the sweep) with a proven optimum for that objective, the gap to it:
-``gap_pct = 100 (value - optimum) / optimum``.
+``gap_pct = 100 (value - optimum) / optimum``. The optima are over pipeline plans, so runs of
+device-group methods or plan spaces get no gap (:func:`pipeline_run`).
 
 Rows are appended to the table (Parquet; CSV when the path ends in ``.csv``) as they come: the
 table is rewritten atomically (a temporary file, then a rename) at most every
@@ -51,19 +54,30 @@ from edgepart.errors import InputError
 from edgepart.files import read_json
 from edgepart.instance import load_instance
 from edgepart.results import SolutionStatus, SolveResult, Termination
-from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method
+from edgepart.solvers.base import (
+    GROUP_METHODS,
+    METHODS,
+    Objective,
+    PlanSpace,
+    SolveOptions,
+    get_method,
+    solve,
+)
 from edgepart.suite import MANIFEST, Manifest, load_manifest
 
 __all__ = [
     "COLUMNS", "EXACT", "KEY", "RunOverran", "SweepSpec", "Task", "as_table", "default_threads",
     "expand_instances", "hard_limit",
-    "load_spec", "make_spec", "read_table", "resolve_methods", "run_sweep", "run_task", "tasks",
+    "load_spec", "make_spec", "pipeline_run", "read_table", "resolve_methods", "run_sweep",
+    "run_task", "tasks",
 ]
 
 EXACT = ("auto", "cpsat", "highs", "cbc", "brute")
-"""Registered exact backends that ``heuristics`` leaves out (every other method is in it, so a
-newly registered heuristic joins sweeps without a change here)."""
-OPTION_FIELDS = ("formulation", "seed", "max_latency", "max_period", "extra")
+"""Registered exact backends that ``heuristics`` leaves out. It also leaves out the methods of
+device-group plans (:data:`~edgepart.solvers.base.GROUP_METHODS`); every other registered
+method is in it, so a newly registered heuristic joins sweeps without a change here."""
+OPTION_FIELDS = ("formulation", "seed", "max_latency", "max_period", "extra", "plan_space",
+                 "max_group")
 """SolveOptions fields a sweep may vary (the objective, time limit and threads are its own)."""
 KEY = ("instance", "method", "objective", "options")
 """Columns that identify a run: a combination already in the table is not run again."""
@@ -152,7 +166,7 @@ def resolve_methods(names: Sequence[str]) -> tuple[str, ...]:
         if name == "all":
             out += sorted(METHODS)
         elif name == "heuristics":
-            out += sorted(m for m in METHODS if m not in EXACT)
+            out += sorted(m for m in METHODS if m not in EXACT and m not in GROUP_METHODS)
         else:
             get_method(name)
             out.append(name)
@@ -234,9 +248,17 @@ def default_threads(jobs: int) -> int:
     return max(1, (cores or 1) // max(1, jobs))
 
 
+def pipeline_run(method: str, options: Mapping[str, Any]) -> bool:
+    """Whether a run searches pipeline plans only (one device per stage), the plans the suite's
+    optima are proven over: a device-group method or plan space may beat them legitimately, so
+    its rows get no gap."""
+    space = options.get("plan_space", PlanSpace.PIPELINE.value)
+    return method not in GROUP_METHODS and space == PlanSpace.PIPELINE.value
+
+
 def tasks(spec: SweepSpec, threads: int) -> list[Task]:
-    """Every run of ``spec``; the gap reference comes from the manifests of the spec and from a
-    ``manifest.json`` beside each instance file."""
+    """Every run of ``spec``; the gap reference (pipeline runs only, :func:`pipeline_run`) comes
+    from the manifests of the spec and from a ``manifest.json`` beside each instance file."""
     optima = _optima(spec)
     out = []
     for path in spec.instances:
@@ -245,7 +267,8 @@ def tasks(spec: SweepSpec, threads: int) -> list[Task]:
             for objective in spec.objectives:
                 optimum, family = optima.get((name, objective), (None, ""))
                 out += [Task(name, str(path), method, objective, canonical_options(o),
-                             spec.time_limit, threads, optimum, family)
+                             spec.time_limit, threads,
+                             optimum if pipeline_run(method, o) else None, family)
                         for o in spec.options]
     return out
 
@@ -275,7 +298,7 @@ def run_task(task_json: str) -> str:
         options = SolveOptions(objective=Objective(task.objective), time_limit=task.time_limit,
                                threads=task.threads, **json.loads(task.options))
         with _hard_limit(hard_limit(task.time_limit)):
-            result = get_method(task.method)(inst, options)
+            result = solve(inst, task.method, options)
     except Exception as err:  # a failure becomes a row, not a crash of the sweep
         error = f"{type(err).__name__}: {err}"
         result = SolveResult(method=task.method, termination=Termination.ERROR,

@@ -21,7 +21,7 @@ from edgepart.errors import InputError
 from edgepart.instance import Instance, load_instance
 from edgepart.plan import Plan
 from edgepart.results import SolveResult
-from edgepart.solvers.base import METHODS, SolveOptions, register
+from edgepart.solvers.base import GROUP_METHODS, METHODS, SolveOptions, register
 from edgepart.suite import load_manifest
 from edgepart.sweep import (
     EXACT,
@@ -30,10 +30,12 @@ from edgepart.sweep import (
     default_threads,
     load_spec,
     make_spec,
+    pipeline_run,
     read_table,
     resolve_methods,
     run_sweep,
     run_task,
+    tasks,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +154,7 @@ def test_methods_come_from_the_registry() -> None:
         heuristics = resolve_methods(["heuristics"])
         assert "test_only_heuristic" in heuristics
         assert not set(EXACT) & set(heuristics)
+        assert not set(GROUP_METHODS) & set(heuristics)
         assert {"greedy", "seifer", "dp"} <= set(heuristics)
         assert set(resolve_methods(["all"])) == set(METHODS)
     finally:
@@ -176,6 +179,17 @@ def test_a_method_that_ignores_its_limit_is_stopped(monkeypatch: pytest.MonkeyPa
         del METHODS["test_only_endless"]
     assert row["status"] == "error" and "overran its time limit" in row["error"]
     assert row["plan"] == "" and math.isnan(row["objective_s"])
+
+
+def test_group_plans_get_no_gap_to_pipeline_optima() -> None:
+    # the suite's optima are over pipeline plans; a device-group plan may beat them
+    spec = make_spec(SMALL[:1], ["greedy", "dataparallel"], ["bottleneck"],
+                     [{}, {"plan_space": "hybrid"}], 10)
+    optimum = {(t.method, t.options): t.optimum_s for t in tasks(spec, 1)}
+    assert optimum[("greedy", "{}")] is not None
+    assert optimum[("greedy", '{"plan_space":"hybrid"}')] is None
+    assert optimum[("dataparallel", "{}")] is None
+    assert pipeline_run("greedy", {}) and not pipeline_run("dataparallel", {})
 
 
 def test_threads_times_jobs_within_cores() -> None:
