@@ -234,7 +234,8 @@ def test_port_in_use_is_an_input_error() -> None:
 
 def test_disconnect_warnings_are_dropped_and_other_lines_kept() -> None:
     """Written to file descriptor 2 as TensorPipe's C++ threads write them: only the broken-
-    connection warning goes; a line of any other form, and an unfinished last line, stay."""
+    connection and the shutting-down warnings go; a line of any other form, and an unfinished
+    last line, stay."""
     import subprocess
     import sys
 
@@ -244,6 +245,8 @@ def test_disconnect_warnings_are_dropped_and_other_lines_kept() -> None:
         "with disconnects_unlogged():\n"
         "    os.write(2, b'[W1130 10:17:46.980950697 tensorpipe_agent.cpp:941] RPC agent for w0'"
         " b' encountered error when reading incoming response from w1: eof (x.cc:259)\\n')\n"
+        "    os.write(2, b\"[W1130 11:17:21.1 tensorpipe_agent.cpp:620] RPC agent for w0 won't\"\n"
+        "             b\" send response to request #14 to w3, as the agent is shutting down\\n\")\n"
         "    print('edgepart run: warning: kept', file=sys.stderr)\n"
         "    os.write(2, b'[W1130 other.cpp:1] kept too\\nunfinished')\n"
         "print(' after', file=sys.stderr)\n")

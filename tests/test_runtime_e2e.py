@@ -214,4 +214,4 @@ def test_a_normal_run_leaves_stderr_clean(tmp_path: Path) -> None:
                   "--emulate", "pad")
     assert result.returncode == 0, result.stderr
     noise = [ln for ln in result.stderr.splitlines() if not ln.startswith("edgepart run: warning:")]
-    assert noise == []
+    assert noise == [], result.stderr

@@ -226,9 +226,10 @@ class RpcTransport:
 
 
 DISCONNECT_LOG = re.compile(rb"^\[W[^\]]*tensorpipe_agent\.cpp:\d+\] RPC agent for \S+ "
-                            rb"encountered error")
-"""TensorPipe's warning for a connection that broke (a worker that died or was killed, or any
-peer during a non-graceful shutdown)."""
+                            rb"(encountered error|won't send response to request)")
+"""TensorPipe's warnings for a connection that broke (a worker that died or was killed, or any
+peer during a non-graceful shutdown) and for a call that came in while the agent shut down (a
+worker waiting for the driver to leave, see :mod:`~edgepart.runtime.worker`)."""
 
 
 @contextlib.contextmanager
