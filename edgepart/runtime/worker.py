@@ -11,8 +11,11 @@ message for its emulated link time and then sends it, so compute of request ``i 
 transfer of request ``i``. Messages of an older epoch are dropped: after a redeploy only the
 driver's re-sent requests flow. Every stage computes on one thread, as the driver does for the
 reference outputs: the sums are then done in the same order and the outputs match bit for bit.
-A worker exits when the driver says stop or has been silent for ``idle_timeout_s`` (the driver
-pings every few hundred milliseconds), so none is ever left behind.
+A worker exits when the driver says stop (once the driver has closed its side, so the driver
+sees no connection break while it still runs) or has been silent for ``idle_timeout_s`` (the
+driver pings every few hundred milliseconds), so none is ever left behind. A message to a next
+stage that hangs is given up when a new deployment arrives, and so is the padding of a request
+that a new deployment made obsolete.
 """
 
 from __future__ import annotations
