@@ -23,7 +23,7 @@ from edgepart.instance import Instance, load_instance
 from edgepart.llm.rates import llm_rates, rates_line
 from edgepart.plan import Plan, load_plan
 from edgepart.results import SolveResult
-from edgepart.solvers.base import FORMULATIONS, SolveOptions, get_method
+from edgepart.solvers.base import FORMULATIONS, PlanSpace, SolveOptions, get_method
 
 __all__ = ["main"]
 
@@ -76,6 +76,11 @@ def _add_solve(sub: Any) -> None:
     p.add_argument("--formulation", choices=FORMULATIONS, default="auto",
                    help="exact solvers' model: stage slots, paths through cuts (relay transfers "
                         "or chains) or auto (paths for highs/cbc where they apply)")
+    p.add_argument("--plan-space", choices=[s.value for s in PlanSpace], default="pipeline",
+                   help="plans to search: pipeline (default: one device per stage), replicate, "
+                        "split or hybrid (stages may be device groups; docs/hybrid.md)")
+    p.add_argument("--max-group", type=int, default=None, metavar="K",
+                   help="most devices in one group (default: every device)")
     p.add_argument("--out", default=None, metavar="PLAN.json", help="write the plan here")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw the plan's timeline (Gantt chart of stages and transfers)")
@@ -87,8 +92,9 @@ def _add_solve(sub: Any) -> None:
 def cmd_solve(args: argparse.Namespace) -> int:
     deadline = Deadline.after(args.time_limit)  # the limit bounds loading too
     inst = load_instance(args.instance)
-    method = get_method(args.solver)
+    method = get_method(args.solver, args.plan_space)
     options = SolveOptions(objective=args.objective, time_limit=args.time_limit,
+                           plan_space=args.plan_space, max_group=args.max_group,
                            threads=args.threads, max_latency=args.max_latency,
                            max_period=args.max_period, seed=args.seed, verbose=args.verbose,
                            formulation=args.formulation,
@@ -175,12 +181,15 @@ def stage_table(inst: Instance, metrics: Metrics) -> str:
     for b, s in enumerate(metrics.stages):
         dev = inst.devices[inst.device_index[s.device]]
         span = f"{s.layers[0]} .. {s.layers[-1]}" if len(s.layers) > 1 else s.layers[0]
+        device = f"{s.device}+{len(s.devices) - 1}" if len(s.devices) > 1 else s.device
         lines.append(
-            f"{b:>5}  {s.device:<14.14} {dev.cls:<16.16} {len(s.layers):>6}  {span:<34.34}"
+            f"{b:>5}  {device:<14.14} {dev.cls:<16.16} {len(s.layers):>6}  {span:<34.34}"
             f"{s.compute_s * 1e3:>9.3f} {s.recv_s * 1e3:>8.3f} {s.send_s * 1e3:>8.3f}"
             f" {s.time_s * 1e3:>9.3f}  {s.memory_bytes / 1e6:>7.1f}"
             f" / {dev.memory_bytes / 1e6:<7.0f}")
     lines.append("(times in ms per request; 'in'/'out' = receive/send transfer time)")
+    lines.extend(f"(stage {b}: {s.mode} over {', '.join(s.devices)})"
+                 for b, s in enumerate(metrics.stages) if len(s.devices) > 1)
     return "\n".join(lines)
 
 
