@@ -118,6 +118,10 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
     problems = validate_plan(inst, plan)
     if problems:
         raise InputError([f"plan: {p}" for p in problems])
+    groups = [b for b, stage in enumerate(plan.stages) if len(stage.devices) > 1]
+    if groups:  # device groups are scored and solved (docs/hybrid.md), not yet run
+        raise InputError(f"plan: stages[{groups[0]}]: the runtime runs one device per stage; "
+                         f"replicated and split stages are not supported by `edgepart run` yet")
     if options.requests < 1:
         raise InputError(f"--requests: must be >= 1, got {options.requests}")
     if options.inflight is not None and options.inflight < 1:
