@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgepart.cli_common import EXIT_BAD_INPUT, EXIT_NO_PLAN, EXIT_OK
 from edgepart.errors import InputError
 from edgepart.instance import load_instance
-from edgepart.plan import load_plan
+from edgepart.plan import Plan, load_plan
 
 if TYPE_CHECKING:
     from edgepart.profiling.catalog import DeviceClass
@@ -156,7 +156,7 @@ def _import_msr_plan(args: argparse.Namespace) -> int:
 def _export_msr(args: argparse.Namespace) -> int:
     from edgepart.interop import msr
 
-    split = msr.plan_to_split(load_instance(args.instance), load_plan(args.plan))
+    split = msr.plan_to_split(load_instance(args.instance), _pipeline_plan(args.plan))
     _emit(json.dumps(split, indent=2) + "\n", args.out)
     return EXIT_OK
 
@@ -165,7 +165,7 @@ def _export_torch(args: argparse.Namespace) -> int:
     from edgepart.interop import torch_pipelining as tp
     from edgepart.profiling.model_spec import build_model, parse_model_args
 
-    inst, plan = load_instance(args.instance), load_plan(args.plan)
+    inst, plan = load_instance(args.instance), _pipeline_plan(args.plan)
     spec = args.model or inst.meta.get("model_spec")
     if not isinstance(spec, str):
         raise InputError("--model: give the model spec (the instance's meta.model_spec is "
@@ -180,6 +180,16 @@ def _export_torch(args: argparse.Namespace) -> int:
         return EXIT_NO_PLAN
     _emit(split.to_json() + "\n" if args.json else split.to_code(), None)
     return EXIT_OK
+
+
+def _pipeline_plan(path: str) -> Plan:
+    """The plan at ``path``; the export formats hold one device per stage, so groups are refused."""
+    plan = load_plan(path)
+    for b, stage in enumerate(plan.stages):
+        if len(stage.devices) > 1:
+            raise InputError(f"{path}: stages[{b}]: a {stage.mode} group of "
+                             f"{len(stage.devices)} devices has no form in this export format")
+    return plan
 
 
 def _write_instance(data: dict[str, Any], out: str, name: str) -> None:
