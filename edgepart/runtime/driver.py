@@ -40,13 +40,14 @@ from typing import Any
 
 import torch
 
-from edgepart.cost import Metrics, evaluate, validate_plan
+from edgepart.cost import Metrics, evaluate, split_order, validate_plan
 from edgepart.instance import Instance, Link
-from edgepart.plan import Plan
+from edgepart.plan import Mode, Plan, Stage
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
 from edgepart.runtime.emulate import Emulation, LinkClock, stage_cpus
+from edgepart.runtime.groups import ReplicaScheduler, drop_replicas, ends, slice_parts
 from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_seconds
 from edgepart.runtime.replan import exact_plan, quick_plan, replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report, rate
@@ -125,6 +126,12 @@ def _drain_inbox() -> None:
             events.INBOX.get_nowait()
 
 
+def _compute(inst: Instance, st: Stage, device: str) -> float:
+    """Predicted compute of stage ``st``'s layers on ``device`` (one replica's)."""
+    d = inst.device_index[device]
+    return sum(inst.times[inst.model.index[lid]][d] for lid in st.layers)
+
+
 def _link(inst: Instance, src: str | None, dst: str | None) -> Link | None:
     """The link a message from ``src`` to ``dst`` takes (None: no message, or same device)."""
     if src is None or dst is None or src == dst:
@@ -138,24 +145,26 @@ class _Source(threading.Thread):
     def __init__(self, transport: Transport) -> None:
         super().__init__(daemon=True)
         self.transport = transport
-        self.queue: queue.Queue[tuple[int, int, torch.Tensor] | None] = queue.Queue()
-        self.route: tuple[int, int, Link | None, Emulation] = (-1, 0, None, Emulation())
+        self.queue: queue.Queue[tuple[int, int, torch.Tensor, tuple[int, ...]] | None] = (
+            queue.Queue())
+        self.route: tuple[int, dict[int, Link | None], Emulation] = (-1, {}, Emulation())
         self.link = LinkClock()
         self.log: list[SourceSend] = []
 
     def run(self) -> None:
         while (item := self.queue.get()) is not None:
-            epoch, request, x = item
-            current, rank, link, emulation = self.route
+            epoch, request, x, route = item
+            current, links, emulation = self.route
             if epoch != current:
                 continue
-            wait = emulation.link_wait(link, x.numel() * x.element_size())
+            rank = route[0]
+            wait = emulation.link_wait(links.get(rank), x.numel() * x.element_size())
             taken = time.perf_counter()
             self.link.hold(wait)
             t0 = time.perf_counter()
             try:
                 if call_while(self.transport, functools.partial(self.routes, epoch), rank,
-                              worker.submit, epoch, request, (x,), ()):
+                              worker.submit, epoch, request, (x,), (), route):
                     self.log.append((epoch, request, taken, time.perf_counter()))
             except Exception as err:  # backend-specific: the first stage is gone
                 events.INBOX.put(events.Fault(epoch, 0, rank, first_line(err)))
@@ -232,6 +241,9 @@ class _Stream:
         self.quotas = (_Quotas(cluster, prep.inst, prep.cgroup_cpus)
                        if prep.cgroup_cpus is not None else None)
         self.targets = evaluate(prep.inst, prep.plan)  # predicted on the devices as they are
+        self.schedulers: dict[int, ReplicaScheduler] = {}  # replicated stage -> its scheduler
+        self.routes: dict[int, tuple[int, ...]] = {}  # request -> the ranks it is dealt to
+        self.served: collections.Counter[str] = collections.Counter()  # device -> answers
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -278,18 +290,43 @@ class _Stream:
         self.sent.setdefault(request, time.perf_counter())
         self.pending.add(request)
         x = self.prep.inputs[request % len(self.prep.inputs)]
-        self.source.queue.put((self.cluster.epoch, request, x))
+        self.source.queue.put((self.cluster.epoch, request, x, self.deal(request)))
+
+    def deal(self, request: int) -> tuple[int, ...]:
+        """The rank of every stage's end for ``request``: each replicated stage's scheduler
+        picks a replica (:mod:`~edgepart.runtime.groups`)."""
+        self.release(request)
+        route = tuple(self.schedulers[b].pick() if b in self.schedulers
+                      else self.cluster.ranks[st.device] for b, st in enumerate(self.plan.stages))
+        self.routes[request] = route
+        return route
+
+    def release(self, request: int, hops: tuple[events.Hop, ...] = ()) -> None:
+        """``request`` left the replicas it was dealt to (answered, or dealt again); with its
+        ``hops``, each replica's measured compute updates its scheduler."""
+        route = self.routes.pop(request, None)
+        if route is None:
+            return
+        compute = {device: real_s for device, _, real_s in hops}
+        for b, scheduler in self.schedulers.items():
+            scheduler.release(route[b])
+            device = self.cluster.devices.get(route[b])
+            if device in compute:
+                scheduler.observe(route[b], compute[device])
 
     def on_result(self, ev: events.Result) -> None:
         if ev.request == WARMUP:
             self.warm = True
             self.pending.discard(WARMUP)
+            self.release(WARMUP)
             return
         if ev.request in self.done:
             self.duplicates += 1
             return
         self.done[ev.request] = ev.received
         self.pending.discard(ev.request)
+        self.release(ev.request, ev.hops)
+        self.served.update(device for device, _, _ in ev.hops)
         reference = self.prep.references[ev.request % len(self.prep.references)]
         try:
             torch.testing.assert_close(ev.output, reference)
@@ -323,9 +360,13 @@ class _Stream:
         self.cluster.epoch = epoch
         failed = self.cluster.deploy(configs)
         self.plan = plan
-        first = plan.stages[0].device
-        self.source.route = (epoch, self.cluster.ranks[first],
-                             _link(self.truth, self.truth.source, first), self.prep.emulation)
+        self.routes.clear()
+        self.schedulers = {b: ReplicaScheduler({self.cluster.ranks[d]: _compute(self.truth, st, d)
+                                                for d in st.members})
+                           for b, st in enumerate(plan.stages) if st.mode is Mode.REPLICATE}
+        links = {self.cluster.ranks[d]: _link(self.truth, self.truth.source, d)
+                 for d in ends(plan.stages[0])}
+        self.source.route = (epoch, links, self.prep.emulation)
         self.deployments.append(Deployment(epoch, reason, plan, evaluate(self.belief, plan),
                                            time.perf_counter() - t0))
         self.reset_adaptation()
@@ -333,19 +374,39 @@ class _Stream:
 
     def configs(self, plan: Plan, specs: Sequence[StageSpec], epoch: int,
                 first: bool) -> dict[int, worker.StageConfig | None]:
-        """What every worker runs in deployment ``epoch`` (None: no stage)."""
-        truth, emulation = self.truth, self.prep.emulation
-        devices = [st.device for st in plan.stages]
+        """What every worker runs in deployment ``epoch`` (None: no stage): a stage's device,
+        every replica of a replicated stage (each padded to its own compute), a split stage's
+        lead and its helpers (the lead padded to the group's compute)."""
         out: dict[int, worker.StageConfig | None] = dict.fromkeys(self.cluster.devices)
-        for b, spec in enumerate(specs):
-            here, last = devices[b], b + 1 == len(devices)
-            fail = self.options.fail_after if first and b == self.options.fail_stage else None
-            out[self.cluster.ranks[here]] = worker.StageConfig(
-                epoch, here, spec, 0 if last else self.cluster.ranks[devices[b + 1]],
-                _link(truth, here, truth.sink if last else devices[b + 1]), emulation,
-                emulation.pad_target(self.targets.stages[b].compute_s), self.slowdowns.get(here),
-                fail, self.options.fail_hang)
+        for b, (st, spec) in enumerate(zip(plan.stages, specs, strict=True)):
+            nxt = ends(plan.stages[b + 1]) if b + 1 < len(plan.stages) else (None,)
+            roles = self.split_roles(st) if st.mode is Mode.SPLIT else {}
+            for here in ends(st):
+                fail = (self.options.fail_after
+                        if first and b == self.options.fail_stage and here == st.device else None)
+                compute = (_compute(self.truth, st, here) if st.mode is Mode.REPLICATE
+                           else self.targets.stages[b].compute_s)
+                links = tuple((0 if d is None else self.cluster.ranks[d],
+                               _link(self.truth, here, self.truth.sink if d is None else d))
+                              for d in nxt)
+                out[self.cluster.ranks[here]] = worker.StageConfig(
+                    epoch, here, spec, links, self.prep.emulation,
+                    self.prep.emulation.pad_target(compute), self.slowdowns.get(here), fail,
+                    self.options.fail_hang, roles.get(here))
+            for device, role in roles.items():
+                if device != st.device:
+                    out[self.cluster.ranks[device]] = worker.StageConfig(
+                        epoch, device, spec, (), self.prep.emulation, split=role)
         return out
+
+    def split_roles(self, st: Stage) -> dict[str, worker.SplitRole]:
+        """Each member's part of split stage ``st`` (the lead's lists every member's)."""
+        order = [self.truth.devices[d].id for d in split_order(self.truth, st)]
+        parts = [tuple(p) for p in slice_parts(self.truth, st)]
+        ranks = tuple(self.cluster.ranks[d] for d in order)
+        return {d: worker.SplitRole(parts[i], i == 0, ranks if i == 0 else (),
+                                    tuple(parts) if i == 0 else ())
+                for i, d in enumerate(order)}
 
     # --- faults --------------------------------------------------------------------------------
 
@@ -372,7 +433,9 @@ class _Stream:
             self.truth = self.truth.without_devices(gone)
             self.belief = self.belief.without_devices(gone)
             ranks = set()
-            if gone & {st.device for st in self.plan.stages}:
+            if self.drop_replicas(gone, noticed):
+                return
+            if gone & {d for st in self.plan.stages for d in st.members}:
                 self.switch_to = self.exact = None
                 t1 = time.perf_counter()
                 result, plan = quick_plan(self.belief, self.options.replan_time_limit_s)
@@ -391,6 +454,29 @@ class _Stream:
             self.recovering = (noticed, self.cluster.epoch)
         else:
             self.failures[-1]["recovery_s"] = time.perf_counter() - noticed
+
+    def drop_replicas(self, gone: set[str], noticed: float) -> bool:
+        """When ``gone`` are only replicas of replicated stages that keep others, the others
+        take their share: no re-plan, no new epoch; the requests dealt to them are dealt again.
+        False when a re-plan is needed (or ``gone`` ran nothing)."""
+        plan = drop_replicas(self.plan, gone)
+        if plan is None or plan == self.plan:
+            return False
+        dead = {self.cluster.ranks[d] for d in gone}
+        for scheduler in self.schedulers.values():
+            for rank in dead:
+                scheduler.drop(rank)
+        self.plan, self.targets = plan, evaluate(self.truth, plan)
+        self.failures[-1].update(replan_s=0.0, replan_method="none: the other replicas take "
+                                 "its share", replan_period_s=self.targets.bottleneck_s)
+        lost = [r for r in sorted(self.pending) if dead & set(self.routes.get(r, ()))]
+        for request in lost:
+            self.send(request)
+        if lost:
+            self.recovering = (noticed, self.cluster.epoch)
+        else:
+            self.failures[-1]["recovery_s"] = 0.0
+        return True
 
     def resend_pending(self) -> None:
         """Send every unanswered request again, to the deployment just made."""

@@ -26,6 +26,7 @@ from edgepart.instance import CostModel, Instance, Transfer
 from edgepart.plan import Plan
 from edgepart.runtime.emulate import CPU_HEADROOM, Emulation, Mode, scale_needed, stage_cpus
 from edgepart.runtime.emulate import usable_cpus as host_cpus
+from edgepart.runtime.groups import split_refusals
 from edgepart.runtime.split import StageSpec, build_stage, load_model, split_plan, trace
 from edgepart.runtime.transport import Address
 
@@ -96,6 +97,9 @@ def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
     model = load_model(options.model, options.seed, options.weights)
     gm = trace(model, shape).graph_module
     specs = split_plan(gm, inst, plan)
+    refusals = split_refusals(gm, inst, plan)
+    if refusals:
+        raise InputError(refusals)
     inputs = _inputs(shape, options.seed, min(options.requests, INPUT_POOL))
     with _one_thread(), torch.no_grad():
         references = [model(x) for x in inputs]
@@ -118,10 +122,10 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
     problems = validate_plan(inst, plan)
     if problems:
         raise InputError([f"plan: {p}" for p in problems])
-    groups = [b for b, stage in enumerate(plan.stages) if len(stage.devices) > 1]
-    if groups:  # device groups are scored and solved (docs/hybrid.md), not yet run
-        raise InputError(f"plan: stages[{groups[0]}]: the runtime runs one device per stage; "
-                         f"replicated and split stages are not supported by `edgepart run` yet")
+    groups = [b for b, stage in enumerate(plan.stages) if len(stage.members) > 1]
+    if groups and options.emulate is Mode.CGROUP:  # quotas are set per stage, not per member
+        raise InputError(f"--emulate cgroup: plan stages[{groups[0]}] is a device group; "
+                         "groups run with --emulate none or pad")
     if options.requests < 1:
         raise InputError(f"--requests: must be >= 1, got {options.requests}")
     if options.inflight is not None and options.inflight < 1:

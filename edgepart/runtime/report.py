@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgepart.plan import Mode as PlanMode
 from edgepart.runtime.emulate import Mode
 from edgepart.runtime.replan import best_single_device
 
@@ -65,6 +66,7 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
         "inflight": prep.inflight, "host_cpus": prep.cpus,
         "wall_s": (done[-1] - min(stream.sent[r] for r in stream.done)) if done else 0.0,
         "stages": stages,
+        "final_plan": stream.plan.to_dict(),
         "deployments": [_deployment(d) for d in stream.deployments],
         "failures": len(stream.failures),
         "replans": sum(d.reason.startswith("failure") for d in stream.deployments),
@@ -101,6 +103,10 @@ def _stages(prep: Prepared, stream: _Stream) -> list[dict[str, Any]]:
         row.update(_measured(recs[warmup(len(recs)):], prep.emulation.time_scale, pad))
         row.update({"predicted_compute_s": st.compute_s, "predicted_transfer_s": st.send_s,
                     "predicted_receive_s": st.recv_s})
+        if st.devices:  # a group: its mode, and each replica's answered requests
+            row.update(mode=st.mode.value, devices=list(st.devices))
+        if st.mode is PlanMode.REPLICATE:
+            row["replica_requests"] = {d: stream.served[d] for d in st.devices}
         rows.append(row)
     return rows
 

@@ -38,14 +38,17 @@ from edgepart.instance import Link
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import emulate, events
 from edgepart.runtime.emulate import Emulation
+from edgepart.runtime.groups import PeerError, SlicePart, helper_slices, scatter_stage
 from edgepart.runtime.split import StageSpec, build_stage, fingerprint, load_model, payload_bytes
 from edgepart.runtime.split import trace as trace_model
 from edgepart.runtime.transport import Address, RpcTransport, Transport, call_while
 
 __all__ = [
     "Record",
+    "SplitRole",
     "StageConfig",
     "WorkerSetup",
+    "compute_slice",
     "deploy",
     "ping",
     "records",
@@ -65,19 +68,38 @@ class WorkerSetup:
 
 
 @dataclass(frozen=True, slots=True)
+class SplitRole:
+    """This device's part of a split stage: its slices, and (on the lead) every member's rank
+    and parts in :func:`~edgepart.cost.split_order` (the lead's first)."""
+
+    parts: tuple[SlicePart, ...]
+    lead: bool
+    ranks: tuple[int, ...] = ()
+    member_parts: tuple[tuple[SlicePart, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StageConfig:
-    """One deployment of a stage on this worker's device."""
+    """One deployment of a stage on this worker's device.
+
+    ``links``: the outgoing link to emulate for each rank the stage may send to (0: the driver;
+    a link None: same device or no sink); a request's *route* names the rank of every stage's
+    end (the driver's scheduler chose the replica of each replicated stage)."""
 
     epoch: int
     device: str
     spec: StageSpec
-    next_rank: int  # 0: the driver
-    link: Link | None  # the outgoing link to emulate (None: same device or no sink)
+    links: tuple[tuple[int, Link | None], ...]
     emulation: Emulation
     pad_s: float | None = None
     slowdown: tuple[float, int] | None = None  # (factor, from request id)
     fail_after: int | None = None
     fail_hang: bool = False  # at fail_after: stop (SIGSTOP, alive but silent) instead of dying
+    split: SplitRole | None = None
+
+    def next_rank(self, route: tuple[int, ...]) -> int:
+        """Where this stage sends a request on ``route`` (0: the driver)."""
+        return 0 if self.spec.final else route[self.spec.index + 1]
 
 
 @dataclass(slots=True)
@@ -103,6 +125,7 @@ class _Work:
     request: int
     values: Any
     hops: tuple[events.Hop, ...]
+    route: tuple[int, ...]
     arrived: float = field(default_factory=time.perf_counter)
 
 
@@ -120,6 +143,7 @@ class _Worker:
         self.gm: torch.fx.GraphModule | None = None
         self.config: StageConfig | None = None
         self.module: torch.nn.Module | None = None
+        self.slices: dict[str, torch.nn.Module] = {}  # a split helper's, by fx node
         self.count = 0
         self.log: list[Record] = []
         self.link = emulate.LinkClock()
@@ -147,8 +171,12 @@ class _Worker:
                 # --fail-stage: die (or hang, --fail-hang) mid-stream
                 os.kill(os.getpid(), signal.SIGSTOP if cfg.fail_hang else signal.SIGKILL)
             started = time.perf_counter()
-            with torch.no_grad():
-                out = module(*work.values)
+            try:
+                with torch.no_grad():
+                    out = module(*work.values)
+            except PeerError as err:  # a split helper is gone: the driver re-plans
+                self._report(cfg, err.rank, first_line(err))
+                continue
             computed = time.perf_counter()
             finished = _sleep_until(started + _emulated(cfg, work.request, computed - started),
                                     self.redeployed)
@@ -174,25 +202,49 @@ class _Worker:
         if self.current(cfg.epoch) is None:
             return
         rec.nbytes = payload_bytes(out)
-        rec.link_wait = cfg.emulation.link_wait(cfg.link, rec.nbytes)
+        rank = cfg.next_rank(work.route)
+        rec.link_wait = cfg.emulation.link_wait(dict(cfg.links).get(rank), rec.nbytes)
         rec.held = self.link.hold(rec.link_wait)
         rec.sent = time.perf_counter()
-        target = events.deliver if cfg.next_rank == 0 else submit
+        if rank == 0:
+            target: Any = events.deliver
+            args: tuple[Any, ...] = (cfg.epoch, work.request, out, work.hops)
+        else:
+            target, args = submit, (cfg.epoch, work.request, out, work.hops, work.route)
         try:
             if not call_while(self.transport, lambda: self.current(cfg.epoch) is not None,
-                              cfg.next_rank, target, cfg.epoch, work.request, out, work.hops):
+                              rank, target, *args):
                 return  # redeployed meanwhile (the next stage hung): the message is obsolete
         except Exception as err:  # the transport's error types are backend-specific
-            self._report(cfg, first_line(err))
+            self._report(cfg, rank, first_line(err))
             return
         rec.delivered = time.perf_counter()
         self.link.sent(rec.link_wait, rec.delivered - rec.sent)
         self.log.append(rec)
 
-    def _report(self, cfg: StageConfig, message: str) -> None:
+    def _report(self, cfg: StageConfig, peer: int, message: str) -> None:
         with contextlib.suppress(Exception):
-            self.transport.call_async(0, events.report, cfg.epoch, self.transport.rank,
-                                      cfg.next_rank, message)
+            self.transport.call_async(0, events.report, cfg.epoch, self.transport.rank, peer,
+                                      message)
+
+    def build(self, cfg: StageConfig | None) -> tuple[torch.nn.Module | None,
+                                                       dict[str, torch.nn.Module]]:
+        """The stage module of ``cfg`` (a split lead's scatters its split layers) and, on a
+        split helper, its slices (it runs no stage of its own)."""
+        if cfg is None or self.gm is None:
+            return None, {}
+        role = cfg.split
+        if role is not None and not role.lead:
+            return None, dict(helper_slices(self.gm, role.parts))
+        module = build_stage(self.gm, cfg.spec)
+        if role is not None:
+            epoch = cfg.epoch
+
+            def remote(rank: int, node: str, piece: torch.Tensor) -> Any:
+                return self.transport.call_async(rank, compute_slice, epoch, node, piece)
+
+            module = scatter_stage(module, role.member_parts, role.ranks, remote)
+        return module, {}
 
     def close(self) -> None:
         self.inbox.put(None)
@@ -246,15 +298,29 @@ def deploy(cfg: StageConfig | None) -> None:
     w.contact = time.monotonic()
     if cfg is not None and w.gm is None:
         raise RuntimeError("deploy before setup")
-    module = build_stage(w.gm, cfg.spec) if cfg is not None and w.gm is not None else None
+    module, slices = w.build(cfg)
     with w.lock:
-        w.config, w.module, w.count = cfg, module, 0
+        w.config, w.module, w.slices, w.count = cfg, module, slices, 0
     w.redeployed.set()
 
 
-def submit(epoch: int, request: int, values: Any, hops: tuple[events.Hop, ...]) -> None:
-    """Queue a request's boundary values for this stage (called by the previous stage)."""
-    _this().inbox.put(_Work(epoch, request, values, hops))
+def submit(epoch: int, request: int, values: Any, hops: tuple[events.Hop, ...],
+           route: tuple[int, ...]) -> None:
+    """Queue a request's boundary values for this stage (called by the previous stage, or the
+    driver's source for the first); ``route``: the rank of every stage's end."""
+    _this().inbox.put(_Work(epoch, request, values, hops, route))
+
+
+def compute_slice(epoch: int, node: str, piece: torch.Tensor) -> torch.Tensor:
+    """A split helper computes its slice of fx node ``node`` (called by the group's lead)."""
+    w = _this()
+    with w.lock:
+        current, part = w.current(epoch), w.slices.get(node)
+    if current is None or part is None:
+        raise RuntimeError(f"no slice of '{node}' deployed for epoch {epoch}")
+    with torch.no_grad():
+        out = part(piece)
+    return out
 
 
 def ping() -> None:

@@ -1,0 +1,152 @@
+"""Device groups through the RPC runtime: a split stage and a replicated stage end to end (every
+request answered once, equal to the unsplit model), a replica killed mid-stream, the scheduler.
+
+``ChainNet`` is a small chain (conv, relu, max pool, conv, relu, flatten, linear) so every
+layer has a split shape; the instances come from the profiling trace with fixed layer times.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+from test_runtime_support import let_workers_import_test_models, workers_of
+from torch import nn
+
+from edgepart.errors import InputError
+from edgepart.instance import load_instance
+from edgepart.plan import Plan
+from edgepart.profiling.trace import trace_model, unit_shape
+from edgepart.runtime.driver import run
+from edgepart.runtime.groups import ReplicaScheduler, drop_replicas
+from edgepart.runtime.prepare import RunOptions
+
+SHAPE = (1, 3, 16, 16)
+SPEC = "test_runtime_groups:ChainNet"
+
+
+class ChainNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 6, 3, stride=2, padding=1)
+        self.relu2 = nn.ReLU()
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x: Any) -> Any:
+        x = self.pool(self.relu1(self.conv1(x)))
+        return self.fc(self.flat(self.relu2(self.conv2(x))))
+
+
+@pytest.fixture(autouse=True)
+def _workers_import_the_test_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    let_workers_import_test_models(monkeypatch)
+
+
+def chain_instance(devices: int = 3, times: Sequence[float] | None = None) -> dict[str, Any]:
+    """ChainNet on ``devices`` devices (``times``: each device's time per layer, 1 ms default),
+    every layer with its split shape."""
+    traced = trace_model(ChainNet(), SHAPE)
+    size = {u.id: sum(traced.value_bytes[o] for o in u.outputs) for u in traced.units}
+    per_device = list(times or [1e-3] * devices)
+    layers = [{"id": u.id, "op": u.op, "flops": 1.0, "param_bytes": 0.0,
+               "output_bytes": size[u.id], "nodes": list(u.nodes),
+               "time_s": {f"c{k}": t for k, t in enumerate(per_device)},
+               "meta": {"shape": unit_shape(traced, u)}} for u in traced.units]
+    return {
+        "format_version": 1, "name": "chainnet",
+        "model": {"name": "chainnet", "input_bytes": traced.value_bytes[traced.input_node],
+                  "layers": layers,
+                  "edges": [{"src": s, "dst": d, "bytes": size[s]} for s, d in traced.edges]},
+        "devices": [{"id": f"d{k}", "class": f"c{k}", "memory_bytes": 1e9}
+                    for k in range(len(per_device))],
+        "links": {"default": {"bandwidth_bytes_per_s": 1e9, "latency_s": 1e-4}},
+        "meta": {"input_shape": list(SHAPE)},
+    }
+
+
+LAYERS = ["conv1", "relu1", "pool", "conv2", "relu2", "flat", "fc"]
+
+
+def plan(*stages: dict[str, Any]) -> Plan:
+    return Plan.from_dict({"format_version": 1, "instance": "chainnet", "stages": list(stages)})
+
+
+def run_plan(data: dict[str, Any], p: Plan, **options: Any) -> dict[str, Any]:
+    report = run(load_instance(data), p, RunOptions(SPEC, **options))
+    assert workers_of(os.getpid()) == []
+    assert report["completed"] == report["requests"]
+    assert report["mismatches"] == 0
+    return report
+
+
+def test_the_instance_has_the_layers_the_plans_name() -> None:
+    assert [layer["id"] for layer in chain_instance()["model"]["layers"]] == LAYERS
+
+
+def test_split_stages_by_rows_and_by_channels_match_the_model() -> None:
+    # stage 0: conv1 and the pool by rows over d0, d1 (halos at the cut), then conv2 and fc by
+    # output channels over d2, d3 (stage 1's lead d2): every answer must equal the unsplit model
+    p = plan({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS[:3],
+              "schemes": {"conv1": "rows", "pool": "rows"}},
+             {"devices": ["d2", "d3"], "mode": "split", "layers": LAYERS[3:],
+              "schemes": {"conv2": "outc", "fc": "outc"}})
+    report = run_plan(chain_instance(4), p, requests=8, inflight=2)
+    assert report["duplicates_dropped"] == 0
+
+
+def test_a_replicated_stage_answers_every_request_in_order_of_ids() -> None:
+    p = plan({"device": "d0", "layers": LAYERS[:3]},
+             {"devices": ["d1", "d2"], "mode": "replicate", "layers": LAYERS[3:]})
+    report = run_plan(chain_instance(), p, requests=12, inflight=4)
+    served = report["stages"][1]["replica_requests"]
+    # two equal replicas with 4 requests in flight: the scheduler must use both
+    assert set(served) == {"d1", "d2"} and min(served.values()) >= 2
+    assert sum(served.values()) == 12
+
+
+def test_a_replica_killed_mid_stream_loses_no_request() -> None:
+    p = plan({"device": "d0", "layers": LAYERS[:3]},
+             {"devices": ["d1", "d2"], "mode": "replicate", "layers": LAYERS[3:]})
+    report = run_plan(chain_instance(), p, requests=14, inflight=4, fail_stage=1, fail_after=3)
+    assert report["failures"] == 1
+    assert report["replans"] == 0  # d2 took d1's share without a re-plan
+    assert report["failure_events"][0]["device"] == "d1"
+    assert report["final_plan"]["stages"][1] == {"device": "d2",
+                                                   "layers": LAYERS[3:]}
+
+
+def test_grid_is_refused_in_one_line() -> None:
+    p = plan({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS,
+              "schemes": {"conv1": "grid", "pool": "rows", "conv2": "outc", "fc": "outc"}})
+    with pytest.raises(InputError, match=r"stages\[0\]\.schemes\.conv1: grid is not run"):
+        run(load_instance(chain_instance(2)), p, RunOptions(SPEC))
+
+
+def test_the_scheduler_deals_in_proportion_to_speed() -> None:
+    # replica 1 computes in 1 s, replica 2 in 3 s. Scores -(q+1) x service: with nothing
+    # answered, picks go 1 (-1 vs -3), 1 (-2 vs -3), 1 (-3 vs -3: tie to the earlier), 2
+    # (-4 vs -3): 3 to 1 for every 4, the ratio of their rates 1/1 : 1/3
+    scheduler = ReplicaScheduler({1: 1.0, 2: 3.0})
+    assert [scheduler.pick() for _ in range(4)] == [1, 1, 1, 2]
+    scheduler.release(1)  # now queues 2 and 1: scores -3 and -6
+    assert scheduler.pick() == 1
+    scheduler.observe(2, 0.0)  # measured 0 s: service 0.5 x 3 + 0.5 x (3 - 0.3 x 3) = 2.55
+    assert scheduler.score(2) == pytest.approx(-2 * 2.55)
+
+
+def test_dropping_a_replica_keeps_the_others() -> None:
+    p = plan({"devices": ["d0", "d1", "d2"], "mode": "replicate", "layers": LAYERS})
+    assert drop_replicas(p, {"d1"}) == plan(
+        {"devices": ["d0", "d2"], "mode": "replicate", "layers": LAYERS})
+    assert drop_replicas(p, {"d0", "d1", "d2"}) is None
+    split = plan({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS})
+    assert drop_replicas(split, {"d1"}) is None
