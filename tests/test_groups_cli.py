@@ -2,7 +2,8 @@
 
 The known answers of the group cost model and the groups DP are in test_groups.py and
 test_hybrid.py; here only what the commands add: flags reach the solver, a group plan prints and
-round-trips through evaluate, and run / export-plan refuse it in one line (exit 2).
+round-trips through evaluate, and export-plan (and run under cgroup emulation) refuse it in
+one line (exit 2).
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ def test_export_refuses_groups_in_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0
 
 
-def test_run_refuses_groups_in_one_line(tmp_path: Path) -> None:
+def test_run_refuses_groups_under_cgroup_emulation_in_one_line(tmp_path: Path) -> None:
+    # groups run (tests/test_runtime_groups.py), but cgroup quotas are set per stage, not per
+    # member of a group: that combination is refused before any worker starts
     proc = run("run", str(REPLICATE), str(_group_plan(tmp_path)), "--model",
-               "torchvision:vgg16", "--requests", "1")
-    assert proc.returncode == 2 and "one device per stage" in proc.stderr
+               "torchvision:vgg16", "--requests", "1", "--emulate", "cgroup")
+    assert proc.returncode == 2 and "--emulate cgroup" in proc.stderr
+    assert "device group" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
