@@ -21,6 +21,10 @@ Every instance is a profiled layer graph on a cluster; nothing is profiled or do
   wireless model), the profiles taken as measured on a V100-class GPU.
 * ``msr``: the MSR device-placement inputs (``shared/external/msr-dnn-partitioning``) imported
   with :mod:`edgepart.interop.msr`, with and without their CPU.
+* ``llm`` and ``hybrid``: the language-model instances of ``instances/llm/`` (built from model
+  configs by ``scripts/make_llm_instances.py``) and the device-group instances
+  ``instances/hybrid_*.json``, as they are (only the name changes). Their proofs, like every
+  proof of the suite, are over pipeline plans.
 * ``seifer``: SEIFER-style wireless networks (Parthasarathy & Krishnamachari; the ``wireless``
   generator of :mod:`edgepart.profiling.clusters`): ResNet-50 on N = 5 to 100 identical Raspberry
   Pi 4 nodes placed uniformly in a 150 m square, memory budgets (32 or 64 MiB) that force a
@@ -88,6 +92,8 @@ SEIFER_MEMORY_MIB = (32, 64)
 SEIFER_SEEDS = {5: (1, 2), 10: (1, 2), 20: (1, 2), 50: (1,), 100: (1,)}
 """Placements per network size (the largest take longest to prove, so one each)."""
 MIB = 2**20
+SHIPPED = (("llm", "llm/*.json", "llm_"), ("hybrid", "hybrid_*.json", ""))
+"""(family, glob under ``instances/``, name prefix) of instances taken as they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +221,7 @@ def suite_instances(root: Path, shared: Path) -> list[SuiteInstance]:
             for m, c, cm in COST_VARIANTS]
     out += _pipedream(shared / "external" / "pipedream", clusters)
     out += _msr(shared / "external" / "msr-dnn-partitioning")
+    out += _shipped(root / "instances")
     out += _seifer(bases["resnet50"])
     for item in out:
         load_instance(item.data)  # every file of the suite is a valid instance
@@ -264,6 +271,15 @@ def _msr(folder: Path) -> list[SuiteInstance]:
         for cpus in (False, True):
             name = f"msr_{stem.removesuffix('_inference')}" + ("_cpu" if cpus else "")
             out.append(SuiteInstance(name, "msr", msr.instance_data(graph, name=name, cpus=cpus)))
+    return out
+
+
+def _shipped(folder: Path) -> list[SuiteInstance]:
+    out = []
+    for family, pattern, prefix in SHIPPED:
+        for path in sorted(folder.glob(pattern)):
+            name = prefix + path.stem
+            out.append(SuiteInstance(name, family, {**read_json(path), "name": name}))
     return out
 
 
