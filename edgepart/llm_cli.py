@@ -1,5 +1,6 @@
-"""``edgepart llm configs|rates|table``: language-model helpers (parsing and printing only; the
-logic is in :mod:`edgepart.llm`). Profiling a model is ``edgepart profile hf:NAME``."""
+"""``edgepart llm configs|rates|table`` and ``edgepart run --generate``: language-model helpers
+(parsing and printing only; the logic is in :mod:`edgepart.llm` and
+:mod:`edgepart.runtime.generate`). Profiling a model is ``edgepart profile hf:NAME``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from edgepart.instance import Instance
     from edgepart.plan import Plan
 
-__all__ = ["register"]
+__all__ = ["add_generation_arguments", "register", "run_generation"]
 
 
 def register(subparsers: Any) -> None:
@@ -38,26 +39,6 @@ def register(subparsers: Any) -> None:
     table.add_argument("--markdown", action="store_true", help="a Markdown table")
     table.add_argument("--json", action="store_true", help="print one JSON array")
     table.set_defaults(handler=_table)
-    gen = sub.add_parser("generate", help="run pipelined greedy generation of the instance's "
-                         "model on a plan (one worker process per device) and compare with "
-                         "the prediction")
-    gen.add_argument("instance")
-    gen.add_argument("plan")
-    gen.add_argument("--generate", type=int, default=16, metavar="N", help="new tokens (16)")
-    gen.add_argument("--sequences", type=int, default=None, metavar="S",
-                     help="sequences in flight (default: the instance's batch)")
-    gen.add_argument("--prompt-tokens", type=int, default=None, metavar="P",
-                     help="prompt length (default: the instance's)")
-    gen.add_argument("--emulate", choices=("none", "pad"), default="none",
-                     help="pad: pad each stage to its predicted time and wait predicted "
-                          "transfers")
-    gen.add_argument("--in-process", action="store_true",
-                     help="run every stage in this process (no workers)")
-    gen.add_argument("--no-check", action="store_true",
-                     help="skip the comparison with single-process generate()")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--json", action="store_true", help="print one JSON object")
-    gen.set_defaults(handler=_generate)
 
 
 def _configs(args: argparse.Namespace) -> int:
@@ -128,25 +109,100 @@ def _table(args: argparse.Namespace) -> int:
     return EXIT_OK if frame["fits"].any() else EXIT_NO_PLAN
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from edgepart.runtime.generate import generation_report
+def add_generation_arguments(p: argparse.ArgumentParser) -> None:
+    """``edgepart run``'s options for a language model (``--model hf:ARCH --generate N``)."""
+    g = p.add_argument_group("language models (--model hf:ARCH, docs/llm.md)")
+    g.add_argument("--generate", type=int, default=None, metavar="N",
+                   help="generate N greedy tokens per sequence through the pipeline")
+    g.add_argument("--config", default=None, metavar="CONFIG.json",
+                   help="the model's config (default: the shipped config hf:NAME)")
+    g.add_argument("--prompt-tokens", type=int, default=None, metavar="P",
+                   help="prompt length (default: the instance's)")
+    g.add_argument("--sequences", type=int, default=None, metavar="S",
+                   help="sequences in flight (default: the instance's batch)")
+    g.add_argument("--prefill-instance", default=None, metavar="FILE",
+                   help="a prefill instance of the same model and cluster: pads prefill and "
+                        "predicts the time to first token")
+    g.add_argument("--in-process", action="store_true",
+                   help="run every stage in this process (no workers)")
+    g.add_argument("--no-check", action="store_true",
+                   help="skip the comparison with single-process generate()")
+
+
+REFUSED_WITH_GENERATE = (("adapt", "--adapt"), ("slowdown", "--slowdown"),
+                         ("timeline", "--timeline"), ("weights", "--weights"),
+                         ("input_shape", "--input-shape"))
+
+
+def run_generation(args: argparse.Namespace) -> int:
+    """``edgepart run ... --model hf:ARCH --generate N``: pipelined generation, measured against
+    the prediction (:func:`edgepart.runtime.generate.generation_report`)."""
+    import sys
+
+    from edgepart.instance import load_instance
+    from edgepart.runtime.cluster import WorkerError
+    from edgepart.runtime.generate import GenerationError, GenerationOptions, generation_report
+    from edgepart.runtime.transport import parse_address
 
     inst, plan = _instance_and_plan(args)
+    _check_generation_flags(args, inst)
     w = inst.workload
-    report = generation_report(
-        inst, plan, new_tokens=args.generate,
-        sequences=args.sequences or (w.batch if w else 1),
+    options = GenerationOptions(
+        new_tokens=args.generate, sequences=args.sequences or (w.batch if w else 1),
         prompt_tokens=args.prompt_tokens or (w.prompt_tokens if w else 1),
-        emulate=args.emulate == "pad", processes=not args.in_process,
-        check=not args.no_check, seed=args.seed)
+        emulate=args.emulate == "pad", processes=not args.in_process, check=not args.no_check,
+        seed=args.seed,
+        prefill=load_instance(args.prefill_instance) if args.prefill_instance else None,
+        fail=(args.fail_stage, args.fail_after or 0, args.fail_hang)
+        if args.fail_stage is not None else None,
+        master=parse_address(args.master) if args.master else None,
+        heartbeat_timeout_s=args.heartbeat_timeout)
+    try:
+        report = generation_report(inst, plan, options)
+    except (GenerationError, WorkerError) as err:
+        sys.stderr.write(f"edgepart run: {err}\n")
+        return EXIT_NO_PLAN
     if args.json:
         print_json(report)
-        return EXIT_OK
-    line = (f"{report['sequences']} sequence(s), {report['new_tokens']} tokens each: "
-            f"{report['tokens_per_s']:.2f} tokens/s decoding")
-    if "predicted_tokens_per_s" in report:
-        line += f" (predicted {report['predicted_tokens_per_s']:.2f})"
-    print(line + f", first token after {report['time_to_first_token_s'] * 1e3:.1f} ms")
+    else:
+        _print_generation(report)
+    return EXIT_OK if report.get("tokens_equal_generate", True) else EXIT_NO_PLAN
+
+
+def _check_generation_flags(args: argparse.Namespace, inst: Instance) -> None:
+    """``--model`` must name the instance's model; runtime options generation has not."""
+    from edgepart.llm.configs import resolve_config
+
+    if not args.model.startswith("hf:"):
+        raise InputError(f"--model: --generate runs a language model (hf:ARCH), got "
+                         f"{args.model!r}")
+    shape = resolve_config(args.model, args.config)
+    if dict(shape.config) != dict(inst.meta.get("config") or {}):
+        raise InputError(f"--model: {args.model}{' --config ' + args.config if args.config else ''}"
+                         f" is not {inst.name}'s model (its meta.config differs)")
+    if args.emulate == "cgroup":
+        raise InputError("--emulate: --generate supports none and pad, got cgroup")
+    for name, flag in REFUSED_WITH_GENERATE:
+        if getattr(args, name):
+            raise InputError(f"{flag}: not supported with --generate")
+    if (args.fail_stage is None) != (args.fail_after is None):
+        raise InputError("--fail-stage and --fail-after: give both or neither")
+
+
+def _print_generation(report: dict[str, Any]) -> None:
+    def versus(key: str, scale: float = 1.0) -> str:
+        predicted = report.get(f"predicted_{key}")
+        measured = report[key] * scale
+        if predicted is None:
+            return f"{measured:.2f}"
+        return (f"{measured:.2f} (predicted {predicted * scale:.2f}, "
+                f"{100 * (report[key] / predicted - 1):+.1f}%)")
+
+    print(f"{report['sequences']} sequence(s) {report['where']}, {report['new_tokens']} tokens "
+          f"each, emulate {report['emulate']}")
+    print(f"decode tokens/s: {versus('tokens_per_s')}")
+    print(f"time to first token ms, all sequences: {versus('time_to_first_token_s', 1e3)}; "
+          f"first sequence: {versus('first_sequence_first_token_s', 1e3)}")
     if "tokens_equal_generate" in report:
         print("tokens equal single-process generate(): "
               + ("yes" if report["tokens_equal_generate"] else "NO"))
@@ -155,4 +211,3 @@ def _generate(args: argparse.Namespace) -> int:
               f"(predicted {st['predicted_param_bytes'] / 1e6:.3f})  KV cache "
               f"{st['kv_cache_bytes'] / 1e6:9.3f} MB (predicted "
               f"{st['predicted_kv_cache_bytes'] / 1e6:.3f})")
-    return EXIT_OK if report.get("tokens_equal_generate", True) else EXIT_NO_PLAN

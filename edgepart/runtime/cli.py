@@ -12,6 +12,7 @@ from typing import Any
 
 from edgepart.cli_common import EXIT_NO_PLAN, EXIT_OK, print_json
 from edgepart.errors import InputError
+from edgepart.llm_cli import add_generation_arguments, run_generation
 
 __all__ = ["parse_slowdown", "register"]
 
@@ -26,7 +27,8 @@ def _add_run(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run a plan on workers (local processes or machines)")
     p.add_argument("instance")
     p.add_argument("plan", help="PLAN.json (from edgepart solve --out)")
-    p.add_argument("--model", required=True, help="torchvision:NAME or package.module:factory")
+    p.add_argument("--model", required=True,
+                   help="torchvision:NAME, package.module:factory, or hf:ARCH with --generate")
     p.add_argument("--requests", type=int, default=20, metavar="N", help="default 20")
     p.add_argument("--inflight", default="auto", metavar="K|auto",
                    help="requests unanswered at most (default auto: enough to fill the "
@@ -57,6 +59,7 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("--timeline", default=None, metavar="FILE.png",
                    help="draw measured stage activity against the predicted schedule")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_generation_arguments(p)
     p.set_defaults(handler=cmd_run)
 
 
@@ -108,6 +111,8 @@ def _inflight(text: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.generate is not None:  # a language model: pipelined generation (docs/llm.md)
+        return run_generation(args)
     from edgepart.instance import load_instance
     from edgepart.plan import load_plan
     from edgepart.profiling.model_spec import parse_input_shape
