@@ -1,0 +1,195 @@
+"""A split stage measured, not emulated: VGG-16's convolutions on two 1-thread workers against one.
+
+The model is VGG-16's ``features`` (13 convolutions with their ReLUs, 5 max pools; random
+weights, :func:`vgg16_features`). On this host, in one run:
+
+1. every layer is timed on one thread (the profiler's :func:`~edgepart.profiling.measure.
+   time_nodes`, the least of ``--repeats`` passes), and the loopback link is timed (the best of
+   10 sends of the largest activation over a local TCP socket, plus 0.1 ms latency);
+2. from these, an instance with two identical devices ``d0``, ``d1``, and two plans: the whole
+   model on ``d0``, and one ``split`` stage over ``d0`` (lead) and ``d1`` with every conv and pool
+   under ``--scheme`` (``rows`` by default: halos at the cut);
+3. the cost model's period of each plan (:func:`edgepart.evaluate`), and their ratio, the
+   predicted speedup;
+4. both plans run through the RPC runtime (``edgepart.runtime.driver.run``, ``--emulate none``:
+   real compute, one thread per worker), and the measured speedup is the ratio of their measured
+   throughputs; latency (p50) likewise.
+
+It prints both speedups and measured / predicted (the issue's target: within 15%), and the load
+average of the host before and after (other processes on a shared host slow the two workers
+more than the one: the measured speedup is then lower than the host's own).
+
+    python bench/split_speedup.py [--size 224] [--requests 8] [--scheme rows|outc] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgepart.cost import evaluate
+from edgepart.instance import Instance, load_instance
+from edgepart.plan import Plan
+from edgepart.profiling.measure import time_nodes
+from edgepart.profiling.trace import trace_model, unit_shape
+from edgepart.runtime.driver import run
+from edgepart.runtime.prepare import RunOptions
+
+HERE = Path(__file__).resolve().parent
+SPEC = "split_speedup:vgg16_features"
+LINK_LATENCY_S = 1e-4
+
+
+def vgg16_features() -> nn.Module:
+    """VGG-16's convolutional part (random weights; the workers build it from this spec)."""
+    import torchvision
+
+    return torchvision.models.vgg16().features
+
+
+def loopback_bytes_per_s(nbytes: int, sends: int = 10) -> float:
+    """The best rate of ``sends`` sends of ``nbytes`` over a local TCP connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    payload = bytes(nbytes)
+
+    def sink() -> None:
+        conn, _ = server.accept()
+        with conn:
+            for _ in range(sends):
+                left = nbytes
+                while left:
+                    left -= len(conn.recv(min(left, 1 << 20)))
+                conn.sendall(b"k")
+
+    thread = threading.Thread(target=sink, daemon=True)
+    thread.start()
+    best = float("inf")
+    with socket.create_connection(server.getsockname()) as client:
+        for _ in range(sends):
+            t0 = time.perf_counter()
+            client.sendall(payload)
+            client.recv(1)
+            best = min(best, time.perf_counter() - t0)
+    thread.join()
+    server.close()
+    return nbytes / best
+
+
+def measured_instance(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """Two identical 1-thread devices of this host, layer times measured here."""
+    torch.set_num_threads(1)
+    traced = trace_model(vgg16_features().eval(), shape)
+    times = time_nodes(traced, repeats=repeats, warmup=2)
+    size = {u.id: sum(traced.value_bytes[o] for o in u.outputs) for u in traced.units}
+    layers = [{"id": u.id, "op": u.op, "flops": 1.0, "param_bytes": 0.0,
+               "output_bytes": size[u.id], "nodes": list(u.nodes),
+               "time_s": {"host": sum(min(times[n]) for n in u.nodes)},
+               "meta": {"shape": unit_shape(traced, u)}} for u in traced.units]
+    bandwidth = loopback_bytes_per_s(max(size.values()) // 2)
+    return {
+        "format_version": 1, "name": "vgg16_features_2host",
+        "model": {"name": "vgg16_features", "input_bytes": traced.value_bytes[traced.input_node],
+                  "layers": layers,
+                  "edges": [{"src": s, "dst": d, "bytes": size[s]} for s, d in traced.edges]},
+        "devices": [{"id": f"d{k}", "class": "host", "memory_bytes": 64e9} for k in range(2)],
+        "links": {"default": {"bandwidth_bytes_per_s": bandwidth, "latency_s": LINK_LATENCY_S}},
+        "meta": {"input_shape": list(shape)},
+    }
+
+
+def plans(inst: Instance, scheme: str) -> tuple[Plan, Plan]:
+    """The whole model on d0; the whole model split over d0 (lead) and d1."""
+    ids = [x.id for x in inst.model.layers]
+    schemes = {x.id: scheme for x in inst.model.layers
+               if x.meta["shape"]["kind"] != "elementwise"}
+    single = Plan.from_dict({"stages": [{"device": "d0", "layers": ids}]})
+    split = Plan.from_dict({"stages": [{"devices": ["d0", "d1"], "mode": "split",
+                                        "layers": ids, "schemes": schemes}]})
+    return single, split
+
+
+def measure(inst: Instance, plan: Plan, requests: int) -> dict[str, Any]:
+    report = run(inst, plan, RunOptions(SPEC, requests=requests, inflight=2))
+    if report["mismatches"] or report["completed"] != requests:
+        raise SystemExit(f"split_speedup: {report['mismatches']} mismatches, "
+                         f"{report['completed']}/{requests} answered")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=224, help="input height and width")
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes per layer")
+    ap.add_argument("--scheme", choices=("rows", "outc"), default="rows")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    load_before = os.getloadavg()
+    data = measured_instance((1, 3, args.size, args.size), args.repeats)
+    inst = load_instance(data)
+    single, split = plans(inst, args.scheme)
+    predicted = {name: evaluate(inst, p) for name, p in (("single", single), ("split", split))}
+    reports = {name: measure(inst, p, args.requests)
+               for name, p in (("single", single), ("split", split))}
+    out = result(args, inst, predicted, reports, load_before)
+    out["link_bytes_per_s"] = data["links"]["default"]["bandwidth_bytes_per_s"]
+    print(json.dumps(out, indent=1) if args.json else table(out))
+    return 0
+
+
+def result(args: argparse.Namespace, inst: Instance, predicted: dict[str, Any],
+           reports: dict[str, dict[str, Any]], load_before: tuple[float, ...]) -> dict[str, Any]:
+    rows = {name: {"predicted_period_s": predicted[name].bottleneck_s,
+                   "measured_period_s": 1 / reports[name]["throughput_per_s"],
+                   "predicted_latency_s": predicted[name].latency_s,
+                   "measured_latency_p50_s": reports[name]["latency_p50_s"]}
+            for name in ("single", "split")}
+    speedup = {kind: rows["single"][f"{kind}_period_s"] / rows["split"][f"{kind}_period_s"]
+               for kind in ("predicted", "measured")}
+    return {"input": [1, 3, args.size, args.size], "scheme": args.scheme,
+            "requests": args.requests,
+            "sum_of_layers_s": statistics.fsum(t[0] for t in inst.times),
+            "plans": rows, "predicted_speedup": speedup["predicted"],
+            "measured_speedup": speedup["measured"],
+            "measured_over_predicted": speedup["measured"] / speedup["predicted"],
+            "latency_speedup_measured": rows["single"]["measured_latency_p50_s"]
+            / rows["split"]["measured_latency_p50_s"],
+            "load_average_before": load_before[0], "load_average_after": os.getloadavg()[0],
+            "host_cpus": os.cpu_count()}
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = [f"VGG-16 features, input {out['input']}, split by {out['scheme']} over 2 "
+             f"one-thread workers ({out['requests']} requests each)",
+             f"{'plan':<8}{'period pred':>13}{'period meas':>13}{'latency pred':>14}"
+             f"{'latency meas':>14}"]
+    for name, row in out["plans"].items():
+        lines.append(f"{name:<8}{row['predicted_period_s'] * 1e3:>11.1f}ms"
+                     f"{row['measured_period_s'] * 1e3:>11.1f}ms"
+                     f"{row['predicted_latency_s'] * 1e3:>12.1f}ms"
+                     f"{row['measured_latency_p50_s'] * 1e3:>12.1f}ms")
+    lines.append(f"loopback link {out['link_bytes_per_s'] / 1e9:.2f} GB/s (measured), "
+                 f"sum of layer times {out['sum_of_layers_s'] * 1e3:.1f} ms")
+    lines.append(f"speedup: predicted {out['predicted_speedup']:.2f}x, measured "
+                 f"{out['measured_speedup']:.2f}x (measured / predicted "
+                 f"{out['measured_over_predicted']:.2f}); load average "
+                 f"{out['load_average_before']:.1f} before, {out['load_average_after']:.1f} "
+                 f"after, on {out['host_cpus']} CPUs")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
