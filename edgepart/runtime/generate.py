@@ -394,11 +394,12 @@ class InProcess:
         return _Done(_calls_to_the_end, (fn, args))
 
 
-def _calls_to_the_end(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    call = fn(*args)
-    while call is not None:
-        _, fn, args = call
-        call = fn(*args)
+def _calls_to_the_end(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    result = fn(*args)
+    while isinstance(result, tuple):  # a :data:`Call` handed back
+        _, fn, args = result
+        result = fn(*args)
+    return result
 
 
 def emulated_times(inst: Instance, plan: Plan) -> PhaseTimes:
@@ -464,9 +465,11 @@ def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[Sta
     inboxes = _INBOXES[run] = [queue.Queue() for _ in prompts]
     failure: list[str] = []
     try:
-        for spec, rank in zip(specs, ranks, strict=True):
-            transport.call(rank, open_stage, spec)
-        _warm_up(transport, ranks, run, inboxes[0], health, token_timeout_s)
+        opened = [transport.call_async(rank, open_stage, spec)  # every worker builds at once
+                  for spec, rank in zip(specs, ranks, strict=True)]
+        for reply in opened:
+            reply.wait()
+        _warm_up(transport, ranks, run, len(prompts[0]), inboxes[0], health, token_timeout_s)
         start = time.perf_counter()
         made: list[list[float]] = [[] for _ in prompts]
         out: list[list[int]] = [[] for _ in prompts]
@@ -508,16 +511,17 @@ def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[Sta
                             decode_tokens=window)
 
 
-def _warm_up(transport: Any, ranks: Sequence[int], run: str,
+def _warm_up(transport: Any, ranks: Sequence[int], run: str, prompt_tokens: int,
              inbox: queue.Queue[tuple[int, float] | GenerationError],
              health: Callable[[], str | None] | None, timeout_s: float) -> None:
-    """One untimed 1-token prompt through the chain (sequence ``WARM_UP``), then forgotten:
-    it opens the connections between the stages' workers (TensorPipe connects on first use)
-    and runs each stage's code once, costs the prediction does not contain."""
+    """One untimed prompt of the run's length and one decode step through the chain (sequence
+    ``WARM_UP``), then forgotten: it opens the connections between the stages' workers
+    (TensorPipe connects on first use) and runs each stage's code for both shapes once, costs
+    the prediction does not contain."""
     import torch
 
-    reply = transport.call_async(ranks[0], stage_step, run, 0, 0, torch.zeros((1, 1),
-                                 dtype=torch.long), WARM_UP, 2)
+    reply = transport.call_async(ranks[0], stage_step, run, 0, 0, torch.zeros(
+        (1, prompt_tokens), dtype=torch.long), WARM_UP, 2)
     reply.add_done_callback(functools.partial(_check_handed, run, 0))
     for _ in range(2):  # and the last stage's way back into the first
         _next_token(inbox, [], health, timeout_s)
