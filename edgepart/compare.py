@@ -1,7 +1,7 @@
 """Every method on one instance next to the exact optimum: how far is each from optimal?
 
 :func:`run_comparison` runs the heuristics and DPs (:data:`DEFAULT_METHODS`), then the exact
-reference (``cpsat`` when registered; ``brute`` otherwise, which only takes tiny instances),
+reference (``auto`` when registered; ``brute`` otherwise, which only takes tiny instances),
 warm-started with the best heuristic plan. Every plan is scored by the one cost model. The
 *reference* is the proven optimum (the best objective among runs whose bound proves it) or, when
 nothing is proven, the best proven lower bound (the largest ``bound_s`` of any run, and
@@ -9,8 +9,8 @@ nothing is proven, the best proven lower bound (the largest ``bound_s`` of any r
 ``100 * (objective - reference) / reference``: the gap to the optimum when it is proven, an upper
 bound on it otherwise.
 
-:func:`compare` returns the table; :func:`sweep` runs many instances into one long table (one row
-per instance and method) for benchmarks such as ``bench/heuristic_gaps.py``.
+:func:`compare` returns the table; many instances and methods at once, in parallel and resumable,
+are :mod:`edgepart.sweep`'s job.
 
 Beyond pipeline plans (``plan_space``, see :mod:`edgepart.plan`) the methods are the device-group
 baselines (:data:`GROUP_BASELINES`) and the exact reference is the ``groups`` DP, the optimum over
@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from edgepart.cost import StageMetrics, lower_bound
-from edgepart.instance import Instance, load_instance
+from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import OPTIMALITY_TOL, SolutionStatus, SolveResult, Termination
 from edgepart.solvers.base import METHODS, Objective, PlanSpace, SolveOptions, get_method
@@ -43,7 +42,6 @@ __all__ = [
     "compare",
     "default_exact",
     "run_comparison",
-    "sweep",
 ]
 
 DEFAULT_METHODS = ("dp", "dp_ideals", "local", "pipeedge", "seifer", "greedy", "random", "even",
@@ -55,7 +53,7 @@ COLUMNS = ("method", "bottleneck_s", "throughput_per_s", "latency_s", "gap_pct",
            "status")
 """Columns of :func:`compare`'s table."""
 DETAIL_COLUMNS = (*COLUMNS, "objective_s", "bound_s", "termination", "mean_draw_s", "message")
-"""Columns of :meth:`Comparison.details` (and, with the instance, of :func:`sweep`)."""
+"""Columns of :meth:`Comparison.details`."""
 
 
 def default_exact(plan_space: PlanSpace | str = PlanSpace.PIPELINE) -> tuple[str, ...]:
@@ -242,18 +240,3 @@ def compare(inst: Instance, methods: Sequence[str] | None = None, **kwargs: Any)
     return run_comparison(inst, methods, **kwargs).frame()
 
 
-def sweep(instances: Iterable[Instance | str | Path], methods: Sequence[str] | None = None,
-          **kwargs: Any) -> pd.DataFrame:
-    """:func:`run_comparison` on every instance: one row per (instance, method) with
-    ``instance``, ``reference_s``, ``proven`` and :data:`DETAIL_COLUMNS`."""
-    frames = []
-    for item in instances:
-        inst = item if isinstance(item, Instance) else load_instance(item)
-        comp = run_comparison(inst, methods, **kwargs)
-        frame = comp.details()
-        frame.insert(0, "instance", inst.name)
-        frame.insert(1, "reference_s", comp.reference_s)
-        frame.insert(2, "proven", comp.proven)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["instance", "reference_s", "proven", *DETAIL_COLUMNS])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from strategies import random_instance
 
 from edgepart import InputError, load_instance
-from edgepart.compare import COLUMNS, DEFAULT_METHODS, compare, run_comparison, sweep
+from edgepart.compare import COLUMNS, DEFAULT_METHODS, compare, run_comparison
 from edgepart.compare_cli import register
 
 TINY = Path(__file__).resolve().parents[1] / "instances" / "tiny"
@@ -56,16 +55,6 @@ def test_json_form_and_plot_from_the_cli(tmp_path: Path, capsys: pytest.CaptureF
                 "status"} <= row.keys()
     assert out["warnings"] == []
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_sweep_is_one_row_per_instance_and_method() -> None:
-    paths = [TINY / "chain5_relay.json", TINY / "too_big.json"]
-    frame = sweep(paths, ["dp", "greedy"], time_limit=20)
-    assert len(frame) == 2 * 3
-    assert set(frame["instance"]) == {"chain5_relay", "too_big"}
-    too_big = frame[frame["instance"] == "too_big"]
-    assert too_big["status"].isin(["infeasible", "no_plan"]).all()
-    assert too_big["gap_pct"].map(math.isnan).all()
 
 
 def test_unknown_method_is_bad_input() -> None:
