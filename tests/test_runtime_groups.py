@@ -23,6 +23,7 @@ from edgepart.instance import load_instance
 from edgepart.plan import Plan
 from edgepart.profiling.trace import trace_model, unit_shape
 from edgepart.runtime.driver import run
+from edgepart.runtime.emulate import Mode
 from edgepart.runtime.groups import ReplicaScheduler, drop_replicas
 from edgepart.runtime.prepare import RunOptions
 
@@ -150,3 +151,23 @@ def test_dropping_a_replica_keeps_the_others() -> None:
     assert drop_replicas(p, {"d0", "d1", "d2"}) is None
     split = plan({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS})
     assert drop_replicas(split, {"d1"}) is None
+
+
+@pytest.mark.slow
+def test_pad_emulation_of_a_hybrid_plan_reports_measured_against_predicted() -> None:
+    # d2 is half as fast as d1 (8 ms a layer, 4 for the others): stage 1 (conv2, relu2, flat,
+    # fc) takes 16 ms on d1 and 32 ms on d2, so replicated its period is 1 / (1/16 + 1/32)
+    # = 10.7 ms; stage 0 split by rows over d0 and d3 (equal speeds) halves 3 x 4 = 12 ms plus
+    # exchanges: the plan's period is stage 1's, about 94 answers a second
+    data = chain_instance(4, [0.004, 0.004, 0.008, 0.004])
+    p = plan({"devices": ["d0", "d3"], "mode": "split", "layers": LAYERS[:3],
+              "schemes": {"conv1": "rows", "pool": "rows"}},
+             {"devices": ["d1", "d2"], "mode": "replicate", "layers": LAYERS[3:]})
+    report = run_plan(data, p, requests=30, emulate=Mode.PAD, time_scale=None)
+    assert report["predicted_throughput_per_s"] == pytest.approx(1 / (1 / (1 / 0.016 + 1 / 0.032)),
+                                                                 rel=1e-9)
+    if report["host_keeps_up"]:
+        assert report["throughput_per_s"] == pytest.approx(
+            report["predicted_throughput_per_s"], rel=0.3)
+    served = report["stages"][1]["replica_requests"]
+    assert served["d1"] > served["d2"] > 0  # the faster replica serves more

@@ -17,6 +17,11 @@ new epoch, every unanswered request re-sent) as soon as the quick plan has given
 answer. Answers are kept by request id, so each request is answered exactly once, even when a
 re-sent copy and an old one both arrive.
 
+Device groups (:mod:`~edgepart.runtime.groups`): every replica of a replicated stage gets the
+stage; when a request is sent, the stage's scheduler deals it to a replica (its route). A dead
+replica whose stage keeps others is dropped without a re-plan or a new epoch: the requests dealt
+to it are dealt again to the others. A split stage's lead and helpers each get their slices.
+
 With ``adapt``, each answer's per-stage compute times are compared with what the instance
 predicts for that device; when a device runs slower than its profile by more than
 :data:`ADAPT_THRESHOLD` (median over :data:`ADAPT_WINDOW` requests), its speed is updated in the

@@ -3,7 +3,11 @@
 The driver calls, through the transport: :func:`setup` (build and trace the model once),
 :func:`deploy` (build this device's stage for a deployment *epoch*, or none), :func:`ping`,
 :func:`records` and :func:`stop`. Stages call :func:`submit` on the next stage; the last stage
-calls :func:`edgepart.runtime.events.deliver` on the driver.
+calls :func:`edgepart.runtime.events.deliver` on the driver. Each request carries its *route*
+(the rank of every stage's end: the driver chose a replica of each replicated stage), and a stage
+sends it on to the rank the route names. In a split stage
+(:mod:`~edgepart.runtime.groups`) the lead's stage module calls :func:`compute_slice` on the
+group's other workers for every split layer; those run no stage of their own.
 
 Inside, two threads make a two-stage pipeline, as the cost model's ``overlap`` assumes: the compute
 thread runs the stage module (padded or slowed as configured) and the send thread holds each
