@@ -156,7 +156,10 @@ def _print_report(r: dict[str, Any]) -> None:
     print(head)
     print("-" * len(head))
     for s in r["stages"]:
-        print(f"{s['stage']:>5}  {s['device']:<16.16} {s['layers']:>6}"
+        where = s["device"]  # a group: its lead (first device), how many more, its mode
+        if "mode" in s:
+            where += f"+{len(s['devices']) - 1} {s['mode']}"
+        print(f"{s['stage']:>5}  {where:<16.16} {s['layers']:>6}"
               f" {s['compute_s'] * 1e3:>11.2f} {s['predicted_compute_s'] * 1e3:>10.2f}"
               f" {s['transfer_s'] * 1e3:>12.2f}"
               f" {s['predicted_transfer_s'] * 1e3:>10.2f} {s['idle_s'] * 1e3:>8.2f}")
