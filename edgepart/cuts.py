@@ -14,14 +14,16 @@ range heuristics use them; none of it calls a solver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from edgepart.cost import REL_TOL
+from edgepart.formulations.model import NO_DEADLINE, Deadline
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 
@@ -32,6 +34,7 @@ __all__ = [
     "DeviceTypes",
     "alive_bytes",
     "colocation_cut_ok",
+    "first_stages_bound",
     "ideal_family",
     "path_plan",
     "prefix_family",
@@ -312,3 +315,192 @@ def path_plan(inst: Instance, prob: CutCosts, path: Sequence[tuple[int, int, int
         stage_of[prob.family.sets[i] & ~prob.family.sets[j]] = b
         devices.append(free[t].pop(0))
     return Plan.from_assignment(inst, stage_of.tolist(), devices, method)
+
+
+
+FIRST_STAGE_SETS = 50_000
+"""Most ideals :func:`first_stages_bound` visits in all; past them it claims less (see there)."""
+
+
+def first_stages_bound(inst: Instance, cap: float, deadline: Deadline = NO_DEADLINE,
+                       max_sets: int = FIRST_STAGE_SETS) -> float:
+    r"""A lower bound on the period of every relay plan of single-device stages, from its first
+    two stages (or ``cap`` when no plan can beat ``cap``).
+
+    Stage 0 of a plan runs an ideal :math:`I_1 \ne \emptyset` on a device :math:`d_0`, stage 1
+    (if :math:`I_1 \ne V`) the layers :math:`I_2 \setminus I_1` on a device
+    :math:`d_1 \ne d_0`. The period is at least each of: the source's transfer
+    :math:`\tau_{s d_0}(\beta_{in})`, the compute :math:`c_{d_0}(I_1)`, the boundary
+    :math:`\tau_{d_0 d_1}(B(I_1))`, the compute :math:`c_{d_1}(I_2 \setminus I_1)` and what
+    stage 1 sends: :math:`\min_{e \notin \{d_0, d_1\}} \tau_{d_1 e}(B(I_2))` when
+    :math:`I_2 \ne V`, else the sink's transfer (a one-stage plan: the sink's transfer from
+    :math:`d_0`). (With overlap the period is the largest stage term, without it a sum of them.)
+    So the least, over every such choice, of the largest of these terms bounds every plan.
+
+    Memory, device classes (beyond infinite times) and colocation are ignored: the minimum runs
+    over more choices, so it stays a lower bound. Ideals are grown one layer at a time
+    (breadth first, each once); a set whose stage compute already reaches the least value found
+    so far is not grown, since compute only grows with the set, and nothing is grown once the
+    stage's fixed terms reach it. After ``max_sets`` ideals in all,
+    a first stage is no longer followed into the second (its value is then
+    :math:`\max(\tau_{s d_0}, c_{d_0}(I_1), \min_{e \ne d_0} \tau_{d_0 e}(B(I_1)))`, a
+    lower bound of every continuation), and a first stage not fully enumerated claims only
+    :math:`\max(\tau_{s d_0}, \min_v t(v, d_0))`. Relay transfers only: on direct transfers
+    a stage's sends are not :math:`B(I)`.
+    """
+    search = _FirstStages(inst, _Lattice.of(inst), cap, _Budget(max_sets, deadline))
+    for d in search.distinct(range(len(inst.devices)), None):
+        search.first(d)
+    return search.best
+
+
+class _Exhausted(Exception):
+    """The enumeration's budget of ideals is spent."""
+
+
+@dataclass
+class _Budget:
+    left: int
+    deadline: Deadline
+    spent: int = 0
+
+    def spend(self) -> None:
+        self.deadline.check_every(self.spent)
+        self.spent += 1
+        if self.spent > self.left:
+            raise _Exhausted
+
+
+@dataclass(frozen=True)
+class _Lattice:
+    """The layer DAG as bit masks, for growing ideals one layer at a time."""
+
+    inst: Instance
+    pred: tuple[int, ...]
+    entries: int
+    full: int
+    kept: tuple[bool, ...]
+    """A layer's tensor is alive across a boundary while it has a consumer outside (or goes
+    to the sink)."""
+
+    @classmethod
+    def of(cls, inst: Instance) -> _Lattice:
+        g = inst.model
+        return cls(inst, tuple(sum(1 << u for u in p) for p in g.pred),
+                   sum(1 << e for e in g.entries), (1 << len(g.layers)) - 1,
+                   tuple(bool(s) or inst.sink is not None for s in g.succ))
+
+    def start_bytes(self) -> float:
+        return self.inst.model.input_bytes if self.inst.source is not None else 0.0
+
+    def grow(self, ideal: int, nbytes: float, ready: int, times: Sequence[float],
+             limit: Callable[[], float], budget: _Budget
+             ) -> Iterator[tuple[int, float, float, int]]:
+        """Every ideal above ``ideal`` (alive bytes ``nbytes``, addable layers ``ready``) whose
+        added layers take less than ``limit()`` on ``times`` when reached: (ideal, that
+        compute, its alive bytes, its addable layers)."""
+        level = {ideal: (0.0, nbytes, ready)}
+        while level:
+            grown: dict[int, tuple[float, float, int]] = {}
+            for low, (compute, alive, free) in level.items():
+                budget.spend()
+                rest = free
+                while rest:
+                    bit = rest & -rest
+                    rest ^= bit
+                    v, high = bit.bit_length() - 1, low | bit
+                    if high in grown or not compute + times[v] < limit():
+                        continue
+                    grown[high] = (compute + times[v], self._alive(alive, v, high),
+                                   (free ^ bit) | self._ready(v, high))
+                    yield high, *grown[high]
+            level = grown
+
+    def _alive(self, nbytes: float, v: int, ideal: int) -> float:
+        g = self.inst.model
+        nbytes += g.tensor_bytes[v] if self.kept[v] else 0.0
+        nbytes -= sum(g.tensor_bytes[u] for u in g.pred[v]
+                      if all(ideal >> w & 1 for w in g.succ[u]))
+        if self.inst.source is not None and self.entries >> v & 1 and not self.entries & ~ideal:
+            nbytes -= g.input_bytes
+        return nbytes
+
+    def _ready(self, v: int, ideal: int) -> int:
+        return sum(1 << w for w in self.inst.model.succ[v] if not self.pred[w] & ~ideal)
+
+
+@dataclass
+class _FirstStages:
+    """The search of :func:`first_stages_bound`; ``best`` is the least value found so far."""
+
+    inst: Instance
+    lattice: _Lattice
+    best: float
+    budget: _Budget
+    deep: bool = True
+    """Whether first stages are still followed into the second."""
+    seconds: dict[int, list[int]] = field(default_factory=dict)
+    """:meth:`distinct` devices after each first device."""
+
+    def times(self, d: int) -> list[float]:
+        return [row[d] for row in self.inst.times]
+
+    def send(self, d: int, nbytes: float, ideal: int, away: tuple[int | None, ...]) -> float:
+        """Least time for device d to send the boundary of ``ideal`` to a device not in
+        ``away`` (to the sink if ``ideal`` is every layer)."""
+        inst = self.inst
+        if ideal == self.lattice.full:
+            return inst.transfer_time(d, inst.sink_index, nbytes)
+        return min((inst.links[d][e].time(nbytes) for e in range(len(inst.devices))
+                    if e != d and e not in away), default=math.inf)
+
+    def distinct(self, devices: Iterable[int], before: int | None) -> list[int]:
+        """One device of each kind that the search cannot tell apart (same times, links and
+        ends, the same link from ``before``)."""
+        inst, seen, out = self.inst, set(), []
+        for d in devices:
+            key = (tuple(self.times(d)), tuple(inst.links[d]), tuple(row[d] for row in inst.links),
+                   d in (inst.source_index, inst.sink_index), before)
+            if d != before and key not in seen:
+                seen.add(key)
+                out.append(d)
+        return out
+
+    def first(self, d0: int) -> None:
+        lat = self.lattice
+        src = self.inst.transfer_time(self.inst.source_index, d0, self.inst.model.input_bytes)
+        if src >= self.best:
+            return
+        try:
+            for ideal, compute, nbytes, ready in lat.grow(
+                    0, lat.start_bytes(), lat.entries, self.times(d0),
+                    lambda: self.best if src < self.best else -math.inf, self.budget):
+                self.follow(d0, max(src, compute), ideal, nbytes, ready)
+        except _Exhausted:
+            self.deep = False
+            self.best = min(self.best, max(src, min(self.times(d0))))
+
+    def follow(self, d0: int, value: float, ideal: int, nbytes: float, ready: int) -> None:
+        """Plans whose first stage is ``ideal`` on d0 (stage value so far ``value``)."""
+        one = max(value, self.send(d0, nbytes, ideal, ()))
+        if one >= self.best or ideal == self.lattice.full or not self.deep:
+            self.best = min(self.best, one)
+            return
+        if d0 not in self.seconds:
+            self.seconds[d0] = self.distinct(range(len(self.inst.devices)), d0)
+        for d1 in self.seconds[d0]:
+            self.second(d0, d1, max(value, self.inst.transfer_time(d0, d1, nbytes)), ideal,
+                        nbytes, ready)
+
+    def second(self, d0: int, d1: int, value: float, first: int, nbytes: float,
+               ready: int) -> None:
+        if value >= self.best:
+            return
+        try:
+            for ideal, compute, alive, _ in self.lattice.grow(
+                    first, nbytes, ready, self.times(d1),
+                    lambda: self.best if value < self.best else -math.inf, self.budget):
+                self.best = min(self.best, max(value, compute, self.send(d1, alive, ideal, (d0,))))
+        except _Exhausted:
+            self.deep = False
+            self.best = min(self.best, value)

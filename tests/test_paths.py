@@ -9,6 +9,7 @@ The driver is checked from a poor warm start (single devices only), where it mus
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import random_instance
 
-from edgepart import SolutionStatus, Termination, evaluate, load_instance, solve, validate_plan
+from edgepart import (
+    SolutionStatus,
+    Termination,
+    cuts,
+    evaluate,
+    load_instance,
+    solve,
+    validate_plan,
+)
 from edgepart.formulations import paths
 from edgepart.formulations.paths import Inapplicable, PathFormulation
 from edgepart.instance import Instance
@@ -174,3 +183,55 @@ def test_highs_on_paths_and_cpsat_on_stages_agree_on_resnet50() -> None:
     assert highs.extra["formulation"] == "paths"
     assert highs.status is SolutionStatus.OPTIMAL and cpsat.status is SolutionStatus.OPTIMAL
     assert highs.objective_s == pytest.approx(cpsat.objective_s, rel=1e-6)
+
+
+# -- the first stage's lower bound on the period (edgepart.cuts.first_stages_bound) ------------
+
+
+def two_layer_chain() -> Instance:
+    """a -> b; devices A (the source) and B; one link, 10 B/s, no latency; input 100 B, a's
+    output 10 B, no sink. a takes 1 s on A and on B; b takes 10 s on A and 3 s on B."""
+    layer = {"op": "op", "flops": 1.0, "param_bytes": 0.0, "work_bytes": 0.0}
+    return load_instance({
+        "format_version": 1, "name": "first_stages", "model": {
+            "name": "chain", "input_bytes": 100.0, "edges": [{"src": "a", "dst": "b"}],
+            "layers": [
+                {**layer, "id": "a", "output_bytes": 10.0, "time_s": {"A": 1.0, "B": 1.0}},
+                {**layer, "id": "b", "output_bytes": 10.0, "time_s": {"A": 10.0, "B": 3.0}}]},
+        "devices": [{"id": "A", "class": "A", "memory_bytes": 1e12, "flops_per_s": 1.0},
+                    {"id": "B", "class": "B", "memory_bytes": 1e12, "flops_per_s": 1.0}],
+        "links": {"default": {"bandwidth_bytes_per_s": 10.0, "latency_s": 0.0}},
+        "cost_model": {"overlap": True, "transfer": "relay"}, "source": "A"})
+
+
+def test_first_stages_bound_by_hand() -> None:
+    """Stage 0 on B pays the input, 100 B / 10 B/s = 10 s. Stage 0 on A: {a, b} computes 11 s;
+    {a} computes 1 s and sends 10 B in 1 s, then stage 1 must be on B: {b} computes 3 s, so 3.
+    Bound min(10, 11, 3) = 3, and a plan has it (a on A, b on B: stages of 1 s and 3 s); every
+    other plan is 10 or 11. The first stage alone would give only max(0, 1, 1) = 1, which is what
+    the bound falls back to when it may visit no ideal (A: its input is free and a layer takes at
+    least 1 s there; B: the input alone is 10 s)."""
+    inst = two_layer_chain()
+    assert cuts.first_stages_bound(inst, math.inf) == pytest.approx(3.0)
+    assert solve(inst, "brute").objective_s == pytest.approx(3.0)
+    assert cuts.first_stages_bound(inst, math.inf, max_sets=0) == pytest.approx(1.0)
+    assert cuts.first_stages_bound(inst, 2.0) == 2.0  # nothing beats the cap: the cap
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), nd=st.integers(1, 4),
+       shape=st.sampled_from(["chain", "forward", "dag"]), ends=st.sampled_from(
+           [True, False, "source", "sink"]), overlap=st.booleans(), max_sets=st.sampled_from(
+           [cuts.FIRST_STAGE_SETS, 2]))
+def test_first_stages_bound_is_below_the_brute_force_optimum(
+        seed: int, n: int, nd: int, shape: str, ends: bool | str, overlap: bool,
+        max_sets: int) -> None:
+    """Relay instances with per-class times, memory limits and pinned layers; ``max_sets=2``
+    makes the enumeration give up early (its fallback must stay a bound too)."""
+    inst = load_instance(random_instance(seed, n=n, nd=nd, shape=shape, ends=ends,
+                                         overlap=overlap, memory=True, restrict=1,
+                                         uniform_links=seed % 2 == 0))
+    best = solve(inst, "brute")
+    bound = cuts.first_stages_bound(inst, math.inf, max_sets=max_sets)
+    assert bound <= best.objective_s * (1 + 1e-12)  # an infeasible instance: inf

@@ -42,8 +42,10 @@ Constraints, each with its reason:
    :math:`C_d` enforced by :math:`y_{bd}`). Source and sink are stages of their own.
 8. Memory (only for devices that could overflow): parameters + :math:`W_d \ge w_v X_{vd}` +
    receive and send buffers :math:`\le` memory, enforced by :math:`y_{bd}` in relay.
-9. Lower bound :math:`P \ge` :func:`edgepart.cost.lower_bound` (work / total speed), and an upper
-   bound from a warm-start plan when given.
+9. Lower bound :math:`P \ge` :func:`edgepart.cost.lower_bound` (work / total speed) and, on relay
+   transfers, :func:`edgepart.cuts.first_stages_bound` (source transfer, compute and boundaries
+   of the first two stages over every pair of ideals they may be); an upper bound from a
+   warm-start plan when given.
 10. Symmetry breaking: devices that are interchangeable (same class, memory, speed, links in both
     directions to every other device, not the source or sink) are used in index order and appear
     in the pipeline in index order.
@@ -59,6 +61,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from edgepart.cost import evaluate, lower_bound, tolerated
+from edgepart.cuts import first_stages_bound
 from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Rounding, Terms
 from edgepart.instance import Instance, Link, Transfer
 from edgepart.plan import Plan
@@ -473,9 +476,20 @@ class PipelineFormulation:
                 m.capacity_le([(1.0, self.P)], -tolerated(self.max_period), Dim.TIME)
         else:
             m.objective = self.P
-            m.time_ge([(1.0, self.P)], -lower_bound(self.inst))
+            m.time_ge([(1.0, self.P)], -self._period_floor())
             if self.max_latency is not None:
                 m.capacity_le([(1.0, self.L)], -tolerated(self.max_latency), Dim.TIME)
+
+    def _period_floor(self) -> float:
+        """A lower bound on every plan's period: :func:`edgepart.cost.lower_bound`, and on relay
+        transfers also :func:`edgepart.cuts.first_stages_bound` (the first two stages' source
+        transfer, compute and boundaries), which the LP relaxation cannot see: it spreads every
+        layer over all slots, so that no boundary carries a tensor (15.7 ms against 33.9 ms on
+        Inception-v3)."""
+        floor = lower_bound(self.inst)
+        if self.inst.cost_model.transfer is Transfer.RELAY:
+            floor = max(floor, first_stages_bound(self.inst, self.cap, self.deadline))
+        return floor
 
     # decoding and hints --------------------------------------------------------------------
 
