@@ -101,7 +101,7 @@ def test_unfit_split_is_no_plan_with_the_reason() -> None:
     inst = chain([1, 1, 4, 4], {"a": 5, "b": 5})
     result = solve(inst, "exo")
     assert result.plan is None and result.status is SolutionStatus.NONE
-    assert "exo's split does not fit: stage 1 needs 8 bytes on device 'a'" in result.message
+    assert "exo's plan breaks the instance's rules: stage 1 needs 8 bytes on device 'a'" in result.message
 
 
 @settings(max_examples=40, deadline=None)
@@ -129,4 +129,4 @@ def test_table_on_the_instance_where_exo_and_llamacpp_do_not_fit() -> None:
                     "memory_first": True}
     assert frame.loc[frame["method"] == "auto", "status"].item() == "optimal"
     note = frame.loc[frame["method"] == "exo", "note"].item()
-    assert note.startswith("exo's split does not fit: stage ")
+    assert note.startswith("exo's plan breaks the instance's rules: stage ")

@@ -5,24 +5,21 @@ shards, one per device, by a fixed rule; the embedding goes with the first shard
 norm and output head with the last. :func:`repeating_range` finds the decoder layers of an
 instance with an ``llm`` workload (layers whose ``op`` is ``decoder``); on any other instance
 every layer is a repeating layer. :func:`plan_from_layer_devices` turns a device per layer into a
-plan (consecutive layers on one device are one stage) and :func:`finish_split` scores it: a split
-that breaks the instance's rules (a stage that does not fit its device's memory, above all) is
-reported as no plan, with the reason, since the tool would fail to load it.
+plan (consecutive layers on one device are one stage) and
+:func:`edgepart.solvers.heuristics.common.finish_fixed_rule` scores it: a split that breaks the
+instance's rules (a stage that does not fit its device's memory, above all) is reported as no
+plan, with the reason, since the tool would fail to load it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from edgepart.cost import evaluate, validate_plan
 from edgepart.instance import Instance
 from edgepart.plan import Plan
-from edgepart.results import SolveResult
-from edgepart.solvers.base import SolveOptions
-from edgepart.solvers.heuristics.common import RangePlan, finish_heuristic
+from edgepart.solvers.heuristics.common import RangePlan
 
-__all__ = ["finish_split", "plan_from_layer_devices", "repeating_range", "spread_ends"]
+__all__ = ["plan_from_layer_devices", "repeating_range", "spread_ends"]
 
 
 def repeating_range(inst: Instance) -> tuple[int, int]:
@@ -53,17 +50,3 @@ def spread_ends(inst: Instance, unit_devices: Sequence[int], first: int) -> list
     before = [unit_devices[0]] * first
     after = [unit_devices[-1]] * (n - first - len(unit_devices))
     return [*before, *unit_devices, *after]
-
-
-def finish_split(inst: Instance, plan: Plan, *, method: str, options: SolveOptions,
-                 start: float, extra: dict[str, Any] | None = None) -> SolveResult:
-    """The plan scored by the shared evaluator, or no plan when it breaks the rules."""
-    problems = validate_plan(inst, plan)
-    extra = dict(extra or {})
-    if problems:  # the plans made here are structurally valid: what breaks is memory or class
-        extra["unfit_bottleneck_s"] = evaluate(inst, plan).bottleneck_s
-        return finish_heuristic(inst, None, method=method, options=options, start=start,
-                                message=f"{method}'s split does not fit: {problems[0]}",
-                                extra=extra)
-    return finish_heuristic(inst, plan, method=method, options=options, start=start,
-                            extra=extra)

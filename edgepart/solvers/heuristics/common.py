@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepart.cost import tolerated
+from edgepart.cost import tolerated, validate_plan
 from edgepart.cuts import alive_bytes, colocation_cut_ok
 from edgepart.instance import Instance
 from edgepart.plan import Plan
@@ -215,3 +215,17 @@ def finish_heuristic(inst: Instance, plan: Plan | None, *, method: str, options:
         message = f"{method} found no valid plan"
     return finish(inst, plan, method=method, options=options, termination=Termination.FINISHED,
                   wall_time_s=time.perf_counter() - start, message=message, extra=extra)
+
+
+def finish_fixed_rule(inst: Instance, plan: Plan, *, method: str, options: SolveOptions,
+                      start: float, extra: dict[str, Any] | None = None) -> SolveResult:
+    """A plan made by a fixed rule that ignores some of the instance's limits (memory, device
+    classes, transfer mode): scored when it keeps them, else no plan with the first reason, as
+    the tool that uses the rule would fail to deploy it."""
+    problems = validate_plan(inst, plan)
+    if problems:
+        return finish_heuristic(inst, None, method=method, options=options, start=start,
+                                message=f"{method}'s plan breaks the instance's rules: "
+                                        f"{problems[0]}", extra=extra)
+    return finish_heuristic(inst, plan, method=method, options=options, start=start,
+                            extra=extra)

@@ -4,7 +4,8 @@ Source: the data-parallel baseline of pipeline planners (PipeDream, Narayanan et
 §3.1: every worker holds the whole model and takes its own inputs), here for inference: each
 device runs whole requests, dealt in proportion to its rate (the replicate mode of
 :mod:`edgepart.cost`). Throughput adds up over the devices; latency is the slowest device's whole
-forward pass. Any model (no shapes needed); every device must hold the whole model.
+forward pass. Any model (no shapes needed); every device must hold the whole model (else no
+plan, with the reason).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from edgepart.plan import Mode, Plan, Stage
 from edgepart.results import SolveResult
 from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.groups import one_group_plan
-from edgepart.solvers.heuristics.common import finish_heuristic
+from edgepart.solvers.heuristics.common import finish_fixed_rule
 
 __all__ = ["solve_dataparallel"]
 
@@ -30,4 +31,4 @@ def solve_dataparallel(inst: Instance, options: SolveOptions) -> SolveResult:
                     inst.name, "dataparallel")
     else:
         plan = one_group_plan(inst, Mode.REPLICATE, method="dataparallel")
-    return finish_heuristic(inst, plan, method="dataparallel", options=options, start=start)
+    return finish_fixed_rule(inst, plan, method="dataparallel", options=options, start=start)

@@ -26,9 +26,10 @@ from __future__ import annotations
 import time
 
 from edgepart.instance import Instance
-from edgepart.llm.splits import finish_split, plan_from_layer_devices, repeating_range, spread_ends
+from edgepart.llm.splits import plan_from_layer_devices, repeating_range, spread_ends
 from edgepart.results import SolveResult
 from edgepart.solvers.base import SolveOptions, register
+from edgepart.solvers.heuristics.common import finish_fixed_rule
 
 __all__ = ["exo_shards", "solve_exo"]
 
@@ -61,6 +62,6 @@ def solve_exo(inst: Instance, options: SolveOptions) -> SolveResult:
     shards = exo_shards([(d.memory_bytes, d.id) for d in inst.devices], end - first)
     units = [inst.device_index[node] for node, a, b in shards for _ in range(a, b + 1)]
     plan = plan_from_layer_devices(inst, spread_ends(inst, units, first), "exo")
-    return finish_split(inst, plan, method="exo", options=options, start=start,
+    return finish_fixed_rule(inst, plan, method="exo", options=options, start=start,
                         extra={"shards": [[node, a, b] for node, a, b in shards],
                                "repeating_layers": end - first})

@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from itertools import accumulate
 
 from edgepart.instance import Instance
-from edgepart.llm.splits import finish_split, plan_from_layer_devices, repeating_range, spread_ends
+from edgepart.llm.splits import plan_from_layer_devices, repeating_range, spread_ends
 from edgepart.results import SolveResult
 from edgepart.solvers.base import SolveOptions, register
+from edgepart.solvers.heuristics.common import finish_fixed_rule
 
 __all__ = ["layer_split", "solve_llamacpp", "solve_llamacpp_memory"]
 
@@ -53,7 +54,7 @@ def _solve(inst: Instance, options: SolveOptions, weights: Sequence[float], meth
     repeating = end - first if end < n else n - 1
     units = layer_split(weights, repeating)
     plan = plan_from_layer_devices(inst, spread_ends(inst, units, first), method)
-    return finish_split(inst, plan, method=method, options=options, start=start,
+    return finish_fixed_rule(inst, plan, method=method, options=options, start=start,
                         extra={"tensor_split": list(weights)})
 
 
