@@ -115,13 +115,14 @@ def _measured(recs: Sequence[Record], scale: float, pad_s: float | None) -> dict
     """Means over a stage's records, in instance time; ``late_share``: the share of requests
     whose real compute overran the padding target ``pad_s``."""
     if not recs:
-        return dict.fromkeys(("compute_s", "real_compute_s", "transfer_s", "transport_s", "idle_s",
-                              "message_bytes", "late_share"), math.nan)
+        return dict.fromkeys(("compute_s", "real_compute_s", "real_compute_min_s", "transfer_s",
+                              "transport_s", "idle_s", "message_bytes", "late_share"), math.nan)
     gaps = [b.started - a.finished for a, b in itertools.pairwise(recs)]
     real = [(r.computed - r.started) / scale for r in recs]
     return {
         "compute_s": statistics.fmean(r.finished - r.started for r in recs) / scale,
         "real_compute_s": statistics.fmean(real),
+        "real_compute_min_s": min(real),
         "transfer_s": statistics.fmean(r.held + r.delivered - r.sent for r in recs) / scale,
         "transport_s": statistics.fmean(r.delivered - r.sent for r in recs) / scale,
         "idle_s": statistics.fmean(gaps) / scale if gaps else 0.0,
