@@ -192,6 +192,7 @@ class _Stage:
         self.caches: dict[int, Any] = {}
         self.lock = threading.Lock()
         self.decode_steps = 0
+        self.late = [0.0, 0.0]  # (prefill, decode): steps' time beyond their pads, carried
 
     def modules(self) -> list[Any]:
         return [m for m in (self.embed, *self.layers, self.norm, self.head) if m is not None]
@@ -199,7 +200,10 @@ class _Stage:
     def step(self, seq: int, x: Any, start: int) -> Any:
         """Run this stage on ``x`` (token ids on the first stage, else hidden states) whose
         first position is ``start``; returns hidden states, or the next token id (last stage).
-        The step is padded to the spec's time for its phase."""
+        The step is padded to the spec's time for its phase; a step that took longer (a
+        sleep that woke late on a loaded host, or real compute beyond the pad) shortens the
+        next steps' padding by as much, never by more than one pad, so the stage's time per
+        step is the emulated device's on average while the host can keep up."""
         import torch
 
         if start == WARM_UP:
@@ -210,7 +214,10 @@ class _Stage:
             self._fail_if_due(phase)
             began = time.perf_counter()
             out = self._compute(seq, x, start)
-            time.sleep(max(self.spec.pad_s[phase] - (time.perf_counter() - began), 0.0))
+            pad = self.spec.pad_s[phase]
+            time.sleep(max(pad - self.late[phase] - (time.perf_counter() - began), 0.0))
+            late = self.late[phase] + time.perf_counter() - began - pad
+            self.late[phase] = min(max(late, 0.0), pad)
             return out
 
     def _fail_if_due(self, phase: int) -> None:
