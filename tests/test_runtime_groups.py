@@ -7,6 +7,7 @@ layer has a split shape; the instances come from the profiling trace with fixed 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -15,16 +16,18 @@ import pytest
 
 pytest.importorskip("torch")
 
+import torch
 from test_runtime_support import let_workers_import_test_models, workers_of
 from torch import nn
 
+from edgepart.cost import Region
 from edgepart.errors import InputError
 from edgepart.instance import load_instance
-from edgepart.plan import Plan
+from edgepart.plan import Plan, Scheme
 from edgepart.profiling.trace import trace_model, unit_shape
 from edgepart.runtime.driver import run
 from edgepart.runtime.emulate import Mode
-from edgepart.runtime.groups import ReplicaScheduler, drop_replicas
+from edgepart.runtime.groups import ReplicaScheduler, Slice, SlicePart, drop_replicas
 from edgepart.runtime.prepare import RunOptions
 
 SHAPE = (1, 3, 16, 16)
@@ -171,3 +174,37 @@ def test_pad_emulation_of_a_hybrid_plan_reports_measured_against_predicted() -> 
             report["predicted_throughput_per_s"], rel=0.3)
     served = report["stages"][1]["replica_requests"]
     assert served["d1"] > served["d2"] > 0  # the faster replica serves more
+
+
+@pytest.mark.parametrize("module", [
+    nn.Conv2d(4, 6, 3, stride=1, padding=1), nn.Conv2d(4, 6, 5, stride=2, padding=2),
+    nn.Conv2d(4, 6, 3, stride=2, padding=0), nn.Conv2d(4, 4, 3, padding=1, groups=4),
+    nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d(2)], ids=str)
+@pytest.mark.parametrize("cuts", [[0, 3, 7], [0, 1, 2, 7], [0, 7, 7]], ids=str)
+def test_row_slices_with_halos_glue_into_the_whole_output(module: Any, cuts: list[int]) -> None:
+    # brute force: the module on the whole input, cut into the same output rows (a cut past
+    # the end leaves a device an empty slice)
+    x = torch.randn(1, 4, 13, 11)
+    whole = module(x)
+    rows = [(a, min(z, whole.shape[2])) for a, z in itertools.pairwise(cuts)]
+    rows[-1] = (rows[-1][0], whole.shape[2])
+    pieces = []
+    for a, z in rows:
+        part = SlicePart("n", Scheme.ROWS, Region((0, whole.shape[1]), (a, z), (0, 1)), 13)
+        s = Slice(module, part)
+        if not s.empty:
+            pieces.append(s(s.take(x)))
+    torch.testing.assert_close(torch.cat(pieces, 2), whole)
+
+
+@pytest.mark.parametrize("module", [nn.Conv2d(4, 6, 3, padding=1), nn.Linear(5, 7),
+                                    nn.MaxPool2d(2)], ids=str)
+def test_channel_slices_glue_into_the_whole_output(module: Any) -> None:
+    x = torch.randn(1, 5) if isinstance(module, nn.Linear) else torch.randn(1, 4, 8, 8)
+    whole = module(x)
+    channels = whole.shape[1]
+    pieces = []
+    for c in [(0, channels // 3), (channels // 3, channels)]:
+        s = Slice(module, SlicePart("n", Scheme.OUTC, Region(c, (0, 1), (0, 1)), 8))
+        pieces.append(s(s.take(x)))
+    torch.testing.assert_close(torch.cat(pieces, s.dim), whole)
