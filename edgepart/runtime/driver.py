@@ -249,6 +249,7 @@ class _Stream:
         self.schedulers: dict[int, ReplicaScheduler] = {}  # replicated stage -> its scheduler
         self.routes: dict[int, tuple[int, ...]] = {}  # request -> the ranks it is dealt to
         self.served: collections.Counter[str] = collections.Counter()  # device -> answers
+        self.out_of_order = 0  # answers that arrived after a later request's
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -328,6 +329,7 @@ class _Stream:
         if ev.request in self.done:
             self.duplicates += 1
             return
+        self.out_of_order += ev.request < max(self.done, default=-1)
         self.done[ev.request] = ev.received
         self.pending.discard(ev.request)
         self.release(ev.request, ev.hops)

@@ -56,6 +56,7 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
     out: dict[str, Any] = {
         "requests": prep.options.requests, "completed": len(stream.done),
         "mismatches": stream.mismatches, "duplicates_dropped": stream.duplicates,
+        "answers_out_of_order": stream.out_of_order,
         "throughput_per_s": throughput, "predicted_throughput_per_s": first.throughput_per_s,
         "latency_p50_s": _quantile(latencies, 0.5), "latency_p95_s": _quantile(latencies, 0.95),
         "predicted_latency_s": first.latency_s,
