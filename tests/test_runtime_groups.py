@@ -176,14 +176,28 @@ def test_pad_emulation_of_a_hybrid_plan_reports_measured_against_predicted() -> 
     assert served["d1"] > served["d2"] > 0  # the faster replica serves more
 
 
-@pytest.mark.parametrize("module", [
-    nn.Conv2d(4, 6, 3, stride=1, padding=1), nn.Conv2d(4, 6, 5, stride=2, padding=2),
-    nn.Conv2d(4, 6, 3, stride=2, padding=0), nn.Conv2d(4, 4, 3, padding=1, groups=4),
-    nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d(2)], ids=str)
+# modules built in the test: one built when this file is imported would draw from torch's
+# random generator, which the workers seed before they import ChainNet from here
+ROW_MODULES: dict[str, Any] = {
+    "conv k3 s1 p1": lambda: nn.Conv2d(4, 6, 3, stride=1, padding=1),
+    "conv k5 s2 p2": lambda: nn.Conv2d(4, 6, 5, stride=2, padding=2),
+    "conv k3 s2 p0": lambda: nn.Conv2d(4, 6, 3, stride=2, padding=0),
+    "depthwise k3 p1": lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4),
+    "maxpool k3 s2 p1": lambda: nn.MaxPool2d(3, stride=2, padding=1),
+    "maxpool k2": lambda: nn.MaxPool2d(2),
+}
+CHANNEL_MODULES: dict[str, Any] = {
+    "conv": lambda: nn.Conv2d(4, 6, 3, padding=1), "linear": lambda: nn.Linear(5, 7),
+    "maxpool": lambda: nn.MaxPool2d(2),
+}
+
+
+@pytest.mark.parametrize("text", ROW_MODULES)
 @pytest.mark.parametrize("cuts", [[0, 3, 7], [0, 1, 2, 7], [0, 7, 7]], ids=str)
-def test_row_slices_with_halos_glue_into_the_whole_output(module: Any, cuts: list[int]) -> None:
+def test_row_slices_with_halos_glue_into_the_whole_output(text: str, cuts: list[int]) -> None:
     # brute force: the module on the whole input, cut into the same output rows (a cut past
     # the end leaves a device an empty slice)
+    module = ROW_MODULES[text]()
     x = torch.randn(1, 4, 13, 11)
     whole = module(x)
     rows = [(a, min(z, whole.shape[2])) for a, z in itertools.pairwise(cuts)]
@@ -197,9 +211,9 @@ def test_row_slices_with_halos_glue_into_the_whole_output(module: Any, cuts: lis
     torch.testing.assert_close(torch.cat(pieces, 2), whole)
 
 
-@pytest.mark.parametrize("module", [nn.Conv2d(4, 6, 3, padding=1), nn.Linear(5, 7),
-                                    nn.MaxPool2d(2)], ids=str)
-def test_channel_slices_glue_into_the_whole_output(module: Any) -> None:
+@pytest.mark.parametrize("text", CHANNEL_MODULES)
+def test_channel_slices_glue_into_the_whole_output(text: str) -> None:
+    module = CHANNEL_MODULES[text]()
     x = torch.randn(1, 5) if isinstance(module, nn.Linear) else torch.randn(1, 4, 8, 8)
     whole = module(x)
     channels = whole.shape[1]
