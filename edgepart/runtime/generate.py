@@ -362,12 +362,16 @@ _INBOXES: dict[str, list[queue.Queue[tuple[int, float] | GenerationError]]] = {}
 def token_ready(run: str, seq: int, token: int, due: float = 0.0) -> None:
     """Called by the last stage with sequence ``seq``'s next token, emulated to arrive at
     ``due`` (the sink's transfer) if that is later."""
-    _INBOXES[run][seq].put((token, max(time.perf_counter(), due)))
+    inboxes = _INBOXES.get(run)  # none: a late message of a run that has ended
+    if inboxes is not None:
+        inboxes[seq].put((token, max(time.perf_counter(), due)))
 
 
 def sequence_failed(run: str, seq: int, message: str) -> None:
     """Called by a stage that could not pass sequence ``seq`` on."""
-    _INBOXES[run][seq].put(GenerationError(message))
+    inboxes = _INBOXES.get(run)  # none: a late message of a run that has ended
+    if inboxes is not None:
+        inboxes[seq].put(GenerationError(message))
 
 
 class _Done:
