@@ -110,11 +110,13 @@ def test_generation_on_workers_chains_stages_and_matches_prediction_and_memory()
     for st in report["stages"]:
         assert st["param_bytes"] == st["predicted_param_bytes"]
         assert st["kv_cache_bytes"] == pytest.approx(st["predicted_kv_cache_bytes"], rel=0.10)
-    # measured within 3-10% of predicted on an idle 2-core host when written; generous here for
-    # shared CI machines (the window is ~13 tokens per sequence)
+    # 2.6% below with 32 tokens at load average 8.6 on 2 cores when written (docs/llm.md);
+    # generous here for shared CI machines and the shorter window (~13 tokens per sequence)
     assert report["tokens_per_s"] == pytest.approx(report["predicted_tokens_per_s"], rel=0.3)
     first, last = predicted_first_tokens_s(prefill, plan, SEQUENCES)
     assert report["predicted_time_to_first_token_s"] == last and first < last
+    # the last prompt's first token: 15% above when written (a prefill's late wake-up is not
+    # made up for), so a loose bound
     assert report["time_to_first_token_s"] == pytest.approx(last, rel=0.5)
 
 
