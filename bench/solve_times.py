@@ -76,7 +76,9 @@ def _ratio(df: pd.DataFrame, base_of: Callable[[str], str]) -> list[float | None
     out = []
     for inst, backend, t in zip(df.instance, df.backend, df.solve_time_s, strict=True):
         base = times.get((inst, base_of(backend)))
-        out.append(round(t / base, 2) if base and not backend.startswith("before:") else None)
+        solved = (inst, backend) in times  # an error row's time is no solve time
+        out.append(round(t / base, 2) if base and solved and not backend.startswith("before:")
+                   else None)
     return out
 
 

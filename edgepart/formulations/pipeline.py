@@ -81,6 +81,9 @@ class PipelineFormulation:
     deadline: Deadline = NO_DEADLINE
     """Building raises :class:`~edgepart.formulations.model.OutOfTime` past it."""
     model: LinearModel = field(default_factory=LinearModel)
+    floor: float = field(default=-math.inf, init=False)
+    """A lower bound on the objective known before any solve (:meth:`_period_floor` for the
+    period; none for the latency): a bound in its own right when a solver stops without one."""
 
     def __post_init__(self) -> None:
         inst = self.inst
@@ -476,7 +479,8 @@ class PipelineFormulation:
                 m.capacity_le([(1.0, self.P)], -tolerated(self.max_period), Dim.TIME)
         else:
             m.objective = self.P
-            m.time_ge([(1.0, self.P)], -self._period_floor())
+            self.floor = self._period_floor()
+            m.time_ge([(1.0, self.P)], -self.floor)
             if self.max_latency is not None:
                 m.capacity_le([(1.0, self.L)], -tolerated(self.max_latency), Dim.TIME)
 

@@ -173,7 +173,7 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
         res = backend(form.model, replace(options.with_time_left(deadline),
                                           extra={**options.extra, "presolve": False}))
         plan, res = _decoded(inst, res, form.decode, options)
-    return _Outcome(plan, res.termination, res.bound_s, res.version, res.message,
+    return _Outcome(plan, res.termination, max(res.bound_s, form.floor), res.version, res.message,
                     {"formulation": "stages", "variables": len(form.model.vars),
                      "constraints": len(form.model.constraints)})
 
