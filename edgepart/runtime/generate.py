@@ -283,15 +283,15 @@ def stage_step(run: str, index: int, seq: int, x: Any, start: int, remaining: in
     if not stage.last:
         return _pass_on(spec, seq, [(spec.next_rank, stage_step, (
             run, index + 1, seq, out, start, remaining, _due(spec, spec.link_s[phase], warm)))])
-    calls: list[Call] = [(0, token_ready, (run, seq, out, _due(spec, spec.sink_s[phase],
-                                                                 warm)))]
-    if remaining > 1:
+    calls: list[Call] = []
+    if remaining > 1:  # first: the decode loop waits for it, the driver does not
         import torch
 
         calls.append((spec.next_rank, stage_step, (
             run, 0, seq, torch.tensor([[out]], dtype=torch.long),
             start if warm else start + x.shape[1], remaining - 1,
             _due(spec, spec.link_s[phase], warm))))
+    calls.append((0, token_ready, (run, seq, out, _due(spec, spec.sink_s[phase], warm))))
     return _pass_on(spec, seq, calls)
 
 
