@@ -27,7 +27,7 @@ from edgepart.plan import Plan, Scheme
 from edgepart.profiling.trace import trace_model, unit_shape
 from edgepart.runtime.driver import run
 from edgepart.runtime.emulate import Mode
-from edgepart.runtime.groups import ReplicaScheduler, Slice, SlicePart, drop_replicas
+from edgepart.runtime.groups import ReplicaScheduler, Slice, SlicePart, drop_replicas, glue
 from edgepart.runtime.prepare import RunOptions
 
 SHAPE = (1, 3, 16, 16)
@@ -55,10 +55,11 @@ def _workers_import_the_test_models(monkeypatch: pytest.MonkeyPatch) -> None:
     let_workers_import_test_models(monkeypatch)
 
 
-def chain_instance(devices: int = 3, times: Sequence[float] | None = None) -> dict[str, Any]:
-    """ChainNet on ``devices`` devices (``times``: each device's time per layer, 1 ms default),
-    every layer with its split shape."""
-    traced = trace_model(ChainNet(), SHAPE)
+def chain_instance(devices: int = 3, times: Sequence[float] | None = None,
+                   model: nn.Module | None = None) -> dict[str, Any]:
+    """``model`` (ChainNet) on ``devices`` devices (``times``: each device's time per layer, 1 ms
+    default), every layer with its split shape."""
+    traced = trace_model(model or ChainNet(), SHAPE)
     size = {u.id: sum(traced.value_bytes[o] for o in u.outputs) for u in traced.units}
     per_device = list(times or [1e-3] * devices)
     layers = [{"id": u.id, "op": u.op, "flops": 1.0, "param_bytes": 0.0,
@@ -96,11 +97,12 @@ def test_the_instance_has_the_layers_the_plans_name() -> None:
     assert [layer["id"] for layer in chain_instance()["model"]["layers"]] == LAYERS
 
 
-def test_split_stages_by_rows_and_by_channels_match_the_model() -> None:
-    # stage 0: conv1 and the pool by rows over d0, d1 (halos at the cut), then conv2 and fc by
-    # output channels over d2, d3 (stage 1's lead d2): every answer must equal the unsplit model
+def test_split_stages_by_grid_rows_and_channels_match_the_model() -> None:
+    # stage 0: conv1 by grid (1 x 2 tiles for 2 devices: columns) and the pool by rows over
+    # d0, d1 (halos at the cuts), then conv2 and fc by output channels over d2, d3 (stage 1's
+    # lead d2): every answer must equal the unsplit model
     p = plan({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS[:3],
-              "schemes": {"conv1": "rows", "pool": "rows"}},
+              "schemes": {"conv1": "grid", "pool": "rows"}},
              {"devices": ["d2", "d3"], "mode": "split", "layers": LAYERS[3:],
               "schemes": {"conv2": "outc", "fc": "outc"}})
     report = run_plan(chain_instance(4), p, requests=8, inflight=2)
@@ -128,11 +130,24 @@ def test_a_replica_killed_mid_stream_loses_no_request() -> None:
                                                    "layers": LAYERS[3:]}
 
 
-def test_grid_is_refused_in_one_line() -> None:
-    p = plan({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS,
-              "schemes": {"conv1": "grid", "pool": "rows", "conv2": "outc", "fc": "outc"}})
-    with pytest.raises(InputError, match=r"stages\[0\]\.schemes\.conv1: grid is not run"):
-        run(load_instance(chain_instance(2)), p, RunOptions(SPEC))
+class AvgNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.avg = nn.AvgPool2d(2)
+
+    def forward(self, x: Any) -> Any:
+        return self.avg(self.conv(x))
+
+
+def test_a_layer_the_runtime_cannot_split_is_refused_in_one_line() -> None:
+    # an average pool by rows: its padding would count in the mean (not run split)
+    p = plan({"devices": ["d0", "d1"], "mode": "split", "layers": ["conv", "avg"],
+              "schemes": {"conv": "rows", "avg": "rows"}})
+    data = chain_instance(2, model=AvgNet())
+    with pytest.raises(InputError, match=r"^plan: stages\[0\]\.schemes\.avg: `edgepart run` "
+                                         r"cannot split a AvgPool2d by rows$"):
+        run(load_instance(data), p, RunOptions("test_runtime_groups:AvgNet"))
 
 
 def test_the_scheduler_deals_in_proportion_to_speed() -> None:
@@ -204,7 +219,8 @@ def test_row_slices_with_halos_glue_into_the_whole_output(text: str, cuts: list[
     rows[-1] = (rows[-1][0], whole.shape[2])
     pieces = []
     for a, z in rows:
-        part = SlicePart("n", Scheme.ROWS, Region((0, whole.shape[1]), (a, z), (0, 1)), 13)
+        part = SlicePart("n", Scheme.ROWS, Region((0, whole.shape[1]), (a, z),
+                                                 (0, whole.shape[3])), (13, 11))
         s = Slice(module, part)
         if not s.empty:
             pieces.append(s(s.take(x)))
@@ -219,6 +235,20 @@ def test_channel_slices_glue_into_the_whole_output(text: str) -> None:
     channels = whole.shape[1]
     pieces = []
     for c in [(0, channels // 3), (channels // 3, channels)]:
-        s = Slice(module, SlicePart("n", Scheme.OUTC, Region(c, (0, 1), (0, 1)), 8))
+        s = Slice(module, SlicePart("n", Scheme.OUTC, Region(c, (0, 1), (0, 1)), (8, 8)))
         pieces.append(s(s.take(x)))
     torch.testing.assert_close(torch.cat(pieces, s.dim), whole)
+
+
+@pytest.mark.parametrize("text", ["conv k3 s1 p1", "conv k5 s2 p2", "maxpool k3 s2 p1"])
+def test_grid_tiles_with_halos_glue_into_the_whole_output(text: str) -> None:
+    # brute force: the module on the whole input; a 2 x 3 grid of unequal tiles
+    module = ROW_MODULES[text]()
+    x = torch.randn(1, 4, 13, 11)
+    whole = module(x)
+    h, w = whole.shape[2], whole.shape[3]
+    tiles = [Slice(module, SlicePart("n", Scheme.GRID, Region((0, whole.shape[1]), rows, cols),
+                                     (13, 11)))
+             for rows in [(0, h // 3), (h // 3, h)] for cols in [(0, 1), (1, w // 2), (w // 2, w)]]
+    outs = [t(t.take(x)) for t in tiles]
+    torch.testing.assert_close(glue(tiles[::-1], outs[::-1]), whole)  # any order of tiles

@@ -26,12 +26,15 @@ computed by all the group's devices, each the region of the output the cost mode
 split_order`): ``outc`` slices a conv's or linear layer's weights by output channels (features)
 and every device reads the whole input (a pool reads its own channels); ``rows`` gives a conv or
 max pool output rows :math:`[a, z)` and it reads input rows :math:`[as - p, (z-1)s - p + k)`, the
-part outside the input replaced by the layer's padding (zeros, or :math:`-\infty` for a max pool).
+part outside the input replaced by the layer's padding (zeros, or :math:`-\infty` for a max pool);
+``grid`` does the same on rows and columns of its tile (tiles equal, as the cost model has them).
 The lead scatters each layer's input pieces to the others and gathers their outputs (RPC calls
-between workers, the driver not involved) and runs the elementwise layers on the whole tensor.
-Departure from the cost model, named: the cost model lets the slices stay on their devices
-between layers (only halos and all-gathers move); here every split layer is scattered from and
-gathered to the lead, so more bytes move, all through the lead. ``grid`` is refused (one line).
+between workers, the driver not involved). An elementwise module (:data:`FUSABLE`, e.g. ReLU)
+that is the only reader of a split layer runs on each slice before it is gathered, as the cost
+model splits it; other elementwise layers run on the lead on the whole tensor. Departure from
+the cost model, named: the cost model lets the slices stay on their devices between layers (only
+halos and all-gathers move); here every split layer is scattered from and gathered to the lead,
+so more bytes move, all through the lead.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from edgepart.instance import Instance
 from edgepart.plan import Mode, Plan, Scheme, Stage
 
 __all__ = [
+    "FUSABLE",
     "MEASURED_WEIGHT",
     "PREDICTED_WEIGHT",
     "SERVICE_SMOOTHING",
@@ -59,11 +63,16 @@ __all__ = [
     "SlicePart",
     "drop_replicas",
     "ends",
+    "fused",
+    "glue",
     "helper_slices",
     "scatter_stage",
     "slice_parts",
     "split_refusals",
 ]
+
+FUSABLE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh)
+"""Elementwise modules a split layer's slices apply before they are gathered."""
 
 PREDICTED_WEIGHT = 0.5
 MEASURED_WEIGHT = 0.5
@@ -136,12 +145,13 @@ class PeerError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SlicePart:
-    """One device's part of one split fx node: its output ``region`` and the input's height."""
+    """One device's part of one split fx node: its output ``region`` and the input's height and
+    width."""
 
     node: str
     scheme: Scheme
     region: Region
-    in_rows: int
+    in_size: tuple[int, int]
 
 
 def _layer_nodes(inst: Instance, st: Stage) -> dict[str, tuple[int, Scheme]]:
@@ -166,9 +176,7 @@ def split_refusals(gm: fx.GraphModule, inst: Instance, plan: Plan) -> list[str]:
             where = f"plan: stages[{b}].schemes.{inst.model.layers[v].id}"
             node = nodes.get(name)
             module = modules.get(str(node.target)) if node is not None else None
-            if scheme is Scheme.GRID:
-                problems.append(f"{where}: grid is not run by `edgepart run` (outc and rows are)")
-            elif node is None or node.op != "call_module" or module is None:
+            if node is None or node.op != "call_module" or module is None:
                 problems.append(f"{where}: fx node '{name}' is not a module call; only conv, "
                                 "linear and pool modules run split")
             elif not _splittable(module, scheme):
@@ -180,7 +188,9 @@ def split_refusals(gm: fx.GraphModule, inst: Instance, plan: Plan) -> list[str]:
 def _splittable(module: nn.Module, scheme: Scheme) -> bool:
     if isinstance(module, nn.Conv2d):
         plain = module.padding_mode == "zeros" and not isinstance(module.padding, str)
-        return plain and (scheme is Scheme.ROWS or module.groups == 1)
+        if scheme is Scheme.OUTC:
+            return plain and module.groups == 1
+        return plain and _pair(module.dilation) == (1, 1)
     if isinstance(module, nn.MaxPool2d):
         return not module.ceil_mode and module.dilation in (1, (1, 1))
     if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
@@ -199,7 +209,7 @@ def slice_parts(inst: Instance, st: Stage) -> list[list[SlicePart]]:
         shape = shapes[v]
         assert shape is not None  # the validator refused a split layer without a shape
         for i, region in enumerate(group.held(v, scheme)):
-            parts[i].append(SlicePart(name, scheme, region, shape.inp[1]))
+            parts[i].append(SlicePart(name, scheme, region, (shape.inp[1], shape.inp[2])))
     return parts
 
 
@@ -207,30 +217,55 @@ def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+Span = tuple[int, int, int, int]
+"""(first, end, padding before, padding after) of the input along one axis."""
+
+
+def _span(out: tuple[int, int], k: int, s: int, p: int, n: int) -> Span:
+    """Output rows (columns) [a, z) read input [a s - p, (z - 1) s - p + k): the part inside
+    [0, n), and how much of the layer's padding lies before and after it."""
+    lo, hi = out[0] * s - p, (out[1] - 1) * s - p + k
+    return max(0, lo), min(n, hi), max(0, -lo), max(0, hi - n)
+
+
+def glue(slices: Sequence[Slice], outs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The whole output from the non-empty slices' outputs: along channels (features) under
+    outc; under rows and grid, each band of tiles with equal rows side by side, the bands
+    stacked."""
+    if slices[0].part.scheme is Scheme.OUTC:
+        return torch.cat(list(outs), slices[0].dim)
+    bands: dict[tuple[int, int], list[torch.Tensor]] = {}
+    order = sorted(range(len(slices)),
+                   key=lambda i: (slices[i].part.region.h, slices[i].part.region.w))
+    for i in order:
+        bands.setdefault(slices[i].part.region.h, []).append(outs[i])
+    return torch.cat([torch.cat(band, 3) for band in bands.values()], 2)
+
+
 class Slice(nn.Module):
     """One device's slice of one split module: :meth:`take` cuts the input it reads from the
     whole input, :meth:`forward` computes its region of the output."""
 
-    def __init__(self, module: nn.Module, part: SlicePart) -> None:
+    def __init__(self, module: nn.Module, part: SlicePart, then: nn.Module | None = None
+                 ) -> None:
         super().__init__()
-        self.module, self.part = module, part
+        self.module, self.part, self.then = module, part, then
         c0, c1 = part.region.c
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
         if part.scheme is Scheme.OUTC and isinstance(module, (nn.Conv2d, nn.Linear)):
             self.weight = module.weight[c0:c1].detach().clone()
             self.bias = None if module.bias is None else module.bias[c0:c1].detach().clone()
-        self.rows = self._rows(module, part)
+        self.rows, self.cols = self._window(module, part)
 
     @staticmethod
-    def _rows(module: nn.Module, part: SlicePart) -> tuple[int, int, int, int]:
-        """(first, end, top pad, bottom pad) of the input rows that output rows [a, z) read."""
-        if part.scheme is not Scheme.ROWS:
-            return 0, part.in_rows, 0, 0
-        k, s, p = (_pair(getattr(module, key))[0] for key in ("kernel_size", "stride", "padding"))
-        a, z = part.region.h
-        lo, hi = a * s - p, (z - 1) * s - p + k
-        return max(0, lo), min(part.in_rows, hi), max(0, -lo), max(0, hi - part.in_rows)
+    def _window(module: nn.Module, part: SlicePart) -> tuple[Span, Span]:
+        """The input rows and columns that the output region reads (all of them under outc)."""
+        if part.scheme is Scheme.OUTC:
+            return (0, part.in_size[0], 0, 0), (0, part.in_size[1], 0, 0)
+        k, s, p = (_pair(getattr(module, key)) for key in ("kernel_size", "stride", "padding"))
+        return (_span(part.region.h, k[0], s[0], p[0], part.in_size[0]),
+                _span(part.region.w, k[1], s[1], p[1], part.in_size[1]))
 
     @property
     def empty(self) -> bool:
@@ -238,19 +273,21 @@ class Slice(nn.Module):
 
     @property
     def dim(self) -> int:
-        """The output dimension the slices are concatenated along."""
-        if self.part.scheme is Scheme.ROWS:
-            return 2
+        """The output dimension channel slices are concatenated along."""
         return -1 if isinstance(self.module, nn.Linear) else 1
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
-        if self.part.scheme is Scheme.ROWS:
-            return x[:, :, self.rows[0]:self.rows[1]]
+        if self.part.scheme is not Scheme.OUTC:
+            return x[:, :, self.rows[0]:self.rows[1], self.cols[0]:self.cols[1]]
         if self.weight is None:  # a pool under outc reads its own channels
             return x[:, self.part.region.c[0]:self.part.region.c[1]]
         return x
 
     def forward(self, piece: torch.Tensor) -> torch.Tensor:
+        out = self.compute(piece)
+        return out if self.then is None else self.then(out)
+
+    def compute(self, piece: torch.Tensor) -> torch.Tensor:
         m = self.module
         if self.part.scheme is Scheme.OUTC:
             if self.weight is None:  # a pool: its own channels
@@ -260,14 +297,13 @@ class Slice(nn.Module):
             assert isinstance(m, nn.Conv2d)
             return F.conv2d(piece, self.weight, self.bias, m.stride, _pair(m.padding),
                             m.dilation, m.groups)
-        top, bottom = self.rows[2], self.rows[3]
-        pw = _pair(m.padding)[1]
+        pads = (self.cols[2], self.cols[3], self.rows[2], self.rows[3])
         if isinstance(m, nn.Conv2d):
-            return F.conv2d(F.pad(piece, (0, 0, top, bottom)), m.weight, m.bias, m.stride,
-                            (0, pw), m.dilation, m.groups)
+            return F.conv2d(F.pad(piece, pads), m.weight, m.bias, m.stride, 0, m.dilation,
+                            m.groups)
         assert isinstance(m, nn.MaxPool2d)
-        padded = F.pad(piece, (0, 0, top, bottom), value=float("-inf"))
-        return F.max_pool2d(padded, m.kernel_size, m.stride, (0, pw))
+        padded = F.pad(piece, pads, value=float("-inf"))
+        return F.max_pool2d(padded, m.kernel_size, m.stride, 0)
 
 
 Remote = Callable[[int, str, torch.Tensor], Any]
@@ -287,30 +323,54 @@ class Scattered(nn.Module):
         node = self.parts[0].part.node
         replies = {i: self.remote(self.ranks[i], node, s.take(x))
                    for i, s in enumerate(self.parts) if i > 0 and not s.empty}
-        outs = [] if self.parts[0].empty else [self.parts[0](self.parts[0].take(x))]
+        done = [] if self.parts[0].empty else [(self.parts[0],
+                                                 self.parts[0](self.parts[0].take(x)))]
         for i, reply in replies.items():
             try:
-                outs.append(reply.wait())
+                done.append((self.parts[i], reply.wait()))
             except Exception as err:  # the transport's error types are backend-specific
                 raise PeerError(self.ranks[i], str(err).splitlines()[0] if str(err) else
                                 type(err).__name__) from None
-        return torch.cat(outs, self.parts[0].dim)
+        return glue([s for s, _ in done], [out for _, out in done])
+
+
+def fused(gm: fx.GraphModule, node: str) -> str | None:
+    """The :data:`FUSABLE` module call that is the only reader of ``node`` (None if none)."""
+    users = list(next(n for n in gm.graph.nodes if n.name == node).users)
+    if len(users) != 1 or users[0].op != "call_module":
+        return None
+    reader = users[0]
+    alone = len(reader.all_input_nodes) == 1 and not reader.kwargs
+    module = gm.get_submodule(str(reader.target))
+    return str(reader.target) if alone and isinstance(module, FUSABLE) else None
+
+
+def _replace(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent, _, leaf = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, leaf, module)
+
+
+def _slice(gm: fx.GraphModule, part: SlicePart) -> Slice:
+    target = str(next(n.target for n in gm.graph.nodes if n.name == part.node))
+    then = fused(gm, part.node)
+    return Slice(gm.get_submodule(target), part, None if then is None else gm.get_submodule(then))
 
 
 def scatter_stage(stage: fx.GraphModule, parts: Sequence[Sequence[SlicePart]],
                   ranks: Sequence[int], remote: Remote) -> fx.GraphModule:
-    """The lead's stage module: every split module replaced by a :class:`Scattered`."""
+    """The lead's stage module: every split module replaced by a :class:`Scattered` (and the
+    elementwise module fused into it by an identity)."""
     for column in zip(*parts, strict=True):
         node = column[0].node
         target = str(next(n.target for n in stage.graph.nodes if n.name == node))
-        module = stage.get_submodule(target)
-        parent, _, leaf = target.rpartition(".")
-        holder = stage.get_submodule(parent) if parent else stage
-        setattr(holder, leaf, Scattered([Slice(module, p) for p in column], ranks, remote))
+        slices = [_slice(stage, p) for p in column]
+        then = fused(stage, node)
+        _replace(stage, target, Scattered(slices, ranks, remote))
+        if then is not None:
+            _replace(stage, then, nn.Identity())
     return stage
 
 
 def helper_slices(gm: fx.GraphModule, parts: Sequence[SlicePart]) -> dict[str, Slice]:
     """A helper's slices, by fx node, built from its own copy of the traced model."""
-    nodes = {n.name: n for n in gm.graph.nodes}
-    return {p.node: Slice(gm.get_submodule(str(nodes[p.node].target)), p) for p in parts}
+    return {p.node: _slice(gm, p) for p in parts}
