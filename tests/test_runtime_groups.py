@@ -134,14 +134,14 @@ class AvgNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.avg = nn.AvgPool2d(2)
+        self.avg = nn.AvgPool2d(3, stride=1, padding=1)
 
     def forward(self, x: Any) -> Any:
         return self.avg(self.conv(x))
 
 
 def test_a_layer_the_runtime_cannot_split_is_refused_in_one_line() -> None:
-    # an average pool by rows: its padding would count in the mean (not run split)
+    # an average pool with padding by rows: the padding would count in the mean at the cut
     p = plan({"devices": ["d0", "d1"], "mode": "split", "layers": ["conv", "avg"],
               "schemes": {"conv": "rows", "avg": "rows"}})
     data = chain_instance(2, model=AvgNet())
@@ -200,11 +200,19 @@ ROW_MODULES: dict[str, Any] = {
     "depthwise k3 p1": lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4),
     "maxpool k3 s2 p1": lambda: nn.MaxPool2d(3, stride=2, padding=1),
     "maxpool k2": lambda: nn.MaxPool2d(2),
+    "avgpool k2": lambda: nn.AvgPool2d(2),
 }
 CHANNEL_MODULES: dict[str, Any] = {
     "conv": lambda: nn.Conv2d(4, 6, 3, padding=1), "linear": lambda: nn.Linear(5, 7),
     "maxpool": lambda: nn.MaxPool2d(2),
 }
+
+
+def window(module: Any) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride, padding of a conv or pool module, as pairs (no dilation here)."""
+    def pair(v: Any) -> tuple[int, int]:
+        return (v, v) if isinstance(v, int) else tuple(v)
+    return pair(module.kernel_size), pair(module.stride), pair(module.padding)
 
 
 @pytest.mark.parametrize("text", ROW_MODULES)
@@ -220,7 +228,7 @@ def test_row_slices_with_halos_glue_into_the_whole_output(text: str, cuts: list[
     pieces = []
     for a, z in rows:
         part = SlicePart("n", Scheme.ROWS, Region((0, whole.shape[1]), (a, z),
-                                                 (0, whole.shape[3])), (13, 11))
+                                                 (0, whole.shape[3])), (13, 11), *window(module))
         s = Slice(module, part)
         if not s.empty:
             pieces.append(s(s.take(x)))
@@ -248,7 +256,7 @@ def test_grid_tiles_with_halos_glue_into_the_whole_output(text: str) -> None:
     whole = module(x)
     h, w = whole.shape[2], whole.shape[3]
     tiles = [Slice(module, SlicePart("n", Scheme.GRID, Region((0, whole.shape[1]), rows, cols),
-                                     (13, 11)))
+                                     (13, 11), *window(module)))
              for rows in [(0, h // 3), (h // 3, h)] for cols in [(0, 1), (1, w // 2), (w // 2, w)]]
     outs = [t(t.take(x)) for t in tiles]
     torch.testing.assert_close(glue(tiles[::-1], outs[::-1]), whole)  # any order of tiles

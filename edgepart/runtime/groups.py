@@ -145,13 +145,16 @@ class PeerError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SlicePart:
-    """One device's part of one split fx node: its output ``region`` and the input's height and
-    width."""
+    """One device's part of one split fx node: its output ``region``, the input's height and
+    width, and the layer's window (``meta.shape``: kernel extent, stride, padding)."""
 
     node: str
     scheme: Scheme
     region: Region
     in_size: tuple[int, int]
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
 
 
 def _layer_nodes(inst: Instance, st: Stage) -> dict[str, tuple[int, Scheme]]:
@@ -192,9 +195,11 @@ def _splittable(module: nn.Module, scheme: Scheme) -> bool:
             return plain and module.groups == 1
         return plain and _pair(module.dilation) == (1, 1)
     if isinstance(module, nn.MaxPool2d):
-        return not module.ceil_mode and module.dilation in (1, (1, 1))
-    if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        return scheme is Scheme.OUTC
+        return not module.ceil_mode and _pair(module.dilation) == (1, 1)
+    if isinstance(module, nn.AvgPool2d):  # padding would count in the mean at the cuts
+        return scheme is Scheme.OUTC or (not module.ceil_mode and _pair(module.padding) == (0, 0))
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return True  # its meta.shape exists only for even windows (kernel = stride = in / out)
     return isinstance(module, nn.Linear) and scheme is Scheme.OUTC
 
 
@@ -209,7 +214,8 @@ def slice_parts(inst: Instance, st: Stage) -> list[list[SlicePart]]:
         shape = shapes[v]
         assert shape is not None  # the validator refused a split layer without a shape
         for i, region in enumerate(group.held(v, scheme)):
-            parts[i].append(SlicePart(name, scheme, region, (shape.inp[1], shape.inp[2])))
+            parts[i].append(SlicePart(name, scheme, region, (shape.inp[1], shape.inp[2]),
+                                      shape.kernel, shape.stride, shape.padding))
     return parts
 
 
@@ -263,7 +269,7 @@ class Slice(nn.Module):
         """The input rows and columns that the output region reads (all of them under outc)."""
         if part.scheme is Scheme.OUTC:
             return (0, part.in_size[0], 0, 0), (0, part.in_size[1], 0, 0)
-        k, s, p = (_pair(getattr(module, key)) for key in ("kernel_size", "stride", "padding"))
+        k, s, p = part.kernel, part.stride, part.padding
         return (_span(part.region.h, k[0], s[0], p[0], part.in_size[0]),
                 _span(part.region.w, k[1], s[1], p[1], part.in_size[1]))
 
@@ -301,9 +307,10 @@ class Slice(nn.Module):
         if isinstance(m, nn.Conv2d):
             return F.conv2d(F.pad(piece, pads), m.weight, m.bias, m.stride, 0, m.dilation,
                             m.groups)
-        assert isinstance(m, nn.MaxPool2d)
+        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):  # no padding (refused)
+            return F.avg_pool2d(piece, self.part.kernel, self.part.stride)
         padded = F.pad(piece, pads, value=float("-inf"))
-        return F.max_pool2d(padded, m.kernel_size, m.stride, 0)
+        return F.max_pool2d(padded, self.part.kernel, self.part.stride)
 
 
 Remote = Callable[[int, str, torch.Tensor], Any]
