@@ -156,7 +156,7 @@ def run_generation(args: argparse.Namespace) -> int:
         fail=(args.fail_stage, args.fail_after or 0, args.fail_hang)
         if args.fail_stage is not None else None,
         master=parse_address(args.master) if args.master else None,
-        heartbeat_timeout_s=args.heartbeat_timeout)
+        heartbeat_timeout_s=args.heartbeat_timeout, time_scale=_time_scale(args.time_scale))
     try:
         report = generation_report(inst, plan, options)
     except (GenerationError, WorkerError) as err:
@@ -167,6 +167,14 @@ def run_generation(args: argparse.Namespace) -> int:
     else:
         _print_generation(report)
     return EXIT_OK if report.get("tokens_equal_generate", True) else EXIT_NO_PLAN
+
+
+def _time_scale(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--time-scale: expected a number with --generate, got "
+                         f"{text!r}") from None
 
 
 def _check_generation_flags(args: argparse.Namespace, inst: Instance) -> None:
@@ -199,7 +207,8 @@ def _print_generation(report: dict[str, Any]) -> None:
                 f"{100 * (report[key] / predicted - 1):+.1f}%)")
 
     print(f"{report['sequences']} sequence(s) {report['where']}, {report['new_tokens']} tokens "
-          f"each, emulate {report['emulate']}")
+          f"each, emulate {report['emulate']} (time scale {report['time_scale']:g}; times in "
+          "the instance's time)")
     print(f"decode tokens/s: {versus('tokens_per_s')}")
     print(f"time to first token ms, all sequences: {versus('time_to_first_token_s', 1e3)}; "
           f"first sequence: {versus('first_sequence_first_token_s', 1e3)}")

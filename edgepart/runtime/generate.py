@@ -136,6 +136,11 @@ class PhaseTimes:
     compute_s: tuple[float, ...]
     transfer_s: tuple[float, ...]
 
+    def scaled(self, factor: float) -> PhaseTimes:
+        """Every time ``factor`` times longer (``--time-scale``)."""
+        return PhaseTimes(tuple(t * factor for t in self.compute_s),
+                          tuple(t * factor for t in self.transfer_s))
+
 
 @dataclass(frozen=True, slots=True)
 class StageMemory:
@@ -429,13 +434,15 @@ def stage_specs(plan: Plan, config: Mapping[str, Any], seed: int, run: str,
     process); ``prefill``/``decode``: the times to emulate; ``fail``: (stage, decode steps,
     hang) for ``--fail-stage``."""
     k = len(plan.stages)
-    nexts = [*ranks[1:], ranks[0]] if ranks is not None else [0] * k
+    over_rpc = ranks is not None
+    ranks = list(ranks) if ranks is not None else list(range(1, k + 1))  # never 0, the driver's
+    nexts = [*ranks[1:], ranks[0]]
     zero = PhaseTimes((0.0,) * k, (0.0,) * (k + 1))
     pre, dec = prefill or zero, decode or zero
     links = [(pre.transfer_s[b + 1], dec.transfer_s[b + 1]) for b in range(k - 1)]
     back = dec.transfer_s[0]  # the token from the source into the first stage
     links.append((pre.transfer_s[k] + back, dec.transfer_s[k] + back))
-    return [StageSpec(run, b, dict(config), seed, tuple(s.layers), nexts[b], ranks is not None,
+    return [StageSpec(run, b, dict(config), seed, tuple(s.layers), nexts[b], over_rpc,
                       shared_clock, threads, (pre.compute_s[b], dec.compute_s[b]), links[b],
                       (pre.transfer_s[k], dec.transfer_s[k]),
                       fail[1] if fail and fail[0] == b else None, bool(fail and fail[2]))
@@ -665,7 +672,11 @@ class GenerationOptions:
     """What :func:`generation_report` runs: ``new_tokens`` per sequence for ``sequences``
     random prompts of ``prompt_tokens``; ``emulate`` pads to the instance (and to ``prefill``,
     a prefill instance of the same model and cluster, when given); ``processes``: on worker
-    processes (else every stage in this process); ``fail``: (stage, decode steps, hang)."""
+    processes (else every stage in this process); ``fail``: (stage, decode steps, hang);
+    ``time_scale``: every emulated time that many times longer, and the measured times divided
+    by it (reported in the instance's time), as the runtime's ``--time-scale``: it makes the
+    host's own overheads (a few ms per hop on a loaded host) smaller against the emulated
+    times."""
 
     new_tokens: int
     sequences: int
@@ -678,6 +689,7 @@ class GenerationOptions:
     fail: tuple[int, int, bool] | None = None
     master: tuple[str, int] | None = None
     heartbeat_timeout_s: float = 10.0
+    time_scale: float = 1.0
 
 
 def generation_report(inst: Instance, plan: Plan, options: GenerationOptions) -> dict[str, Any]:
@@ -693,8 +705,9 @@ def generation_report(inst: Instance, plan: Plan, options: GenerationOptions) ->
     vocab = int(config["vocab_size"])
     prompts = [[rng.randrange(vocab) for _ in range(options.prompt_tokens)]
                for _ in range(options.sequences)]
-    decode = emulated_times(inst, plan) if options.emulate else None
-    prefill = (emulated_times(options.prefill, plan)
+    x = options.time_scale
+    decode = emulated_times(inst, plan).scaled(x) if options.emulate else None
+    prefill = (emulated_times(options.prefill, plan).scaled(x)
                if options.emulate and options.prefill is not None else None)
     if options.processes:
         result = generate_on_workers(
@@ -711,11 +724,11 @@ def generation_report(inst: Instance, plan: Plan, options: GenerationOptions) ->
     report: dict[str, Any] = {
         "instance": inst.name, "sequences": options.sequences,
         "prompt_tokens": options.prompt_tokens, "new_tokens": options.new_tokens,
-        "emulate": "pad" if options.emulate else "none",
+        "emulate": "pad" if options.emulate else "none", "time_scale": x,
         "where": "workers" if options.processes else "in process",
-        "tokens_per_s": result.tokens_per_s,
-        "time_to_first_token_s": max(result.first_tokens_s),
-        "first_sequence_first_token_s": min(result.first_tokens_s),
+        "tokens_per_s": result.tokens_per_s * x,
+        "time_to_first_token_s": max(result.first_tokens_s) / x,
+        "first_sequence_first_token_s": min(result.first_tokens_s) / x,
         "stages": _memory_rows(inst, plan, options, result.memory),
         "tokens": [list(t) for t in result.tokens]}
     if options.emulate:
@@ -742,6 +755,9 @@ def _checked(inst: Instance, plan: Plan, options: GenerationOptions) -> Mapping[
         raise InputError(f"--generate must be >= 2, --sequences and --prompt-tokens >= 1, got "
                          f"{options.new_tokens}, {options.sequences} and "
                          f"{options.prompt_tokens}")
+    if not options.time_scale > 0 or (options.time_scale != 1 and not options.emulate):
+        raise InputError(f"--time-scale: expected a number > 0, with --emulate pad, got "
+                         f"{options.time_scale:g}")
     if options.fail is not None and not options.processes:
         raise InputError("--fail-stage: needs worker processes (not --in-process)")
     if options.fail is not None and not 0 <= options.fail[0] < len(plan.stages):
