@@ -455,12 +455,13 @@ class _FirstStages:
                     if e != d and e not in away), default=math.inf)
 
     def distinct(self, devices: Iterable[int], before: int | None) -> list[int]:
-        """One device of each kind that the search cannot tell apart (same times, links and
-        ends, the same link from ``before``)."""
+        """One device of each kind that the search cannot tell apart (same times and links;
+        the source and the sink are each of a kind of their own)."""
         inst, seen, out = self.inst, set(), []
+        ends = (inst.source_index, inst.sink_index)
         for d in devices:
             key = (tuple(self.times(d)), tuple(inst.links[d]), tuple(row[d] for row in inst.links),
-                   d in (inst.source_index, inst.sink_index), before)
+                   d if d in ends else None)
             if d != before and key not in seen:
                 seen.add(key)
                 out.append(d)

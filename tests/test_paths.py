@@ -218,6 +218,35 @@ def test_first_stages_bound_by_hand() -> None:
     assert cuts.first_stages_bound(inst, 2.0) == 2.0  # nothing beats the cap: the cap
 
 
+@pytest.mark.parametrize("backend", ["cpsat", "highs", "cbc"])
+def test_stage_slots_call_no_solver_when_the_warm_start_meets_the_first_stages_bound(
+        backend: str) -> None:
+    """On :func:`two_layer_chain` the bound is the optimum, 3 (above), and the warm start finds
+    that plan, so the stage-slot driver proves it without a solver."""
+    result = solve(two_layer_chain(), backend, formulation="stages")
+    assert result.status is SolutionStatus.OPTIMAL
+    assert result.objective_s == pytest.approx(3.0)
+    assert result.solver_version == "no solver call: the first-stages bound meets the warm start"
+
+
+def test_first_stages_bound_keeps_the_source_and_the_sink_apart() -> None:
+    """One layer a (1 s everywhere) on two otherwise identical devices, A the source and B the
+    sink, one link of 10 B/s; input 10 B, output 100 B. a on A: its output costs 100 / 10 = 10 s
+    to the sink, period 10; a on B: the input costs 1 s and the output is already there, period
+    1. Bound min(10, 1) = 1 = the optimum; A and B must not count as one kind of device."""
+    inst = load_instance({
+        "format_version": 1, "name": "ends", "model": {
+            "name": "one", "input_bytes": 10.0, "edges": [],
+            "layers": [{"id": "a", "op": "op", "flops": 1.0, "param_bytes": 0.0,
+                        "work_bytes": 0.0, "output_bytes": 100.0, "time_s": {"X": 1.0}}]},
+        "devices": [{"id": "A", "class": "X", "memory_bytes": 1e12, "flops_per_s": 1.0},
+                    {"id": "B", "class": "X", "memory_bytes": 1e12, "flops_per_s": 1.0}],
+        "links": {"default": {"bandwidth_bytes_per_s": 10.0, "latency_s": 0.0}},
+        "cost_model": {"overlap": True, "transfer": "relay"}, "source": "A", "sink": "B"})
+    assert solve(inst, "brute").objective_s == pytest.approx(1.0)
+    assert cuts.first_stages_bound(inst, math.inf) == pytest.approx(1.0)
+
+
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), n=st.integers(1, 6), nd=st.integers(1, 4),

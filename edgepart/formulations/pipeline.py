@@ -42,10 +42,11 @@ Constraints, each with its reason:
    :math:`C_d` enforced by :math:`y_{bd}`). Source and sink are stages of their own.
 8. Memory (only for devices that could overflow): parameters + :math:`W_d \ge w_v X_{vd}` +
    receive and send buffers :math:`\le` memory, enforced by :math:`y_{bd}` in relay.
-9. Lower bound :math:`P \ge` :func:`edgepart.cost.lower_bound` (work / total speed) and, on relay
-   transfers, :func:`edgepart.cuts.first_stages_bound` (source transfer, compute and boundaries
-   of the first two stages over every pair of ideals they may be); an upper bound from a
-   warm-start plan when given.
+9. Lower bound :math:`P \ge` :func:`edgepart.cost.lower_bound` (work / total speed), and an upper
+   bound from a warm-start plan when given. On relay transfers the formulation also computes
+   ``floor``, :func:`edgepart.cuts.first_stages_bound` (source transfer, compute and boundaries
+   of the first two stages over every pair of ideals they may be), which the driver uses as a
+   bound outside the model.
 10. Symmetry breaking: devices that are interchangeable (same class, memory, speed, links in both
     directions to every other device, not the source or sink) are used in index order and appear
     in the pipeline in index order.
@@ -83,7 +84,10 @@ class PipelineFormulation:
     model: LinearModel = field(default_factory=LinearModel)
     floor: float = field(default=-math.inf, init=False)
     """A lower bound on the objective known before any solve (:meth:`_period_floor` for the
-    period; none for the latency): a bound in its own right when a solver stops without one."""
+    period; none for the latency). Not a row of the model: as a row (``P >= floor``) it made
+    HiGHS's root cut loop overrun its time limit (nasnet 218 x 8: 93 s and 106 s for 60 s, twice;
+    59-60 s without it), so the driver uses it outside: as the bound when a solver's is weaker, and
+    as the proof when the warm start meets it."""
 
     def __post_init__(self) -> None:
         inst = self.inst
@@ -479,13 +483,14 @@ class PipelineFormulation:
                 m.capacity_le([(1.0, self.P)], -tolerated(self.max_period), Dim.TIME)
         else:
             m.objective = self.P
+            m.time_ge([(1.0, self.P)], -lower_bound(self.inst))
             self.floor = self._period_floor()
-            m.time_ge([(1.0, self.P)], -self.floor)
             if self.max_latency is not None:
                 m.capacity_le([(1.0, self.L)], -tolerated(self.max_latency), Dim.TIME)
 
     def _period_floor(self) -> float:
-        """A lower bound on every plan's period: :func:`edgepart.cost.lower_bound`, and on relay
+        """A lower bound on every plan's period (capped at ``cap``):
+        :func:`edgepart.cost.lower_bound`, and on relay
         transfers also :func:`edgepart.cuts.first_stages_bound` (the first two stages' source
         transfer, compute and boundaries), which the LP relaxation cannot see: it spreads every
         layer over all slots, so that no boundary carries a tensor (15.7 ms against 33.9 ms on

@@ -37,7 +37,7 @@ from edgepart.formulations.paths import Inapplicable, PathFormulation, PathModel
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.plan import Plan, Stage
-from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination
+from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination, relative_gap
 from edgepart.solvers.base import (
     METHODS,
     Objective,
@@ -163,6 +163,11 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
                   warm_value: float | None, deadline: Deadline) -> _Outcome:
     form = PipelineFormulation(inst, options.objective.value, options.max_latency,
                                options.max_period, upper_bound=warm_value, deadline=deadline)
+    extra = {"formulation": "stages", "variables": len(form.model.vars),
+             "constraints": len(form.model.constraints)}
+    if warm_value is not None and relative_gap(warm_value, form.floor) <= OPTIMALITY_TOL:
+        return _Outcome(None, Termination.OPTIMAL, form.floor, extra=extra, version=(
+            "no solver call: the first-stages bound meets the warm start"))
     if warm is not None:
         _hint(form.model, form.hint(warm), options)
     res = backend(form.model, options.with_time_left(deadline))
@@ -174,8 +179,7 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
                                           extra={**options.extra, "presolve": False}))
         plan, res = _decoded(inst, res, form.decode, options)
     return _Outcome(plan, res.termination, max(res.bound_s, form.floor), res.version, res.message,
-                    {"formulation": "stages", "variables": len(form.model.vars),
-                     "constraints": len(form.model.constraints)})
+                    extra)
 
 
 # -- paths ---------------------------------------------------------------------------------
