@@ -5,11 +5,11 @@ Each plan stage holds the units it was given (``embed``, ``layer.i``, ``head``; 
 in every process (random weights, nothing downloaded), and, per sequence, the slice of the KV
 cache of its own decoder layers, kept across steps. A sequence's prompt goes through the stages
 (prefill: the stage runs its layers on all ``P`` tokens and fills its cache), the last stage
-picks the next token greedily (``argmax`` of the last position's logits), sends it to the
-driver (the sink) and feeds it back to the first stage for the next step (the source's part,
-as on a device that holds both). Several sequences are in flight at
-once, one driver thread each, so while stage ``b`` serves one sequence stage ``b + 1`` serves
-another: the pipeline fills. Each stage computes one request at a time (a lock: one device, one
+picks the next token greedily (``argmax`` of the last position's logits), feeds it back to
+the first stage for the next step (the source's part, as on a device that holds both) and
+sends it to the driver (the sink). Several sequences are in flight at once, one driver thread
+each, so while stage ``b`` serves one sequence stage ``b + 1`` serves another: the pipeline
+fills. Each stage computes one request at a time (a lock: one device, one
 compute thread).
 
 **Stage-to-stage chaining.** A stage hands its output straight to the next stage: on workers
@@ -35,7 +35,11 @@ compute, as in decode. Prefill steps are padded likewise to a *prefill* instance
 model and cluster when one is given; then the first sequence's first token is predicted at the
 prefill latency :math:`L_p` and the last of :math:`S` prompts, started together, at
 :math:`L_p + (S - 1) \max_b c_b` (identical jobs through a flow shop whose transfers are pure
-delays: the slowest stage's compute :math:`c_b` spaces them).
+delays: the slowest stage's compute :math:`c_b` spaces them). A padded step that ran long (a
+late wake-up on a loaded host) shortens the stage's next padding of that phase by as much, at
+most one pad, so each stage keeps the emulated device's time per step on average; the time
+scale (:class:`GenerationOptions`) stretches every emulated time so the host's own overheads
+weigh less.
 
 **Failures.** Generation state (the KV cache) lives on the workers; a lost worker takes every
 sequence's cache with it, and every sequence passes through every stage. So a lost worker (its
