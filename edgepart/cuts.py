@@ -125,7 +125,10 @@ class DeviceTypes:
 
     @property
     def n_states(self) -> int:
-        return int(np.prod(self.counts + 1))
+        """Multisets of used devices: a Python int, exact (a numpy product wraps past 2**63, and
+        100 single-device types made it 0). Callers compare it with their work limits before
+        they build anything of this size."""
+        return math.prod(int(c) + 1 for c in self.counts)
 
     @cached_property
     def addable(self) -> tuple[np.ndarray, ...]:
