@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 from typing import Any
 
 from edgepart.cli_common import EXIT_OK, print_json
 from edgepart.errors import InputError
+from edgepart.files import write_json
 
 __all__ = ["register"]
 
@@ -54,7 +54,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise InputError(f"--rounds: must be >= 1, got {rounds}")
     traces = [load_trace(path) for path in args.traces]
     est = fit(traces, rounds=rounds)
-    _write(est.to_json(), args.out)
+    write_json(est.to_json(), args.out)
     summary = {"out": args.out, **est.trained_on}
     if args.json:
         print_json(summary)
@@ -96,17 +96,8 @@ def _merge(args: argparse.Namespace) -> int:
 
     merged = merge_profiles([read_json(path) for path in args.instances])
     load_instance(merged)
-    _write(merged, args.out)
+    write_json(merged, args.out)
     sources = merged["model"]["layers"][0]["meta"]["time_source"]
     print(f"wrote {args.out}: {len(args.instances)} profiles, classes "
           + ", ".join(f"{c} ({s})" for c, s in sorted(sources.items())))
     return EXIT_OK
-
-
-def _write(data: Any, path: str) -> None:
-    from edgepart.profiling.jsonfmt import dumps
-
-    try:
-        Path(path).write_text(dumps(data) + "\n")
-    except OSError as err:
-        raise InputError(f"--out: cannot write {path!r}: {err.strerror}") from None

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgepart.cli_common import EXIT_OK, print_json
 from edgepart.errors import InputError
+from edgepart.files import write_json
 
 __all__ = ["register"]
 
@@ -121,7 +122,7 @@ def _profile(args: argparse.Namespace) -> int:
     instance = (_profile_classes(args, cluster, options)
                 if args.measure_on or args.time_model.endswith(".json")
                 else profile_instance(args.model, cluster, options))
-    _write_json(instance, args.out)
+    write_json(instance, args.out)
     print(f"wrote {args.out}: {len(instance['model']['layers'])} layers, "
           f"{len(instance['devices'])} devices")
     return EXIT_OK
@@ -156,7 +157,7 @@ def _profile_llm(args: argparse.Namespace) -> int:
         LlmProfileOptions(workload, name=args.name or Path(args.out).stem,
                           time_model=args.time_model, repeats=args.repeats, warmup=args.warmup,
                           threads=args.threads, statistic=args.statistic))
-    _write_json(instance, args.out)
+    write_json(instance, args.out)
     print(f"wrote {args.out}: {len(instance['model']['layers'])} layers, "
           f"{len(instance['devices'])} devices, {instance['meta']['parameters']:,} parameters")
     return EXIT_OK
@@ -216,7 +217,7 @@ def _cluster(args: argparse.Namespace) -> int:
             spec[end] = ids[0] if value == "first" else value
     data = cluster_to_json(load_cluster(spec))
     if args.out:
-        _write_json(data, args.out)
+        write_json(data, args.out)
     else:
         print_json(data)
     return EXIT_OK
@@ -247,12 +248,3 @@ def _params(items: Sequence[str]) -> dict[str, float]:
         except ValueError:
             raise InputError(f"--param: expected KEY=NUMBER, got {item!r}") from None
     return params
-
-
-def _write_json(data: Any, path: str) -> None:
-    from edgepart.profiling.jsonfmt import dumps
-
-    try:
-        Path(path).write_text(dumps(data) + "\n")
-    except OSError as err:
-        raise InputError(f"--out: cannot write {path!r}: {err.strerror}") from None
