@@ -25,7 +25,7 @@ from edgepart.plan import Plan, load_plan
 from edgepart.results import SolveResult
 from edgepart.solvers.base import FORMULATIONS, PlanSpace, SolveOptions, get_method
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 AREAS = ("edgepart.profiling.cli", "edgepart.compare_cli", "edgepart.pareto_cli",
          "edgepart.interop.cli", "edgepart.runtime.cli", "edgepart.sweep_cli",
@@ -252,5 +252,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def console() -> None:
+    """The ``edgepart`` program: :func:`main`, then the process's end. After a run whose RPC
+    shutdown never ended (``edgepart.runtime.transport.shutdown_stuck``) the interpreter's own
+    exit would wait for it, so the process ends at once, its output flushed."""
+    code = main()
+    transport = sys.modules.get("edgepart.runtime.transport")
+    if transport is not None and transport.shutdown_stuck():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

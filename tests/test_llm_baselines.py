@@ -101,7 +101,8 @@ def test_unfit_split_is_no_plan_with_the_reason() -> None:
     inst = chain([1, 1, 4, 4], {"a": 5, "b": 5})
     result = solve(inst, "exo")
     assert result.plan is None and result.status is SolutionStatus.NONE
-    assert "exo's plan breaks the instance's rules: stage 1 needs 8 bytes on device 'a'" in result.message
+    assert ("exo's plan breaks the instance's rules: stage 1 needs 8 bytes on device 'a'"
+            in result.message)
 
 
 @settings(max_examples=40, deadline=None)

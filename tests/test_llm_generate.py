@@ -157,18 +157,22 @@ def test_run_generate_refuses_bad_input_in_one_line(
     assert err.startswith(f"edgepart: {field}") and "\n" not in err
 
 
-def test_a_worker_killed_mid_generation_fails_the_run_in_bounded_time(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_worker_killed_mid_generation_fails_the_run_in_bounded_time(tmp_path: Path) -> None:
+    # its own process, as a user runs it: a TensorPipe shutdown that never ends (see
+    # RpcTransport.close) must not hold the program, and cannot hold this test run either
+    import subprocess
+    import sys
     import time
 
     inst_path, plan_path = write_inputs(tmp_path)
     began = time.monotonic()
-    code = main(["run", inst_path, plan_path, "--model", "hf:tiny-llama", "--generate", "40",
-                 "--prompt-tokens", str(PROMPT), "--fail-stage", "1", "--fail-after", "5",
-                 "--no-check"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgepart.cli", "run", inst_path, plan_path, "--model",
+         "hf:tiny-llama", "--generate", "40", "--prompt-tokens", str(PROMPT), "--fail-stage", "1",
+         "--fail-after", "5", "--no-check"], capture_output=True, text=True, timeout=180)
     took = time.monotonic() - began
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
     assert len(err) == 1 and err[0].startswith("edgepart run: ")
     assert "unfinished" in err[0] and "3 of 3" in err[0]
-    assert took < 60  # start-up of three workers and the heartbeat, never a hang
+    assert took < 90  # start-up of three workers, the heartbeat and the close, never a hang

@@ -221,8 +221,34 @@ class RpcTransport:
         return future
 
     def close(self) -> None:
-        """Leave the group without waiting for the others (some may be dead)."""
-        self._rpc.shutdown(graceful=False)
+        """Leave the group without waiting for the others (some may be dead).
+
+        TensorPipe's shutdown can block for ever joining its shared-memory transport after a
+        peer died in the middle of a connection (seen once in a full test run, in the driver of a
+        generation whose stage worker was killed). It runs in a daemon thread; after
+        :data:`CLOSE_WAIT_S` this process goes on without it and :func:`shutdown_stuck` says so
+        (the agent is then half shut down: only the process's end clears it)."""
+        closer = threading.Thread(target=self._shutdown, name="rpc-shutdown", daemon=True)
+        closer.start()
+        closer.join(CLOSE_WAIT_S)
+        if closer.is_alive():
+            _STUCK.append(closer)
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):  # a dead peer's errors: nothing left to tell
+            self._rpc.shutdown(graceful=False)
+
+
+CLOSE_WAIT_S = 20.0
+"""The longest :meth:`RpcTransport.close` waits for TensorPipe's shutdown."""
+
+_STUCK: list[threading.Thread] = []
+
+
+def shutdown_stuck() -> bool:
+    """Whether an RPC shutdown in this process never ended (:meth:`RpcTransport.close`): such a
+    process must end with ``os._exit``, since the interpreter's own exit would wait for it."""
+    return bool(_STUCK)
 
 
 DISCONNECT_LOG = re.compile(rb"^\[W[^\]]*tensorpipe_agent\.cpp:\d+\] RPC agent for \S+ "
