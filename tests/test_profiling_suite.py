@@ -13,12 +13,12 @@ from edgepart.solvers.base import SolveOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES = ROOT / "instances"
-SHIPPED = sorted(INSTANCES.glob("*.json"))
+HYBRID = sorted(INSTANCES.glob("hybrid_*.json"))  # scripts/make_hybrid_instances.py makes these
+SHIPPED = sorted(set(INSTANCES.glob("*.json")) - set(HYBRID))
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_instances",
-                                                  ROOT / "scripts" / "make_instances.py")
+def _script(name: str = "make_instances") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -31,6 +31,13 @@ def test_every_instance_comes_from_the_script_and_is_documented() -> None:
     readme = (INSTANCES / "README.md").read_text()
     for name in suite:
         assert f"`{name}`" in readme
+
+
+def test_every_hybrid_instance_comes_from_its_script_and_is_documented() -> None:
+    made = {path.stem for path in HYBRID}
+    assert made and made == set(_script("make_hybrid_instances").CLUSTERS)
+    readme = (INSTANCES / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in made)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
