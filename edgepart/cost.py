@@ -746,7 +746,7 @@ def _structure(inst: Instance, plan: Plan) -> list[str]:
 
 def _group_problems(inst: Instance, plan: Plan) -> list[str]:
     """What makes the plan's device groups impossible to cost (see the module docstring)."""
-    groups = [b for b, st in enumerate(plan.stages) if st.mode is not Mode.SINGLE]
+    groups = [b for b, st in enumerate(plan.stages) if st.is_group]
     if not groups:
         return []
     if inst.cost_model.transfer is not Transfer.RELAY:

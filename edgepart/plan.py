@@ -67,6 +67,11 @@ class Stage:
         return cls(devices[0], tuple(layers), tuple(devices), Mode(mode), pairs)
 
     @property
+    def is_group(self) -> bool:
+        """Replicated or split over several devices (not today's one-device stage)."""
+        return self.mode is not Mode.SINGLE
+
+    @property
     def members(self) -> tuple[str, ...]:
         """Every device of the stage (one for a single-device stage)."""
         return self.devices or (self.device,)

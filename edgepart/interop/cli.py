@@ -186,7 +186,7 @@ def _pipeline_plan(path: str) -> Plan:
     """The plan at ``path``; the export formats hold one device per stage, so groups are refused."""
     plan = load_plan(path)
     for b, stage in enumerate(plan.stages):
-        if len(stage.devices) > 1:
+        if stage.is_group:
             raise InputError(f"{path}: stages[{b}]: a {stage.mode} group of "
                              f"{len(stage.devices)} devices has no form in this export format")
     return plan

@@ -122,7 +122,7 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
     problems = validate_plan(inst, plan)
     if problems:
         raise InputError([f"plan: {p}" for p in problems])
-    groups = [b for b, stage in enumerate(plan.stages) if len(stage.members) > 1]
+    groups = [b for b, stage in enumerate(plan.stages) if stage.is_group]
     if groups and options.emulate is Mode.CGROUP:  # quotas are set per stage, not per member
         raise InputError(f"--emulate cgroup: plan stages[{groups[0]}] is a device group; "
                          "groups run with --emulate none or pad")
