@@ -137,9 +137,8 @@ REFUSED_WITH_GENERATE = (("adapt", "--adapt"), ("slowdown", "--slowdown"),
 def run_generation(args: argparse.Namespace) -> int:
     """``edgepart run ... --model hf:ARCH --generate N``: pipelined generation, measured against
     the prediction (:func:`edgepart.runtime.generate.generation_report`)."""
-    import sys
-
     from edgepart.instance import load_instance
+    from edgepart.runtime.cli import parse_time_scale, report_run  # it imports this module
     from edgepart.runtime.cluster import WorkerError
     from edgepart.runtime.generate import GenerationError, GenerationOptions, generation_report
     from edgepart.runtime.transport import parse_address
@@ -156,25 +155,11 @@ def run_generation(args: argparse.Namespace) -> int:
         fail=(args.fail_stage, args.fail_after or 0, args.fail_hang)
         if args.fail_stage is not None else None,
         master=parse_address(args.master) if args.master else None,
-        heartbeat_timeout_s=args.heartbeat_timeout, time_scale=_time_scale(args.time_scale))
-    try:
-        report = generation_report(inst, plan, options)
-    except (GenerationError, WorkerError) as err:
-        sys.stderr.write(f"edgepart run: {err}\n")
-        return EXIT_NO_PLAN
-    if args.json:
-        print_json(report)
-    else:
-        _print_generation(report)
-    return EXIT_OK if report.get("tokens_equal_generate", True) else EXIT_NO_PLAN
-
-
-def _time_scale(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"--time-scale: expected a number with --generate, got "
-                         f"{text!r}") from None
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        time_scale=parse_time_scale(args.time_scale, auto=False))
+    return report_run(args, lambda: generation_report(inst, plan, options),
+                      (GenerationError, WorkerError), _print_generation,
+                      lambda report: bool(report.get("tokens_equal_generate", True)))
 
 
 def _check_generation_flags(args: argparse.Namespace, inst: Instance) -> None:

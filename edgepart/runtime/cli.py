@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 from edgepart.cli_common import EXIT_NO_PLAN, EXIT_OK, print_json
 from edgepart.errors import InputError
 from edgepart.llm_cli import add_generation_arguments, run_generation
 
-__all__ = ["parse_slowdown", "register"]
+__all__ = ["parse_slowdown", "parse_time_scale", "register", "report_run"]
 
 
 def register(subparsers: Any) -> None:
@@ -93,13 +94,24 @@ def parse_slowdown(text: str) -> tuple[str, float, int]:
     return device, value, first
 
 
-def _time_scale(text: str) -> float | None:
-    if text == "auto":
+@overload
+def parse_time_scale(text: str, auto: Literal[True] = ...) -> float | None: ...
+
+
+@overload
+def parse_time_scale(text: str, auto: Literal[False]) -> float: ...
+
+
+def parse_time_scale(text: str, auto: bool = True) -> float | None:
+    """``--time-scale X|auto`` -> X, or None for ``auto`` (the least that fits) where ``auto``
+    is allowed (not with ``--generate``, whose emulation has no such search)."""
+    if auto and text == "auto":
         return None
     try:
         return float(text)
     except ValueError:
-        raise InputError(f"--time-scale: expected a number or 'auto', got {text!r}") from None
+        expected = "a number or 'auto'" if auto else "a number with --generate"
+        raise InputError(f"--time-scale: expected {expected}, got {text!r}") from None
 
 
 def _inflight(text: str) -> int | None:
@@ -127,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     options = RunOptions(
         model=args.model, requests=args.requests, inflight=_inflight(args.inflight),
-        emulate=Mode(args.emulate), time_scale=_time_scale(args.time_scale),
+        emulate=Mode(args.emulate), time_scale=parse_time_scale(args.time_scale),
         master=parse_address(args.master) if args.master else None,
         fail_stage=args.fail_stage, fail_after=args.fail_after, fail_hang=args.fail_hang,
         heartbeat_timeout_s=args.heartbeat_timeout, adapt=args.adapt,
@@ -135,19 +147,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed, weights=args.weights,
         input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,
         replan_time_limit_s=args.replan_time_limit, timeline=args.timeline)
+    return report_run(args, lambda: run(inst, plan, options), (WorkerError, NoPlanError),
+                      _print_report, _answered_all)
+
+
+Report = dict[str, Any]
+
+
+def report_run(args: argparse.Namespace, produce: Callable[[], Report],
+               failures: tuple[type[Exception], ...], print_text: Callable[[Report], None],
+               succeeded: Callable[[Report], bool]) -> int:
+    """The end of ``edgepart run`` (with or without ``--generate``): ``produce`` the report,
+    print it (one JSON object with ``--json``, else ``print_text``) and its warnings on
+    standard error. Exit 1 when the run raised one of ``failures`` (its message on standard
+    error) or did not succeed, else 0."""
     try:
-        report = run(inst, plan, options)
-    except (WorkerError, NoPlanError) as err:
+        report = produce()
+    except failures as err:
         sys.stderr.write(f"edgepart run: {err}\n")
         return EXIT_NO_PLAN
     if args.json:
         print_json(report)
     else:
-        _print_report(report)
-    for warning in report["warnings"]:
+        print_text(report)
+    for warning in report.get("warnings", ()):
         sys.stderr.write(f"edgepart run: warning: {warning}\n")
-    ok = report["completed"] == report["requests"] and report["mismatches"] == 0
-    return EXIT_OK if ok else EXIT_NO_PLAN
+    return EXIT_OK if succeeded(report) else EXIT_NO_PLAN
+
+
+def _answered_all(report: Report) -> bool:
+    """Every request answered, every answer equal to the single-process model's."""
+    return bool(report["completed"] == report["requests"] and report["mismatches"] == 0)
 
 
 def _print_report(r: dict[str, Any]) -> None:
