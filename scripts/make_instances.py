@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,28 +67,42 @@ def wait_for_quiet(max_wait_s: float) -> None:
         time.sleep(15)
 
 
-def run() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help=f"instances to make (default: all {len(SUITE)})")
+def suite_parser(doc: str, suite: Mapping[str, object]) -> argparse.ArgumentParser:
+    """The arguments every make_*instances script takes: names, ``--commands``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"instances to make (default: all {len(suite)})")
     parser.add_argument("--commands", action="store_true", help="print the commands and exit")
-    parser.add_argument("--max-wait", type=float, default=120.0, metavar="S",
-                        help="longest wait for a quiet host before each instance (default 120)")
+    return parser
+
+
+def make_each(parser: argparse.ArgumentParser, suite: Mapping[str, object],
+              command: Callable[[str], list[str]],
+              before: Callable[[argparse.Namespace], None] = lambda args: None) -> int:
+    """Print each chosen instance's command and, unless ``--commands``, run it (after
+    ``before``) and print its time; the first failing command's status ends the run."""
     args = parser.parse_args()
-    names = args.names or list(SUITE)
-    unknown = [n for n in names if n not in SUITE]
+    names = args.names or list(suite)
+    unknown = [n for n in names if n not in suite]
     if unknown:
-        parser.error(f"unknown instance(s) {', '.join(unknown)}; known: {', '.join(SUITE)}")
+        parser.error(f"unknown instance(s) {', '.join(unknown)}; known: {', '.join(suite)}")
     for name in names:
         print("edgepart " + shlex.join(command(name)), flush=True)
         if args.commands:
             continue
-        wait_for_quiet(args.max_wait)
+        before(args)
         start = time.perf_counter()
         status = main(command(name))
         if status != 0:
             return status
         print(f"  {time.perf_counter() - start:.1f} s", flush=True)
     return 0
+
+
+def run() -> int:
+    parser = suite_parser(__doc__, SUITE)
+    parser.add_argument("--max-wait", type=float, default=120.0, metavar="S",
+                        help="longest wait for a quiet host before each instance (default 120)")
+    return make_each(parser, SUITE, command, lambda args: wait_for_quiet(args.max_wait))
 
 
 if __name__ == "__main__":

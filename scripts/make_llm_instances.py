@@ -12,15 +12,13 @@ downloaded.
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgepart.cli import main  # noqa: E402  (after the path set-up above)
+from make_instances import make_each, suite_parser  # noqa: E402  (this script's folder)
 
 CLUSTERS = "instances/llm/clusters"
 
@@ -51,19 +49,7 @@ def command(name: str) -> list[str]:
 
 
 def run() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help=f"instances to make (default: all {len(SUITE)})")
-    parser.add_argument("--commands", action="store_true", help="print the commands and exit")
-    args = parser.parse_args()
-    names = args.names or list(SUITE)
-    unknown = [n for n in names if n not in SUITE]
-    if unknown:
-        parser.error(f"unknown instance(s) {', '.join(unknown)}; known: {', '.join(SUITE)}")
-    for name in names:
-        print("edgepart " + shlex.join(command(name)), flush=True)
-        if not args.commands and main(command(name)) != 0:
-            return 1
-    return 0
+    return make_each(suite_parser(__doc__, SUITE), SUITE, command)
 
 
 if __name__ == "__main__":
