@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,12 @@ from edgepart.plan import Plan, load_plan
 if TYPE_CHECKING:
     from edgepart.profiling.catalog import DeviceClass
 
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # a parser's sub-commands
+
 __all__ = ["main", "register"]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Commands) -> None:
     """Add ``import`` and ``export-plan`` with their sub-commands."""
     imp = subparsers.add_parser("import", help="convert another tool's profile or split")
     kinds = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
@@ -39,9 +41,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_export_torch(targets)
 
 
-def _add_import_pipedream(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = kinds.add_parser("pipedream", help="a PipeDream profiler graph.txt onto a cluster")
-    p.add_argument("graph", help="PipeDream graph.txt")
+def _command(sub: Commands, name: str, help: str,
+             handler: Callable[[argparse.Namespace], int], source: tuple[str, str],
+             instance: str | None = None) -> argparse.ArgumentParser:
+    """Sub-command ``name`` run by ``handler``: its one positional argument ``source``
+    (name, help) and, given its help, a required ``--instance``."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument(source[0], help=source[1])
+    if instance is not None:
+        p.add_argument("--instance", required=True, help=instance)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _add_import_pipedream(kinds: Commands) -> None:
+    p = _command(kinds, "pipedream", "a PipeDream profiler graph.txt onto a cluster",
+                 _import_pipedream, ("graph", "PipeDream graph.txt"))
     p.add_argument("--cluster", required=True, help="cluster JSON (see docs/profiling.md)")
     p.add_argument("--out", required=True, help="instance JSON to write")
     p.add_argument("--profiled-on", metavar="CLASS",
@@ -53,48 +68,42 @@ def _add_import_pipedream(kinds: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--profiled-batch", type=int, default=256,
                    help="batch size of the profile (default 256)")
     p.add_argument("--name", help="instance name (default: the graph's folder name)")
-    p.set_defaults(handler=_import_pipedream)
 
 
-def _add_import_msr(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = kinds.add_parser("msr", help="an MSR device-placement (NeurIPS 2020) input file")
-    p.add_argument("file", help="MSR input JSON")
+def _add_import_msr(kinds: Commands) -> None:
+    p = _command(kinds, "msr", "an MSR device-placement (NeurIPS 2020) input file",
+                 _import_msr, ("file", "MSR input JSON"))
     p.add_argument("--out", required=True, help="instance JSON to write")
     p.add_argument("--bandwidth-bytes-per-s", type=float, default=1.0,
                    help="link bandwidth B: tensor bytes = edge cost x B (default 1)")
     p.add_argument("--no-cpus", action="store_true",
                    help="drop the CPUs (exact accounting; CPU-only nodes become an error)")
     p.add_argument("--name", help="instance name (default: the file name)")
-    p.set_defaults(handler=_import_msr)
 
 
-def _add_import_msr_plan(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = kinds.add_parser("msr-plan", help="an MSR split file as an edgepart plan")
-    p.add_argument("file", help="split JSON ({\"fpgas\": [{\"nodes\": [...]}], \"cpus\": ...})")
-    p.add_argument("--instance", required=True, help="the instance imported from MSR")
+def _add_import_msr_plan(kinds: Commands) -> None:
+    p = _command(kinds, "msr-plan", "an MSR split file as an edgepart plan", _import_msr_plan,
+                 ("file", "split JSON ({\"fpgas\": [{\"nodes\": [...]}], \"cpus\": ...})"),
+                 instance="the instance imported from MSR")
     p.add_argument("--out", required=True, help="plan JSON to write")
-    p.set_defaults(handler=_import_msr_plan)
 
 
-def _add_export_msr(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = targets.add_parser("msr", help="a plan as an MSR split file")
-    p.add_argument("plan", help="plan JSON")
-    p.add_argument("--instance", required=True, help="instance JSON")
+def _add_export_msr(targets: Commands) -> None:
+    p = _command(targets, "msr", "a plan as an MSR split file", _export_msr,
+                 ("plan", "plan JSON"), instance="instance JSON")
     p.add_argument("--out", help="file to write (default: stdout)")
-    p.set_defaults(handler=_export_msr)
 
 
-def _add_export_torch(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = targets.add_parser("torch", help="a plan as a torch.distributed.pipelining split spec")
-    p.add_argument("plan", help="plan JSON")
-    p.add_argument("--instance", required=True, help="instance JSON (layers list fx nodes)")
+def _add_export_torch(targets: Commands) -> None:
+    p = _command(targets, "torch", "a plan as a torch.distributed.pipelining split spec",
+                 _export_torch, ("plan", "plan JSON"),
+                 instance="instance JSON (layers list fx nodes)")
     p.add_argument("--model", metavar="SPEC",
                    help="the profiled model: torchvision:NAME or package.module:factory "
                         "(default: the instance's meta.model_spec, with its meta.model_kwargs)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the model factory (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Python code")
-    p.set_defaults(handler=_export_torch)
 
 
 # ---------------------------------------------------------------------------------------------
