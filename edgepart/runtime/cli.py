@@ -34,8 +34,9 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("--inflight", default="auto", metavar="K|auto",
                    help="requests unanswered at most (default auto: enough to fill the "
                         "pipeline twice over, 2 x predicted latency / period + 1)")
-    p.add_argument("--emulate", choices=["none", "pad", "cgroup"], default="none",
-                   help="emulate the instance's devices: pad compute, or cgroup CPU/memory limits")
+    p.add_argument("--emulate", choices=["none", "pad", "cgroup", "stretch"], default="none",
+                   help="emulate the instance's devices: pad compute, cgroup CPU/memory limits, "
+                        "or stretch (idle after compute to each device's meta.cpus share)")
     p.add_argument("--time-scale", default="1", metavar="X|auto",
                    help="multiply every emulated time (default 1; auto: the least that fits)")
     p.add_argument("--master", default=None, metavar="HOST:PORT",

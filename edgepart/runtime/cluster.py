@@ -14,6 +14,12 @@ killed (:meth:`Cluster.bury`), so a hung one cannot come back.
 :meth:`Cluster.close` stops the workers, then closes the driver's transport; each worker closes
 its own only after the driver's is gone, so no process sees a peer vanish while it still runs
 (TensorPipe would log an "eof" error for that on the driver's stderr).
+
+:func:`time_messages` measures the runtime's own cost of one message on this host (``edgepart
+devices probe``): rank 0 sends tensors of given sizes to one local worker by the call a stage
+makes to the next (:func:`~edgepart.runtime.transport.call_while` of
+:func:`~edgepart.runtime.worker.submit`), timed from the call to the acknowledgement, as a
+worker's ``transport_s``; the worker drops each message (no stage is deployed on it).
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import contextlib
 import functools
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +42,16 @@ from edgepart.instance import Instance
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.emulate import Cgroups
-from edgepart.runtime.transport import Address, RpcTransport, Transport, bind_master
+from edgepart.runtime.transport import (
+    Address,
+    RpcTransport,
+    Transport,
+    bind_master,
+    call_while,
+    disconnects_unlogged,
+)
 
-__all__ = ["Cluster", "WorkerError"]
+__all__ = ["Cluster", "WorkerError", "time_messages"]
 
 
 class WorkerError(RuntimeError):
@@ -45,13 +59,16 @@ class WorkerError(RuntimeError):
 
 
 class Cluster:
-    """Worker processes (or remote workers), the transport, and the heartbeat."""
+    """Worker processes (or remote workers), the transport, and the heartbeat: one worker per
+    device of ``inst`` (an instance, or device ids)."""
 
-    def __init__(self, inst: Instance, master: Address | None, *, startup_timeout_s: float = 120.0,
-                 heartbeat_s: float = 0.25, heartbeat_timeout_s: float = 10.0) -> None:
-        self.ranks = {d.id: k + 1 for k, d in enumerate(inst.devices)}
+    def __init__(self, inst: Instance | Sequence[str], master: Address | None, *,
+                 startup_timeout_s: float = 120.0, heartbeat_s: float = 0.25,
+                 heartbeat_timeout_s: float = 10.0) -> None:
+        ids = [d.id for d in inst.devices] if isinstance(inst, Instance) else list(inst)
+        self.ranks = {device: k + 1 for k, device in enumerate(ids)}
         self.devices = {r: d for d, r in self.ranks.items()}
-        self.world = len(inst.devices) + 1
+        self.world = len(ids) + 1
         self.local = master is None
         self.master = bind_master(*(master or ("127.0.0.1", 0)))
         self.startup_timeout_s = startup_timeout_s
@@ -249,6 +266,31 @@ class Cluster:
         except Exception as err:  # backend-specific; carries the remote exception's text
             raise WorkerError(f"device '{self.devices[rank]}' could not {what}: "
                               f"{_remote_message(err)}") from None
+
+
+def time_messages(sizes: Sequence[int], repeats: int = 20, warmup: int = 3) -> list[float]:
+    """Median seconds of one message of each of ``sizes`` bytes (a float32 tensor) from this
+    process to a local worker, by the runtime's own path (see the module docstring); ``warmup``
+    untimed messages of each size first (they open the connection and its buffers)."""
+    import torch
+
+    cluster = Cluster(["probe"], None)
+    with disconnects_unlogged():
+        try:
+            cluster.start()
+            out = []
+            for size in sizes:
+                values = (torch.zeros(max(1, size // 4)),)
+                samples = []
+                for k in range(warmup + repeats):
+                    t0 = time.perf_counter()
+                    call_while(cluster.transport, lambda: True, 1, worker.submit, -1, k, values,
+                               (), (1,))
+                    samples.append(time.perf_counter() - t0)
+                out.append(statistics.median(samples[warmup:]))
+            return out
+        finally:
+            cluster.close()
 
 
 def _remote_message(err: BaseException) -> str:

@@ -12,6 +12,15 @@ Modes (``--emulate``):
   made is removed on exit. Under v1 only the worker's compute thread is in the ``cpu`` cgroup
   (v1 places threads one by one), so the quota slows the device's compute, not its messaging,
   as the cost model has it; under v2 the whole worker is limited.
+* ``stretch`` (portable, no root): each worker's device is a CPU of fixed share ``cpus`` (its
+  ``meta.cpus``, e.g. AMP4EC's 1.0 and 0.4 CPU profiles, never the predicted time): the compute
+  thread runs a request at this host's full single-thread speed, then idles until
+  ``time_scale x cpu / cpus`` seconds after the start, ``cpu`` being the CPU time the thread
+  used (``time.thread_time``, so time the thread waited for a core on a busy host is not
+  counted as work). Every piece of work, short or long, is slowed by the same factor
+  ``cpus / time_scale``, as on a uniformly slower CPU; a CFS quota (``cgroup``) is instead this
+  host's fast CPU switched off for part of each period (see :data:`CFS_PERIOD_US`). No memory
+  limit is set.
 
 The speed of device ``d`` relative to this host, for the stage ``b`` it runs, is ``H_b / T_b``:
 ``H_b`` is the stage's measured single-thread time on this host and ``T_b`` its predicted compute
@@ -102,12 +111,23 @@ class Mode(StrEnum):
     NONE = "none"
     PAD = "pad"
     CGROUP = "cgroup"
+    STRETCH = "stretch"
 
 
 @dataclass(frozen=True, slots=True)
 class Emulation:
+    """How the workers emulate the devices; ``cpus``: each device's CPU share (``stretch``)."""
+
     mode: Mode = Mode.NONE
     time_scale: float = 1.0
+    cpus: tuple[tuple[str, float], ...] = ()
+
+    def stretch_target(self, device: str, cpu_s: float) -> float | None:
+        """Seconds a compute that used ``cpu_s`` of CPU takes on ``device`` (``stretch`` mode:
+        ``time_scale x cpu_s / cpus``; None in the other modes)."""
+        if self.mode is not Mode.STRETCH:
+            return None
+        return self.time_scale * cpu_s / dict(self.cpus)[device]
 
     def link_wait(self, link: Link | None, nbytes: float) -> float:
         """Seconds a message of ``nbytes`` waits before it goes over ``link`` (None: no link)."""

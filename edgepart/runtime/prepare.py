@@ -23,6 +23,7 @@ from torch import fx, nn
 from edgepart.cost import evaluate, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import CostModel, Instance, Transfer
+from edgepart.plan import Mode as PlanMode
 from edgepart.plan import Plan
 from edgepart.runtime.emulate import CPU_HEADROOM, Emulation, Mode, scale_needed, stage_cpus
 from edgepart.runtime.emulate import usable_cpus as host_cpus
@@ -30,7 +31,7 @@ from edgepart.runtime.groups import split_refusals
 from edgepart.runtime.split import StageSpec, build_stage, load_model, split_plan, trace
 from edgepart.runtime.transport import Address
 
-__all__ = ["INPUT_POOL", "Prepared", "RunOptions", "Slowdown", "prepare"]
+__all__ = ["INPUT_POOL", "Prepared", "RunOptions", "Slowdown", "prepare", "stretch_cpus"]
 
 INPUT_POOL = 8
 """Distinct request inputs; request ``i`` sends input ``i % INPUT_POOL``."""
@@ -126,6 +127,12 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
     if groups and options.emulate is Mode.CGROUP:  # quotas are set per stage, not per member
         raise InputError(f"--emulate cgroup: plan stages[{groups[0]}] is a device group; "
                          "groups run with --emulate none or pad")
+    split = [b for b, stage in enumerate(plan.stages) if stage.mode is PlanMode.SPLIT]
+    if split and options.emulate is Mode.STRETCH:  # the helpers' slices are not stretched
+        raise InputError(f"--emulate stretch: plan stages[{split[0]}] is a split group; "
+                         "split groups run with --emulate none or pad")
+    if options.emulate is Mode.STRETCH:
+        stretch_cpus(inst)
     if options.requests < 1:
         raise InputError(f"--requests: must be >= 1, got {options.requests}")
     if options.inflight is not None and options.inflight < 1:
@@ -196,9 +203,22 @@ def stage_seconds(gm: fx.GraphModule, specs: Sequence[StageSpec], x: torch.Tenso
     return [min(times) for times in samples]
 
 
+def stretch_cpus(inst: Instance) -> dict[str, float]:
+    """Every device's CPU share for ``--emulate stretch``: its ``meta.cpus``, which every device
+    must have (the share is the device's, never derived from the predicted times)."""
+    out = {}
+    for k, device in enumerate(inst.devices):
+        value = device.meta.get("cpus")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+            raise InputError(f"devices[{k}].meta.cpus: --emulate stretch needs every device's "
+                             f"CPU share in (0, 1], got {value!r} (else use --emulate pad)")
+        out[device.id] = float(value)
+    return out
+
+
 def _fit_host(prep: Prepared, specs: Sequence[StageSpec]) -> None:
     """Choose ``--time-scale auto`` or refuse a scale the host cannot keep up with; set the
-    threads of every worker and the cgroup quotas.
+    threads of every worker, the cgroup quotas and the stretch shares.
 
     Two limits: all the emulated compute together must fit the host's CPUs (with
     :data:`CPU_HEADROOM`), and no used device may be faster than :data:`CPU_HEADROOM` of one
@@ -209,7 +229,10 @@ def _fit_host(prep: Prepared, specs: Sequence[StageSpec]) -> None:
         return
     host = stage_seconds(prep.gm, specs, prep.inputs[0])
     speed = stage_cpus(inst, prep.plan, host, 1.0)
-    if options.emulate is Mode.CGROUP:
+    shares = stretch_cpus(inst) if options.emulate is Mode.STRETCH else {}
+    if shares:  # every replica computes at its device's share
+        speed = {d: shares[d] for st in prep.plan.stages for d in st.members}
+    if options.emulate in (Mode.CGROUP, Mode.STRETCH):
         demand = sum(speed.values())
     else:
         demand = sum(host) / evaluate(inst, prep.plan).bottleneck_s
@@ -222,6 +245,6 @@ def _fit_host(prep: Prepared, specs: Sequence[StageSpec]) -> None:
             f"{demand / scale:.2f} CPUs (it has {prep.cpus:g}, {CPU_HEADROOM:.0%} usable) and "
             f"the fastest is {fastest / scale:.2f} x one CPU; use "
             f"--time-scale {math.ceil(need * 10) / 10:g} or more (or auto)")
-    prep.emulation = Emulation(options.emulate, scale)
+    prep.emulation = Emulation(options.emulate, scale, tuple(shares.items()))
     if options.emulate is Mode.CGROUP:
         prep.cgroup_cpus = {d: c / scale for d, c in speed.items()}

@@ -174,16 +174,17 @@ class _Worker:
             if cfg.fail_after is not None and self.count > cfg.fail_after:
                 # --fail-stage: die (or hang, --fail-hang) mid-stream
                 os.kill(os.getpid(), signal.SIGSTOP if cfg.fail_hang else signal.SIGKILL)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 with torch.no_grad():
                     out = module(*work.values)
             except PeerError as err:  # a split helper is gone: the driver re-plans
                 self._report(cfg, err.rank, first_line(err))
                 continue
-            computed = time.perf_counter()
-            finished = _sleep_until(started + _emulated(cfg, work.request, computed - started),
-                                    self.redeployed)
+            computed, cpu_s = time.perf_counter(), time.thread_time() - cpu_started
+            finished = _sleep_until(
+                started + _emulated(cfg, work.request, computed - started, cpu_s),
+                self.redeployed)
             scale = cfg.emulation.time_scale
             hop = (cfg.device, (finished - started) / scale, (computed - started) / scale)
             work.hops = (*work.hops, hop)
@@ -255,9 +256,12 @@ class _Worker:
         self.outbox.put(None)
 
 
-def _emulated(cfg: StageConfig, request: int, real_s: float) -> float:
-    """Seconds the compute of ``request`` takes on the emulated device."""
-    busy = max(real_s, cfg.pad_s or 0.0)
+def _emulated(cfg: StageConfig, request: int, real_s: float, cpu_s: float) -> float:
+    """Seconds the compute of ``request`` takes on the emulated device: ``real_s`` of wall
+    time, ``cpu_s`` of this thread's CPU time, padded (``pad``) or stretched (``stretch``: CPU
+    time / the device's CPU share, see :mod:`~edgepart.runtime.emulate`)."""
+    stretched = cfg.emulation.stretch_target(cfg.device, cpu_s)
+    busy = max(real_s, cfg.pad_s or 0.0, stretched or 0.0)
     if cfg.slowdown is not None and request >= cfg.slowdown[1]:
         busy *= cfg.slowdown[0]
     return busy
