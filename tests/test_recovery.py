@@ -12,38 +12,17 @@ few kilobytes at 1 GB/s that overlap compute. Known answers, by hand:
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_runtime_support import (
-    SPEC,
-    SkipNet,
-    instance_for,
-    let_workers_import_test_models,
-    plan_for,
-    workers_of,
-)
-
-from edgepart.instance import load_instance
-from edgepart.plan import Plan
-from edgepart.runtime.driver import run
-from edgepart.runtime.prepare import RunOptions
 
 RECOVERY_LIMIT_S = 3.0
 
 
-@pytest.fixture(autouse=True)
-def _workers_import_the_test_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    let_workers_import_test_models(monkeypatch)
-
-
-def _run_with_failure(**options: Any) -> dict[str, Any]:
-    data = instance_for(SkipNet())
-    report = run(load_instance(data), Plan.from_dict(plan_for(data, [3, 5])),
-                 RunOptions(SPEC, requests=30, inflight=4, fail_stage=1, fail_after=8,
-                            **options))
-    assert workers_of(os.getpid()) == []
+def _run_with_failure(run_skipnet: Callable[..., dict[str, Any]],
+                      **options: Any) -> dict[str, Any]:
+    report = run_skipnet(requests=30, inflight=4, fail_stage=1, fail_after=8, **options)
     assert report["completed"] == 30 and report["mismatches"] == 0
     return report
 
@@ -66,15 +45,17 @@ def _heuristic_then_exact(report: dict[str, Any]) -> dict[str, Any]:
     return failure
 
 
-def test_killed_stage_serves_a_heuristic_plan_then_the_proven_one() -> None:
-    report = _run_with_failure()
+def test_killed_stage_serves_a_heuristic_plan_then_the_proven_one(
+        run_skipnet: Callable[..., dict[str, Any]]) -> None:
+    report = _run_with_failure(run_skipnet)
     failure = _heuristic_then_exact(report)
     assert "exited" in failure["message"] or "eof" in failure["message"]
 
 
-def test_hung_worker_is_found_by_its_heartbeat_and_replaced() -> None:
+def test_hung_worker_is_found_by_its_heartbeat_and_replaced(
+        run_skipnet: Callable[..., dict[str, Any]]) -> None:
     """The worker of stage 1 stops itself (SIGSTOP: its process is alive, it answers nothing);
     only the heartbeat can tell, after ``heartbeat_timeout_s``."""
-    report = _run_with_failure(fail_hang=True, heartbeat_timeout_s=5.0)
+    report = _run_with_failure(run_skipnet, fail_hang=True, heartbeat_timeout_s=5.0)
     failure = _heuristic_then_exact(report)
     assert failure["message"].startswith("no heartbeat")

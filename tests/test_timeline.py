@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_runtime_support import (
-    SPEC,
-    SkipNet,
-    instance_for,
-    let_workers_import_test_models,
-    plan_for,
-    workers_of,
-)
 
-from edgepart.instance import load_instance
-from edgepart.plan import Plan
-from edgepart.runtime.driver import run
-from edgepart.runtime.prepare import RunOptions
 from edgepart.runtime.timeline import SHOWN_REQUESTS, Interval, Kind, measured_intervals
 from edgepart.runtime.worker import Record
 
@@ -49,11 +37,11 @@ def test_intervals_from_records_by_hand() -> None:
         assert (g.start_s, g.end_s) == pytest.approx((e.start_s, e.end_s))
 
 
-def test_run_draws_the_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_draws_the_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                run_skipnet: Callable[..., dict[str, Any]]) -> None:
     """The PNG is written and the report counts what :func:`save_timeline` returned; on the
     workers' common clock each request's compute at stage b + 1 starts after its compute at
     stage b ended."""
-    let_workers_import_test_models(monkeypatch)
     from edgepart.runtime import driver
 
     returned: list[list[Interval]] = []
@@ -64,11 +52,8 @@ def test_run_draws_the_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         return returned[-1]
 
     monkeypatch.setattr(driver, "save_timeline", keep)
-    data = instance_for(SkipNet())
     path = tmp_path / "timeline.png"
-    report = run(load_instance(data), Plan.from_dict(plan_for(data, [3, 5])),
-                 RunOptions(SPEC, requests=12, inflight=3, timeline=str(path)))
-    assert workers_of(os.getpid()) == []
+    report = run_skipnet(requests=12, inflight=3, timeline=str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (intervals,) = returned
     # 12 requests, the first (warmup(12) = 1) left out, then SHOWN_REQUESTS of them; each has a
