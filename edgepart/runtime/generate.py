@@ -316,35 +316,34 @@ def _due(spec: StageSpec, transfer_s: float, warm_up: bool) -> float:
 
 
 def _pass_on(spec: StageSpec, seq: int, calls: list[Call]) -> Call | None:
-    """Make ``calls`` over torch RPC (asynchronously, process ``w{rank}`` as
-    :class:`~edgepart.runtime.transport.RpcTransport` names them; a failure is reported to the
-    driver as the sequence's), or, in one process, the driver's at once and hand back the
-    stage's."""
+    """Make ``calls`` through the worker's transport (asynchronously,
+    :func:`~edgepart.runtime.transport.joined_transport`; a failure is reported to the driver
+    as the sequence's), or, in one process, the driver's at once and hand back the stage's."""
     if not spec.over_rpc:
         for rank, fn, args in calls:
             if rank == 0:
                 fn(*args)
         return next((c for c in calls if c[0] != 0), None)
-    import torch.distributed.rpc as rpc
+    from edgepart.runtime.transport import joined_transport
 
+    transport = joined_transport()
     for rank, fn, args in calls:
-        future = rpc.rpc_async(f"w{rank}", fn, args)
-        future.add_done_callback(functools.partial(_report_failure, spec, seq, rank))
+        reply = transport.call_async(rank, fn, *args)
+        reply.add_done_callback(functools.partial(_report_failure, spec, seq, rank))
     return None
 
 
-def _report_failure(spec: StageSpec, seq: int, rank: int, future: Any) -> None:
-    import torch.distributed.rpc as rpc
-
+def _report_failure(spec: StageSpec, seq: int, rank: int, reply: Any) -> None:
     from edgepart.profiling.model_spec import first_line
+    from edgepart.runtime.transport import joined_transport
 
     try:
-        future.wait()
+        reply.wait()
     except Exception as err:  # backend-specific: a dead peer, a timeout or a remote error
         whom = "the driver" if rank == 0 else f"worker {rank}"
         message = f"stage {spec.index} could not reach {whom}: {first_line(err)}"
         with contextlib.suppress(Exception):  # the driver itself may be gone
-            rpc.rpc_async("w0", sequence_failed, (spec.run, seq, message))
+            joined_transport().call_async(0, sequence_failed, spec.run, seq, message)
 
 
 def forget_warm_up(run: str, index: int) -> bool:
@@ -365,7 +364,13 @@ def close_stage(run: str, index: int) -> bool:
 
 # --- the driver's end -------------------------------------------------------------------------
 
-_INBOXES: dict[str, list[queue.Queue[tuple[int, float] | GenerationError]]] = {}
+Inbox = queue.Queue[tuple[int, float] | GenerationError]
+"""Where the driver receives one sequence's tokens (with their arrival times) or its failure."""
+Health = Callable[[], str | None]
+"""Names a lost worker, if any."""
+
+
+_INBOXES: dict[str, list[Inbox]] = {}
 
 
 def token_ready(run: str, seq: int, token: int, due: float = 0.0) -> None:
@@ -471,7 +476,7 @@ def predicted_first_tokens_s(prefill: Instance, plan: Plan, sequences: int
 def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[StageSpec],
                        prompts: Sequence[Sequence[int]], new_tokens: int,
                        devices: Sequence[str] | None = None, source_s: float = 0.0,
-                       health: Callable[[], str | None] | None = None,
+                       health: Health | None = None,
                        token_timeout_s: float = 120.0) -> GenerationResult:
     """Generate ``new_tokens`` greedy tokens for every prompt through the stages, one driver
     thread per sequence (all sequences in flight at once). Stage ``b`` runs on ``ranks[b]`` and
@@ -484,48 +489,77 @@ def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[Sta
     The decode rate is measured while every sequence decodes: the tokens made after the last
     first token and up to the earliest last token, over that window."""
     run = specs[0].run
-    inboxes = _INBOXES[run] = [queue.Queue() for _ in prompts]
-    failure: list[str] = []
+    inboxes: list[Inbox] = [queue.Queue() for _ in prompts]
+    _INBOXES[run] = inboxes
     try:
-        opened = [transport.call_async(rank, open_stage, spec)  # every worker builds at once
-                  for spec, rank in zip(specs, ranks, strict=True)]
-        for reply in opened:
-            reply.wait()
+        _open_stages(transport, ranks, specs)
         _warm_up(transport, ranks, run, len(prompts[0]), inboxes[0], health, token_timeout_s)
         start = time.perf_counter()
-        made: list[list[float]] = [[] for _ in prompts]
-        out: list[list[int]] = [[] for _ in prompts]
-
-        def sequence(seq: int) -> None:
-            try:
-                _start_sequence(transport, ranks[0], specs[0], seq, prompts[seq], new_tokens,
-                                source_s)
-                for _ in range(new_tokens):
-                    token, when = _next_token(inboxes[seq], failure, health, token_timeout_s)
-                    out[seq].append(token)
-                    made[seq].append(when)
-            except GenerationError as err:
-                failure.append(str(err))
-
-        threads = [threading.Thread(target=sequence, args=(s,), daemon=True)
-                   for s in range(len(prompts))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if failure:
-            lost = _lost_worker(health)
-            unfinished = sum(len(t) < new_tokens for t in out)
-            raise GenerationError(f"{lost or failure[0]}; {unfinished} of {len(prompts)} "
-                                  "sequence(s) unfinished (their KV cache was on the "
-                                  "workers: not recovered)")
-        memory = tuple(StageMemory(devices[b] if devices else str(rank),
-                                   *transport.call(rank, stage_memory, run, b))
-                       for b, rank in enumerate(ranks))
-        for b, rank in enumerate(ranks):
-            transport.call(rank, close_stage, run, b)
+        out, made = _generate(transport, ranks[0], specs[0], prompts, new_tokens, source_s,
+                              inboxes, health, token_timeout_s)
+        memory = _close_stages(transport, ranks, run, devices)
     finally:
         _INBOXES.pop(run, None)
+    return _measured(out, made, start, memory)
+
+
+def _open_stages(transport: Any, ranks: Sequence[int], specs: Sequence[StageSpec]) -> None:
+    """Build every stage on its worker, all at once."""
+    opened = [transport.call_async(rank, open_stage, spec)
+              for spec, rank in zip(specs, ranks, strict=True)]
+    for reply in opened:
+        reply.wait()
+
+
+def _generate(transport: Any, rank: int, first: StageSpec, prompts: Sequence[Sequence[int]],
+              new_tokens: int, source_s: float, inboxes: Sequence[Inbox],
+              health: Health | None, timeout_s: float
+              ) -> tuple[list[list[int]], list[list[float]]]:
+    """Every sequence's tokens and their arrival times, one driver thread per sequence; the
+    first failure of any fails the run (:class:`GenerationError`)."""
+    out: list[list[int]] = [[] for _ in prompts]
+    made: list[list[float]] = [[] for _ in prompts]
+    failure: list[str] = []
+
+    def sequence(seq: int) -> None:
+        try:
+            _start_sequence(transport, rank, first, seq, prompts[seq], new_tokens, source_s)
+            for _ in range(new_tokens):
+                token, when = _next_token(inboxes[seq], failure, health, timeout_s)
+                out[seq].append(token)
+                made[seq].append(when)
+        except GenerationError as err:
+            failure.append(str(err))
+
+    threads = [threading.Thread(target=sequence, args=(s,), daemon=True)
+               for s in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failure:
+        unfinished = sum(len(t) < new_tokens for t in out)
+        raise GenerationError(f"{_lost_worker(health) or failure[0]}; {unfinished} of "
+                              f"{len(prompts)} sequence(s) unfinished (their KV cache was on "
+                              "the workers: not recovered)")
+    return out, made
+
+
+def _close_stages(transport: Any, ranks: Sequence[int], run: str,
+                  devices: Sequence[str] | None) -> tuple[StageMemory, ...]:
+    """Each stage's memory (named by its device, else its rank), then the stages closed."""
+    memory = tuple(StageMemory(devices[b] if devices else str(rank),
+                               *transport.call(rank, stage_memory, run, b))
+                   for b, rank in enumerate(ranks))
+    for b, rank in enumerate(ranks):
+        transport.call(rank, close_stage, run, b)
+    return memory
+
+
+def _measured(out: list[list[int]], made: list[list[float]], start: float,
+              memory: tuple[StageMemory, ...]) -> GenerationResult:
+    """The result: first tokens counted from ``start``, and the decode window from the last
+    first token to the earliest last token (:func:`generate_pipelined`)."""
     first = tuple(times[0] - start for times in made)
     ttft, end = max(times[0] for times in made), min(times[-1] for times in made)
     window = sum(ttft < t <= end for times in made for t in times)
@@ -534,8 +568,7 @@ def generate_pipelined(transport: Any, ranks: Sequence[int], specs: Sequence[Sta
 
 
 def _warm_up(transport: Any, ranks: Sequence[int], run: str, prompt_tokens: int,
-             inbox: queue.Queue[tuple[int, float] | GenerationError],
-             health: Callable[[], str | None] | None, timeout_s: float) -> None:
+             inbox: Inbox, health: Health | None, timeout_s: float) -> None:
     """One untimed prompt of the run's length and one decode step through the chain (sequence
     ``WARM_UP``), then forgotten: it opens the connections between the stages' workers
     (TensorPipe connects on first use) and runs each stage's code for both shapes once, costs
@@ -551,7 +584,7 @@ def _warm_up(transport: Any, ranks: Sequence[int], run: str, prompt_tokens: int,
         transport.call(rank, forget_warm_up, run, b)
 
 
-def _lost_worker(health: Callable[[], str | None] | None, grace_s: float = 1.0) -> str | None:
+def _lost_worker(health: Health | None, grace_s: float = 1.0) -> str | None:
     """The lost worker behind a failure, as the cluster's watchers name it: a stage that could
     not reach the next one usually hears of it first, the watchers within their poll."""
     deadline = time.monotonic() + grace_s
@@ -586,8 +619,7 @@ def _check_handed(run: str, seq: int, reply: Any) -> None:
             inboxes[seq].put(GenerationError(f"stage 0 failed: {first_line(err)}"))
 
 
-def _next_token(inbox: queue.Queue[tuple[int, float] | GenerationError], failure: list[str],
-                health: Callable[[], str | None] | None, timeout_s: float
+def _next_token(inbox: Inbox, failure: list[str], health: Health | None, timeout_s: float
                 ) -> tuple[int, float]:
     """Wait for the sequence's next token; raise :class:`GenerationError` when the run fails
     (another sequence failed, a worker is lost, or nothing came for ``timeout_s``)."""

@@ -42,6 +42,7 @@ __all__ = [
     "bind_master",
     "call_while",
     "disconnects_unlogged",
+    "joined_transport",
     "local_address_towards",
     "parse_address",
 ]
@@ -52,6 +53,7 @@ _SCHEME = "edgepart"
 _UNSET = -1.0  # torch.distributed.rpc's "use the default timeout"
 _LISTENERS: dict[Address, socket.socket] = {}
 _REGISTERED: list[bool] = []
+_JOINED: list[Transport] = []  # this process's open transport (torch RPC allows one)
 
 
 class Reply(Protocol):
@@ -93,6 +95,15 @@ def call_while(transport: Transport, still_wanted: Callable[[], bool], rank: int
             return False
     reply.wait()
     return True
+
+
+def joined_transport() -> Transport:
+    """The transport this process has joined its group with (and not closed yet), for code
+    that runs in it at another process's call, such as a stage that passes its output on to
+    the next stage's worker. Raises RuntimeError when there is none."""
+    if not _JOINED:
+        raise RuntimeError("this process has joined no edgepart group")
+    return _JOINED[0]
 
 
 def parse_address(text: str, what: str = "--master") -> Address:
@@ -210,6 +221,7 @@ class RpcTransport:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             rpc.init_rpc(f"w{rank}", rank=rank, world_size=world, rpc_backend_options=options)
+        _JOINED[:] = [self]
 
     def call(self, rank: int, fn: Callable[..., T], *args: Any, timeout: float = 0) -> T:
         result: T = self._rpc.rpc_sync(f"w{rank}", fn, args, timeout=timeout or _UNSET)
@@ -228,6 +240,8 @@ class RpcTransport:
         generation whose stage worker was killed). It runs in a daemon thread; after
         :data:`CLOSE_WAIT_S` this process goes on without it and :func:`shutdown_stuck` says so
         (the agent is then half shut down: only the process's end clears it)."""
+        if self in _JOINED:
+            _JOINED.remove(self)
         closer = threading.Thread(target=self._shutdown, name="rpc-shutdown", daemon=True)
         closer.start()
         closer.join(CLOSE_WAIT_S)
