@@ -27,7 +27,7 @@ from edgepart.plan import Plan, Scheme
 from edgepart.profiling.trace import trace_model, unit_shape
 from edgepart.runtime.driver import run
 from edgepart.runtime.emulate import Mode
-from edgepart.runtime.groups import ReplicaScheduler, Slice, SlicePart, drop_replicas, glue
+from edgepart.runtime.groups import ReplicaScheduler, Slice, SlicePart, cut, drop_replicas, paste
 from edgepart.runtime.prepare import RunOptions
 
 SHAPE = (1, 3, 16, 16)
@@ -208,6 +208,10 @@ CHANNEL_MODULES: dict[str, Any] = {
 }
 
 
+WHOLE_INPUT = Region((0, 4), (0, 13), (0, 11))
+"""The region the row and grid tests' input ``x`` (1 x 4 x 13 x 11) holds."""
+
+
 def window(module: Any) -> tuple[tuple[int, int], ...]:
     """Kernel, stride, padding of a conv or pool module, as pairs (no dilation here)."""
     def pair(v: Any) -> tuple[int, int]:
@@ -228,10 +232,10 @@ def test_row_slices_with_halos_glue_into_the_whole_output(text: str, cuts: list[
     pieces = []
     for a, z in rows:
         part = SlicePart("n", Scheme.ROWS, Region((0, whole.shape[1]), (a, z),
-                                                 (0, whole.shape[3])), (13, 11), *window(module))
+                                                 (0, whole.shape[3])), (4, 13, 11), *window(module))
         s = Slice(module, part)
         if not s.empty:
-            pieces.append(s(s.take(x)))
+            pieces.append(s(cut(x, WHOLE_INPUT, s.reads)))
     torch.testing.assert_close(torch.cat(pieces, 2), whole)
 
 
@@ -241,11 +245,15 @@ def test_channel_slices_glue_into_the_whole_output(text: str) -> None:
     x = torch.randn(1, 5) if isinstance(module, nn.Linear) else torch.randn(1, 4, 8, 8)
     whole = module(x)
     channels = whole.shape[1]
+    inp = (5, 1, 1) if isinstance(module, nn.Linear) else (4, 8, 8)
+    size = (1, 1) if isinstance(module, nn.Linear) else tuple(whole.shape[2:])  # rows, columns
     pieces = []
     for c in [(0, channels // 3), (channels // 3, channels)]:
-        s = Slice(module, SlicePart("n", Scheme.OUTC, Region(c, (0, 1), (0, 1)), (8, 8)))
-        pieces.append(s(s.take(x)))
-    torch.testing.assert_close(torch.cat(pieces, s.dim), whole)
+        region = Region(c, (0, size[0]), (0, size[1]))
+        s = Slice(module, SlicePart("n", Scheme.OUTC, region, inp))
+        pieces.append((region, s(cut(x, Region((0, inp[0]), (0, inp[1]), (0, inp[2])), s.reads))))
+    out = Region((0, channels), (0, size[0]), (0, size[1]))
+    torch.testing.assert_close(paste(out, pieces), whole)
 
 
 @pytest.mark.parametrize("text", ["conv k3 s1 p1", "conv k5 s2 p2", "maxpool k3 s2 p1"])
@@ -256,7 +264,8 @@ def test_grid_tiles_with_halos_glue_into_the_whole_output(text: str) -> None:
     whole = module(x)
     h, w = whole.shape[2], whole.shape[3]
     tiles = [Slice(module, SlicePart("n", Scheme.GRID, Region((0, whole.shape[1]), rows, cols),
-                                     (13, 11), *window(module)))
+                                     (4, 13, 11), *window(module)))
              for rows in [(0, h // 3), (h // 3, h)] for cols in [(0, 1), (1, w // 2), (w // 2, w)]]
-    outs = [t(t.take(x)) for t in tiles]
-    torch.testing.assert_close(glue(tiles[::-1], outs[::-1]), whole)  # any order of tiles
+    pieces = [(t.part.region, t(cut(x, WHOLE_INPUT, t.reads))) for t in tiles]
+    out = Region((0, whole.shape[1]), (0, h), (0, w))
+    torch.testing.assert_close(paste(out, pieces[::-1]), whole)  # any order of tiles

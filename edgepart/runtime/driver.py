@@ -20,7 +20,11 @@ re-sent copy and an old one both arrive.
 Device groups (:mod:`~edgepart.runtime.groups`): every replica of a replicated stage gets the
 stage; when a request is sent, the stage's scheduler deals it to a replica (its route). A dead
 replica whose stage keeps others is dropped without a re-plan or a new epoch: the requests dealt
-to it are dealt again to the others. A split stage's lead and helpers each get their slices.
+to it are dealt again to the others. A split stage's lead and helpers each get their slices and
+the stage's runs (:func:`~edgepart.runtime.groups.split_roles`); a helper gets its device's
+``--slowdown`` (each of its slices is slowed), and ``--fail-stage`` of a split stage kills its
+last helper (the lead's death is a single stage's, already covered), after which the driver
+re-plans as for any lost stage device.
 
 With ``adapt``, each answer's per-stage compute times are compared with what the instance
 predicts for that device; when a device runs slower than its profile by more than
@@ -45,14 +49,14 @@ from typing import Any
 
 import torch
 
-from edgepart.cost import Metrics, evaluate, split_order, validate_plan
+from edgepart.cost import Metrics, evaluate, validate_plan
 from edgepart.instance import Instance, Link
 from edgepart.plan import Mode, Plan, Stage
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
 from edgepart.runtime.emulate import Emulation, LinkClock, stage_cpus
-from edgepart.runtime.groups import ReplicaScheduler, drop_replicas, ends, slice_parts
+from edgepart.runtime.groups import ReplicaScheduler, drop_replicas, ends, split_roles
 from edgepart.runtime.prepare import Prepared, RunOptions, prepare, stage_seconds
 from edgepart.runtime.replan import exact_plan, quick_plan, replan, slowed, warm_up_solvers
 from edgepart.runtime.report import build_report, rate
@@ -383,14 +387,17 @@ class _Stream:
                 first: bool) -> dict[int, worker.StageConfig | None]:
         """What every worker runs in deployment ``epoch`` (None: no stage): a stage's device,
         every replica of a replicated stage (each padded to its own compute), a split stage's
-        lead and its helpers (the lead padded to the group's compute)."""
+        lead and its helpers (the lead padded to the group's compute, each helper slowed by
+        its own ``--slowdown``). ``--fail-stage`` goes to the stage's device, or a split stage's
+        last helper."""
         out: dict[int, worker.StageConfig | None] = dict.fromkeys(self.cluster.devices)
         for b, (st, spec) in enumerate(zip(plan.stages, specs, strict=True)):
             nxt = ends(plan.stages[b + 1]) if b + 1 < len(plan.stages) else (None,)
-            roles = self.split_roles(st) if st.mode is Mode.SPLIT else {}
+            roles = (split_roles(self.prep.gm, self.truth, st, self.cluster.ranks)
+                     if st.mode is Mode.SPLIT else {})
+            doomed = list(roles)[-1] if roles else st.device
+            fail = self.options.fail_after if first and b == self.options.fail_stage else None
             for here in ends(st):
-                fail = (self.options.fail_after
-                        if first and b == self.options.fail_stage and here == st.device else None)
                 compute = (_compute(self.truth, st, here) if st.mode is Mode.REPLICATE
                            else self.targets.stages[b].compute_s)
                 links = tuple((0 if d is None else self.cluster.ranks[d],
@@ -398,22 +405,16 @@ class _Stream:
                               for d in nxt)
                 out[self.cluster.ranks[here]] = worker.StageConfig(
                     epoch, here, spec, links, self.prep.emulation,
-                    self.prep.emulation.pad_target(compute), self.slowdowns.get(here), fail,
-                    self.options.fail_hang, roles.get(here))
+                    self.prep.emulation.pad_target(compute), self.slowdowns.get(here),
+                    fail if here == doomed else None, self.options.fail_hang, roles.get(here))
             for device, role in roles.items():
-                if device != st.device:
+                if not role.lead:
                     out[self.cluster.ranks[device]] = worker.StageConfig(
-                        epoch, device, spec, (), self.prep.emulation, split=role)
+                        epoch, device, spec, (), self.prep.emulation,
+                        slowdown=self.slowdowns.get(device),
+                        fail_after=fail if device == doomed else None,
+                        fail_hang=self.options.fail_hang, split=role)
         return out
-
-    def split_roles(self, st: Stage) -> dict[str, worker.SplitRole]:
-        """Each member's part of split stage ``st`` (the lead's lists every member's)."""
-        order = [self.truth.devices[d].id for d in split_order(self.truth, st)]
-        parts = [tuple(p) for p in slice_parts(self.truth, st)]
-        ranks = tuple(self.cluster.ranks[d] for d in order)
-        return {d: worker.SplitRole(parts[i], i == 0, ranks if i == 0 else (),
-                                    tuple(parts) if i == 0 else ())
-                for i, d in enumerate(order)}
 
     # --- faults --------------------------------------------------------------------------------
 

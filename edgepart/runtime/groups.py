@@ -20,34 +20,51 @@ its rate, which is the cost model's assumption (requests dealt in proportion to
 stage. A replica that dies is dropped from the scheduler; the requests dealt to it are dealt
 again to the others (no re-plan).
 
-**Split stage.** The lead (the plan's first device) runs the stage; each layer with a scheme is
-computed by all the group's devices, each the region of the output the cost model gives it
-(:class:`~edgepart.cost.SplitGroup`, shares proportional to speed, in :func:`~edgepart.cost.
-split_order`): ``outc`` slices a conv's or linear layer's weights by output channels (features)
-and every device reads the whole input (a pool reads its own channels); ``rows`` gives a conv or
-max pool output rows :math:`[a, z)` and it reads input rows :math:`[as - p, (z-1)s - p + k)`, the
-part outside the input replaced by the layer's padding (zeros, or :math:`-\infty` for a max pool);
-``grid`` does the same on rows and columns of its tile (tiles equal, as the cost model has them).
-The lead scatters each layer's input pieces to the others and gathers their outputs (RPC calls
-between workers, the driver not involved). An elementwise module (:data:`FUSABLE`, e.g. ReLU)
-that is the only reader of a split layer runs on each slice before it is gathered, as the cost
-model splits it; other elementwise layers run on the lead on the whole tensor. Departure from
-the cost model, named: the cost model lets the slices stay on their devices between layers (only
-halos and all-gathers move); here every split layer is scattered from and gathered to the lead,
-so more bytes move, all through the lead.
+**Split stage.** Each layer with a scheme is computed by all the group's devices (members), each
+the region of the output the cost model gives it (:class:`~edgepart.cost.SplitGroup`, shares
+proportional to speed, members in :func:`~edgepart.cost.split_order`, the lead first): ``outc``
+slices a conv's or linear layer's weights by output channels (features) and the slice reads the
+whole input (a pool reads its own channels); ``rows`` gives a conv or pool output rows
+:math:`[a, z)` and it reads input rows :math:`[as - p, (z-1)s - p + k)`, the part outside the
+input replaced by the layer's padding (zeros, or :math:`-\infty` for a max pool); ``grid`` does
+the same on rows and columns of its tile. An elementwise module (:data:`FUSABLE`, e.g. ReLU) that
+is the only reader of a split layer runs on each slice, as the cost model splits it.
+
+The split nodes of a stage are grouped in *runs* (:func:`split_runs`): a split node joins the
+run before it when it reads only that run's last value and nothing else reads that value
+(VGG-16's convolutions, ReLUs and pools form one run). A run is executed as the cost model
+charges it (:class:`RunPlan`): the lead scatters the run's input once (each member gets the part
+it reads, :math:`N_{v,i}`), each member computes its region of every layer of the run and keeps
+it, between layers each member sends each other member the part of its region that the other
+reads, :math:`R_{u,i} \cap N_{v,j}` (the halo rows or columns under ``rows``/``grid``, the
+all-gather under ``outc``, the re-tiling on a change of scheme; nothing when it is empty, as the
+cost model sends no 0-byte message), directly to that member (worker-to-worker RPC, not through
+the lead), and the lead gathers the run's output once. Each member's pieces land in its
+:class:`Mailbox`, keyed by (epoch, sequence number, run, step, sender), filled by the senders'
+asynchronous calls (no RPC handler blocks); the lead runs its part in its compute thread, each
+helper in a thread of its own (:class:`Member`). Several requests may be in flight through the
+stage: each run of each request has its own sequence number.
+
+Departure from the cost model, named: an elementwise module that is not the only reader of a
+split layer, and any node without a scheme (a flatten, an addition), runs on the lead on the
+whole tensor, so it ends a run: the run before it is gathered to the lead and the one after it
+scattered again (the cost model lets an elementwise layer take its producer's regions). Each
+message also carries its piece's bytes once, with no packing of several pieces.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from edgepart.cost import Region, SplitGroup, layer_shapes, split_order
+from edgepart.cost import EMPTY, Region, SplitGroup, layer_shapes, split_order
 from edgepart.instance import Instance
 from edgepart.plan import Mode, Plan, Scheme, Stage
 
@@ -56,19 +73,31 @@ __all__ = [
     "MEASURED_WEIGHT",
     "PREDICTED_WEIGHT",
     "SERVICE_SMOOTHING",
+    "Exchange",
+    "Key",
+    "Mailbox",
+    "Member",
+    "Obsolete",
+    "Pace",
     "PeerError",
     "ReplicaScheduler",
-    "Scattered",
+    "RunLead",
+    "RunPlan",
     "Slice",
     "SlicePart",
+    "SplitRole",
+    "Wire",
+    "cut",
     "drop_replicas",
     "ends",
-    "fused",
-    "glue",
-    "helper_slices",
-    "scatter_stage",
+    "lead_stage",
+    "paste",
+    "run_plan",
     "slice_parts",
     "split_refusals",
+    "split_roles",
+    "split_runs",
+    "split_traffic",
 ]
 
 FUSABLE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh)
@@ -136,25 +165,49 @@ def drop_replicas(plan: Plan, gone: set[str]) -> Plan | None:
 
 
 class PeerError(RuntimeError):
-    """A split layer's helper on ``rank`` did not answer."""
+    """A split member's message to ``rank`` failed (that worker is gone)."""
 
     def __init__(self, rank: int, message: str) -> None:
         super().__init__(message)
         self.rank = rank
 
 
+class Obsolete(RuntimeError):
+    """The deployment a split run belongs to was replaced while it waited: the request is
+    dropped (the driver re-sends what is unanswered to the new deployment)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SlicePart:
-    """One device's part of one split fx node: its output ``region``, the input's height and
-    width, and the layer's window (``meta.shape``: kernel extent, stride, padding)."""
+    """One device's part of one split fx node: its output ``region``, the input's shape
+    ``inp`` (channels, height, width; ``(F, 1, 1)`` for a linear layer's features) and the
+    layer's window (``meta.shape``: kernel extent, stride, padding); ``then``: the target of
+    the :data:`FUSABLE` module the slice applies after it (:func:`split_roles`)."""
 
     node: str
     scheme: Scheme
     region: Region
-    in_size: tuple[int, int]
+    inp: tuple[int, int, int]
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    then: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SplitRole:
+    """A device's place in a split stage: its ``index`` among the members (0: the lead), every
+    member's rank and parts in :func:`~edgepart.cost.split_order`, and the stage's runs of
+    chained split nodes (:func:`split_runs`)."""
+
+    index: int
+    ranks: tuple[int, ...]
+    parts: tuple[tuple[SlicePart, ...], ...]
+    runs: tuple[tuple[str, ...], ...]
+
+    @property
+    def lead(self) -> bool:
+        return self.index == 0
 
 
 def _layer_nodes(inst: Instance, st: Stage) -> dict[str, tuple[int, Scheme]]:
@@ -214,9 +267,62 @@ def slice_parts(inst: Instance, st: Stage) -> list[list[SlicePart]]:
         shape = shapes[v]
         assert shape is not None  # the validator refused a split layer without a shape
         for i, region in enumerate(group.held(v, scheme)):
-            parts[i].append(SlicePart(name, scheme, region, (shape.inp[1], shape.inp[2]),
-                                      shape.kernel, shape.stride, shape.padding))
+            parts[i].append(SlicePart(name, scheme, region, shape.inp, shape.kernel,
+                                      shape.stride, shape.padding))
     return parts
+
+
+def split_roles(gm: fx.GraphModule, inst: Instance, st: Stage, ranks: Mapping[str, int]
+                ) -> dict[str, SplitRole]:
+    """Each member's role in split stage ``st`` (``ranks``: device -> rank); a slice fuses
+    the :data:`FUSABLE` module that is its node's only reader when that is in the stage too."""
+    order = [inst.devices[d].id for d in split_order(inst, st)]
+    inside = {n for lid in st.layers for n in inst.model.layers[inst.model.index[lid]].nodes
+              or (lid,)}
+    then = {}
+    for p in slice_parts(inst, st)[0]:
+        reader = _fused_node(gm, p.node)
+        then[p.node] = None if reader is None or reader.name not in inside else str(reader.target)
+    parts = tuple(tuple(replace(p, then=then[p.node]) for p in member)
+                  for member in slice_parts(inst, st))
+    runs = split_runs(gm, parts[0])
+    member_ranks = tuple(ranks[d] for d in order)
+    return {d: SplitRole(i, member_ranks, parts, runs) for i, d in enumerate(order)}
+
+
+def _node(gm: fx.GraphModule, name: str) -> fx.Node:
+    return next(n for n in gm.graph.nodes if n.name == name)
+
+
+def _fused_node(gm: fx.GraphModule, name: str) -> fx.Node | None:
+    """The :data:`FUSABLE` module call that is the only reader of node ``name`` and the only
+    call of its module (None if none)."""
+    users = list(_node(gm, name).users)
+    if len(users) != 1 or users[0].op != "call_module":
+        return None
+    reader = users[0]
+    alone = len(reader.all_input_nodes) == 1 and not reader.kwargs
+    calls = sum(n.op == "call_module" and n.target == reader.target for n in gm.graph.nodes)
+    module = gm.get_submodule(str(reader.target))
+    return reader if alone and calls == 1 and isinstance(module, FUSABLE) else None
+
+
+def split_runs(gm: fx.GraphModule, parts: Sequence[SlicePart]) -> tuple[tuple[str, ...], ...]:
+    """The split nodes of ``parts`` in graph order, grouped in runs: a node joins the run before
+    it when it reads only the run's last value (the previous split node's output, or its fused
+    module's) and nothing else reads that value."""
+    fuses = {p.node: p.then is not None for p in parts}
+    runs: list[list[str]] = []
+    tail: fx.Node | None = None  # the value the current run ends with
+    for node in gm.graph.nodes:
+        if node.name not in fuses:
+            continue
+        if tail is not None and node.all_input_nodes == [tail] and list(tail.users) == [node]:
+            runs[-1].append(node.name)
+        else:
+            runs.append([node.name])
+        tail = next(iter(node.users)) if fuses[node.name] else node
+    return tuple(tuple(run) for run in runs)
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -234,23 +340,73 @@ def _span(out: tuple[int, int], k: int, s: int, p: int, n: int) -> Span:
     return max(0, lo), min(n, hi), max(0, -lo), max(0, hi - n)
 
 
-def glue(slices: Sequence[Slice], outs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The whole output from the non-empty slices' outputs: along channels (features) under
-    outc; under rows and grid, each band of tiles with equal rows side by side, the bands
-    stacked."""
-    if slices[0].part.scheme is Scheme.OUTC:
-        return torch.cat(list(outs), slices[0].dim)
-    bands: dict[tuple[int, int], list[torch.Tensor]] = {}
-    order = sorted(range(len(slices)),
-                   key=lambda i: (slices[i].part.region.h, slices[i].part.region.w))
-    for i in order:
-        bands.setdefault(slices[i].part.region.h, []).append(outs[i])
-    return torch.cat([torch.cat(band, 3) for band in bands.values()], 2)
+def _reads_own_channels(module: nn.Module, part: SlicePart) -> bool:
+    """A pool under ``outc`` reads only its own channels (a conv or linear slice reads all)."""
+    return part.scheme is Scheme.OUTC and not isinstance(module, (nn.Conv2d, nn.Linear))
+
+
+def _window(part: SlicePart) -> tuple[Span, Span]:
+    """The input rows and columns that the output region reads (all of them under outc)."""
+    _, h, w = part.inp
+    if part.scheme is Scheme.OUTC:
+        return (0, h, 0, 0), (0, w, 0, 0)
+    k, s, p = part.kernel, part.stride, part.padding
+    return _span(part.region.h, k[0], s[0], p[0], h), _span(part.region.w, k[1], s[1], p[1], w)
+
+
+def _reads(module: nn.Module, part: SlicePart) -> Region:
+    """The input region a slice reads (:math:`N_{v,i}` of the cost model; empty for an empty
+    slice)."""
+    if part.region.volume == 0:
+        return EMPTY
+    rows, cols = _window(part)
+    channels = part.region.c if _reads_own_channels(module, part) else (0, part.inp[0])
+    return Region(channels, rows[:2], cols[:2])
+
+
+# --- pieces of tensors: a piece is a tensor that holds one region of a layer's value -----------
+
+
+def _meet(a: Region, b: Region) -> Region:
+    """The intersection of two regions (:data:`~edgepart.cost.EMPTY` when they do not meet)."""
+    c = (max(a.c[0], b.c[0]), min(a.c[1], b.c[1]))
+    h = (max(a.h[0], b.h[0]), min(a.h[1], b.h[1]))
+    w = (max(a.w[0], b.w[0]), min(a.w[1], b.w[1]))
+    region = Region(c, h, w)
+    return region if region.volume else EMPTY
+
+
+def cut(x: torch.Tensor, held: Region, want: Region) -> torch.Tensor:
+    """The part ``want`` of ``x``, a tensor that holds region ``held`` (a view; a 2D tensor of
+    features has channels only)."""
+    c = slice(want.c[0] - held.c[0], want.c[1] - held.c[0])
+    if x.dim() == 2:
+        return x[:, c]
+    return x[:, c, want.h[0] - held.h[0]:want.h[1] - held.h[0],
+             want.w[0] - held.w[0]:want.w[1] - held.w[0]]
+
+
+def paste(need: Region, pieces: Sequence[tuple[Region, torch.Tensor]]) -> torch.Tensor:
+    """Region ``need`` of a value from ``pieces`` that cover it (each a region and its tensor)."""
+    if len(pieces) == 1 and pieces[0][0] == need:
+        return pieces[0][1]
+    like = pieces[0][1]
+    c, h, w = (need.c[1] - need.c[0], need.h[1] - need.h[0], need.w[1] - need.w[0])
+    out = like.new_empty((like.shape[0], c) if like.dim() == 2 else (like.shape[0], c, h, w))
+    for region, piece in pieces:
+        cut(out, need, region).copy_(piece)
+    return out
+
+
+def _compact(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a storage of its own size (a transport sends a view's whole storage)."""
+    whole = x.is_contiguous() and x.untyped_storage().nbytes() == x.numel() * x.element_size()
+    return x if whole else x.clone(memory_format=torch.contiguous_format)
 
 
 class Slice(nn.Module):
-    """One device's slice of one split module: :meth:`take` cuts the input it reads from the
-    whole input, :meth:`forward` computes its region of the output."""
+    """One device's slice of one split module: it reads the input region :attr:`reads` and
+    :meth:`forward` computes its region of the output (then its fused module, if any)."""
 
     def __init__(self, module: nn.Module, part: SlicePart, then: nn.Module | None = None
                  ) -> None:
@@ -262,32 +418,12 @@ class Slice(nn.Module):
         if part.scheme is Scheme.OUTC and isinstance(module, (nn.Conv2d, nn.Linear)):
             self.weight = module.weight[c0:c1].detach().clone()
             self.bias = None if module.bias is None else module.bias[c0:c1].detach().clone()
-        self.rows, self.cols = self._window(module, part)
-
-    @staticmethod
-    def _window(module: nn.Module, part: SlicePart) -> tuple[Span, Span]:
-        """The input rows and columns that the output region reads (all of them under outc)."""
-        if part.scheme is Scheme.OUTC:
-            return (0, part.in_size[0], 0, 0), (0, part.in_size[1], 0, 0)
-        k, s, p = part.kernel, part.stride, part.padding
-        return (_span(part.region.h, k[0], s[0], p[0], part.in_size[0]),
-                _span(part.region.w, k[1], s[1], p[1], part.in_size[1]))
+        self.rows, self.cols = _window(part)
+        self.reads = _reads(module, part)
 
     @property
     def empty(self) -> bool:
         return self.part.region.volume == 0
-
-    @property
-    def dim(self) -> int:
-        """The output dimension channel slices are concatenated along."""
-        return -1 if isinstance(self.module, nn.Linear) else 1
-
-    def take(self, x: torch.Tensor) -> torch.Tensor:
-        if self.part.scheme is not Scheme.OUTC:
-            return x[:, :, self.rows[0]:self.rows[1], self.cols[0]:self.cols[1]]
-        if self.weight is None:  # a pool under outc reads its own channels
-            return x[:, self.part.region.c[0]:self.part.region.c[1]]
-        return x
 
     def forward(self, piece: torch.Tensor) -> torch.Tensor:
         out = self.compute(piece)
@@ -313,43 +449,218 @@ class Slice(nn.Module):
         return F.max_pool2d(padded, self.part.kernel, self.part.stride)
 
 
-Remote = Callable[[int, str, torch.Tensor], Any]
-"""Starts a helper's slice: (rank, fx node, input piece) -> a reply with ``wait()``."""
+# --- runs: the exchanges, and the members that play them ---------------------------------------
 
 
-class Scattered(nn.Module):
-    """The lead's stand-in for a split module: scatters the pieces, computes its own slice,
-    gathers the others' (``slices[i]`` is device ``i``'s, on rank ``ranks[i]``; 0 the lead)."""
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One redistribution of a run: each member's ``held`` region of a value and the region it
+    ``needs`` of it; ``moves`` are the messages, (sender, receiver, region): every non-empty
+    intersection of a member's held region with another member's needs."""
 
-    def __init__(self, slices: Sequence[Slice], ranks: Sequence[int], remote: Remote) -> None:
+    held: tuple[Region, ...]
+    needs: tuple[Region, ...]
+    moves: tuple[tuple[int, int, Region], ...]
+
+    @classmethod
+    def of(cls, held: Sequence[Region], needs: Sequence[Region]) -> Exchange:
+        moves = tuple((i, j, region) for j, need in enumerate(needs)
+                      for i, have in enumerate(held)
+                      if i != j and (region := _meet(have, need)).volume)
+        return cls(tuple(held), tuple(needs), moves)
+
+
+def _whole(regions: Sequence[Region]) -> Region:
+    """The smallest region holding ``regions`` (the whole value, when they tile it)."""
+    return Region(*((0, max(getattr(x, axis)[1] for x in regions)) for axis in ("c", "h", "w")))
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """The exchanges of one run: ``steps[0]`` scatters the run's input from the lead, ``steps[k]``
+    feeds the run's layer ``k`` from layer ``k - 1``'s regions, ``steps[-1]`` gathers the last
+    layer's output on the lead."""
+
+    nodes: tuple[str, ...]
+    steps: tuple[Exchange, ...]
+
+    @property
+    def messages(self) -> int:
+        """Messages per request: one start (with its scatter piece, if any) per helper, and every
+        move after the scatter."""
+        return len(self.steps[0].held) - 1 + sum(len(s.moves) for s in self.steps[1:])
+
+    @property
+    def elements(self) -> int:
+        """Tensor elements moved per request (the scatter included)."""
+        return sum(region.volume for s in self.steps for _, _, region in s.moves)
+
+
+def run_plan(gm: fx.GraphModule, nodes: Sequence[str],
+             parts: Sequence[Mapping[str, SlicePart]]) -> RunPlan:
+    """The :class:`RunPlan` of run ``nodes`` (``parts[i]``: member ``i``'s parts by node)."""
+    c, h, w = parts[0][nodes[0]].inp
+    regions = [Region((0, c), (0, h), (0, w))] + [EMPTY] * (len(parts) - 1)
+    steps = []
+    for node in nodes:
+        module = gm.get_submodule(str(_node(gm, node).target))
+        steps.append(Exchange.of(regions, [_reads(module, p[node]) for p in parts]))
+        regions = [p[node].region for p in parts]
+    whole = _whole(regions)
+    steps.append(Exchange.of(regions, [whole] + [EMPTY] * (len(parts) - 1)))
+    return RunPlan(tuple(nodes), tuple(steps))
+
+
+def split_traffic(gm: fx.GraphModule, role: SplitRole) -> tuple[int, int]:
+    """Messages and tensor elements per request of a split stage's runs."""
+    plans = _run_plans(gm, role)
+    return sum(p.messages for p in plans), sum(p.elements for p in plans)
+
+
+def _run_plans(gm: fx.GraphModule, role: SplitRole) -> list[RunPlan]:
+    parts = [{p.node: p for p in member} for member in role.parts]
+    return [run_plan(gm, run, parts) for run in role.runs]
+
+
+Key = tuple[int, int, int, int, int]
+"""(epoch, sequence number, run, step, sender) of a piece."""
+
+
+class Mailbox:
+    """The pieces sent to one member, by :data:`Key`. :meth:`take` waits until every key it
+    asks for is in; it raises :class:`PeerError` when one of this member's sends of that epoch
+    failed, and :class:`Obsolete` when ``live()`` says the deployment is gone."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._box: dict[Key, torch.Tensor] = {}
+        self._failed: dict[int, tuple[int, str]] = {}  # epoch -> (rank, message)
+
+    def put(self, key: Key, piece: torch.Tensor) -> None:
+        with self._ready:
+            self._box[key] = piece
+            self._ready.notify_all()
+
+    def fail(self, epoch: int, rank: int, message: str) -> None:
+        with self._ready:
+            self._failed.setdefault(epoch, (rank, message))
+            self._ready.notify_all()
+
+    def take(self, epoch: int, keys: Sequence[Key], live: Callable[[], bool],
+             poll_s: float = 0.05) -> list[torch.Tensor]:
+        with self._ready:
+            while True:
+                if epoch in self._failed:
+                    raise PeerError(*self._failed[epoch])
+                if all(k in self._box for k in keys):
+                    return [self._box.pop(k) for k in keys]
+                if not live():
+                    raise Obsolete(f"deployment {epoch} was replaced")
+                self._ready.wait(poll_s)
+
+    def forget(self, epoch: int) -> None:
+        """Drop the pieces and failures of deployments before ``epoch``."""
+        with self._ready:
+            self._box = {k: v for k, v in self._box.items() if k[0] >= epoch}
+            self._failed = {e: f for e, f in self._failed.items() if e >= epoch}
+
+
+class Wire(Protocol):
+    """How a member reaches the others (asynchronous sends) and its own :class:`Mailbox`."""
+
+    def start(self, rank: int, key: Key, request: int, piece: torch.Tensor | None) -> None:
+        """Start a helper's part of a run; ``piece`` (under ``key``) is its scatter piece."""
+
+    def post(self, rank: int, key: Key, piece: torch.Tensor) -> None:
+        """Put ``piece`` in member ``rank``'s mailbox under ``key``."""
+
+    def take(self, keys: Sequence[Key]) -> list[torch.Tensor]:
+        """The pieces under ``keys`` from this member's mailbox, once they are all in."""
+
+
+Pace = Callable[[int, float, float, float], None]
+"""Called after each slice's compute: (request, started, wall seconds, thread CPU seconds)."""
+
+Held = tuple[Region, torch.Tensor | None]
+
+
+class Member:
+    """One device's part of a split stage in deployment ``epoch``: its slices, the run plans
+    and the wire. The lead calls :meth:`lead_run` (in its stage module, :class:`RunLead`); a
+    helper calls :meth:`play` for each run it is started on."""
+
+    def __init__(self, gm: fx.GraphModule, role: SplitRole, epoch: int, wire: Wire,
+                 pace: Pace | None = None) -> None:
+        self.role, self.epoch, self.wire, self.pace = role, epoch, wire, pace
+        self.plans = _run_plans(gm, role)
+        self.slices = {p.node: _slice(gm, p) for p in role.parts[role.index]}
+        self.sequence = 0
+
+    def lead_run(self, run: int, x: torch.Tensor, request: int) -> torch.Tensor:
+        """Scatter run ``run``'s input ``x`` (starting every helper), play the lead's part and
+        return the gathered output."""
+        seq, self.sequence = self.sequence, self.sequence + 1
+        scatter = self.plans[run].steps[0]
+        key = (self.epoch, seq, run, 0, 0)
+        for j in range(1, len(self.role.ranks)):
+            piece = None if not scatter.needs[j].volume else _compact(
+                cut(x, scatter.held[0], scatter.needs[j]))
+            self.wire.start(self.role.ranks[j], key, request, piece)
+        out = self.play(run, seq, request, (scatter.held[0], x), scattered=True)
+        assert out is not None  # the lead needs the whole output
+        return out
+
+    def play(self, run: int, seq: int, request: int, held: Held = (EMPTY, None),
+             scattered: bool = False) -> torch.Tensor | None:
+        """This member's part of ``run`` for sequence number ``seq``: every layer's exchange
+        and slice, then the gather (the lead's output; None on a helper)."""
+        plan = self.plans[run]
+        for k, node in enumerate(plan.nodes):
+            piece = self._exchange(plan.steps[k], (seq, run, k), held, send=not scattered or k > 0)
+            s = self.slices[node]
+            held = (s.part.region, None if piece is None else self._compute(s, piece, request))
+        return self._exchange(plan.steps[-1], (seq, run, len(plan.nodes)), held, send=True)
+
+    def _compute(self, s: Slice, piece: torch.Tensor, request: int) -> torch.Tensor:
+        started, cpu = time.perf_counter(), time.thread_time()
+        out = s(piece)
+        if self.pace is not None:
+            self.pace(request, started, time.perf_counter() - started, time.thread_time() - cpu)
+        return out
+
+    def _exchange(self, step: Exchange, at: tuple[int, int, int], held: Held, send: bool
+                  ) -> torch.Tensor | None:
+        """Send what the others need of ``held``, receive what this member needs; the needed
+        region's tensor (None when it needs nothing)."""
+        me = self.role.index
+        region, value = held
+        if send:
+            for i, j, part in step.moves:
+                if i == me and value is not None:
+                    self.wire.post(self.role.ranks[j], (self.epoch, *at, me),
+                                   _compact(cut(value, region, part)))
+        need = step.needs[me]
+        if not need.volume:
+            return None
+        incoming = [(i, part) for i, j, part in step.moves if j == me]
+        got = self.wire.take([(self.epoch, *at, i) for i, _ in incoming])
+        pieces = [(part, piece) for (_, part), piece in zip(incoming, got, strict=True)]
+        own = _meet(region, need)
+        if own.volume and value is not None:
+            pieces.append((own, cut(value, region, own)))
+        return paste(need, pieces)
+
+
+class RunLead(nn.Module):
+    """The lead's stand-in for the first split node of run ``run`` (the run's other nodes and
+    fused modules become identities): scatters, plays the lead's part, gathers."""
+
+    def __init__(self, member: Member, run: int, request: Callable[[], int]) -> None:
         super().__init__()
-        self.parts = list(slices)
-        self.ranks, self.remote = list(ranks), remote
+        self.member, self.run, self.request = member, run, request
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        node = self.parts[0].part.node
-        replies = {i: self.remote(self.ranks[i], node, s.take(x))
-                   for i, s in enumerate(self.parts) if i > 0 and not s.empty}
-        done = [] if self.parts[0].empty else [(self.parts[0],
-                                                 self.parts[0](self.parts[0].take(x)))]
-        for i, reply in replies.items():
-            try:
-                done.append((self.parts[i], reply.wait()))
-            except Exception as err:  # the transport's error types are backend-specific
-                raise PeerError(self.ranks[i], str(err).splitlines()[0] if str(err) else
-                                type(err).__name__) from None
-        return glue([s for s, _ in done], [out for _, out in done])
-
-
-def fused(gm: fx.GraphModule, node: str) -> str | None:
-    """The :data:`FUSABLE` module call that is the only reader of ``node`` (None if none)."""
-    users = list(next(n for n in gm.graph.nodes if n.name == node).users)
-    if len(users) != 1 or users[0].op != "call_module":
-        return None
-    reader = users[0]
-    alone = len(reader.all_input_nodes) == 1 and not reader.kwargs
-    module = gm.get_submodule(str(reader.target))
-    return str(reader.target) if alone and isinstance(module, FUSABLE) else None
+        return self.member.lead_run(self.run, x, self.request())
 
 
 def _replace(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
@@ -358,26 +669,24 @@ def _replace(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
 
 
 def _slice(gm: fx.GraphModule, part: SlicePart) -> Slice:
-    target = str(next(n.target for n in gm.graph.nodes if n.name == part.node))
-    then = fused(gm, part.node)
-    return Slice(gm.get_submodule(target), part, None if then is None else gm.get_submodule(then))
+    module = gm.get_submodule(str(_node(gm, part.node).target))
+    return Slice(module, part, None if part.then is None else gm.get_submodule(part.then))
 
 
-def scatter_stage(stage: fx.GraphModule, parts: Sequence[Sequence[SlicePart]],
-                  ranks: Sequence[int], remote: Remote) -> fx.GraphModule:
-    """The lead's stage module: every split module replaced by a :class:`Scattered` (and the
-    elementwise module fused into it by an identity)."""
-    for column in zip(*parts, strict=True):
-        node = column[0].node
-        target = str(next(n.target for n in stage.graph.nodes if n.name == node))
-        slices = [_slice(stage, p) for p in column]
-        then = fused(stage, node)
-        _replace(stage, target, Scattered(slices, ranks, remote))
-        if then is not None:
-            _replace(stage, then, nn.Identity())
+def lead_stage(stage: fx.GraphModule, member: Member, request: Callable[[], int]
+               ) -> fx.GraphModule:
+    """The lead's stage module: each run's first split module replaced by a :class:`RunLead`,
+    the run's other split modules and fused modules by identities (``request()``: the id of
+    the request being computed, which the helpers' slow-down needs)."""
+    parts = {p.node: p for p in member.role.parts[member.role.index]}
+    for r, run in enumerate(member.role.runs):
+        targets = []
+        for node in run:
+            targets.append(str(_node(stage, node).target))
+            then = parts[node].then
+            if then is not None:
+                targets.append(then)
+        _replace(stage, targets[0], RunLead(member, r, request))
+        for target in targets[1:]:
+            _replace(stage, target, nn.Identity())
     return stage
-
-
-def helper_slices(gm: fx.GraphModule, parts: Sequence[SlicePart]) -> dict[str, Slice]:
-    """A helper's slices, by fx node, built from its own copy of the traced model."""
-    return {p.node: _slice(gm, p) for p in parts}

@@ -6,8 +6,11 @@ The driver calls, through the transport: :func:`setup` (build and trace the mode
 calls :func:`edgepart.runtime.events.deliver` on the driver. Each request carries its *route*
 (the rank of every stage's end: the driver chose a replica of each replicated stage), and a stage
 sends it on to the rank the route names. In a split stage
-(:mod:`~edgepart.runtime.groups`) the lead's stage module calls :func:`compute_slice` on the
-group's other workers for every split layer; those run no stage of their own.
+(:mod:`~edgepart.runtime.groups`) the lead's stage module starts each run of split layers on the
+group's other workers (:func:`start_run`), and the members send each other the pieces the cost
+model moves (:func:`put_piece`, into the receiver's mailbox); a helper runs no stage of its own,
+only its part of each run, in a thread of its own, each slice slowed as its device's compute is
+(``--slowdown``, ``stretch``).
 
 Inside, two threads make a two-stage pipeline, as the cost model's ``overlap`` assumes: the compute
 thread runs the stage module (padded or slowed as configured) and the send thread holds each
@@ -42,22 +45,31 @@ from edgepart.instance import Link
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import emulate, events
 from edgepart.runtime.emulate import Emulation
-from edgepart.runtime.groups import PeerError, SlicePart, helper_slices, scatter_stage
+from edgepart.runtime.groups import (
+    Key,
+    Mailbox,
+    Member,
+    Obsolete,
+    Pace,
+    PeerError,
+    SplitRole,
+    lead_stage,
+)
 from edgepart.runtime.split import StageSpec, build_stage, fingerprint, load_model, payload_bytes
 from edgepart.runtime.split import trace as trace_model
 from edgepart.runtime.transport import Address, RpcTransport, Transport, call_while
 
 __all__ = [
     "Record",
-    "SplitRole",
     "StageConfig",
     "WorkerSetup",
-    "compute_slice",
     "deploy",
     "ping",
+    "put_piece",
     "records",
     "serve",
     "setup",
+    "start_run",
     "stop",
     "submit",
 ]
@@ -69,17 +81,6 @@ class WorkerSetup:
     seed: int
     weights: str | None
     input_shape: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SplitRole:
-    """This device's part of a split stage: its slices, and (on the lead) every member's rank
-    and parts in :func:`~edgepart.cost.split_order` (the lead's first)."""
-
-    parts: tuple[SlicePart, ...]
-    lead: bool
-    ranks: tuple[int, ...] = ()
-    member_parts: tuple[tuple[SlicePart, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +148,18 @@ class _Worker:
         self.gm: torch.fx.GraphModule | None = None
         self.config: StageConfig | None = None
         self.module: torch.nn.Module | None = None
-        self.slices: dict[str, torch.nn.Module] = {}  # a split helper's, by fx node
+        self.member: Member | None = None  # this device's part of a split stage
+        self.mailbox = Mailbox()
+        self.jobs: queue.Queue[tuple[Key, int] | None] = queue.Queue()  # a helper's runs
+        self.serving = -1  # the request the compute thread computes
         self.count = 0
         self.log: list[Record] = []
         self.link = emulate.LinkClock()
         self.contact = time.monotonic()
         self.stopped = threading.Event()
         self.threads = [threading.Thread(target=self._compute_loop, daemon=True),
-                        threading.Thread(target=self._send_loop, daemon=True)]
+                        threading.Thread(target=self._send_loop, daemon=True),
+                        threading.Thread(target=self._helper_loop, daemon=True)]
         for t in self.threads:
             t.start()
 
@@ -170,16 +175,16 @@ class _Worker:
                 self.redeployed.clear()  # a deployment from now on makes this request obsolete
             if cfg is None or module is None:
                 continue
-            self.count += work.request >= 0  # the driver's warm-up request does not count
-            if cfg.fail_after is not None and self.count > cfg.fail_after:
-                # --fail-stage: die (or hang, --fail-hang) mid-stream
-                os.kill(os.getpid(), signal.SIGSTOP if cfg.fail_hang else signal.SIGKILL)
+            self._count(cfg, work.request)
+            self.serving = work.request
             started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 with torch.no_grad():
                     out = module(*work.values)
             except PeerError as err:  # a split helper is gone: the driver re-plans
                 self._report(cfg, err.rank, first_line(err))
+                continue
+            except Obsolete:  # redeployed while a split run waited: the request is re-sent
                 continue
             computed, cpu_s = time.perf_counter(), time.thread_time() - cpu_started
             finished = _sleep_until(
@@ -192,6 +197,39 @@ class _Worker:
             with self.lock:
                 self.unsent += 1
             self.outbox.put((cfg, out, work, rec))
+
+    def _count(self, cfg: StageConfig, request: int) -> None:
+        """Count a request (the driver's warm-up request does not count); --fail-stage: die (or
+        hang, --fail-hang) mid-stream."""
+        self.count += request >= 0
+        if cfg.fail_after is not None and self.count > cfg.fail_after:
+            os.kill(os.getpid(), signal.SIGSTOP if cfg.fail_hang else signal.SIGKILL)
+
+    def _helper_loop(self) -> None:
+        """A split helper plays its part of each run it is started on."""
+        emulate.join_thread(self.compute_cgroups)
+        while (job := self.jobs.get()) is not None:
+            (epoch, seq, run, _, _), request = job
+            with self.lock:
+                cfg, member = self.current(epoch), self.member
+            if cfg is None or member is None:
+                continue
+            if run == 0:
+                self._count(cfg, request)
+            try:
+                with torch.no_grad():
+                    member.play(run, seq, request)
+            except PeerError as err:
+                self._report(cfg, err.rank, first_line(err))
+            except Obsolete:
+                continue
+
+    def _pace(self, cfg: StageConfig) -> Pace:
+        """A split helper's slow-down: each slice takes as long as :func:`_emulated` says."""
+
+        def pace(request: int, started: float, real_s: float, cpu_s: float) -> None:
+            _sleep_until(started + _emulated(cfg, request, real_s, cpu_s), self.stopped)
+        return pace
 
     def _send_loop(self) -> None:
         while (item := self.outbox.get()) is not None:
@@ -232,28 +270,51 @@ class _Worker:
             self.transport.call_async(0, events.report, cfg.epoch, self.transport.rank, peer,
                                       message)
 
-    def build(self, cfg: StageConfig | None) -> tuple[torch.nn.Module | None,
-                                                       dict[str, torch.nn.Module]]:
-        """The stage module of ``cfg`` (a split lead's scatters its split layers) and, on a
-        split helper, its slices (it runs no stage of its own)."""
+    def build(self, cfg: StageConfig | None) -> tuple[torch.nn.Module | None, Member | None]:
+        """The stage module of ``cfg`` (none on a split helper: it runs no stage of its own)
+        and this device's part of a split stage (a lead's stage module runs it)."""
         if cfg is None or self.gm is None:
-            return None, {}
+            return None, None
         role = cfg.split
-        if role is not None and not role.lead:
-            return None, dict(helper_slices(self.gm, role.parts))
-        module = build_stage(self.gm, cfg.spec)
-        if role is not None:
-            epoch = cfg.epoch
-
-            def remote(rank: int, node: str, piece: torch.Tensor) -> Any:
-                return self.transport.call_async(rank, compute_slice, epoch, node, piece)
-
-            module = scatter_stage(module, role.member_parts, role.ranks, remote)
-        return module, {}
+        module = build_stage(self.gm, cfg.spec) if role is None or role.lead else None
+        if role is None:
+            return module, None
+        wire = _Wire(self, cfg.epoch)
+        if module is None:
+            return None, Member(self.gm, role, cfg.epoch, wire, self._pace(cfg))
+        member = Member(self.gm, role, cfg.epoch, wire)
+        return lead_stage(module, member, lambda: self.serving), member
 
     def close(self) -> None:
         self.inbox.put(None)
         self.outbox.put(None)
+        self.jobs.put(None)
+
+
+class _Wire:
+    """A split member's sends (asynchronous calls; a failed one fails the member's waits with
+    :class:`~edgepart.runtime.groups.PeerError`) and its mailbox in deployment ``epoch``."""
+
+    def __init__(self, worker: _Worker, epoch: int) -> None:
+        self.worker, self.epoch = worker, epoch
+
+    def start(self, rank: int, key: Key, request: int, piece: torch.Tensor | None) -> None:
+        self._watch(rank, self.worker.transport.call_async(rank, start_run, key, request, piece))
+
+    def post(self, rank: int, key: Key, piece: torch.Tensor) -> None:
+        self._watch(rank, self.worker.transport.call_async(rank, put_piece, key, piece))
+
+    def take(self, keys: Sequence[Key]) -> list[torch.Tensor]:
+        w = self.worker
+        return w.mailbox.take(self.epoch, keys, lambda: w.current(self.epoch) is not None)
+
+    def _watch(self, rank: int, reply: Any) -> None:
+        def done(fut: Any) -> None:
+            try:
+                fut.wait()
+            except Exception as err:  # the transport's error types are backend-specific
+                self.worker.mailbox.fail(self.epoch, rank, first_line(err))
+        reply.add_done_callback(done)
 
 
 def _emulated(cfg: StageConfig, request: int, real_s: float, cpu_s: float) -> float:
@@ -306,9 +367,10 @@ def deploy(cfg: StageConfig | None) -> None:
     w.contact = time.monotonic()
     if cfg is not None and w.gm is None:
         raise RuntimeError("deploy before setup")
-    module, slices = w.build(cfg)
+    module, member = w.build(cfg)
     with w.lock:
-        w.config, w.module, w.slices, w.count = cfg, module, slices, 0
+        w.config, w.module, w.member, w.count = cfg, module, member, 0
+    w.mailbox.forget(-1 if cfg is None else cfg.epoch)
     w.redeployed.set()
 
 
@@ -319,16 +381,18 @@ def submit(epoch: int, request: int, values: Any, hops: tuple[events.Hop, ...],
     _this().inbox.put(_Work(epoch, request, values, hops, route))
 
 
-def compute_slice(epoch: int, node: str, piece: torch.Tensor) -> torch.Tensor:
-    """A split helper computes its slice of fx node ``node`` (called by the group's lead)."""
+def start_run(key: Key, request: int, piece: torch.Tensor | None) -> None:
+    """Start this split helper's part of a run (called by the lead): ``key`` names the run and
+    the lead's scatter piece for this member (None: it reads none of the run's input)."""
     w = _this()
-    with w.lock:
-        current, part = w.current(epoch), w.slices.get(node)
-    if current is None or part is None:
-        raise RuntimeError(f"no slice of '{node}' deployed for epoch {epoch}")
-    with torch.no_grad():
-        out = part(piece)
-    return out
+    if piece is not None:
+        w.mailbox.put(key, piece)
+    w.jobs.put((key, request))
+
+
+def put_piece(key: Key, piece: torch.Tensor) -> None:
+    """A piece for this split member's mailbox (called by another member)."""
+    _this().mailbox.put(key, piece)
 
 
 def ping() -> None:
