@@ -67,7 +67,7 @@ from edgepart.errors import InputError
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import OPTIMALITY_TOL, SolutionStatus, SolveResult, Termination, relative_gap
-from edgepart.solvers.base import Objective, SolveOptions, get_method
+from edgepart.solvers.base import Method, Objective, SolveOptions, get_method
 
 __all__ = ["COLUMNS", "FRONT_TOL", "ParetoFront", "ParetoPoint", "pareto", "pareto_front"]
 
@@ -217,71 +217,97 @@ def pareto_front(inst: Instance, solver: str = "auto", *, time_limit: float | No
     method = get_method(solver)
     base = SolveOptions(threads=threads, formulation=formulation, verbose=verbose)  # checks them
     start = time.perf_counter()
-    deadline = None if time_limit is None else start + time_limit
-    solves = 0
+    solves = _Solves(inst, solver, method, base,
+                     None if time_limit is None else start + time_limit)
+    points, complete, infeasible, message = _sweep(solves, progress)
+    kept, warnings = _non_dominated(points)
+    return ParetoFront(inst.name, solver, tuple(kept), complete and len(kept) == len(points),
+                       infeasible, message, time.perf_counter() - start, solves.count,
+                       tuple(warnings))
 
-    def run(objective: Objective, **limits: Any) -> tuple[SolveResult, float] | None:
-        """One solve with half of the time left; ``None`` when no time is left."""
-        nonlocal solves
+
+@dataclass
+class _Solves:
+    """The front's solves: each with half of the time left before ``deadline`` (module
+    docstring), counted."""
+
+    inst: Instance
+    solver: str
+    method: Method
+    base: SolveOptions
+    deadline: float | None
+    count: int = 0
+
+    def run(self, objective: Objective, **limits: Any) -> tuple[SolveResult, float] | None:
+        """One solve and its wall time; ``None`` when no time is left."""
         slice_s = None
-        if deadline is not None:
-            left = deadline - time.perf_counter()
+        if self.deadline is not None:
+            left = self.deadline - time.perf_counter()
             if left < MIN_SLICE_S:
                 return None
             slice_s = max(left / 2, MIN_SLICE_S)
-        options = SolveOptions(objective=objective, time_limit=slice_s, threads=base.threads,
-                               formulation=base.formulation, verbose=base.verbose, **limits)
+        options = SolveOptions(objective=objective, time_limit=slice_s,
+                               threads=self.base.threads, formulation=self.base.formulation,
+                               verbose=self.base.verbose, **limits)
         t0 = time.perf_counter()
+        result = self._solve(options)
+        self.count += 1
+        return result, time.perf_counter() - t0
+
+    def _solve(self, options: SolveOptions) -> SolveResult:
         try:
-            result = method(inst, options)
+            return self.method(self.inst, options)
         except InputError:
             raise
         except Exception as err:  # a solver failure ends the front, it does not lose it
-            result = SolveResult(method=solver, termination=Termination.ERROR,
-                                 status=SolutionStatus.NONE, objective=objective.value,
-                                 message=f"{type(err).__name__}: {err}")
-        solves += 1
-        return result, time.perf_counter() - t0
+            return SolveResult(method=self.solver, termination=Termination.ERROR,
+                               status=SolutionStatus.NONE, objective=options.objective.value,
+                               message=f"{type(err).__name__}: {err}")
 
+
+def _sweep(solves: _Solves, progress: Callable[[ParetoPoint], None] | None
+           ) -> tuple[list[ParetoPoint], bool, bool, str]:
+    """The rounds of the module docstring until step 1 finds no plan or the time is up: the
+    points found, whether the front is complete, whether the instance is infeasible, and why
+    the rounds ended."""
     points: list[ParetoPoint] = []
     max_period = math.inf
-    complete, infeasible, message = False, False, ""
     while True:
-        first = run(Objective.LATENCY, max_period=None if math.isinf(max_period) else max_period)
+        first = solves.run(Objective.LATENCY,
+                           max_period=None if math.isinf(max_period) else max_period)
         if first is None:
-            message = _time_up(points)
-            break
+            return points, False, False, _time_up(points)
         fast, t_fast = first
         if not fast.has_plan:
-            if fast.status is SolutionStatus.INFEASIBLE:
-                complete = all(p.proven for p in points)
-                infeasible = not points
-                message = (fast.message or "no plan exists") if infeasible else (
-                    _summary(points) if complete else
-                    f"{len(points)} points, not all proven: the front may miss points")
-            elif fast.termination is Termination.TIME_LIMIT:
-                message = _time_up(points)
-            else:
-                message = (f"{solver} ({fast.termination.value}) gave no plan with period "
-                           f"<= {max_period:.6g} s: {fast.message or 'no reason given'}")
-            break
+            return (points, *_no_plan_end(fast, points, solves.solver, max_period))
         assert fast.plan is not None and fast.metrics is not None
         cap = fast.metrics.latency_s * (1 + FRONT_TOL)
-        second = run(Objective.BOTTLENECK, max_latency=cap, warm_start=fast.plan)
+        second = solves.run(Objective.BOTTLENECK, max_latency=cap, warm_start=fast.plan)
         point = _point(fast, t_fast, second, max_period)
         points.append(point)
         if progress is not None:
             progress(point)
         if second is None:
-            message = _time_up(points)
-            break
+            return points, False, False, _time_up(points)
         # strictly below this point (and below the cap, should a plan break it): no loop
         max_period = min(point.period_s, max_period) * (1 - FRONT_TOL)
-    kept, warnings = _non_dominated(points)
-    if len(kept) < len(points):
-        complete = False
-    return ParetoFront(inst.name, solver, tuple(kept), complete, infeasible, message,
-                       time.perf_counter() - start, solves, tuple(warnings))
+
+
+def _no_plan_end(fast: SolveResult, points: list[ParetoPoint], solver: str,
+                 max_period: float) -> tuple[bool, bool, str]:
+    """(complete, infeasible, message) when step 1 gave no plan below ``max_period``: proven
+    infeasible ends the front (complete when every point is proven), else it stops short."""
+    if fast.status is SolutionStatus.INFEASIBLE:
+        complete = all(p.proven for p in points)
+        if not points:
+            return complete, True, fast.message or "no plan exists"
+        return complete, False, (_summary(points) if complete else
+                                 f"{len(points)} points, not all proven: the front may miss "
+                                 "points")
+    if fast.termination is Termination.TIME_LIMIT:
+        return False, False, _time_up(points)
+    return False, False, (f"{solver} ({fast.termination.value}) gave no plan with period "
+                          f"<= {max_period:.6g} s: {fast.message or 'no reason given'}")
 
 
 def _point(fast: SolveResult, t_fast: float, second: tuple[SolveResult, float] | None,
