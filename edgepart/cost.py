@@ -53,7 +53,14 @@ rates :math:`1/T_r`, so the stage serves :math:`\sum_r 1/T_r` requests per secon
 :math:`M_r = \sum p_v + \max w_v + \mathrm{inbytes}_r + \mathrm{outbytes}_r`.
 
 *Split* (intra-layer partitioning; schemes and redistribution after FlexPie, Zhang et al., arXiv
-2502.15312; chain models only). Each layer :math:`v` with a shape (``meta.shape``: kind conv, pool,
+2502.15312). A split stage's layers must form a *path* of the model (:func:`split_path_problem`,
+the one rule the validator and the exact solvers share): in topological order
+:math:`v_1 \to v_2 \to \dots \to v_m`, the first reads at most one tensor (its producer's, or the
+request input), and each later layer reads only the one before it, which nothing else reads. On a
+chain every stage is such a path; on a DAG a path inside a residual block or a branch is, while a
+stage holding a join (a layer reading two tensors) or a fork (a tensor read twice) cannot be split.
+Tensors that only pass through the stage (a skip connection alive across it) stay on the lead.
+Each layer :math:`v` with a shape (``meta.shape``: kind conv, pool,
 linear or elementwise, input and output ``[C, H, W]``, kernel, stride, padding, groups) has a
 scheme :math:`s_v`; its output is cut into one region :math:`R_{v,i}` per group device :math:`i`,
 in order from the lead, then the other devices in the instance's order (:func:`split_order`):
@@ -97,6 +104,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 from edgepart.errors import InputError
@@ -105,8 +113,8 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 
 __all__ = [
     "LayerShape", "Metrics", "Region", "SplitGroup", "StageMetrics", "evaluate",
-    "infeasibility_reasons", "layer_shapes", "lower_bound", "split_order", "tolerated",
-    "validate_plan",
+    "infeasibility_reasons", "layer_shapes", "lower_bound", "split_input_bytes", "split_order",
+    "split_path_problem", "tolerated", "validate_plan",
 ]
 
 REL_TOL = 1e-9
@@ -324,7 +332,7 @@ def _speeds(times: Sequence[float]) -> list[float]:
 
 
 class SplitGroup:
-    """The split costs of one device group (``members[0]`` leads) on a chain instance.
+    """The split costs of one device group (``members[0]`` leads) on paths of layers.
 
     Built once per group; :meth:`stage` costs a whole split stage, and the exact solvers add up
     the same :meth:`entry`, :meth:`layer` and :meth:`exit` terms in the same order.
@@ -446,7 +454,9 @@ class SplitGroup:
 
     def stage(self, layers: Sequence[int], schemes: Mapping[int, Scheme], in_bytes: float
               ) -> SplitCost:
-        """Cost of running chain ``layers`` (in order) split over the group."""
+        """Cost of running the path ``layers`` (in order, see :func:`split_path_problem`) split
+        over the group; ``in_bytes``: the tensor the first layer reads
+        (:func:`split_input_bytes`)."""
         anchors = self.anchors(layers)
         scheme = [schemes[a] for a in anchors]
         time, recv = self.entry(layers[0], scheme[0], in_bytes)
@@ -587,7 +597,7 @@ def _split(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
     order = split_order(inst, st)
     group = SplitGroup(inst, order, ctx.shapes)
     schemes = {inst.model.index[lid]: s for lid, s in st.schemes}
-    cost = group.stage(layers, schemes, _input_bytes(inst, layers[0]))
+    cost = group.stage(layers, schemes, split_input_bytes(inst, layers[0]))
     recv, send = ctx.recv[b + 1][0], ctx.send[b + 1][0]
     buffers = ctx.recv_b[b + 1][0] + ctx.send_b[b + 1][0]
     memory = (cost.member_memory_bytes[0] + buffers, *cost.member_memory_bytes[1:])
@@ -604,8 +614,9 @@ def split_order(inst: Instance, st: Stage) -> list[int]:
     return [lead, *sorted(inst.device_index[d] for d in st.devices[1:])]
 
 
-def _input_bytes(inst: Instance, v: int) -> float:
-    """Bytes of the tensor layer v reads on a chain (the request input for the first layer)."""
+def split_input_bytes(inst: Instance, v: int) -> float:
+    """Bytes of the one tensor layer v, first of a split path, reads (the request input for an
+    entry layer): what the lead scatters."""
     pred = inst.model.pred[v]
     return inst.model.tensor_bytes[pred[0]] if pred else inst.model.input_bytes
 
@@ -763,12 +774,14 @@ def _group_problems(inst: Instance, plan: Plan) -> list[str]:
 
 
 def split_problems(inst: Instance, plan: Plan, b: int) -> list[str]:
-    """Why split stage b cannot be costed: a non-chain model, a layer without a shape, a scheme
-    the layer cannot take, a missing or contradicting scheme, shapes that do not chain."""
-    if not inst.model.is_chain:
-        return [f"stages[{b}]: split stages need a chain model ({inst.model.name} is not)"]
+    """Why split stage b cannot be costed: layers that are not a path of the model, a layer
+    without a shape, a scheme the layer cannot take, a missing or contradicting scheme, shapes
+    that do not chain."""
     st = plan.stages[b]
     layers = sorted(inst.model.index[lid] for lid in st.layers)
+    not_a_path = split_path_problem(inst, layers)
+    if not_a_path:
+        return [f"stages[{b}]: {not_a_path}"]
     try:
         shapes = layer_shapes(inst)
     except InputError as err:
@@ -787,6 +800,22 @@ def split_problems(inst: Instance, plan: Plan, b: int) -> list[str]:
         if pos > 0:
             problems += _chain_problems(b, layer, shape, shapes[layers[pos - 1]])
     return problems
+
+
+def split_path_problem(inst: Instance, layers: Sequence[int]) -> str:
+    """Why ``layers`` (indices in topological order) cannot be one split stage ("" when they
+    can): they must be a path whose first layer reads at most one tensor and whose every later
+    layer reads only the layer before it, which no other layer reads (the module docstring)."""
+    g = inst.model
+    first = g.layers[layers[0]].id
+    if len(g.pred[layers[0]]) > 1:
+        return (f"layer '{first}' reads {len(g.pred[layers[0]])} tensors: a split stage "
+                "starts at a layer that reads one")
+    for u, v in pairwise(layers):
+        if g.succ[u] != (v,) or g.pred[v] != (u,):
+            return (f"layers '{g.layers[u].id}' and '{g.layers[v].id}' are not consecutive "
+                    "on one path (a split stage holds no fork and no join)")
+    return ""
 
 
 def _scheme_problems(b: int, layer: Layer, shape: LayerShape, scheme: Scheme | None,

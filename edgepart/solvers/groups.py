@@ -1,30 +1,36 @@
-r"""Exact dynamic program over hybrid plans of a chain: stages on one device, replicated over a
-device group, or split over a group layer by layer (``--plan-space``; see :mod:`edgepart.plan`
-and the cost model of :mod:`edgepart.cost`).
+r"""Exact dynamic program over hybrid plans: stages on one device, replicated over a device
+group, or split over a group layer by layer (``--plan-space``; see :mod:`edgepart.plan` and the
+cost model of :mod:`edgepart.cost`), on chains and DAGs; where it does not fit, the best known
+plan with a proven lower bound.
 
-Which plans it covers. On a chain every stage of a valid plan is a contiguous layer range
-:math:`[i, j)` (edges only go forward). A plan is a sequence of such ranges covering
-:math:`0..n`, each with a *group mode* :math:`g`: one device (single), a device set of size 2 to
-``max_group`` (replicate), or such a set with one of its devices as lead (split), every device in
-at most one stage. Every such plan is enumerated implicitly, so the optimum is over *all* valid
-plans of the chosen space (with colocation, device classes and memory).
+Which plans it covers. A plan is a chain of cuts :math:`\emptyset = I_0 \subsetneq \dots
+\subsetneq I_k = V` (predecessor-closed layer sets: the prefixes of a chain, every ideal of a
+DAG, as in :func:`edgepart.solvers.dp.solve_dp_ideals`; none splitting a colocate group), stage
+:math:`b` running :math:`I_{b+1} \setminus I_b` in a *group mode* :math:`g`: one device
+(single), a device set of size 2 to ``max_group`` (replicate), or such a set with one of its
+devices as lead (split), every device in at most one stage. Single and replicate stages may be
+any cut step; a split stage only a step whose layers form a path
+(:func:`edgepart.cost.split_path_problem`, the rule the validator applies): every such step is a
+prefix of the longest path from its first layer (:meth:`_Problem._paths`), so the DP enumerates
+exactly the validator's split stages. Every valid plan of the chosen space is enumerated
+implicitly (with colocation, device classes and memory).
 
-Why the arc costs are exact. Under relay transfers on a chain the boundary at position :math:`j`
-carries exactly :math:`B_j` (the output of layer :math:`j-1`; the request input at 0, the model
-output at :math:`n`), so a stage's receive and send times depend only on its own ends, its
-neighbours' ends and :math:`B_i`, :math:`B_j`; its compute and memory only on
-:math:`(i, j, g)`, except the schemes of a split stage. Those are chosen by an inner DP (FlexPie's
-DPP, Zhang et al., arXiv 2502.15312, Alg. 1, for one group): a forward pass over the layers of
-:math:`[i, j)` with the current layer's scheme as state, adding the same terms in the same order
-as :meth:`edgepart.cost.SplitGroup.stage` (scatter, per layer the redistribution into it and its
-slowest share, gather). The stage's period and latency terms are non-decreasing in its compute
-time, so the time-optimal schemes are optimal for both objectives. Memory: when the fastest
-schemes of an arc do not fit, :func:`fitting_schemes` reruns the scheme DP with each device's
-weights and largest working set in Pareto labels and takes the fastest schemes that fit.
+Why the arc costs are exact. Under relay transfers the boundary after cut :math:`I` carries
+exactly :math:`B(I)` (:func:`edgepart.cuts.alive_bytes`: every tensor produced inside and read
+outside; the request input while an entry is outside), so a stage's receive and send times
+depend only on its own cuts, its neighbours' ends and :math:`B`; its compute and memory only on
+the step and :math:`g`, except the schemes of a split stage. Those are chosen by an inner DP
+(FlexPie's DPP, Zhang et al., arXiv 2502.15312, Alg. 1, for one group): a forward pass over the
+layers of the path with the current layer's scheme as state, adding the same terms in the same
+order as :meth:`edgepart.cost.SplitGroup.stage` (scatter, per layer the redistribution into it
+and its slowest share, gather). The stage's period and latency terms are non-decreasing in its
+compute time, so the time-optimal schemes are optimal for both objectives. Memory: when the
+fastest schemes of an arc do not fit, :func:`fitting_schemes` reruns the scheme DP with each
+device's weights and largest working set in Pareto labels and takes the fastest schemes that fit.
 
 Outer DP. Latency is a sum of per-stage terms :math:`\mathrm{in}_b + C_b` (a replica group's
 slowest) that depend on the previous stage's ends, plus the sink's receive: a shortest path over
-states (position, used devices, last group mode). The period is
+states (cut, used devices, last group mode). The period is
 :math:`\max(\mathrm{out}_{src}, \max_b T_b, \mathrm{in}_{sink})` where :math:`T_b` also depends on
 the *next* stage's ends; a state keeps Pareto-optimal labels (max of the finished stages' periods,
 the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = max under
@@ -32,12 +38,19 @@ the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = 
 ``--max-latency`` or ``--max-period`` a label keeps both its latency and its period (and the
 partials), and a plan counts only within both limits (up to :func:`edgepart.cost.tolerated`).
 
-Size. :math:`O(n^2 \cdot G)` arcs for :math:`G` group modes (:math:`D` singles,
-:math:`\binom{D}{k}` replica sets and :math:`k\binom{D}{k}` led split sets per size
-:math:`k \le` ``max_group``), with states over subsets of used devices: meant for the handful of
-devices FlexPie studies (it refuses more than :data:`MAX_GROUP_MODES` group modes and more than
-:data:`MAX_DEVICES` devices; a time limit stops it with no plan). Non-chain models are not
-supported (the method says so).
+Size. :math:`P \cdot G` arcs for :math:`P` cut pairs and :math:`G` group modes (:math:`D`
+singles, :math:`\binom{D}{k}` replica sets and :math:`k\binom{D}{k}` led split sets per size
+:math:`k \le` ``max_group``; no split sets when no layer has a shape), states over subsets of used
+devices: meant for the handful of devices FlexPie studies. The DP is not tried beyond
+:data:`MAX_DEVICES` devices, :data:`MAX_GROUP_MODES` group modes,
+:data:`edgepart.cuts.MAX_IDEALS` ideals or :data:`MAX_WORK` (pair, mode, device subset)
+combinations, and it gets half of the time limit. Then, and under direct transfers (where the
+validator refuses every group, so the plan space is the pipeline plans), the answer is the best
+of the pipeline optimum (``auto``, exact over pipeline plans, which are hybrid plans), the warm
+start and the group baselines of the plan space (:data:`BASELINES`), with the bound
+:func:`hybrid_lower_bound` (and the pipeline solver's bound where the space holds only pipeline
+plans): never worse than the pipeline optimum once ``auto`` proves it, called optimal only when
+the bound meets the objective (:func:`edgepart.solvers.base.finish`).
 """
 
 from __future__ import annotations
@@ -45,24 +58,37 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations, pairwise
 from typing import Any
 
-from edgepart.cost import LayerShape, SplitGroup, layer_shapes, tolerated
-from edgepart.cuts import colocation_cut_ok
+import numpy as np
+
+from edgepart.cost import LayerShape, SplitGroup, layer_shapes, split_input_bytes, tolerated
+from edgepart.cuts import MAX_IDEALS, CutFamily, alive_bytes, ideal_family, prefix_family
 from edgepart.formulations.model import Deadline, OutOfTime
-from edgepart.instance import Instance
+from edgepart.instance import Instance, Transfer
 from edgepart.plan import Mode, Plan, Scheme, Stage
-from edgepart.results import SolveResult, Termination
-from edgepart.solvers.base import Objective, PlanSpace, SolveOptions, finish, register
+from edgepart.results import SolutionStatus, SolveResult, Termination
+from edgepart.solvers.base import (
+    Objective,
+    PlanSpace,
+    SolveOptions,
+    best_plan,
+    finish,
+    get_method,
+    register,
+)
 
 __all__ = [
+    "BASELINES",
     "MAX_DEVICES",
     "MAX_GROUP_MODES",
+    "MAX_WORK",
     "GroupMode",
     "fitting_schemes",
     "group_modes",
+    "hybrid_lower_bound",
     "one_group_members",
     "one_group_plan",
     "solve_groups",
@@ -72,8 +98,10 @@ __all__ = [
 MAX_GROUP_MODES = 400
 """Most group modes the DP takes (4 devices: 43; 6 devices: 249)."""
 MAX_DEVICES = 10
-"""Most devices: the DP's states are sets of used devices (pipeline plans on more devices: the
-``auto`` exact methods)."""
+"""Most devices: the DP's states are sets of used devices."""
+MAX_WORK = 5_000_000
+"""Most cut pairs x group modes x used-device sets (a size measure of the DP, not its exact work:
+bound pruning cuts most of it) before the DP is not tried."""
 
 MODES = {PlanSpace.PIPELINE: (Mode.SINGLE,), PlanSpace.REPLICATE: (Mode.SINGLE, Mode.REPLICATE),
          PlanSpace.SPLIT: (Mode.SINGLE, Mode.SPLIT), PlanSpace.HYBRID: tuple(Mode)}
@@ -114,7 +142,7 @@ def group_modes(inst: Instance, space: PlanSpace, max_group: int | None) -> list
 
 @dataclass
 class Arc:
-    """A stage [i, j) in group mode g: per-end compute, and the split schemes."""
+    """A stage from cut i to cut j in group mode g: per-end compute, and the split schemes."""
 
     i: int
     j: int
@@ -245,48 +273,55 @@ def fitting_schemes(group: SplitGroup, layers: Sequence[int], in_bytes: float,
 
 
 class _Problem:
-    """Arc costs of one instance, plan space and group limit."""
+    """Arc costs of one instance, plan space and group limit over a family of cuts (the
+    prefixes of a chain, the ideals of a DAG): arcs go from cut ``lo`` to cut ``hi``, the stage
+    being the layers of ``hi`` not in ``lo``."""
 
-    def __init__(self, inst: Instance, options: SolveOptions, deadline: Deadline) -> None:
+    def __init__(self, inst: Instance, options: SolveOptions, family: CutFamily,
+                 modes: list[GroupMode], deadline: Deadline) -> None:
         self.inst = inst
-        self.n = len(inst.model.layers)
+        self.family = family
+        self.last = family.size - 1
         self.overlap = inst.cost_model.overlap
-        g = inst.model
-        self.bytes_at = [g.input_bytes, *(g.tensor_bytes[v] for v in range(self.n))]
-        self.cut_ok = [bool(x) for x in colocation_cut_ok(inst)]
-        self.shapes = self._shapes()
-        self.modes = group_modes(inst, options.plan_space, options.max_group)
+        self.alive = [float(x) for x in alive_bytes(inst, family.sets)]
+        self.shapes = layer_shapes(inst)
+        self.modes = modes
         self.deadline = deadline
         self._boundary: dict[tuple[tuple[int | None, ...], tuple[int | None, ...], int],
                              tuple[list[float], list[float]]] = {}
         self.arcs = self._arcs()
         best = [min(row) for row in inst.times]
-        self.rest = [sum(best[v:]) for v in range(self.n + 1)]
+        self.rest = [sum(best[v] for v in np.flatnonzero(~row)) for row in family.sets]
         self.speed = [max((best[v] / t for v, t in enumerate(col) if 0 < t < math.inf),
                           default=0.0) for col in zip(*inst.times, strict=True)]
 
     def rest_bound(self, pos: int, used: int) -> float:
-        """A lower bound on the latency, and on the period, of layers pos.. on the devices not
-        in ``used``: their best times over the free devices' summed speed (as in
-        :func:`edgepart.cost.lower_bound`; split shares and replicas only add overheads)."""
+        """A lower bound on the latency, and on the period, of the layers outside cut ``pos``
+        on the devices not in ``used``: their best times over the free devices' summed speed (as
+        in :func:`edgepart.cost.lower_bound`; split shares and replicas only add overheads)."""
         if self.rest[pos] == 0:
             return 0.0
         cap = sum(s for d, s in enumerate(self.speed) if not used >> d & 1)
         return self.rest[pos] / cap if cap > 0 else math.inf
 
-    def _shapes(self) -> tuple[LayerShape | None, ...]:
-        return layer_shapes(self.inst)
+    def stage_layers(self, lo: int, hi: int) -> list[int]:
+        """The layers of cut ``hi`` not in cut ``lo``, in topological order."""
+        return np.flatnonzero(self.family.sets[hi] & ~self.family.sets[lo]).tolist()
 
     def _arcs(self) -> dict[int, list[Arc]]:
-        """Feasible arcs by start position."""
-        out: dict[int, list[Arc]] = {i: [] for i in range(self.n)}
+        """Feasible arcs by start cut."""
+        out: dict[int, list[Arc]] = {i: [] for i in range(self.family.size)}
+        whole = [gm for gm in self.modes if gm.mode is not Mode.SPLIT]
+        for hi in range(self.family.size):
+            self.deadline.check()
+            for lo in self.family.subs[hi]:
+                self._whole_arcs(int(lo), hi, whole, out)
         kinds = self._kinds()
         split_done: dict[tuple[int, ...], list[Arc]] = {}
         for gm in self.modes:
-            self.deadline.check()
             if gm.mode is not Mode.SPLIT:
-                self._whole_arcs(gm, out)
                 continue
+            self.deadline.check()
             signature = tuple(kinds[d] for d in gm.members)
             if signature not in split_done:
                 split_done[signature] = self._split_arcs(gm)
@@ -308,71 +343,103 @@ class _Problem:
             out.append(keys.setdefault(key, len(keys)))
         return out
 
-    def _whole_arcs(self, gm: GroupMode, out: dict[int, list[Arc]]) -> None:
-        """Arcs of a single device or a replica set: every member runs the whole range."""
-        times, layers = self.inst.times, self.inst.model.layers
-        cap = min(tolerated(self.inst.devices[d].memory_bytes) for d in gm.members)
-        for i in range(self.n):
-            compute = [0.0] * len(gm.members)
-            params, work = 0.0, 0.0  # summed and maxed in layer order, as the evaluator does
-            for j in range(i + 1, self.n + 1):
-                for k, d in enumerate(gm.members):
-                    compute[k] += times[j - 1][d]
-                params += layers[j - 1].param_bytes
-                work = max(work, layers[j - 1].work_bytes)
-                if not all(math.isfinite(c) for c in compute) or params > cap:
-                    break
-                if self.cut_ok[j] and params + work + self._buffers(i, j, gm) <= cap:
-                    out[i].append(Arc(i, j, gm, tuple(compute)))
+    def _whole_arcs(self, lo: int, hi: int, modes: list[GroupMode],
+                    out: dict[int, list[Arc]]) -> None:
+        """Arcs of single devices and replica sets on one cut step: every member runs every
+        layer of the stage (compute summed, parameters summed and working sets maxed in layer
+        order, as the evaluator does)."""
+        inst = self.inst
+        layers = self.stage_layers(lo, hi)
+        per_device = [sum(inst.times[v][d] for v in layers) for d in range(len(inst.devices))]
+        model = inst.model.layers
+        held = (sum(model[v].param_bytes for v in layers)
+                + max(model[v].work_bytes for v in layers))
+        for gm in modes:
+            compute = tuple(per_device[d] for d in gm.members)
+            if not all(math.isfinite(c) for c in compute):
+                continue
+            need = held + self._buffers(lo, hi, gm)
+            if all(need <= tolerated(inst.devices[d].memory_bytes) for d in gm.members):
+                out[lo].append(Arc(lo, hi, gm, compute))
+
+    def _paths(self) -> list[list[int]]:
+        """From every layer that may start a split stage, the longest path it may extend to
+        (:func:`edgepart.cost.split_path_problem`): every split stage is a prefix of one."""
+        g = self.inst.model
+        out = []
+        for v in range(len(g.layers)):
+            if self.shapes[v] is None or len(g.pred[v]) > 1:
+                continue
+            path = [v]
+            while len(g.succ[path[-1]]) == 1 and g.pred[g.succ[path[-1]][0]] == (path[-1],):
+                path.append(g.succ[path[-1]][0])
+            out.append(path)
+        return out
+
+    def _steps(self, path: list[int]) -> list[list[tuple[int, int]]]:
+        """For every prefix of ``path``, the cut steps (lo, hi) whose stage is that prefix."""
+        sets = self.family.sets
+        first = path[0]
+        pred = list(self.inst.model.pred[first])
+        starts = [lo for lo in range(self.family.size)
+                  if not sets[lo, first] and sets[lo, pred].all()]
+        index = {row.tobytes(): k for k, row in enumerate(sets)}
+        out = []
+        for end in range(len(path)):
+            steps = []
+            for lo in starts:
+                row = sets[lo].copy()
+                row[path[:end + 1]] = True
+                hi = index.get(row.tobytes())
+                if hi is not None:
+                    steps.append((lo, hi))
+            out.append(steps)
+        return out
 
     def _split_arcs(self, gm: GroupMode) -> list[Arc]:
         group = SplitGroup(self.inst, gm.members, self.shapes)
         out = []
-        for i in range(self.n):
+        for path in self._paths():
             self.deadline.check()
-            layers = list(range(i, self.n))
-            for offset, (t, schemes) in enumerate(split_schemes(group, layers,
-                                                                self.bytes_at[i])):
-                j = i + offset + 1
-                if not all(math.isfinite(self.inst.times[j - 1][d]) for d in gm.members):
+            ends = split_schemes(group, path, split_input_bytes(self.inst, path[0]))
+            steps = self._steps(path[:len(ends)])
+            for end, (t, schemes) in enumerate(ends):
+                if not all(math.isfinite(self.inst.times[path[end]][d]) for d in gm.members):
                     break
-                if not self.cut_ok[j]:
-                    continue
-                arc = Arc(i, j, gm, (t,), schemes)
-                if self._surely_fits(arc) or self._fits_split(arc, group.stage(
-                        list(range(i, j)), schemes, self.bytes_at[i]).member_memory_bytes):
-                    out.append(arc)
-                    continue
-                fitting = self._fitting(group, arc)
-                if fitting is not None:
-                    out.append(fitting)
+                layers = path[:end + 1]
+                for lo, hi in steps[end]:
+                    arc = self._fitting_arc(group, Arc(lo, hi, gm, (t,), schemes), layers)
+                    if arc is not None:
+                        out.append(arc)
         return out
 
-    def _fitting(self, group: SplitGroup, arc: Arc) -> Arc | None:
-        """The fastest schemes of the stage among those that fit every device's memory, by the
-        scheme DP with memory in its labels (:func:`fitting_schemes`)."""
+    def _fitting_arc(self, group: SplitGroup, arc: Arc, layers: list[int]) -> Arc | None:
+        """The arc when its schemes fit every device's memory, else the fastest schemes of the
+        stage among those that fit, by the scheme DP with memory in its labels
+        (:func:`fitting_schemes`); ``None`` when none fit."""
+        in_bytes = split_input_bytes(self.inst, layers[0])
+        if self._surely_fits(arc, layers) or self._fits_split(arc, group.stage(
+                layers, arc.schemes, in_bytes).member_memory_bytes):
+            return arc
         caps = [self.inst.devices[d].memory_bytes for d in arc.g.members]
         caps[0] -= self._buffers(arc.i, arc.j, arc.g)
-        found = fitting_schemes(group, list(range(arc.i, arc.j)), self.bytes_at[arc.i], caps,
-                                self.deadline)
+        found = fitting_schemes(group, layers, in_bytes, caps, self.deadline)
         return None if found is None else Arc(arc.i, arc.j, arc.g, (found[0],), found[1])
 
-    def _buffers(self, i: int, j: int, gm: GroupMode) -> float:
+    def _buffers(self, lo: int, hi: int, gm: GroupMode) -> float:
         """Receive plus send buffer bytes of the stage's ends (none toward its own device)."""
         inst = self.inst
         ends = list(gm.ends)
-        nothing_in = i == 0 and (inst.source is None or ends == [inst.source_index])
-        nothing_out = j == self.n and (inst.sink is None or ends == [inst.sink_index])
-        return (0.0 if nothing_in else self.bytes_at[i]) + (
-            0.0 if nothing_out else self.bytes_at[j])
+        nothing_in = lo == 0 and (inst.source is None or ends == [inst.source_index])
+        nothing_out = hi == self.last and (inst.sink is None or ends == [inst.sink_index])
+        return (0.0 if nothing_in else self.alive[lo]) + (0.0 if nothing_out else self.alive[hi])
 
-    def _surely_fits(self, arc: Arc) -> bool:
+    def _surely_fits(self, arc: Arc, layers: list[int]) -> bool:
         """A split stage's memory is at most a whole copy of every layer's weights plus, per
         layer, its whole working set and its whole input (what it may receive): if that fits,
         the exact figure does."""
-        layers = range(arc.i, arc.j)
         model = self.inst.model
-        peak = max(model.layers[v].work_bytes + self.bytes_at[v] for v in layers)
+        peak = max(model.layers[v].work_bytes + split_input_bytes(self.inst, v) for v in layers)
         need = (sum(model.layers[v].param_bytes for v in layers) + peak
                 + self._buffers(arc.i, arc.j, arc.g))
         return all(need <= tolerated(self.inst.devices[d].memory_bytes) for d in arc.g.members)
@@ -384,19 +451,20 @@ class _Problem:
 
     # -- transfers ----------------------------------------------------------------------------
 
-    def boundary(self, senders: Sequence[int | None], receivers: Sequence[int | None], j: int
+    def boundary(self, senders: Sequence[int | None], receivers: Sequence[int | None], cut: int
                  ) -> tuple[list[float], list[float]]:
-        """Per-sender and per-receiver seconds of boundary j (each end's worst partner)."""
-        key = (tuple(senders), tuple(receivers), j)
+        """Per-sender and per-receiver seconds of the message across ``cut`` (each end's worst
+        partner)."""
+        key = (tuple(senders), tuple(receivers), cut)
         if key not in self._boundary:
-            self._boundary[key] = self._transfer(senders, receivers, j)
+            self._boundary[key] = self._transfer(senders, receivers, cut)
         return self._boundary[key]
 
-    def _transfer(self, senders: Sequence[int | None], receivers: Sequence[int | None], j: int
+    def _transfer(self, senders: Sequence[int | None], receivers: Sequence[int | None], cut: int
                   ) -> tuple[list[float], list[float]]:
         if list(senders) == list(receivers):
             return [0.0] * len(senders), [0.0] * len(receivers)
-        t = [[self.inst.transfer_time(s, r, self.bytes_at[j]) for r in receivers]
+        t = [[self.inst.transfer_time(s, r, self.alive[cut]) for r in receivers]
              for s in senders]
         return [max(row) for row in t], [max(row[k] for row in t) for k in range(len(receivers))]
 
@@ -430,6 +498,7 @@ class _Problem:
         own = [max(p, o) if self.overlap else p + o for p, o in zip(partial, out, strict=True)]
         return own[0] if len(own) == 1 else (
             0.0 if min(own) == 0 else 1.0 / sum(1.0 / t for t in own))
+
 
 
 @dataclass(frozen=True)
@@ -476,7 +545,7 @@ def _dominated(goal: _Goal, label: _Label, others: list[_Label]) -> bool:
 
 def _search(prob: _Problem, goal: _Goal, arcs: dict[int, list[Arc]]
             ) -> tuple[float, _Label | None]:
-    """Forward DP over (position, used devices, last group mode); labels as in the docstring.
+    """Forward DP over (cut, used devices, last group mode); labels as in the docstring.
 
     Pruning (exact): latency and period only grow along a path (a sum of non-negative terms; a
     max), so a label or an arc whose lower bound (:func:`_lower`: the label's latency or period,
@@ -487,17 +556,18 @@ def _search(prob: _Problem, goal: _Goal, arcs: dict[int, list[Arc]]
     start = _Label(0.0, 0.0, (), None, None)
     best: tuple[float, _Label | None] = (math.inf, None)
     for arc in arcs[0]:
-        if arc.j == prob.n:
+        if arc.j == prob.last:
             recv, send = prob.into(prob.source_ends(), arc)
             label = _step(prob, start, None, arc, recv, send)
             value = _final(prob, goal, label, arc.g)
             if value < best[0]:
                 best = (value, label)
-    # at[pos][(used devices, last group mode)] = labels
-    at: list[dict[tuple[int, GroupMode | None], list[_Label]]] = [{} for _ in range(prob.n + 1)]
+    # at[cut][(used devices, last group mode)] = labels
+    at: list[dict[tuple[int, GroupMode | None], list[_Label]]] = [
+        {} for _ in range(prob.family.size)]
     at[0][(0, None)] = [start]
     steps = 0
-    for pos in range(prob.n):
+    for pos in range(prob.family.size):
         for (used, last), found in at[pos].items():
             labels = [x for x in found if _lower(prob, goal, x, pos, used) < best[0]]
             prev = list(last.ends) if last is not None else prob.source_ends()
@@ -512,7 +582,7 @@ def _search(prob: _Problem, goal: _Goal, arcs: dict[int, list[Arc]]
                     new = _step(prob, label, last, arc, recv, send_prev)
                     if _lower(prob, goal, new, arc.j, nused) >= best[0]:
                         continue
-                    if arc.j == prob.n:
+                    if arc.j == prob.last:
                         value = _final(prob, goal, new, arc.g)
                         if value < best[0]:
                             best = (value, new)
@@ -552,27 +622,31 @@ def _final(prob: _Problem, goal: _Goal, label: _Label, last: GroupMode | None) -
         return math.inf
     sink = prob.sink_ends()
     out = prob.out_of(label.arc, sink)
-    sink_recv = 0.0 if sink is None else prob.boundary(last.ends, sink, prob.n)[1][0]
+    sink_recv = 0.0 if sink is None else prob.boundary(last.ends, sink, prob.last)[1][0]
     return goal.value(label.lat + sink_recv,
                       max(label.per, prob.period(label.partial, out), sink_recv))
 
 
-def _plan(inst: Instance, label: _Label) -> Plan:
+
+
+def _plan(prob: _Problem, label: _Label) -> Plan:
     arcs: list[Arc] = []
     node: _Label | None = label
     while node is not None and node.arc is not None:
         arcs.append(node.arc)
         node = node.back
-    return Plan(tuple(_stage(inst, arc) for arc in reversed(arcs)), inst.name, "groups")
+    return Plan(tuple(_stage(prob.inst, prob.stage_layers(arc.i, arc.j), arc.g, arc.schemes)
+                      for arc in reversed(arcs)), prob.inst.name, "groups")
 
 
-def _stage(inst: Instance, arc: Arc) -> Stage:
-    ids = [x.id for x in inst.model.layers[arc.i:arc.j]]
-    devices = [inst.devices[d].id for d in arc.g.members]
-    if arc.g.mode is Mode.SINGLE:
+def _stage(inst: Instance, layers: Sequence[int], g: GroupMode, schemes: dict[int, Scheme]
+           ) -> Stage:
+    ids = [inst.model.layers[v].id for v in layers]
+    devices = [inst.devices[d].id for d in g.members]
+    if g.mode is Mode.SINGLE:
         return Stage(devices[0], tuple(ids))
-    schemes = {inst.model.layers[v].id: s for v, s in arc.schemes.items()}
-    return Stage.group(devices, arc.g.mode, ids, schemes)
+    return Stage.group(devices, g.mode, ids,
+                       {inst.model.layers[v].id: s for v, s in schemes.items()})
 
 
 def one_group_members(inst: Instance) -> tuple[int, ...]:
@@ -590,54 +664,172 @@ def one_group_plan(inst: Instance, mode: Mode, schemes: dict[int, Scheme] | None
                    method: str = "") -> Plan:
     """The whole model as one stage on every device (:func:`one_group_members`), replicated or
     split with ``schemes`` (layer index -> scheme)."""
-    members = one_group_members(inst)
-    arc = Arc(0, len(inst.model.layers), GroupMode(mode, members), (), schemes or {})
-    return Plan((_stage(inst, arc),), inst.name, method)
+    stage = _stage(inst, range(len(inst.model.layers)), GroupMode(mode, one_group_members(inst)),
+                   schemes or {})
+    return Plan((stage,), inst.name, method)
 
 
-def _refusal(inst: Instance, options: SolveOptions) -> str:
-    if not inst.model.is_chain:
-        return f"needs a chain model ({inst.model.name} is a DAG)"
-    if inst.cost_model.transfer.value != "relay":
-        return "device groups need relay transfers"
-    if len(inst.devices) > MAX_DEVICES:
-        return (f"tracks which devices are used: at most {MAX_DEVICES} devices, got "
-                f"{len(inst.devices)}")
-    count = len(group_modes(inst, options.plan_space, options.max_group))
-    if count > MAX_GROUP_MODES:
-        return (f"{count} group modes (limit {MAX_GROUP_MODES}): lower --max-group or use fewer "
-                "devices")
-    return ""
+# -- bounds and the fallback beyond the DP's size -------------------------------------------------
+
+
+def hybrid_lower_bound(inst: Instance, objective: Objective | str) -> float:
+    r"""A valid lower bound on the objective of every hybrid plan (any plan space): the
+    *fractional work bound*.
+
+    In every stage each layer :math:`v` is done in fractions :math:`x_{v,d} \ge 0` with
+    :math:`\sum_d x_{v,d} = 1`: 1 on a single stage's device; the split share
+    :math:`|R_{v,d}|/|R_v|` of a split stage (the regions partition the output,
+    :mod:`edgepart.cost`); the request share :math:`q_r = (1/T_r)/\sum_{r'} (1/T_{r'})` of replica
+    :math:`r`. Latency: a split stage's compute adds :math:`\max_d t(v, d) x_{v,d}` per layer,
+    and :math:`\max_d t x \ge h_v = 1/\sum_d (1/t(v, d))` whenever :math:`\sum_d x = 1` (equal at
+    :math:`x \propto 1/t`), a single device or any replica adds :math:`t(v, d) \ge h_v`; transfers
+    and redistributions only add, so :math:`L \ge \sum_v h_v`. Period: device :math:`d` is busy
+    :math:`W_d = \sum_v x_{v,d} t(v, d) \le P` per request (a split member's work is part of
+    :math:`C_b \le T_b`; a replica's is :math:`q_r C_r \le q_r T_r = T_b`), so
+    :math:`1 = \sum_d x_{v,d} \le P \sum_d 1/t(v, d)`, i.e. :math:`P \ge h_v` for every layer,
+    and with :math:`w_v = \min_d t(v,d)` and :math:`s_d = \max_v w_v/t(v,d)` (as in
+    :func:`edgepart.cost.lower_bound`) :math:`\sum_v w_v \le \sum_d s_d W_d \le P \sum_d s_d`.
+    Memory, limits and groups sizes are ignored (a relaxation). A split layer whose output has
+    no element costs nothing in :mod:`edgepart.cost`; if any shape has none, every layer with a
+    shape counts 0 here (a weaker bound, still valid). Tight for a single layer split in
+    proportion to speed with free transfers.
+    """
+    times = inst.times
+    shapes = layer_shapes(inst)
+    empty = any(s is not None and math.prod(s.out) == 0 for s in shapes)
+    counted = [not (empty and shapes[v] is not None) for v in range(len(times))]
+    shares = [_harmonic(row) if keep else 0.0 for row, keep in zip(times, counted, strict=True)]
+    if Objective(objective) is Objective.LATENCY:
+        return sum(shares)
+    best = [min(row) if keep else 0.0 for row, keep in zip(times, counted, strict=True)]
+    speed = [max((best[v] / t for v, t in enumerate(col) if 0 < t < math.inf), default=0.0)
+             for col in zip(*times, strict=True)]
+    total = sum(best)
+    work = total / sum(speed) if sum(speed) > 0 else (math.inf if total > 0 else 0.0)
+    return max(max(shares, default=0.0), work)
+
+
+def _harmonic(row: Sequence[float]) -> float:
+    """1 / sum_d 1/t(v, d): the layer's time shared over every device in proportion to speed."""
+    if any(t == 0 for t in row):
+        return 0.0
+    rate = sum(1.0 / t for t in row if t < math.inf)
+    return 1.0 / rate if rate > 0 else math.inf
+
+
+BASELINES = {"flexpie": Mode.SPLIT, "onedim": Mode.SPLIT, "grid2d": Mode.SPLIT,
+             "dataparallel": Mode.REPLICATE}
+"""The group baselines the fallback tries, and the mode each needs in the plan space."""
+
+
+def _in_space(plan: Plan, options: SolveOptions) -> bool:
+    """Every stage's mode is in the plan space and no group exceeds ``max_group``."""
+    largest = options.max_group or math.inf
+    return all(st.mode in MODES[options.plan_space] and len(st.members) <= largest
+               for st in plan.stages)
+
+
+def _best_known(inst: Instance, options: SolveOptions, deadline: Deadline, start: float,
+                reason: str, timed_out: bool = False) -> SolveResult:
+    """Where the DP does not apply: the best of the pipeline optimum (``auto``, within what is
+    left of the time limit), the warm start and the group baselines of the plan space, with
+    :func:`hybrid_lower_bound`; the pipeline solver's own bound too where the plan space has
+    only pipeline plans (``--plan-space pipeline``, or direct transfers, under which the
+    validator refuses every group)."""
+    warm = options.warm_start
+    pipeline_options = replace(options, plan_space=PlanSpace.PIPELINE, warm_start=(
+        warm if warm is not None and not any(st.is_group for st in warm.stages) else None))
+    pipeline = get_method("auto")(inst, pipeline_options.with_time_left(deadline))
+    found = {"pipeline": pipeline.plan, "warm_start": warm}
+    for name, mode in BASELINES.items():
+        if mode in MODES[options.plan_space]:
+            found[name] = get_method(name, options.plan_space)(inst, options).plan
+    plan = best_plan(inst, [p for p in found.values() if p is not None and _in_space(p, options)],
+                     options)
+    only_pipeline = (options.plan_space is PlanSpace.PIPELINE
+                     or inst.cost_model.transfer is not Transfer.RELAY)
+    bound = hybrid_lower_bound(inst, options.objective)
+    if only_pipeline:
+        bound = max(bound, pipeline.bound_s)
+    extra: dict[str, Any] = {"plan_space": options.plan_space.value, "dp": reason,
+                             "pipeline": pipeline.status.value,
+                             "from": next((k for k, p in found.items() if p is plan), None)}
+    wall = time.perf_counter() - start
+    if plan is None and only_pipeline and pipeline.status is SolutionStatus.INFEASIBLE:
+        return finish(inst, None, method="groups", options=options, extra=extra,
+                      termination=Termination.INFEASIBLE, wall_time_s=wall,
+                      message=pipeline.message)
+    message = (f"the exact DP does not apply ({reason}): best of the pipeline solver, the warm "
+               "start and the group baselines, with the fractional work bound")
+    timed_out = (timed_out or deadline.left() <= 0
+                 or pipeline.termination is Termination.TIME_LIMIT)
+    termination = (pipeline.termination if only_pipeline else
+                   Termination.TIME_LIMIT if timed_out else Termination.FINISHED)
+    return finish(inst, plan, method="groups", options=options, termination=termination,
+                  bound=bound, wall_time_s=wall, exact=True, message=message, extra=extra)
+
+
+# -- the method ---------------------------------------------------------------------------------
+
+
+def _modes(inst: Instance, options: SolveOptions) -> list[GroupMode]:
+    """The plan space's group modes; none split when no layer has a shape (none could be)."""
+    splittable = any(s is not None for s in layer_shapes(inst))
+    return [gm for gm in group_modes(inst, options.plan_space, options.max_group)
+            if splittable or gm.mode is not Mode.SPLIT]
+
+
+def _size_refusal(inst: Instance, modes: list[GroupMode]) -> tuple[str, CutFamily | None]:
+    """Why the DP would not fit (and the cuts it would use)."""
+    nd = len(inst.devices)
+    if nd > MAX_DEVICES:
+        return f"tracks which devices are used: at most {MAX_DEVICES} devices, got {nd}", None
+    if len(modes) > MAX_GROUP_MODES:
+        return (f"{len(modes)} group modes (limit {MAX_GROUP_MODES}): lower --max-group or use "
+                "fewer devices"), None
+    family = prefix_family(inst) if inst.model.is_chain else ideal_family(inst)
+    if family is None:
+        return f"more than {MAX_IDEALS} ideals", None
+    work = family.pairs * len(modes) * 2 ** nd
+    if work > MAX_WORK:
+        return (f"~{work:.2g} (stage, group mode, used devices) combinations (limit "
+                f"{MAX_WORK:.2g})"), None
+    return "", family
 
 
 @register("groups")
 def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
-    """The optimum over the plan space (``options.plan_space``) on a chain, proven by the DP."""
+    """The optimum over the plan space (``options.plan_space``), proven by the DP where it fits,
+    else the best known plan with a lower bound (:func:`_best_known`)."""
     start = time.perf_counter()
-    reason = _refusal(inst, options)
-    if reason:
-        return finish(inst, None, method="groups", options=options,
-                      termination=Termination.UNSUPPORTED, message=reason)
     deadline = Deadline.after(options.time_limit)
+    if inst.cost_model.transfer is not Transfer.RELAY:
+        return _best_known(inst, options, deadline, start,
+                           "device groups need relay transfers: the plan space is the "
+                           "pipeline plans")
+    modes = _modes(inst, options)
+    reason, family = _size_refusal(inst, modes)
+    if family is None:
+        return _best_known(inst, options, deadline, start, reason)
+    dp_deadline = Deadline.after(None if options.time_limit is None else options.time_limit / 2)
     try:
-        prob = _Problem(inst, options, deadline)
+        prob = _Problem(inst, options, family, modes, dp_deadline)
         goal = _Goal(options.objective,
                      math.inf if options.max_latency is None else options.max_latency,
                      math.inf if options.max_period is None else options.max_period)
         bound, label = _search(prob, goal, prob.arcs)
     except OutOfTime:
-        return finish(inst, None, method="groups", options=options,
-                      termination=Termination.TIME_LIMIT, wall_time_s=time.perf_counter() - start,
-                      message="time limit before the DP finished")
+        return _best_known(inst, options, deadline, start,
+                           "time limit before the DP finished", timed_out=True)
     wall = time.perf_counter() - start
-    extra: dict[str, Any] = {"plan_space": options.plan_space.value,
-                             "group_modes": len(prob.modes),
+    extra: dict[str, Any] = {"plan_space": options.plan_space.value, "group_modes": len(modes),
+                             "cuts": family.size,
                              "arcs": sum(len(a) for a in prob.arcs.values())}
     if label is None:
         return finish(inst, None, method="groups", options=options,
                       termination=Termination.INFEASIBLE, wall_time_s=wall, extra=extra,
                       message="no plan of this plan space fits memory, device classes and "
                               "limits")
-    return finish(inst, _plan(inst, label), method="groups", options=options,
+    return finish(inst, _plan(prob, label), method="groups", options=options,
                   termination=Termination.OPTIMAL, bound=bound, wall_time_s=wall, exact=True,
                   extra=extra)
