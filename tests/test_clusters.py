@@ -83,6 +83,29 @@ def test_cluster_to_json_round_trips() -> None:
     assert again.links == cluster.links
 
 
+def test_cluster_to_json_keeps_cores_and_cpus() -> None:
+    """A class of the cluster's own with cores and a CPU quota, and a catalog name redefined
+    with only a quota added (0.4 CPUs, as AMP4EC's containers): both are written with every
+    field, so the cluster loads back to the same classes (the writer once dropped both)."""
+    spec = _spec(kind="ethernet")
+    spec["classes"] = {
+        "board": {"memory_bytes": 2e9, "flops_per_s": 5e10, "cores": 6, "cpus": 1.5},
+        "rpi4": {**_catalog_entry("rpi4"), "cpus": 0.4}}
+    spec["devices"].append({"class": "board"})
+    cluster = load_cluster(spec)
+    written = cluster_to_json(cluster)
+    assert written["classes"]["board"]["cores"] == 6 and written["classes"]["board"]["cpus"] == 1.5
+    assert written["classes"]["rpi4"]["cpus"] == 0.4
+    again = load_cluster(json.loads(json.dumps(written)))
+    assert again.devices == cluster.devices  # a device's class compares every field
+
+
+def _catalog_entry(name: str) -> dict[str, Any]:
+    """The catalog's own JSON entry of class ``name``."""
+    text = (ROOT / "edgepart" / "profiling" / "catalog.json").read_text()
+    return dict(json.loads(text)["classes"][name])
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     ({"devices": []}, "cluster.devices: expected a non-empty list"),
     ({"devices": [{"class": "toaster"}], "generator": {"kind": "ethernet"}},

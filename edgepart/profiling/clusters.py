@@ -336,8 +336,11 @@ def cluster_to_json(cluster: Cluster) -> dict[str, Any]:
 
 
 def _class_json(c: DeviceClass) -> dict[str, Any]:
+    """A class entry as :func:`~edgepart.profiling.catalog.parse_device_class` reads it back:
+    every field, the optional ones where set."""
     data: dict[str, Any] = {"memory_bytes": c.memory_bytes, "flops_per_s": c.flops_per_s,
                             "description": c.description, "source": c.source}
-    if c.memory_bandwidth_bytes_per_s is not None:
-        data["memory_bandwidth_bytes_per_s"] = c.memory_bandwidth_bytes_per_s
+    optional = {"memory_bandwidth_bytes_per_s": c.memory_bandwidth_bytes_per_s,
+                "cores": c.cores, "cpus": c.cpus}
+    data.update({key: value for key, value in optional.items() if value is not None})
     return data
