@@ -1,9 +1,15 @@
 """The quota emulation's scheduler period and unlimited measuring cgroups (bench/fidelity.py
-measures what they do; here: the numbers written to the kernel's files)."""
+measures what they do; here: the numbers written to the kernel's files), and ``--emulate
+stretch``, a uniformly slower CPU: its arithmetic, its input checks, and a real worker's
+slow-down."""
 
 from __future__ import annotations
 
+import json
+import statistics
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +63,91 @@ def test_unlimited_and_explicit_period_cgroups(tmp_path: Path,
         for f in d.iterdir():
             f.unlink()
     groups.close(wait_s=0)
+
+
+# --- --emulate stretch: a uniformly slower CPU -----------------------------------------------
+
+
+def test_stretch_target_is_cpu_time_over_the_share() -> None:
+    from edgepart.runtime.emulate import Emulation, Mode
+
+    stretch = Emulation(Mode.STRETCH, 2.0, (("slow", 0.4), ("fast", 1.0)))
+    # by hand: 10 ms of CPU on a 0.4-CPU device is 25 ms; at time scale 2, 50 ms of wall time
+    assert stretch.stretch_target("slow", 0.010) == pytest.approx(0.050)
+    assert stretch.stretch_target("fast", 0.010) == pytest.approx(0.020)
+    assert Emulation(Mode.PAD, 2.0).stretch_target("slow", 0.010) is None
+
+
+def _skipnet_on(shares: list[float | None], shape: tuple[int, ...] = (1, 3, 16, 16)
+                ) -> dict[str, Any]:
+    from test_runtime_support import SkipNet, instance_for
+
+    data = instance_for(SkipNet(), shape=shape, devices=len(shares))
+    for device, cpus in zip(data["devices"], shares, strict=True):
+        if cpus is not None:
+            device["meta"] = {"cpus": cpus}
+    return data
+
+
+def _files(tmp_path: Path, data: dict[str, Any], cuts: list[int]) -> list[str]:
+    from test_runtime_support import plan_for
+
+    inst, plan = tmp_path / "inst.json", tmp_path / "plan.json"
+    inst.write_text(json.dumps(data))
+    plan.write_text(json.dumps(plan_for(data, cuts)))
+    return [str(inst), str(plan)]
+
+
+def test_stretch_needs_every_device_share(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from test_runtime_support import SPEC
+
+    from edgepart.cli import main
+
+    files = _files(tmp_path, _skipnet_on([0.4, None]), [4])
+    assert main(["run", *files, "--model", SPEC, "--emulate", "stretch"]) == 2
+    err = capsys.readouterr().err
+    assert "devices[1].meta.cpus" in err and "Traceback" not in err
+    files = _files(tmp_path, _skipnet_on([0.4, 1.5]), [4])
+    assert main(["run", *files, "--model", SPEC, "--emulate", "stretch"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_a_quarter_cpu_stretch_worker_takes_four_times_its_cpu_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy-loop check through the real worker: one stage on a 0.25-CPU device; its compute
+    must take 1 / 0.25 = 4x the CPU time the same forward pass takes here on one thread."""
+    torch = pytest.importorskip("torch")
+    from test_runtime_support import SPEC, SkipNet, let_workers_import_test_models, plan_for
+
+    from edgepart.instance import load_instance
+    from edgepart.plan import Plan
+    from edgepart.runtime.driver import run
+    from edgepart.runtime.emulate import Mode
+    from edgepart.runtime.prepare import RunOptions
+
+    let_workers_import_test_models(monkeypatch)
+    shape = (1, 3, 96, 96)
+    model, x = SkipNet(), torch.randn(shape)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            cpu = []
+            for _ in range(12):
+                t0 = time.thread_time()
+                model(x)
+                cpu.append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    cpu_s = statistics.median(cpu[2:])
+    data = _skipnet_on([0.25, 0.25], shape)
+    report = run(load_instance(data), Plan.from_dict(plan_for(data, [])),
+                 RunOptions(SPEC, requests=12, inflight=1, emulate=Mode.STRETCH, time_scale=1.0))
+    assert report["completed"] == 12 and report["mismatches"] == 0
+    (stage,) = report["stages"]
+    # each request: max(real wall time, 4 x its CPU time); so at least ~4x the CPU time here
+    # (generous: 2.8x), and no more than the real time plus twice the stretch (a thread starved
+    # on a shared host computes longer than stretched, and then its real time is what counts)
+    assert stage["compute_s"] > 2.8 * cpu_s, (stage, cpu_s)
+    assert stage["compute_s"] < stage["real_compute_s"] + 8 * cpu_s, (stage, cpu_s)

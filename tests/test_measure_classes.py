@@ -54,13 +54,15 @@ class ConvNet(nn.Module):
     ("this-host", MeasureOn(None)),
     ("q=cgroup:0.4", MeasureOn("q", 0.4)),
     ("amp=cgroup:0.4,512e6", MeasureOn("amp", 0.4, 512e6)),
+    ("amp=stretch:0.4", MeasureOn("amp", 0.4, stretch=True)),
 ])
 def test_parse_measure_on(text: str, expected: MeasureOn) -> None:
     assert parse_measure_on(text) == expected
 
 
 @pytest.mark.parametrize("text", ["cgroup:", "cgroup:x", "cgroup:0", "docker:1", "cgroup:1,2,3",
-                                  "cgroup:0.0001"])
+                                  "cgroup:0.0001", "stretch:1.5", "stretch:0.4,512e6",
+                                  "stretch:0"])
 def test_bad_measure_on_is_an_input_error(text: str) -> None:
     with pytest.raises(InputError, match="--measure-on"):
         parse_measure_on(text)
@@ -194,3 +196,13 @@ def test_profile_measure_on_bad_input_exits_2(tmp_path: Path,
     assert "--measure-on" in capsys.readouterr().err
     assert main([*argv, "--measure-on", "cgroup:0.5"]) == 2  # two classes: which one?
     assert "CLASS=cgroup:0.5" in capsys.readouterr().err
+
+
+def test_stretch_measures_cpu_time_over_the_share() -> None:
+    """``stretch:0.25`` is the thread's CPU time x 4 (no cgroup, no root): against the same
+    units measured as ``stretch:1`` (CPU time alone) right after, 4x within host noise."""
+    traced = trace_model(ConvNet(), (1, 3, 64, 64))
+    full = measure_units(traced, MeasureOn(None, 1.0, stretch=True), windows=1)
+    quarter = measure_units(traced, MeasureOn(None, 0.25, stretch=True), windows=1)
+    assert MeasureOn(None, 0.25, stretch=True).label == "stretch:0.25"
+    assert 3.0 < sum(quarter) / sum(full) < 5.3

@@ -1,15 +1,17 @@
-"""Probing this machine: cgroup v1/v2 limits read from a fake /sys/fs/cgroup, and the benchmark."""
+"""Probing this machine: cgroup v1/v2 limits read from a fake /sys/fs/cgroup, the benchmark,
+and the runtime's per-message cost."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from edgepart.cli import main
 from edgepart.profiling.clusters import load_cluster
-from edgepart.profiling.probe import cgroup_cpu_limit, cgroup_memory_limit
+from edgepart.profiling.probe import MessageCost, cgroup_cpu_limit, cgroup_memory_limit
 
 
 def _write(path: Path, text: str) -> None:
@@ -52,10 +54,25 @@ def test_no_limits_and_unreadable_paths_mean_none(tmp_path: Path) -> None:
     assert cgroup_memory_limit(root, tmp_path / "missing") is None
 
 
+def test_message_cost_is_the_line_through_two_sizes() -> None:
+    # by hand: 1 MB more took 1 ms more -> 1e9 B/s; the 1000-byte message's copy is 1 us, so
+    # its fixed cost is 1.1 ms - 1 us = 1.099 ms
+    cost = MessageCost(1000, 1.1e-3, 1_001_000, 2.1e-3)
+    assert cost.bytes_per_s == pytest.approx(1e9)
+    assert cost.per_message_s == pytest.approx(1.099e-3)
+    noisy = MessageCost(1000, 2e-3, 1_001_000, 1.5e-3)  # the large one was no slower
+    assert noisy.bytes_per_s == math.inf and noisy.per_message_s == 2e-3
+
+
 def test_probe_command_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
     assert main(["devices", "probe", "--repeats", "2"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["cpus"] >= 1 and data["speed_factor"] > 0
+    rpc = data["rpc"]  # a real message through the runtime's transport to a local worker
+    assert 0 < rpc["per_message_s"] < 0.5
+    assert [s["bytes"] for s in rpc["samples"]] == [256, 4 << 20]
+    assert all(s["seconds"] > 0 for s in rpc["samples"])
     entry = data["class"]
     assert entry["memory_bytes"] > 2**20 and entry["flops_per_s"] > 1e8
     assert entry["memory_bandwidth_bytes_per_s"] > 1e7

@@ -48,9 +48,10 @@ def _add_profile(subparsers: Any) -> None:
                         "a fitted estimator (edgepart estimator fit) fills every class that "
                         "--measure-on does not measure")
     p.add_argument("--measure-on", action="append", default=[],
-                   metavar="[CLASS=]cgroup:CPUS[,MEM]|this-host",
+                   metavar="[CLASS=]cgroup:CPUS[,MEM]|stretch:CPUS|this-host",
                    help="measure CLASS's layer times on this host, under a real CPU quota (and "
-                        "memory limit) or as it is (repeatable; docs/profiling.md)")
+                        "memory limit), as a uniformly slower CPU (thread CPU time / CPUS, as "
+                        "run --emulate stretch) or as it is (repeatable; docs/profiling.md)")
     p.add_argument("--trace-dir", default=None, metavar="DIR",
                    help="write one trace per measured class there (for the estimator)")
     p.add_argument("--host-flops", default=None,
@@ -81,8 +82,11 @@ def _add_llm_options(p: Any) -> None:
 def _add_devices(subparsers: Any) -> None:
     p = subparsers.add_parser("devices", help="device catalog and probing this machine")
     sub = p.add_subparsers(dest="devices_command", required=True)
-    probe = sub.add_parser("probe", help="this machine as a device class (JSON)")
+    probe = sub.add_parser("probe", help="this machine as a device class, and the runtime's "
+                           "per-message cost here (JSON)")
     probe.add_argument("--repeats", type=int, default=20, help="benchmark repeats (default 20)")
+    probe.add_argument("--no-rpc", action="store_true",
+                       help="skip the per-message RPC cost (it starts one local worker process)")
     probe.set_defaults(handler=_probe)
     listing = sub.add_parser("list", help="the catalog's device classes (JSON)")
     listing.set_defaults(handler=_list)
@@ -181,7 +185,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise InputError(f"--repeats: must be >= 1, got {args.repeats}")
-    print_json(probe(args.repeats).to_json())
+    print_json(probe(args.repeats, rpc=not args.no_rpc).to_json())
     return EXIT_OK
 
 

@@ -30,10 +30,13 @@ What is modelled, per fx node (units add up their nodes, see :mod:`edgepart.prof
   modules and the values of the counting pass, not from the instance.
 
 Measured profiles per device class (``edgepart profile --measure-on``, :class:`MeasureOn`): this
-host (``this-host``) or this host under a CPU quota and memory limit (``cgroup:CPUS[,MEM]``, the
+host (``this-host``), this host under a CPU quota and memory limit (``cgroup:CPUS[,MEM]``, the
 cgroup of :func:`edgepart.runtime.emulate.limited`, as ``edgepart run --emulate cgroup`` limits
-a worker). :func:`merge_profiles` joins instances of one model profiled in several runs or on
-several hosts.
+a worker), or a uniformly slower CPU of share ``CPUS`` of this one (``stretch:CPUS``, as
+``edgepart run --emulate stretch`` emulates it): the looped timing then reads the thread's CPU
+time (``time.thread_time``) instead of the wall clock, and divides it by ``CPUS``, so time the
+thread waited for a core on a busy host is not counted. :func:`merge_profiles` joins instances
+of one model profiled in several runs or on several hosts.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -262,8 +265,10 @@ def time_nodes(traced: TracedModel, *, repeats: int, warmup: int) -> dict[str, t
     return {name: tuple(s) for name, s in samples.items()}
 
 
-def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int) -> dict[str, float]:
-    """Per fx node, its time from back-to-back runs (see the module docstring)."""
+def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Per fx node, its time from back-to-back runs (see the module docstring), read on
+    ``clock`` (the wall clock, or ``time.thread_time`` for CPU time)."""
     out: dict[str, float] = {}
 
     class _Looper(fx.Interpreter):
@@ -274,8 +279,8 @@ def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int) -> 
                 return value
             per_run = []
             for _ in range(windows):
-                runs, start = 0, time.perf_counter()
-                while (elapsed := time.perf_counter() - start) < window_s or runs == 0:
+                runs, start = 0, clock()
+                while (elapsed := clock() - start) < window_s or runs == 0:
                     super().run_node(n)
                     runs += 1
                 per_run.append(elapsed / runs)
@@ -289,34 +294,51 @@ def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int) -> 
 
 @dataclass(frozen=True, slots=True)
 class MeasureOn:
-    """Where one device class is measured: this host (``cpus`` None), or under a CPU quota of
-    ``cpus`` CPUs and a ``memory_bytes`` limit (None: none). ``device_class`` None: the
+    """Where one device class is measured: this host (``cpus`` None), under a CPU quota of
+    ``cpus`` CPUs and a ``memory_bytes`` limit (None: none), or (``stretch``) as a uniformly
+    slower CPU of share ``cpus``: thread CPU time / ``cpus``. ``device_class`` None: the
     cluster's only class."""
 
     device_class: str | None
     cpus: float | None = None
     memory_bytes: float | None = None
+    stretch: bool = False
 
     @property
     def label(self) -> str:
         if self.cpus is None:
             return "this-host"
+        if self.stretch:
+            return f"stretch:{self.cpus:g}"
         memory = "" if self.memory_bytes is None else f",{self.memory_bytes:g}"
         return f"cgroup:{self.cpus:g}{memory}"
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """What the looped timing reads: the thread's CPU time (stretch), else the wall clock."""
+        return time.thread_time if self.stretch else time.perf_counter
+
+    @property
+    def slowdown(self) -> float:
+        """What the clock's seconds are multiplied by: ``1 / cpus`` (stretch), else 1."""
+        return 1 / self.cpus if self.stretch and self.cpus else 1.0
 
     @contextmanager
     def applied(self) -> Iterator[None]:
         """Run the body where this class is measured: in a cgroup made here (with no quota for
         this host: the cgroup's top CPU weight still puts the measurement ahead of other
-        programs on a shared host)."""
+        programs on a shared host); stretch needs none (CPU time is what it reads)."""
         from edgepart.runtime.emulate import limited
 
+        if self.stretch:
+            yield
+            return
         with limited(self.cpus, self.memory_bytes):
             yield
 
     def window_s(self) -> float:
         """Looped timing window: at least 10 ms and 8 scheduler periods of the quota."""
-        if self.cpus is None:
+        if self.cpus is None or self.stretch:
             return 0.01
         from edgepart.runtime.emulate import cfs_period_us
 
@@ -324,21 +346,28 @@ class MeasureOn:
 
 
 def parse_measure_on(text: str) -> MeasureOn:
-    """``[CLASS=]this-host`` or ``[CLASS=]cgroup:CPUS[,MEM]`` (MEM in bytes, e.g. 512e6)."""
+    """``[CLASS=]this-host``, ``[CLASS=]cgroup:CPUS[,MEM]`` (MEM in bytes, e.g. 512e6) or
+    ``[CLASS=]stretch:CPUS`` (0 < CPUS <= 1)."""
     where = f"--measure-on {text!r}"
     device_class, _, spec = text.rpartition("=")
     if spec == "this-host":
         return MeasureOn(device_class or None)
     kind, _, numbers = spec.partition(":")
     parts = numbers.split(",")
-    if kind != "cgroup" or not 1 <= len(parts) <= 2:
-        raise InputError(f"{where}: expected [CLASS=]this-host or [CLASS=]cgroup:CPUS[,MEM]")
+    if (kind, len(parts)) not in (("cgroup", 1), ("cgroup", 2), ("stretch", 1)):
+        raise InputError(f"{where}: expected [CLASS=]this-host, [CLASS=]cgroup:CPUS[,MEM] or "
+                         "[CLASS=]stretch:CPUS")
     try:
         values = [float(x) for x in parts]
     except ValueError:
         raise InputError(f"{where}: CPUS and MEM must be numbers") from None
     if not all(math.isfinite(v) and v > 0 for v in values) or values[0] * 1000 < 1:
         raise InputError(f"{where}: CPUS must be >= 0.001 and MEM > 0")
+    if kind == "stretch":
+        if values[0] > 1:
+            raise InputError(f"{where}: a stretched CPU is a share of one of this host's: "
+                             f"CPUS must be <= 1, got {values[0]:g}")
+        return MeasureOn(device_class or None, values[0], stretch=True)
     return MeasureOn(device_class or None, values[0], values[1] if len(values) > 1 else None)
 
 
@@ -413,21 +442,24 @@ def measure_units(traced: TracedModel, spec: MeasureOn, threads: int = 1, window
     share it out among the units.
     """
     with torch_threads(threads), spec.applied():
-        node_s = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows)
-        forward_s = forward_rate(traced, 25 * spec.window_s())
+        node_s = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows,
+                                   clock=spec.clock)
+        forward_s = forward_rate(traced, 25 * spec.window_s(), spec.clock)
     looped = [sum(node_s[n] for n in unit.nodes) for unit in traced.units]
     total = sum(looped)
-    return [t * forward_s / total for t in looped] if total > 0 else looped
+    return [t * spec.slowdown * forward_s / total for t in looped] if total > 0 else looped
 
 
-def forward_rate(traced: TracedModel, min_s: float) -> float:
+def forward_rate(traced: TracedModel, min_s: float,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds per plain forward pass: back-to-back passes for at least ``min_s`` (one untimed
-    first), wall time over passes, so that every throttled stretch of a quota is counted."""
+    first), ``clock`` time over passes, so that every throttled stretch of a quota is
+    counted."""
     x = example_input(traced.input_shape)
     with _quiet():
         traced.graph_module(x)
-        passes, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < min_s or passes < 3:
+        passes, start = 0, clock()
+        while (elapsed := clock() - start) < min_s or passes < 3:
             traced.graph_module(x)
             passes += 1
     return elapsed / passes

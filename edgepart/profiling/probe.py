@@ -14,7 +14,15 @@ What is reported:
 * ``memory_bandwidth_bytes_per_s``: copying a 64 MiB tensor into another (read + write);
 * ``speed_factor``: ``reference host flops_per_s / flops_per_s``, the multiplier from times
   profiled on the catalog's reference host (single-threaded, see
-  :mod:`edgepart.profiling.catalog`) to times on this machine using all its CPUs.
+  :mod:`edgepart.profiling.catalog`) to times on this machine using all its CPUs;
+* ``rpc`` (:class:`MessageCost`): the runtime's own cost of one message between two processes on
+  this machine (:func:`edgepart.runtime.cluster.time_messages`: a 256-byte and a 4 MiB tensor,
+  each the median of 50 sends in turn, call to acknowledgement). A line through the two,
+  ``t(bytes) = per_message_s + bytes / bytes_per_s``, separates the fixed per-message cost
+  (serialisation, the RPC round trip, thread hand-offs) from the copy. In the cost model a
+  per-message cost is a latency: for a cluster emulated on this host (``edgepart run
+  --emulate``), add ``per_message_s`` to every link's ``latency_s``, since every emulated message
+  really pays it, and the link emulation can only hide it behind a link time longer than it.
 
 The JSON output's ``class`` object can be pasted into a cluster file's ``classes`` as it is.
 """
@@ -32,9 +40,50 @@ from typing import Any
 
 from edgepart.profiling.catalog import load_catalog
 
-__all__ = ["ProbeResult", "benchmark", "cgroup_cpu_limit", "cgroup_memory_limit", "probe"]
+__all__ = ["MESSAGE_SIZES", "MessageCost", "ProbeResult", "benchmark", "cgroup_cpu_limit",
+           "cgroup_memory_limit", "message_cost", "probe"]
 
 _UNLIMITED = 1 << 60
+MESSAGE_SIZES = (256, 4 << 20)
+"""Bytes of the small and the large probe message (the large one as big as mobilenet_v2's
+widest boundary at 1 x 3 x 224 x 224, 4.8 MB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCost:
+    """One message's time between two local processes, by the runtime's own path."""
+
+    small_bytes: int
+    small_s: float
+    large_bytes: int
+    large_s: float
+
+    @property
+    def bytes_per_s(self) -> float:
+        """The copy's rate: the slope between the two sizes (inf when the large message was no
+        slower, i.e. the copy is lost in the noise)."""
+        extra = self.large_s - self.small_s
+        return (self.large_bytes - self.small_bytes) / extra if extra > 0 else math.inf
+
+    @property
+    def per_message_s(self) -> float:
+        """The fixed cost of a message: the line's intercept, ``small_s`` less its copy."""
+        return max(0.0, self.small_s - self.small_bytes / self.bytes_per_s)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"per_message_s": float(f"{self.per_message_s:.4g}"),
+                "bytes_per_s": float(f"{self.bytes_per_s:.4g}"),
+                "samples": [{"bytes": self.small_bytes, "seconds": float(f"{self.small_s:.4g}")},
+                            {"bytes": self.large_bytes, "seconds": float(f"{self.large_s:.4g}")}]}
+
+
+def message_cost(repeats: int = 50) -> MessageCost:
+    """The runtime's per-message cost on this machine (see the module docstring); starts one
+    local worker process for it."""
+    from edgepart.runtime.cluster import time_messages
+
+    small, large = time_messages(MESSAGE_SIZES, repeats)
+    return MessageCost(MESSAGE_SIZES[0], small, MESSAGE_SIZES[1], large)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +97,12 @@ class ProbeResult:
     memory_bandwidth_bytes_per_s: float
     speed_factor: float
     source: str
+    rpc: MessageCost | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``class`` is an entry for a cluster file's ``classes`` as it stands."""
-        return {"name": self.name, "cpus": self.cpus, "speed_factor": self.speed_factor,
+        rpc = {} if self.rpc is None else {"rpc": self.rpc.to_json()}
+        return {"name": self.name, "cpus": self.cpus, "speed_factor": self.speed_factor, **rpc,
                 "class": {"memory_bytes": self.memory_bytes, "flops_per_s": self.flops_per_s,
                           "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
                           "description": f"{self.name}: {self.cpus:g} usable CPUs",
@@ -59,8 +110,8 @@ class ProbeResult:
 
 
 def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
-          proc: Path = Path("/proc")) -> ProbeResult:
-    """Measure this machine (see the module docstring)."""
+          proc: Path = Path("/proc"), rpc: bool = True) -> ProbeResult:
+    """Measure this machine (see the module docstring); ``rpc`` False: not the message cost."""
     cpus = float(len(os.sched_getaffinity(0)))
     quota = cgroup_cpu_limit(cgroup_root, proc / "self" / "cgroup")
     memory = min(_mem_total(proc / "meminfo"),
@@ -77,6 +128,7 @@ def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
         speed_factor=round(host / flops, 4),
         source=f"edgepart devices probe on {platform.node() or 'host'} "
                f"({platform.machine()}, {platform.processor() or 'cpu'})",
+        rpc=message_cost() if rpc else None,
     )
 
 
