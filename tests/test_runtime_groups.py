@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,15 +23,31 @@ import torch
 from test_runtime_support import let_workers_import_test_models, workers_of
 from torch import nn
 
-from edgepart.cost import Region
+from edgepart.cost import Region, SplitGroup, split_order
 from edgepart.errors import InputError
 from edgepart.instance import load_instance
 from edgepart.plan import Plan, Scheme
 from edgepart.profiling.trace import trace_model, unit_shape
+from edgepart.runtime import groups
 from edgepart.runtime.driver import run
 from edgepart.runtime.emulate import Mode
-from edgepart.runtime.groups import ReplicaScheduler, Slice, SlicePart, cut, drop_replicas, paste
-from edgepart.runtime.prepare import RunOptions
+from edgepart.runtime.groups import (
+    Key,
+    Mailbox,
+    Member,
+    ReplicaScheduler,
+    Slice,
+    SlicePart,
+    SplitRole,
+    cut,
+    drop_replicas,
+    lead_stage,
+    paste,
+    split_roles,
+    split_traffic,
+)
+from edgepart.runtime.prepare import RunOptions, Slowdown
+from edgepart.runtime.split import build_stage, split_plan
 
 SHAPE = (1, 3, 16, 16)
 SPEC = "test_runtime_groups:ChainNet"
@@ -269,3 +288,195 @@ def test_grid_tiles_with_halos_glue_into_the_whole_output(text: str) -> None:
     pieces = [(t.part.region, t(cut(x, WHOLE_INPUT, t.reads))) for t in tiles]
     out = Region((0, whole.shape[1]), (0, h), (0, w))
     torch.testing.assert_close(paste(out, pieces[::-1]), whole)  # any order of tiles
+
+
+# --- split runs in one process: members in threads, a wire that counts what it carries ---------
+
+EPOCH = 1
+
+
+class LocalWire:
+    """Member ``me``'s wire to members in threads of this process (rank = index in the split
+    order): a start queues the helper's job, a post fills the receiver's mailbox."""
+
+    def __init__(self, boxes: list[Mailbox], jobs: list[queue.Queue[Any]], me: int,
+                 log: list[tuple[int, int]]) -> None:
+        self.boxes, self.jobs, self.me, self.log = boxes, jobs, me, log
+
+    def start(self, rank: int, key: Key, request: int, piece: torch.Tensor | None) -> None:
+        self.log.append((rank, 0 if piece is None else piece.numel()))
+        if piece is not None:
+            self.boxes[rank].put(key, piece)
+        self.jobs[rank].put((key, request))
+
+    def post(self, rank: int, key: Key, piece: torch.Tensor) -> None:
+        self.log.append((rank, piece.numel()))
+        self.boxes[rank].put(key, piece)
+
+    def take(self, keys: Sequence[Key]) -> list[torch.Tensor]:
+        return self.boxes[self.me].take(EPOCH, keys, lambda: True)
+
+
+def split_in_process(model: nn.Module, data: dict[str, Any], stage: dict[str, Any],
+                     requests: int = 3, paced: list[tuple[int, int]] | None = None
+                     ) -> tuple[list[tuple[int, int]], SplitRole, Any]:
+    """Run one split stage holding the whole model in this process, each helper in a thread;
+    every answer must equal the model's. Returns the wire's log (receiver, elements), the
+    lead's role and the traced model; ``paced`` collects (member, request) of each paced
+    slice."""
+    inst = load_instance(data)
+    p = plan(stage)
+    gm = trace_model(model, SHAPE).graph_module
+    order = stage["devices"][:1] + sorted(stage["devices"][1:])
+    roles = split_roles(gm, inst, p.stages[0], {d: k for k, d in enumerate(order)})
+    m = len(order)
+    boxes = [Mailbox() for _ in range(m)]
+    jobs: list[queue.Queue[Any]] = [queue.Queue() for _ in range(m)]
+    log: list[tuple[int, int]] = []
+
+    def pace(k: int) -> Any:
+        return lambda request, *_: paced.append((k, request)) if paced is not None else None
+
+    members = [Member(gm, roles[d], EPOCH, LocalWire(boxes, jobs, k, log), pace(k))
+               for k, d in enumerate(order)]
+
+    def serve(k: int) -> None:
+        while (job := jobs[k].get()) is not None:
+            key, request = job
+            with torch.no_grad():
+                members[k].play(key[2], key[1], request)
+
+    threads = [threading.Thread(target=serve, args=(k,), daemon=True) for k in range(1, m)]
+    for t in threads:
+        t.start()
+    spec = split_plan(gm, inst, p)[0]
+    current = [0]
+    lead = lead_stage(build_stage(gm, spec), members[0], lambda: current[0])
+    try:
+        for request in range(requests):
+            current[0] = request
+            x = torch.randn(SHAPE)
+            with torch.no_grad():
+                torch.testing.assert_close(lead(x), model(x))
+    finally:
+        for q in jobs[1:]:
+            q.put(None)
+        for t in threads:
+            t.join(10)
+    return log, roles[order[0]], gm
+
+
+SPLIT_CASES = {
+    # uneven speeds 1 : 1/2 : 1/3: rows and channels cut unevenly; a change of scheme at every
+    # split layer (re-tiling), grid 1 x 3 on three devices
+    "mixed schemes, uneven shares": ([1e-3, 2e-3, 3e-3], ["d1", "d0", "d2"],
+                                     {"conv1": "rows", "pool": "grid", "conv2": "outc",
+                                      "fc": "outc"}),
+    # d2 a thousand times slower: its rows and channels are empty slices
+    "an empty slice": ([1e-3, 1e-3, 1.0], ["d0", "d1", "d2"],
+                       {"conv1": "rows", "pool": "rows", "conv2": "outc", "fc": "outc"}),
+    "grid 2 x 2": ([1e-3] * 4, ["d3", "d0", "d1", "d2"],
+                   {"conv1": "grid", "pool": "grid", "conv2": "grid", "fc": "outc"}),
+}
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES)
+def test_split_runs_in_process_match_the_model_and_send_what_the_plan_says(case: str) -> None:
+    times, devices, schemes = SPLIT_CASES[case]
+    data = chain_instance(len(times), times)
+    stage = {"devices": devices, "mode": "split", "layers": LAYERS, "schemes": schemes}
+    requests = 3
+    paced: list[tuple[int, int]] = []
+    log, role, gm = split_in_process(ChainNet(), data, stage, requests, paced)
+    # conv1 .. relu2 chain into one run; the flatten ends it (it runs on the lead), fc alone
+    assert role.runs == (("conv1", "pool", "conv2"), ("fc",))
+    messages, elements = split_traffic(gm, role)
+    assert len(log) == requests * messages
+    assert sum(n for _, n in log) == requests * elements
+    # every non-empty slice is paced once per request, on its own member
+    nonempty = sum(p.region.volume > 0 for member in role.parts for p in member)
+    assert len(paced) == requests * nonempty
+    assert {request for _, request in paced} == set(range(requests))
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Any) -> Any:
+        return self.conv2(self.pool(self.relu(self.conv1(x))))
+
+
+def test_a_run_moves_only_halos_counted_by_hand() -> None:
+    # TinyNet on 3 x 16 x 16, two equal devices, rows everywhere. As one run:
+    #   scatter: d1's conv1 rows [8, 16) read input rows [7, 16): 3 x 9 x 16 = 432 (1 message)
+    #   into pool: pool rows [0, 4) / [4, 8) read conv1 rows [0, 8) / [8, 16): its own, 0
+    #   into conv2: rows [0, 4) read pool rows [0, 5), rows [4, 8) read [3, 8): one 4 x 1 x 8
+    #     halo row each way, 32 + 32 (2 messages)
+    #   gather: d1's conv2 rows [4, 8): 4 x 4 x 8 = 128 (1 message)
+    # 4 messages, 624 elements. Scattered and gathered per layer (the runtime before runs):
+    #   conv1 432 + 4 x 8 x 16 = 512; pool 512 + 4 x 4 x 8 = 128; conv2 rows [3, 8) 4 x 5 x 8
+    #   = 160 + 128: 6 messages, 1872 elements
+    data = chain_instance(2, model=TinyNet())
+    stage = {"devices": ["d0", "d1"], "mode": "split",
+             "layers": ["conv1", "relu", "pool", "conv2"],
+             "schemes": {"conv1": "rows", "pool": "rows", "conv2": "rows"}}
+    log, role, gm = split_in_process(TinyNet(), data, stage, requests=2)
+    assert split_traffic(gm, role) == (4, 624)
+    assert sorted(n for _, n in log) == sorted([432, 32, 32, 128] * 2)
+    per_layer = replace(role, runs=tuple((node,) for run in role.runs for node in run))
+    assert split_traffic(gm, per_layer) == (6, 1872)
+
+
+def test_a_run_moves_the_bytes_the_cost_model_charges() -> None:
+    # the scatter and the exchanges between layers, against SplitGroup.entry and .into (the
+    # gather is in the hand count above): mixed schemes over three unequal devices
+    times, devices, schemes = SPLIT_CASES["mixed schemes, uneven shares"]
+    inst = load_instance(chain_instance(len(times), times))
+    st = plan({"devices": devices, "mode": "split", "layers": LAYERS, "schemes": schemes}
+              ).stages[0]
+    gm = trace_model(ChainNet(), SHAPE).graph_module
+    role = split_roles(gm, inst, st, {d: k for k, d in enumerate(["d1", "d0", "d2"])})["d1"]
+    run = groups.run_plan(gm, role.runs[0], [{p.node: p for p in m} for m in role.parts])
+    group = SplitGroup(inst, split_order(inst, st))
+    v = {lid: inst.model.index[lid] for lid in LAYERS}
+    scheme = {lid: Scheme(s) for lid, s in schemes.items()}
+    charged = [sum(group.entry(v["conv1"], scheme["conv1"], inst.model.input_bytes)[1]),
+               sum(group.into(v["relu1"], v["conv1"], v["pool"], v["pool"], scheme["conv1"],
+                              scheme["pool"])[1]),
+               sum(group.into(v["pool"], v["pool"], v["conv2"], v["conv2"], scheme["pool"],
+                              scheme["conv2"])[1])]
+    moved = [4.0 * sum(r.volume for _, _, r in step.moves) for step in run.steps[:3]]
+    assert moved == pytest.approx(charged, rel=1e-12)
+    assert min(moved) > 0  # every exchange moves something here
+
+
+SPLIT_THEN_SINGLE = ({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS[:3],
+                      "schemes": {"conv1": "grid", "pool": "rows"}},
+                     {"device": "d2", "layers": LAYERS[3:]})
+
+
+def test_a_slowed_split_helper_slows_the_stage() -> None:
+    # d1 (the helper) 2000 times slower from request 0: each of its two slices (conv1 with its
+    # ReLU, the pool) then takes at least 2000 x its real compute, and one call of a torch
+    # op takes well over 10 us, so the lead, which waits for d1's halo and output, needs over
+    # 2 x 2000 x 10 us = 40 ms a request; unslowed, the stage takes about a millisecond here
+    report = run_plan(chain_instance(), plan(*SPLIT_THEN_SINGLE), requests=3, inflight=1,
+                      slowdowns=(Slowdown("d1", 2000.0, 0),))
+    assert report["stages"][0]["real_compute_min_s"] > 0.02
+
+
+def test_a_split_helper_killed_mid_stream_loses_no_request() -> None:
+    # --fail-stage 0 on a split stage kills its last helper (d1) after 3 requests: the lead's
+    # wait for d1's pieces ends with the new deployment, the driver re-plans on d0, d2 and
+    # every request is answered (once: answers are kept by request id)
+    report = run_plan(chain_instance(), plan(*SPLIT_THEN_SINGLE), requests=10, inflight=3,
+                      fail_stage=0, fail_after=3)
+    assert report["failures"] == 1 and report["replans"] == 1
+    assert report["failure_events"][0]["device"] == "d1"
+    assert "d1" not in {d for st in report["final_plan"]["stages"]
+                        for d in st.get("devices", [st.get("device")])}
