@@ -67,11 +67,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepart.cost import evaluate
 from edgepart.instance import Instance
 from edgepart.plan import Plan
+
+if TYPE_CHECKING:
+    from edgepart.runtime.cluster import Cluster
 
 __all__ = [
     "GenerationError",
@@ -647,29 +650,12 @@ def generate_on_workers(inst: Instance, plan: Plan, config: Mapping[str, Any],
                         heartbeat_timeout_s: float = 10.0) -> GenerationResult:
     """:func:`generate_pipelined` with each stage on the ``edgepart worker`` of its device
     (local processes on 127.0.0.1 started and stopped here, or remote ones at ``master``)."""
-    from edgepart.runtime import events
     from edgepart.runtime.cluster import Cluster
     from edgepart.runtime.transport import disconnects_unlogged
 
     cluster = Cluster(inst, master, heartbeat_timeout_s=heartbeat_timeout_s)
     ranks = [cluster.ranks[s.device] for s in plan.stages]
-    with contextlib.suppress(queue.Empty):
-        while True:  # an earlier run's events in this process are not this run's
-            events.INBOX.get_nowait()
-
-    lost: list[str] = []
-
-    def health() -> str | None:
-        """The first lost stage worker the cluster's watchers reported, if any."""
-        with contextlib.suppress(queue.Empty):
-            while not lost:
-                event = events.INBOX.get_nowait()
-                if isinstance(event, events.Fault) and event.peer in ranks:
-                    cluster.bury({event.peer})
-                    lost.append(f"device '{cluster.devices[event.peer]}' (stage "
-                                f"{ranks.index(event.peer)}) lost: {event.message}")
-        return lost[0] if lost else None
-
+    health = _stage_health(cluster, ranks)
     with disconnects_unlogged():
         try:
             cluster.start()
@@ -681,6 +667,30 @@ def generate_on_workers(inst: Instance, plan: Plan, config: Mapping[str, Any],
                                       prefill.transfer_s[0] if prefill else 0.0, health)
         finally:
             cluster.close()
+
+
+def _stage_health(cluster: Cluster, ranks: Sequence[int]) -> Health:
+    """The :data:`Health` of the stages' workers: the first of them the cluster's watchers
+    reported lost (from now on: earlier events in this process are another run's), which the
+    cluster then buries."""
+    from edgepart.runtime import events
+
+    with contextlib.suppress(queue.Empty):
+        while True:
+            events.INBOX.get_nowait()
+    lost: list[str] = []
+
+    def health() -> str | None:
+        with contextlib.suppress(queue.Empty):
+            while not lost:
+                event = events.INBOX.get_nowait()
+                if isinstance(event, events.Fault) and event.peer in ranks:
+                    cluster.bury({event.peer})
+                    lost.append(f"device '{cluster.devices[event.peer]}' (stage "
+                                f"{ranks.index(event.peer)}) lost: {event.message}")
+        return lost[0] if lost else None
+
+    return health
 
 
 def reference_tokens(config: Mapping[str, Any], prompts: Sequence[Sequence[int]],
@@ -741,22 +751,8 @@ def generation_report(inst: Instance, plan: Plan, options: GenerationOptions) ->
     vocab = int(config["vocab_size"])
     prompts = [[rng.randrange(vocab) for _ in range(options.prompt_tokens)]
                for _ in range(options.sequences)]
+    result = _generate_as_asked(inst, plan, config, prompts, options)
     x = options.time_scale
-    decode = emulated_times(inst, plan).scaled(x) if options.emulate else None
-    prefill = (emulated_times(options.prefill, plan).scaled(x)
-               if options.emulate and options.prefill is not None else None)
-    if options.processes:
-        result = generate_on_workers(
-            inst, plan, config, prompts, options.new_tokens, options.seed, prefill=prefill,
-            decode=decode, fail=options.fail, master=options.master,
-            heartbeat_timeout_s=options.heartbeat_timeout_s)
-    else:
-        result = generate_pipelined(
-            InProcess(), list(range(1, len(plan.stages) + 1)),
-            stage_specs(plan, config, options.seed, f"local-{time.time_ns()}",
-                        prefill=prefill, decode=decode),
-            prompts, options.new_tokens, [s.device for s in plan.stages],
-            prefill.transfer_s[0] if prefill else 0.0)
     report: dict[str, Any] = {
         "instance": inst.name, "sequences": options.sequences,
         "prompt_tokens": options.prompt_tokens, "new_tokens": options.new_tokens,
@@ -766,17 +762,48 @@ def generation_report(inst: Instance, plan: Plan, options: GenerationOptions) ->
         "time_to_first_token_s": max(result.first_tokens_s) / x,
         "first_sequence_first_token_s": min(result.first_tokens_s) / x,
         "stages": _memory_rows(inst, plan, options, result.memory),
-        "tokens": [list(t) for t in result.tokens]}
-    if options.emulate:
-        report["predicted_tokens_per_s"] = predicted_tokens_per_s(inst, plan, options.sequences)
-    if options.emulate and options.prefill is not None:
-        first_s, last_s = predicted_first_tokens_s(options.prefill, plan, options.sequences)
-        report["predicted_first_sequence_first_token_s"] = first_s
-        report["predicted_time_to_first_token_s"] = last_s
+        "tokens": [list(t) for t in result.tokens], **_predictions(inst, plan, options)}
     if options.check:
         report["tokens_equal_generate"] = report["tokens"] == reference_tokens(
             config, prompts, options.new_tokens, options.seed)
     return report
+
+
+def _generate_as_asked(inst: Instance, plan: Plan, config: Mapping[str, Any],
+                       prompts: Sequence[Sequence[int]], options: GenerationOptions
+                       ) -> GenerationResult:
+    """:func:`generate_on_workers` or, in this process, :func:`generate_pipelined`, padded to
+    the instance's (and the prefill instance's) times stretched by the time scale when
+    emulating."""
+    x = options.time_scale
+    decode = emulated_times(inst, plan).scaled(x) if options.emulate else None
+    prefill = (emulated_times(options.prefill, plan).scaled(x)
+               if options.emulate and options.prefill is not None else None)
+    if options.processes:
+        return generate_on_workers(
+            inst, plan, config, prompts, options.new_tokens, options.seed, prefill=prefill,
+            decode=decode, fail=options.fail, master=options.master,
+            heartbeat_timeout_s=options.heartbeat_timeout_s)
+    return generate_pipelined(
+        InProcess(), list(range(1, len(plan.stages) + 1)),
+        stage_specs(plan, config, options.seed, f"local-{time.time_ns()}",
+                    prefill=prefill, decode=decode),
+        prompts, options.new_tokens, [s.device for s in plan.stages],
+        prefill.transfer_s[0] if prefill else 0.0)
+
+
+def _predictions(inst: Instance, plan: Plan, options: GenerationOptions) -> dict[str, float]:
+    """What the instances predict for an emulated run: decode tokens/s, and with a prefill
+    instance the first sequence's and the last one's time to first token (none without
+    emulation: the host's own speed is not the instance's)."""
+    if not options.emulate:
+        return {}
+    out = {"predicted_tokens_per_s": predicted_tokens_per_s(inst, plan, options.sequences)}
+    if options.prefill is not None:
+        first_s, last_s = predicted_first_tokens_s(options.prefill, plan, options.sequences)
+        out["predicted_first_sequence_first_token_s"] = first_s
+        out["predicted_time_to_first_token_s"] = last_s
+    return out
 
 
 def _checked(inst: Instance, plan: Plan, options: GenerationOptions) -> Mapping[str, Any]:
