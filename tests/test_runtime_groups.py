@@ -231,10 +231,13 @@ WHOLE_INPUT = Region((0, 4), (0, 13), (0, 11))
 """The region the row and grid tests' input ``x`` (1 x 4 x 13 x 11) holds."""
 
 
-def window(module: Any) -> tuple[tuple[int, int], ...]:
+Pair = tuple[int, int]
+
+
+def window(module: Any) -> tuple[Pair, Pair, Pair]:
     """Kernel, stride, padding of a conv or pool module, as pairs (no dilation here)."""
-    def pair(v: Any) -> tuple[int, int]:
-        return (v, v) if isinstance(v, int) else tuple(v)
+    def pair(v: Any) -> Pair:
+        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
     return pair(module.kernel_size), pair(module.stride), pair(module.padding)
 
 
