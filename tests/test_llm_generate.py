@@ -157,6 +157,42 @@ def test_run_generate_refuses_bad_input_in_one_line(
     assert err.startswith(f"edgepart: {field}") and "\n" not in err
 
 
+def test_time_scale_is_a_number_or_auto_and_auto_is_refused_with_generate() -> None:
+    from edgepart.errors import InputError
+    from edgepart.runtime.cli import parse_time_scale
+
+    assert parse_time_scale("2.5") == 2.5 and parse_time_scale("2.5", auto=False) == 2.5
+    assert parse_time_scale("auto") is None
+    with pytest.raises(InputError, match=r"--time-scale: expected a number or 'auto', got 'x'"):
+        parse_time_scale("x")
+    with pytest.raises(InputError, match=r"expected a number with --generate, got 'auto'"):
+        parse_time_scale("auto", auto=False)
+
+
+def test_run_report_ends_with_warnings_and_exit_1_on_failure(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``edgepart run``'s end (with or without --generate): the report as JSON, its warnings on
+    stderr, exit 1 when it did not succeed; a listed failure is one line and exit 1."""
+    from argparse import Namespace
+
+    from edgepart.runtime.cli import report_run
+    from edgepart.runtime.generate import GenerationError
+
+    def fails() -> dict[str, Any]:
+        raise GenerationError("stage 1 lost")
+
+    args = Namespace(json=True)
+    report = {"warnings": ["slow host"], "ok": False}
+    assert report_run(args, lambda: report, (GenerationError,), print, lambda r: r["ok"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == report and err == "edgepart run: warning: slow host\n"
+    assert report_run(args, lambda: {"ok": True}, (GenerationError,), print,
+                      lambda r: r["ok"]) == 0
+    capsys.readouterr()
+    assert report_run(args, fails, (GenerationError,), print, lambda r: True) == 1
+    assert capsys.readouterr() == ("", "edgepart run: stage 1 lost\n")
+
+
 def test_a_worker_killed_mid_generation_fails_the_run_in_bounded_time(tmp_path: Path) -> None:
     # its own process, as a user runs it: a TensorPipe shutdown that never ends (see
     # RpcTransport.close) must not hold the program, and cannot hold this test run either
