@@ -20,6 +20,7 @@ from edgepart.instance import load_instance
 from edgepart.plan import Mode, Plan, Scheme, Stage
 from edgepart.results import SolutionStatus
 from edgepart.solvers.base import PlanSpace, SolveOptions, get_method, solve
+from edgepart.solvers.groups import hybrid_lower_bound
 from tests.strategies import random_instance
 
 CONV = {"kind": "conv", "in": [1, 4, 4], "out": [1, 4, 4], "kernel": [3, 3], "stride": [1, 1],
@@ -439,3 +440,29 @@ def test_dp_stops_at_its_time_limit() -> None:
     start = time.perf_counter()
     r = solve(inst, "groups", SolveOptions(plan_space="hybrid", time_limit=0.01))
     assert r.termination.value == "time_limit" and time.perf_counter() - start < 5
+
+
+def test_fractional_work_bound_by_hand() -> None:
+    # one layer, 1 s on class a and 3 s on class b: shared in proportion to speed it takes
+    # 1 / (1 + 1/3) = 0.75 s, for latency and period alike (one layer: the work term is
+    # w / sum s = 1 / (1 + 1/3) too)
+    inst = _instance([{"id": "x", "shape": CONV}], [{"a": 1.0, "b": 3.0}], classes=("a", "b"))
+    assert hybrid_lower_bound(inst, "latency") == pytest.approx(0.75)
+    assert hybrid_lower_bound(inst, "bottleneck") == pytest.approx(0.75)
+    # two layers of 1 s on two equal devices: latency >= 0.5 + 0.5; period >= 2 s of work
+    # over 2 devices = 1 s
+    two = _instance([{"id": "x", "shape": CONV}, {"id": "y", "shape": CONV}],
+                    [{"a": 1.0}, {"a": 1.0}])
+    assert hybrid_lower_bound(two, "latency") == pytest.approx(1.0)
+    assert hybrid_lower_bound(two, "bottleneck") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_fractional_work_bound_is_below_every_hybrid_optimum(seed: int) -> None:
+    # brute force over every hybrid plan of tiny chains and DAGs (memory and pinned layers
+    # drawn), both objectives: the bound never exceeds the optimum
+    inst = dag(seed, n=4, nd=3) if seed % 2 else tiny(seed, n=4, nd=3)
+    for objective in ("latency", "bottleneck"):
+        brute = solve(inst, "brute", SolveOptions(objective=objective, plan_space="hybrid"))
+        if brute.has_plan:
+            assert hybrid_lower_bound(inst, objective) <= brute.objective_s * (1 + 1e-12)

@@ -4,6 +4,7 @@ baselines, ``compare --plan-space`` and the split shapes recorded at profiling."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgepart.cli import main
+from edgepart.cost import validate_plan
 from edgepart.instance import load_instance
 from edgepart.plan import Mode
-from edgepart.results import SolutionStatus, Termination
+from edgepart.results import SolutionStatus
 from edgepart.solvers.base import SolveOptions, solve
 from tests.test_groups import tiny
 
@@ -22,18 +24,59 @@ SHIPPED = sorted((ROOT / "instances").glob("*.json"))
 BASELINES = ("flexpie", "onedim", "grid2d", "dataparallel")
 
 
+# The pipeline optima of the shipped instances (proven by `edgepart solve INSTANCE --objective
+# OBJ --json`, auto: dp_ideals, HiGHS or CP-SAT, status optimal, 30 s limit), as
+# (bottleneck, latency) seconds; instances/tiny carry theirs, derived by hand, in *.optimum.json.
+PIPELINE_OPTIMA = {
+    "hybrid_alexnet_4eq": (0.0160337, 0.0537329716),
+    "hybrid_replicate_vgg16": (0.12895056, 0.21056737873),
+    "hybrid_vgg16_4eq": (0.170881211, 0.6599739082),
+    "inception_v3_8nodes": (0.03386, 0.0978949634867),
+    "mobilenet_v2_4nodes": (0.005316896, 0.01399184529),
+    "resnet50_16nodes": (0.006922528, 0.01522946256),
+    "resnet50_20nodes_wireless": (0.1953617639, 0.1963541402),
+    "resnet50_8nodes": (0.013345056, 0.04312827129),
+    "resnet50_8nodes_tight": (0.013345056, 0.04822770532),
+    "vgg16_4nodes": (0.0817020724, 0.16692731473),
+    "vgg16_4nodes_tight": (0.64091488, 2.001611448),
+    "vit_b_16_8nodes": (0.0384496844, 0.14534200365),
+    "vit_b_16_8nodes_tight": (0.0449280616, 0.30270726936),
+}
+TINY = sorted(p for p in (ROOT / "instances" / "tiny").glob("*.json")
+              if not p.name.endswith(".optimum.json"))
+SLOW_PIPELINE = {"inception_v3_8nodes"}  # auto needs ~10-20 s to reach its pipeline optimum
+
+
+def _pipeline_optimum(path: Path, objective: str) -> float:
+    if path.parent.name == "tiny":
+        known = json.loads(path.with_suffix(".optimum.json").read_text())
+        return math.inf if known[objective] == "infeasible" else float(known[objective])
+    return PIPELINE_OPTIMA[path.stem][objective == "latency"]
+
+
+def test_every_shipped_instance_has_its_pipeline_optimum_listed() -> None:
+    assert sorted(p.stem for p in SHIPPED) == sorted(PIPELINE_OPTIMA)
+
+
 @pytest.mark.parametrize("objective", ["latency", "bottleneck"])
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_hybrid_optimum_is_never_worse_than_the_pipeline_optimum(path: Path,
-                                                                  objective: str) -> None:
+@pytest.mark.parametrize("path", [
+    *(pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_PIPELINE else p
+      for p in SHIPPED), *TINY], ids=lambda p: p.stem)
+def test_hybrid_is_never_worse_than_the_pipeline_optimum(path: Path, objective: str) -> None:
+    # chains and DAGs alike, within a time limit: the exact DP where it fits, else the best of
+    # the pipeline solver and the group baselines; the bound is valid either way
     inst = load_instance(path)
-    hybrid = solve(inst, "groups", SolveOptions(objective=objective, plan_space="hybrid"))
-    if not inst.model.is_chain:  # the DP is exact on chains only, and says so
-        assert hybrid.termination is Termination.UNSUPPORTED and "chain" in hybrid.message
+    pipeline = _pipeline_optimum(path, objective)
+    limit = 40.0 if path.stem in SLOW_PIPELINE else 8.0
+    hybrid = solve(inst, "groups", SolveOptions(objective=objective, plan_space="hybrid",
+                                                time_limit=limit))
+    assert hybrid.bound_s <= pipeline * (1 + 1e-6)
+    if math.isinf(pipeline):  # no pipeline plan: these tiny ones have no group plan either
+        assert not hybrid.has_plan and hybrid.status is SolutionStatus.INFEASIBLE
         return
-    pipeline = solve(inst, "auto", SolveOptions(objective=objective, time_limit=60))
-    assert pipeline.status is SolutionStatus.OPTIMAL and hybrid.status is SolutionStatus.OPTIMAL
-    assert hybrid.objective_s <= pipeline.objective_s * (1 + 1e-9)
+    assert hybrid.has_plan and not validate_plan(inst, hybrid.plan)
+    assert hybrid.objective_s <= pipeline * (1 + 1e-6)
+    assert hybrid.bound_s <= hybrid.objective_s * (1 + 1e-9)
 
 
 def test_split_wins_latency_on_four_equal_devices() -> None:

@@ -779,22 +779,25 @@ def _modes(inst: Instance, options: SolveOptions) -> list[GroupMode]:
             if splittable or gm.mode is not Mode.SPLIT]
 
 
-def _size_refusal(inst: Instance, modes: list[GroupMode]) -> tuple[str, CutFamily | None]:
-    """Why the DP would not fit (and the cuts it would use)."""
+def _size_refusal(inst: Instance, options: SolveOptions
+                  ) -> tuple[str, list[GroupMode], CutFamily | None]:
+    """Why the DP would not fit, or its group modes and the cuts it would use (devices are
+    counted first: the group modes of many devices are too many to list)."""
     nd = len(inst.devices)
     if nd > MAX_DEVICES:
-        return f"tracks which devices are used: at most {MAX_DEVICES} devices, got {nd}", None
+        return f"tracks which devices are used: at most {MAX_DEVICES} devices, got {nd}", [], None
+    modes = _modes(inst, options)
     if len(modes) > MAX_GROUP_MODES:
         return (f"{len(modes)} group modes (limit {MAX_GROUP_MODES}): lower --max-group or use "
-                "fewer devices"), None
+                "fewer devices"), modes, None
     family = prefix_family(inst) if inst.model.is_chain else ideal_family(inst)
     if family is None:
-        return f"more than {MAX_IDEALS} ideals", None
+        return f"more than {MAX_IDEALS} ideals", modes, None
     work = family.pairs * len(modes) * 2 ** nd
     if work > MAX_WORK:
         return (f"~{work:.2g} (stage, group mode, used devices) combinations (limit "
-                f"{MAX_WORK:.2g})"), None
-    return "", family
+                f"{MAX_WORK:.2g})"), modes, None
+    return "", modes, family
 
 
 @register("groups")
@@ -807,8 +810,7 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
         return _best_known(inst, options, deadline, start,
                            "device groups need relay transfers: the plan space is the "
                            "pipeline plans")
-    modes = _modes(inst, options)
-    reason, family = _size_refusal(inst, modes)
+    reason, modes, family = _size_refusal(inst, options)
     if family is None:
         return _best_known(inst, options, deadline, start, reason)
     dp_deadline = Deadline.after(None if options.time_limit is None else options.time_limit / 2)
