@@ -19,6 +19,11 @@ weights, :func:`vgg16_features`). On this host, in one run:
    times (the least of several passes, the time without interference from other processes), so
    the service-time speedup is the one to hold against the prediction on a loaded host.
 
+It also prints the split stage's RPC messages and bytes per request between its workers
+(:func:`~edgepart.runtime.groups.split_traffic`, from the exchanges the runtime plays): now, where
+the convolutions, ReLUs and pools are one run (one scatter, the halos, one gather), and as the
+runtime moved them before runs (every split layer scattered from and gathered to the lead).
+
 It prints both speedups and measured / predicted (the issue's target: within 15%), the load
 average of the host before and after, and a control: how much of two cores the host gives right
 now (:func:`host_parallel_speedup`: the model on one thread against two threads each on half the
@@ -38,6 +43,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,7 @@ from edgepart.plan import Plan
 from edgepart.profiling.measure import time_nodes
 from edgepart.profiling.trace import trace_model, unit_shape
 from edgepart.runtime.driver import run
+from edgepart.runtime.groups import split_roles, split_traffic
 from edgepart.runtime.prepare import RunOptions
 
 HERE = Path(__file__).resolve().parent
@@ -155,6 +162,20 @@ def plans(inst: Instance, scheme: str) -> tuple[Plan, Plan]:
     return single, split
 
 
+def split_messages(inst: Instance, split: Plan, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The split stage's messages and bytes per request between its workers, in runs (now) and
+    scattered and gathered per layer (before runs)."""
+    gm = trace_model(vgg16_features().eval(), shape).graph_module
+    role = split_roles(gm, inst, split.stages[0], {"d0": 1, "d1": 2})["d0"]
+    per_layer = replace(role, runs=tuple((node,) for run in role.runs for node in run))
+    elem_bytes = inst.model.input_bytes / math.prod(shape)
+    out = {}
+    for name, r in (("runs", role), ("per_layer", per_layer)):
+        messages, elements = split_traffic(gm, r)
+        out[name] = {"messages": messages, "bytes": elements * elem_bytes}
+    return out
+
+
 def measure(inst: Instance, plan: Plan, requests: int) -> dict[str, Any]:
     report = run(inst, plan, RunOptions(SPEC, requests=requests, inflight=2))
     if report["mismatches"] or report["completed"] != requests:
@@ -186,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             reports[name].append(measure(inst, p, args.requests))
     out = result(args, inst, predicted, reports, load_before)
     out["link_bytes_per_s"] = data["links"]["default"]["bandwidth_bytes_per_s"]
+    out["split_messages_per_request"] = split_messages(inst, split,
+                                                       (1, 3, args.size, args.size))
     out["host_parallel_speedup"] = [control_before,
                                     host_parallel_speedup((1, 3, args.size, args.size))]
     print(json.dumps(out, indent=1) if args.json else table(out))
@@ -239,6 +262,12 @@ def table(out: dict[str, Any]) -> str:
                  f"{out['service_over_predicted']:.2f}); load average "
                  f"{out['load_average_before']:.1f} before, {out['load_average_after']:.1f} "
                  f"after, on {out['host_cpus']} CPUs")
+    traffic = out["split_messages_per_request"]
+    lines.append("split stage's RPC messages per request between its workers: "
+                 f"{traffic['runs']['messages']} ({traffic['runs']['bytes'] / 1e6:.2f} MB) in "
+                 f"runs, {traffic['per_layer']['messages']} "
+                 f"({traffic['per_layer']['bytes'] / 1e6:.2f} MB) scattered and gathered per "
+                 "layer (before runs)")
     lines.append(f"control: two threads on half the rows each vs one thread on all: "
                  f"{out['host_parallel_speedup'][0]:.2f}x before, "
                  f"{out['host_parallel_speedup'][1]:.2f}x after (what two cores give here now)")
