@@ -370,7 +370,7 @@ def deploy(cfg: StageConfig | None) -> None:
     module, member = w.build(cfg)
     with w.lock:
         w.config, w.module, w.member, w.count = cfg, module, member, 0
-    w.mailbox.forget(-1 if cfg is None else cfg.epoch)
+    w.mailbox.forget(sys.maxsize if cfg is None else cfg.epoch)  # none is current
     w.redeployed.set()
 
 
