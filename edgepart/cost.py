@@ -113,7 +113,8 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 
 __all__ = [
     "LayerShape", "Metrics", "Region", "SplitGroup", "StageMetrics", "evaluate",
-    "infeasibility_reasons", "layer_shapes", "lower_bound", "split_input_bytes", "split_order",
+    "infeasibility_reasons", "layer_shapes", "lower_bound", "reads_producer",
+    "split_input_bytes", "split_order",
     "split_path_problem", "tolerated", "validate_plan",
 ]
 
@@ -833,14 +834,18 @@ def _scheme_problems(b: int, layer: Layer, shape: LayerShape, scheme: Scheme | N
 
 def _chain_problems(b: int, layer: Layer, shape: LayerShape, producer: LayerShape | None
                     ) -> list[str]:
-    if producer is None:
+    if producer is None or reads_producer(shape, producer):
         return []
+    return [f"stages[{b}]: layer '{layer.id}' reads shape {list(shape.inp)} but its producer "
+            f"makes {list(producer.out)}"]
+
+
+def reads_producer(shape: LayerShape, producer: LayerShape) -> bool:
+    """A split layer reads what the layer before it in its stage makes (a linear layer: as many
+    elements; an elementwise one keeps its shape), so the stage's regions chain."""
     fits = (math.prod(shape.inp) == math.prod(producer.out) if shape.kind == "linear"
             else shape.inp == producer.out)
-    if shape.kind == "elementwise":
-        fits = fits and shape.inp == shape.out
-    return [] if fits else [f"stages[{b}]: layer '{layer.id}' reads shape {list(shape.inp)} but "
-                            f"its producer makes {list(producer.out)}"]
+    return fits and (shape.kind != "elementwise" or shape.inp == shape.out)
 
 
 def lower_bound(inst: Instance, objective: str = "bottleneck") -> float:

@@ -466,3 +466,17 @@ def test_fractional_work_bound_is_below_every_hybrid_optimum(seed: int) -> None:
         brute = solve(inst, "brute", SolveOptions(objective=objective, plan_space="hybrid"))
         if brute.has_plan:
             assert hybrid_lower_bound(inst, objective) <= brute.objective_s * (1 + 1e-12)
+
+
+def test_dp_splits_no_stage_whose_shapes_do_not_chain() -> None:
+    # c2 claims to read [2, 4, 4] but c1 makes [1, 4, 4]: the validator refuses a split stage
+    # holding both, so the DP must not build one (it would be the fastest: the input is
+    # scattered once). It agrees with brute force, whose plans all pass the validator.
+    wrong = {**CONV, "in": [2, 4, 4]}
+    inst = _instance([{"id": "c1", "shape": CONV}, {"id": "c2", "shape": wrong}],
+                     [{"a": 1.0}, {"a": 1.0}], classes=("a",) * 4, bandwidth=1e6)
+    assert "reads shape [2, 4, 4]" in validate_plan(inst, _split(("c1", "c2"),
+                                                              {"c1": "rows", "c2": "rows"}))[0]
+    for objective in ("latency", "bottleneck"):
+        exact = _agree(inst, PlanSpace.SPLIT, objective)
+        assert exact.has_plan

@@ -64,7 +64,14 @@ from typing import Any
 
 import numpy as np
 
-from edgepart.cost import LayerShape, SplitGroup, layer_shapes, split_input_bytes, tolerated
+from edgepart.cost import (
+    LayerShape,
+    SplitGroup,
+    layer_shapes,
+    reads_producer,
+    split_input_bytes,
+    tolerated,
+)
 from edgepart.cuts import MAX_IDEALS, CutFamily, alive_bytes, ideal_family, prefix_family
 from edgepart.formulations.model import Deadline, OutOfTime
 from edgepart.instance import Instance, Transfer
@@ -364,17 +371,26 @@ class _Problem:
 
     def _paths(self) -> list[list[int]]:
         """From every layer that may start a split stage, the longest path it may extend to
-        (:func:`edgepart.cost.split_path_problem`): every split stage is a prefix of one."""
-        g = self.inst.model
+        (:func:`edgepart.cost.split_path_problem`) through layers with shapes that read their
+        producer's (:func:`edgepart.cost.reads_producer`): the validator's split stages are
+        exactly the prefixes of these paths."""
         out = []
-        for v in range(len(g.layers)):
-            if self.shapes[v] is None or len(g.pred[v]) > 1:
-                continue
-            path = [v]
-            while len(g.succ[path[-1]]) == 1 and g.pred[g.succ[path[-1]][0]] == (path[-1],):
-                path.append(g.succ[path[-1]][0])
-            out.append(path)
+        for v in range(len(self.inst.model.layers)):
+            if self.shapes[v] is not None and len(self.inst.model.pred[v]) <= 1:
+                path = [v]
+                while (nxt := self._next_on_path(path[-1])) is not None:
+                    path.append(nxt)
+                out.append(path)
         return out
+
+    def _next_on_path(self, u: int) -> int | None:
+        g = self.inst.model
+        if len(g.succ[u]) != 1 or g.pred[g.succ[u][0]] != (u,):
+            return None
+        v = g.succ[u][0]
+        shape, producer = self.shapes[v], self.shapes[u]
+        ok = shape is not None and producer is not None and reads_producer(shape, producer)
+        return v if ok else None
 
     def _steps(self, path: list[int]) -> list[list[tuple[int, int]]]:
         """For every prefix of ``path``, the cut steps (lo, hi) whose stage is that prefix."""
