@@ -270,25 +270,24 @@ class Cluster:
 
 def time_messages(sizes: Sequence[int], repeats: int = 20, warmup: int = 3) -> list[float]:
     """Median seconds of one message of each of ``sizes`` bytes (a float32 tensor) from this
-    process to a local worker, by the runtime's own path (see the module docstring); ``warmup``
-    untimed messages of each size first (they open the connection and its buffers)."""
+    process to a local worker, by the runtime's own path (see the module docstring), over
+    ``repeats`` rounds that send each size once; ``warmup`` untimed rounds first (they open the
+    connection and its buffers)."""
     import torch
 
     cluster = Cluster(["probe"], None)
     with disconnects_unlogged():
         try:
             cluster.start()
-            out = []
-            for size in sizes:
-                values = (torch.zeros(max(1, size // 4)),)
-                samples = []
-                for k in range(warmup + repeats):
+            payloads = [(torch.zeros(max(1, size // 4)),) for size in sizes]
+            samples: list[list[float]] = [[] for _ in sizes]
+            for k in range(warmup + repeats):  # the sizes in turn: the same host load for each
+                for values, times in zip(payloads, samples, strict=True):
                     t0 = time.perf_counter()
                     call_while(cluster.transport, lambda: True, 1, worker.submit, -1, k, values,
                                (), (1,))
-                    samples.append(time.perf_counter() - t0)
-                out.append(statistics.median(samples[warmup:]))
-            return out
+                    times.append(time.perf_counter() - t0)
+            return [statistics.median(times[warmup:]) for times in samples]
         finally:
             cluster.close()
 
