@@ -480,3 +480,18 @@ def test_dp_splits_no_stage_whose_shapes_do_not_chain() -> None:
     for objective in ("latency", "bottleneck"):
         exact = _agree(inst, PlanSpace.SPLIT, objective)
         assert exact.has_plan
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_without_splits_the_least_latency_is_the_pipeline_optimum(seed: int) -> None:
+    # no layer has a shape, so only replicas are added: brute force over every replicate plan
+    # finds no latency below the pipeline optimum (groups._pipeline_latency_is_hybrid, the
+    # reason the fallback may use the pipeline solver's latency bound)
+    inst = load_instance(random_instance(seed, n=3, nd=3, memory=seed % 2 == 0))
+    for space in ("pipeline", "hybrid"):
+        options = SolveOptions(objective="latency", plan_space=space)
+        found = solve(inst, "brute", options)
+        if space == "pipeline":
+            pipeline = found
+        elif found.has_plan:
+            assert found.objective_s == pytest.approx(pipeline.objective_s, rel=1e-12)

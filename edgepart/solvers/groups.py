@@ -765,7 +765,7 @@ def _best_known(inst: Instance, options: SolveOptions, deadline: Deadline, start
     only_pipeline = (options.plan_space is PlanSpace.PIPELINE
                      or inst.cost_model.transfer is not Transfer.RELAY)
     bound = hybrid_lower_bound(inst, options.objective)
-    if only_pipeline:
+    if only_pipeline or _pipeline_latency_is_hybrid(inst, options):
         bound = max(bound, pipeline.bound_s)
     extra: dict[str, Any] = {"plan_space": options.plan_space.value, "dp": reason,
                              "pipeline": pipeline.status.value,
@@ -786,6 +786,24 @@ def _best_known(inst: Instance, options: SolveOptions, deadline: Deadline, start
 
 
 # -- the method ---------------------------------------------------------------------------------
+
+
+def _pipeline_latency_is_hybrid(inst: Instance, options: SolveOptions) -> bool:
+    r"""Whether the least latency over the plan space is the pipeline optimum's: so when no stage
+    can be split (the plan space has no split, or no layer has a shape) and the period is free.
+
+    Proof: put each replicated stage on one of its replicas :math:`c_b` instead. Its compute is
+    that replica's; its receive :math:`\tau(c_{b-1}, c_b)` is at most the replica's receive in the
+    group plan (the worst over the previous stage's ends), the sink's likewise; so each latency
+    term :math:`\mathrm{in} + C` is at most the group's slowest replica's, and every device holds
+    what it held (or less: a message to itself is not buffered). The pipeline plan is valid
+    and no slower, so the pipeline solver's bound holds for the latency. Not so under
+    ``--max-period``: the pipeline plan may break it (replicas divide the period).
+    """
+    splittable = Mode.SPLIT in MODES[options.plan_space] and any(
+        s is not None for s in layer_shapes(inst))
+    return (options.objective is Objective.LATENCY and options.max_period is None
+            and not splittable)
 
 
 def _modes(inst: Instance, options: SolveOptions) -> list[GroupMode]:
