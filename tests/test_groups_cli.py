@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 REPLICATE = ROOT / "instances" / "hybrid_replicate_vgg16.json"
 
@@ -78,3 +80,19 @@ def test_run_refuses_groups_under_cgroup_emulation_in_one_line(tmp_path: Path) -
     assert proc.returncode == 2 and "--emulate cgroup" in proc.stderr
     assert "device group" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_hybrid_beyond_the_dp_reports_its_fallback_and_gap() -> None:
+    # resnet50_8nodes: a DAG on 8 devices, too big for the DP; its proven pipeline optima are
+    # 13.345056 ms (period) and 43.128271 ms (latency), see tests/test_hybrid.py
+    dag = ROOT / "instances" / "resnet50_8nodes.json"
+    period = json.loads(run("solve", str(dag), "--plan-space", "hybrid", "--json").stdout)
+    assert period["status"] in ("feasible", "optimal") and "combinations" in period[
+        "fallback"]["why"]
+    assert period["bound_s"] <= period["objective_value_s"] <= 0.013345056 * (1 + 1e-6)
+    # no layer of it has a shape, so nothing can be split: the least latency is the pipeline
+    # optimum, and the pipeline solver's bound proves it
+    latency = json.loads(run("solve", str(dag), "--plan-space", "hybrid", "--objective",
+                             "latency", "--json").stdout)
+    assert latency["status"] == "optimal"
+    assert latency["objective_value_s"] == pytest.approx(0.04312827129, rel=1e-9)

@@ -765,18 +765,19 @@ def _best_known(inst: Instance, options: SolveOptions, deadline: Deadline, start
     only_pipeline = (options.plan_space is PlanSpace.PIPELINE
                      or inst.cost_model.transfer is not Transfer.RELAY)
     bound = hybrid_lower_bound(inst, options.objective)
-    if only_pipeline or _pipeline_latency_is_hybrid(inst, options):
-        bound = max(bound, pipeline.bound_s)
-    extra: dict[str, Any] = {"plan_space": options.plan_space.value, "dp": reason,
-                             "pipeline": pipeline.status.value,
-                             "from": next((k for k, p in found.items() if p is plan), None)}
+    bound_name = "the fractional work bound"
+    if (only_pipeline or _pipeline_latency_is_hybrid(inst, options)) and pipeline.bound_s > bound:
+        bound, bound_name = pipeline.bound_s, "the pipeline solver's bound"
+    extra: dict[str, Any] = {"plan_space": options.plan_space.value, "fallback": {
+        "why": reason, "pipeline_status": pipeline.status.value,
+        "plan_from": next((k for k, p in found.items() if p is plan), None)}}
     wall = time.perf_counter() - start
     if plan is None and only_pipeline and pipeline.status is SolutionStatus.INFEASIBLE:
         return finish(inst, None, method="groups", options=options, extra=extra,
                       termination=Termination.INFEASIBLE, wall_time_s=wall,
                       message=pipeline.message)
     message = (f"the exact DP does not apply ({reason}): best of the pipeline solver, the warm "
-               "start and the group baselines, with the fractional work bound")
+               f"start and the group baselines, with {bound_name}")
     timed_out = (timed_out or deadline.left() <= 0
                  or pipeline.termination is Termination.TIME_LIMIT)
     termination = (pipeline.termination if only_pipeline else
