@@ -44,7 +44,7 @@ PIPELINE_OPTIMA = {
 }
 TINY = sorted(p for p in (ROOT / "instances" / "tiny").glob("*.json")
               if not p.name.endswith(".optimum.json"))
-SLOW_PIPELINE = {"inception_v3_8nodes"}  # auto needs ~10-20 s to reach its pipeline optimum
+SLOW_PIPELINE = {"inception_v3_8nodes"}  # auto needs 5-30 s to reach its optimum (load)
 
 
 def _pipeline_optimum(path: Path, objective: str) -> float:
@@ -67,7 +67,7 @@ def test_hybrid_is_never_worse_than_the_pipeline_optimum(path: Path, objective: 
     # the pipeline solver and the group baselines; the bound is valid either way
     inst = load_instance(path)
     pipeline = _pipeline_optimum(path, objective)
-    limit = 40.0 if path.stem in SLOW_PIPELINE else 8.0
+    limit = 60.0 if path.stem in SLOW_PIPELINE else 8.0
     hybrid = solve(inst, "groups", SolveOptions(objective=objective, plan_space="hybrid",
                                                 time_limit=limit))
     assert hybrid.bound_s <= pipeline * (1 + 1e-6)
