@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepart.cost import REL_TOL
-from edgepart.formulations.model import NO_DEADLINE, Deadline
+from edgepart.cost import REL_TOL, evaluate, validate_plan
+from edgepart.formulations.model import NO_DEADLINE, Deadline, OutOfTime
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 
@@ -367,9 +367,12 @@ class _Budget:
     deadline: Deadline
     spent: int = 0
 
-    def spend(self) -> None:
-        self.deadline.check_every(self.spent)
-        self.spent += 1
+    def spend(self, count: int = 1) -> None:
+        if count == 1:
+            self.deadline.check_every(self.spent)
+        else:
+            self.deadline.check()
+        self.spent += count
         if self.spent > self.left:
             raise _Exhausted
 
@@ -508,3 +511,324 @@ class _FirstStages:
         except _Exhausted:
             self.deep = False
             self.best = min(self.best, value)
+
+
+SUM_TOL = 1e-10
+"""Relative slack of :func:`period_search`'s comparisons with the threshold: the sweep adds a
+stage's layer times in another order than :mod:`edgepart.cost` (at most ``n`` roundings of
+``2**-53`` each, far below this), so a term the evaluator puts at the threshold is kept, and a
+claimed bound is lowered by the same factor; both stay far inside ``OPTIMALITY_TOL``."""
+
+LATTICE_IDEALS = 150_000
+"""Most ideals one question of :func:`period_search` visits before it gives up (no claim)."""
+
+
+@dataclass(frozen=True)
+class PeriodSearch:
+    """What :func:`period_search` found: its best plan (or ``None``), a proven lower bound on
+    every plan's period, the questions asked and why it stopped early (empty when it did not)."""
+
+    plan: Plan | None
+    bound: float
+    questions: int
+    stopped: str = ""
+
+
+def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline = NO_DEADLINE,
+                  max_ideals: int = LATTICE_IDEALS, tol: float = 1e-7) -> PeriodSearch:
+    r"""Minimise the period of a relay plan by threshold questions answered on the ideal lattice.
+
+    Question at :math:`\theta`: is there a plan whose every stage term (the source's transfer,
+    each stage's compute, each boundary's transfer, the sink's transfer; with ``overlap`` each
+    at most :math:`\theta`, without it each stage's receive + compute + send at most
+    :math:`\theta`) fits? It is answered by one sweep over the ideals of the layer DAG, smallest
+    first, growing the open stage one layer at a time (every stage :math:`I \setminus J` can be
+    added in a topological order with every intermediate set an ideal). The state is (ideal,
+    multiset of device types used, type of the open stage) and its value the least open-stage
+    time (compute so far, plus the incoming transfer without overlap): a smaller value never
+    hurts what follows, so keeping the least one per state is exact (the dominance argument of
+    :mod:`edgepart.solvers.dp`'s feasibility pass). A stage may close at an ideal that splits no
+    colocation group, when the boundary's transfer to the next type fits. Unlike ``dp_ideals``
+    this never enumerates pairs of ideals, so it reaches graphs of tens of thousands of ideals
+    (Inception-v3 at module granularity: 35,683).
+
+    Memory is *not* checked in the sweep, so its "no" is a proof for a relaxation (valid for every
+    plan) and its "yes" gives a plan that the shared checker may reject; then the search stops
+    with what it has proven. A "no" proves more than :math:`\theta`: every plan's period is at least
+    the least term value that the sweep pruned (a plan's terms are each at least those of the
+    state that dominates it, so a plan with every term below that value would have survived).
+
+    Search: first just below ``upper`` (usually the incumbent's value, so a "no" proves it
+    optimal to ``tol``), then bisection between the proven bound and the best plan, each "no"
+    raising the bound to its pruned minimum. Stops at ``deadline`` or when one question visits
+    more than ``max_ideals`` ideals (no claim from that question).
+    """
+    sweep = _Sweep.of(inst)
+    best: Plan | None = None
+    lo, ub, asked = lower, upper, 0
+    while ub * (1 - tol) > lo:
+        theta = ub * (1 - tol) if asked == 0 or not math.isfinite(ub) else (lo + ub) / 2
+        asked += 1
+        try:
+            plan, pruned = sweep.answer(theta, deadline, max_ideals)
+        except _Exhausted:
+            return PeriodSearch(best, lo, asked, f"a question visited over {max_ideals} ideals")
+        except OutOfTime:
+            return PeriodSearch(best, lo, asked, "time limit")
+        if plan is None:
+            lo = max(lo, pruned * (1 - SUM_TOL))
+            continue
+        value = evaluate(inst, plan).bottleneck_s
+        if validate_plan(inst, plan) or value >= ub:
+            why = "memory" if validate_plan(inst, plan) else f"a value of {value:.9g} s"
+            return PeriodSearch(best, lo, asked, f"the sweep's plan at {theta:.9g} s has {why}")
+        best, ub = plan, value
+    return PeriodSearch(best, lo, asked)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """The fixed data of :func:`period_search`'s sweeps (per type: times, links, ends)."""
+
+    lattice: _Lattice
+    types: DeviceTypes
+    times: np.ndarray
+    """(n, T) seconds; ``inf`` where a layer may not run on the type."""
+    lat: np.ndarray
+    inv_bw: np.ndarray
+    src: np.ndarray
+    snk: np.ndarray
+    closable: tuple[int, ...]
+    """Colocation groups as bit masks: a stage may end only at an ideal holding all or none."""
+    overlap: bool
+    opens_from: np.ndarray
+    """Flat indices (S, T) of (state, next type) pairs where a device of that type is free ..."""
+    opens_to: np.ndarray
+    """... and of the state, with that device used, and type where the next stage opens."""
+
+    @classmethod
+    def of(cls, inst: Instance) -> _Sweep:
+        g = inst.model
+        types = DeviceTypes.of(inst, range(len(inst.devices)))
+        reps = [m[0] for m in types.members]
+        alive_end = sum(g.tensor_bytes[u] for u in g.exits) if inst.sink is not None else 0.0
+        lat, inv_bw = _type_links(inst, types)
+        return cls(
+            _Lattice.of(inst), types,
+            np.array(inst.times, dtype=float).reshape(len(g.layers), -1)[:, reps], lat, inv_bw,
+            np.array([inst.transfer_time(inst.source_index, d, g.input_bytes) for d in reps]),
+            np.array([inst.transfer_time(d, inst.sink_index, alive_end) for d in reps]),
+            tuple(sum(1 << g.index[lid] for lid in grp) for grp in g.colocate),
+            inst.cost_model.overlap, *_openings(types))
+
+    def answer(self, theta: float, deadline: Deadline, max_ideals: int
+               ) -> tuple[Plan | None, float]:
+        """A plan meeting ``theta`` (memory unchecked), or ``None`` and the least pruned term."""
+        run = _SweepRun(self, theta, _Budget(max_ideals, deadline))
+        end = run.run()
+        return (None, run.pruned) if end is None else (run.plan(end), run.pruned)
+
+
+@dataclass
+class _Level:
+    """The ideals of one size that the sweep reached, as rows: ``grown[r, S, t]`` is the least
+    value of an open stage of type t holding at least one layer, ``opened[r, S, t]`` the least
+    value of a stage of type t opened at the ideal (``inf``: no such state)."""
+
+    ideals: list[int]
+    nbytes: np.ndarray
+    ready: list[int]
+    grown: np.ndarray
+    opened: np.ndarray
+
+    @cached_property
+    def row(self) -> dict[int, int]:
+        return {ideal: r for r, ideal in enumerate(self.ideals)}
+
+
+@dataclass
+class _SweepRun:
+    """One question of :func:`period_search`, a level (ideal size) at a time; every level is
+    kept for :meth:`plan`."""
+
+    sweep: _Sweep
+    theta: float
+    budget: _Budget
+    pruned: float = math.inf
+    levels: list[_Level] = field(default_factory=list)
+
+    @property
+    def limit(self) -> float:
+        return self.theta * (1 + SUM_TOL)
+
+    def note(self, over: np.ndarray) -> None:
+        """Remember the least finite value among pruned ones."""
+        over = over[np.isfinite(over)]
+        if over.size:
+            self.pruned = min(self.pruned, float(over.min()))
+
+    def cut(self, values: np.ndarray) -> np.ndarray:
+        """``values`` above theta become ``inf`` (in place); the least of them is remembered."""
+        over = values > self.limit
+        if over.any():
+            self.note(values[over])
+            values[over] = np.inf
+        return values
+
+    def run(self) -> tuple[int, int, int] | None:
+        """Run the sweep; the final state (ideal, S, t) of a plan, or ``None``."""
+        sw, lat = self.sweep, self.sweep.lattice
+        shape = (1, sw.types.n_states, sw.types.n_types)
+        opened = np.full(shape, np.inf)
+        first = self.cut(sw.src.copy())  # the first stage's value: nothing (overlap) or receive
+        for t in range(sw.types.n_types):
+            if math.isfinite(first[t]):
+                opened[0, sw.types.strides[t], t] = 0.0 if sw.overlap else first[t]
+        level = _Level([0], np.array([lat.start_bytes()]), [lat.entries], np.full(shape, np.inf),
+                       opened)
+        while level.ideals:
+            self.levels.append(level)
+            self.budget.spend(len(level.ideals))
+            if level.ideals[0] == lat.full:  # the only ideal of its size
+                return self.finish(level.grown[0])
+            self.close(level, np.array([bool(i) and self.may_close(i) for i in level.ideals]))
+            level = self.grow(level)
+        return None
+
+    def may_close(self, ideal: int) -> bool:
+        return all(ideal & m in (0, m) for m in self.sweep.closable)
+
+    def close(self, level: _Level, rows: np.ndarray) -> None:
+        """Open a stage of each free type after every grown state whose boundary fits."""
+        sw = self.sweep
+        grown = level.grown[rows]
+        live = np.isfinite(grown)
+        if not live.any():
+            return
+        tau = sw.lat[None] + level.nbytes[rows][:, None, None] * sw.inv_bw[None]  # (R, T, T2)
+        if sw.overlap:
+            fit = tau <= self.limit
+            self.note(tau[~fit & live.any(axis=1)[:, :, None]])
+            reach = np.matmul(live.astype(np.uint8), fit.astype(np.uint8)) > 0  # (R, S, T2)
+            value = np.where(reach, 0.0, np.inf)
+        else:
+            total = grown[:, :, :, None] + tau[:, None]
+            fits = (total <= self.limit) & np.isfinite(total)  # theta may be inf
+            self.note(total[~fits])
+            value = np.where(fits, np.broadcast_to(tau[:, None], total.shape), np.inf).min(axis=2)
+        flat = level.opened[rows].reshape(len(grown), -1)
+        flat[:, sw.opens_to] = np.minimum(flat[:, sw.opens_to],
+                                          value.reshape(len(grown), -1)[:, sw.opens_from])
+        level.opened[rows] = flat.reshape(grown.shape)
+
+    def grow(self, level: _Level) -> _Level:
+        """The next level: every state plus one addable layer in its open stage."""
+        sw, lat = self.sweep, self.sweep.lattice
+        base = np.minimum(level.grown, level.opened)
+        parents: list[int] = []
+        layers: list[int] = []
+        children: list[int] = []
+        index: dict[int, int] = {}
+        for r in np.flatnonzero(np.isfinite(base).any(axis=(1, 2))):
+            ideal, rest = level.ideals[r], level.ready[r]
+            while rest:
+                bit = rest & -rest
+                rest ^= bit
+                parents.append(int(r))
+                layers.append(bit.bit_length() - 1)
+                children.append(index.setdefault(ideal | bit, len(index)))
+        order = np.argsort(np.array(children, dtype=np.int64), kind="stable")
+        par = np.array(parents, dtype=np.int64)[order]
+        lay = np.array(layers, dtype=np.int64)[order]
+        kid = np.array(children, dtype=np.int64)[order]
+        starts = np.flatnonzero(np.r_[True, kid[1:] != kid[:-1]]) if len(kid) else kid
+        grown = np.empty((len(starts), *base.shape[1:]))
+        step = max(1, _SWEEP_CHUNK // max(1, base[0].size))
+        for g0 in range(0, len(starts), step):  # blocks of whole groups of one child each
+            lo = starts[g0]
+            hi = starts[g0 + step] if g0 + step < len(starts) else len(kid)
+            vals = self.cut(base[par[lo:hi]] + sw.times[lay[lo:hi]][:, None, :])
+            grown[g0:g0 + step] = np.minimum.reduceat(vals, starts[g0:g0 + step] - lo, axis=0)
+        alive = np.flatnonzero(np.isfinite(grown).any(axis=(1, 2)))
+        ideals = list(index)
+        new_ideals: list[int] = []
+        nbytes: list[float] = []
+        ready: list[int] = []
+        for g in alive:
+            p, v = int(par[starts[g]]), int(lay[starts[g]])
+            high = ideals[int(kid[starts[g]])]
+            new_ideals.append(high)
+            nbytes.append(lat._alive(float(level.nbytes[p]), v, high))
+            ready.append((level.ready[p] ^ (1 << v)) | lat._ready(v, high))
+        return _Level(new_ideals, np.array(nbytes), ready, grown[alive],
+                      np.full((len(alive), *base.shape[1:]), np.inf))
+
+    def finish(self, grown: np.ndarray) -> tuple[int, int, int] | None:
+        sw = self.sweep
+        total = self.cut(np.maximum(grown, sw.snk) if sw.overlap else grown + sw.snk)
+        if not np.isfinite(total).any():
+            return None
+        s, t = (int(x) for x in np.unravel_index(np.argmin(total), total.shape))
+        return self.sweep.lattice.full, s, t
+
+    def plan(self, end: tuple[int, int, int]) -> Plan:
+        """Walk back from the final state: each step removes one layer of the open stage whose
+        value it explains; a stage that started at the parent ideal steps to the stage before."""
+        sw, inst = self.sweep, self.sweep.lattice.inst
+        ideal, s, t = end
+        value = self.levels[-1].grown[0, s, t]
+        stage_types: list[int] = [t]
+        stage_of = [0] * len(inst.model.layers)
+        for size in range(len(self.levels) - 1, 0, -1):
+            parents = self.levels[size - 1]
+            v, r = next((v, parents.row[ideal ^ (1 << v)]) for v in _members(ideal)
+                        if ideal ^ (1 << v) in parents.row
+                        and value in (parents.grown[parents.row[ideal ^ (1 << v)], s, t]
+                                      + sw.times[v, t],
+                                      parents.opened[parents.row[ideal ^ (1 << v)], s, t]
+                                      + sw.times[v, t]))
+            stage_of[v] = len(stage_types) - 1
+            ideal ^= 1 << v
+            grown = parents.grown[r]
+            if grown[s, t] + sw.times[v, t] == value:
+                value = grown[s, t]
+                continue
+            if not ideal:
+                break
+            s -= int(sw.types.strides[t])
+            t, value = self.previous(float(parents.nbytes[r]), grown, s, t)
+            stage_types.append(t)
+        last = len(stage_types) - 1
+        free = [list(m) for m in sw.types.members]
+        devices = [free[t].pop(0) for t in reversed(stage_types)]
+        return Plan.from_assignment(inst, [last - b for b in stage_of], devices, "lattice")
+
+    def previous(self, nbytes: float, grown: np.ndarray, s: int, t2: int) -> tuple[int, float]:
+        """The type and value of a grown state at an ideal that a stage of type t2 may follow."""
+        sw = self.sweep
+        tau = sw.lat[:, t2] + nbytes * sw.inv_bw[:, t2]
+        fits = np.isfinite(grown[s]) & (
+            (tau <= self.limit) if sw.overlap else (grown[s] + tau <= self.limit))
+        # without overlap the next stage started from the least transfer that fits
+        t = int(np.argmin(np.where(fits, tau, np.inf)))
+        return t, float(grown[s, t])
+
+
+_SWEEP_CHUNK = 4_000_000
+"""Cells of one vectorised block of :meth:`_SweepRun.grow`."""
+
+
+def _openings(types: DeviceTypes) -> tuple[np.ndarray, np.ndarray]:
+    """:attr:`_Sweep.opens_from` and :attr:`_Sweep.opens_to`."""
+    nt = types.n_types
+    pairs = [(s * nt + t, (s + types.strides[t]) * nt + t)
+             for t, states in enumerate(types.addable) for s in states]
+    return (np.array([a for a, _ in pairs], dtype=np.int64),
+            np.array([b for _, b in pairs], dtype=np.int64))
+
+
+def _members(ideal: int) -> Iterator[int]:
+    while ideal:
+        bit = ideal & -ideal
+        ideal ^= bit
+        yield bit.bit_length() - 1

@@ -264,3 +264,50 @@ def test_first_stages_bound_is_below_the_brute_force_optimum(
     best = solve(inst, "brute")
     bound = cuts.first_stages_bound(inst, math.inf, max_sets=max_sets)
     assert bound <= best.objective_s * (1 + 1e-12)  # an infeasible instance: inf
+
+
+# -- the lattice threshold search (edgepart.cuts.period_search) -------------------------------
+
+
+def test_period_search_by_hand() -> None:
+    """:func:`two_layer_chain` has the optimum 3 (derived above: a on A, b on B). From no
+    incumbent the search finds a plan of period 3 and proves that no plan beats it; with the
+    incumbent 3 given it proves 3 with one question ("no plan at 3 (1 - 1e-7)")."""
+    inst = two_layer_chain()
+    found = cuts.period_search(inst, math.inf, 0.0)
+    assert found.plan is not None and evaluate(inst, found.plan).bottleneck_s == pytest.approx(3.0)
+    assert 3.0 * (1 - 1e-6) <= found.bound <= 3.0
+    proof = cuts.period_search(inst, 3.0, 0.0)
+    assert proof.plan is None and proof.questions == 1 and proof.bound >= 3.0 * (1 - 1e-6)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), nd=st.integers(1, 4),
+       shape=st.sampled_from(["chain", "forward", "dag"]), ends=st.sampled_from(
+           [True, False, "source", "sink"]), overlap=st.booleans(), memory=st.booleans())
+def test_period_search_finds_the_brute_force_optimum(
+        seed: int, n: int, nd: int, shape: str, ends: bool | str, overlap: bool,
+        memory: bool) -> None:
+    """Relay instances with per-class times, pinned layers, colocation and (drawn) memory
+    limits: the bound never exceeds the brute-force optimum; without memory limits (which the
+    sweep does not check) the search ends with the optimum and a bound that meets it."""
+    inst = load_instance(random_instance(seed, n=n, nd=nd, shape=shape, ends=ends,
+                                         overlap=overlap, memory=memory, restrict=1,
+                                         colocate=seed % 3 == 0,
+                                         uniform_links=seed % 2 == 0))
+    best = solve(inst, "brute")
+    optimum = math.inf if best.objective_s is None else best.objective_s
+    found = cuts.period_search(inst, math.inf, 0.0)
+    assert found.bound <= optimum * (1 + 1e-12)
+    if found.plan is not None:
+        assert validate_plan(inst, found.plan) == []
+    if not memory:
+        assert found.stopped == ""
+        if math.isinf(optimum):
+            assert found.plan is None
+        else:
+            assert found.plan is not None
+            value = evaluate(inst, found.plan).bottleneck_s
+            assert value == pytest.approx(optimum, rel=1e-9)
+            assert found.bound >= optimum * (1 - 1e-6)

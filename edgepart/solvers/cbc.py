@@ -189,4 +189,4 @@ def _printed_floor(text: str) -> float:
 
 @register("cbc")
 def solve_cbc(inst: Instance, options: SolveOptions) -> SolveResult:
-    return solve_exact(inst, options, "cbc", run_cbc, prefer="paths")
+    return solve_exact(inst, options, "cbc", run_cbc, prefer="paths", lattice=True)

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
+from edgepart.cuts import period_search
 from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
 from edgepart.formulations.paths import Inapplicable, PathFormulation, PathModel
 from edgepart.formulations.pipeline import PipelineFormulation
-from edgepart.instance import Instance
+from edgepart.instance import Instance, Transfer
 from edgepart.plan import Plan, Stage
 from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination, relative_gap
 from edgepart.solvers.base import (
@@ -47,7 +48,7 @@ from edgepart.solvers.base import (
     respects_limits,
 )
 
-__all__ = ["SEARCH_TOL", "Backend", "BackendResult", "solve_exact"]
+__all__ = ["LATTICE_SHARE", "SEARCH_TOL", "Backend", "BackendResult", "solve_exact"]
 
 SEARCH_TOL = 1e-7
 """Candidate periods within this relative distance below the incumbent count as equal to it."""
@@ -78,9 +79,12 @@ class _Outcome:
 
 
 def solve_exact(inst: Instance, options: SolveOptions, name: str,
-                backend: Backend | Mapping[str, Backend], prefer: str = "stages") -> SolveResult:
+                backend: Backend | Mapping[str, Backend], prefer: str = "stages",
+                lattice: bool = False) -> SolveResult:
     """Solve ``inst`` exactly; ``prefer`` is the formulation under ``auto``. ``backend`` is one
-    backend, or one per formulation (``{"paths": ..., "stages": ...}``).
+    backend, or one per formulation (``{"paths": ..., "stages": ...}``). With ``lattice``, a
+    period objective on stage slots first runs :func:`edgepart.cuts.period_search` (relay
+    transfers, no latency or period limit) for at most :data:`LATTICE_SHARE` of the time left.
 
     ``options.time_limit`` bounds the whole call: the warm start gets :data:`WARM_START_SHARE` of
     it, building the formulation and the solver's model count against it (they stop at the
@@ -110,7 +114,7 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                    if options.objective is Objective.LATENCY
                    else _threshold_search(inst, options, paths, run, warm, deadline))
         else:
-            out = _solve_stages(inst, options, run, warm, warm_value, deadline)
+            out = _solve_stages(inst, options, run, warm, warm_value, deadline, lattice)
             if why_not:
                 out.extra["paths_not_used"] = why_not
     except OutOfTime:
@@ -160,14 +164,27 @@ def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, war
 
 
 def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm: Plan | None,
-                  warm_value: float | None, deadline: Deadline) -> _Outcome:
+                  warm_value: float | None, deadline: Deadline, lattice: bool = False
+                  ) -> _Outcome:
     form = PipelineFormulation(inst, options.objective.value, options.max_latency,
                                options.max_period, upper_bound=warm_value, deadline=deadline)
-    extra = {"formulation": "stages", "variables": len(form.model.vars),
-             "constraints": len(form.model.constraints)}
-    if warm_value is not None and relative_gap(warm_value, form.floor) <= OPTIMALITY_TOL:
-        return _Outcome(None, Termination.OPTIMAL, form.floor, extra=extra, version=(
+    extra: dict[str, Any] = {"formulation": "stages", "variables": len(form.model.vars),
+                             "constraints": len(form.model.constraints)}
+    floor = form.floor
+    if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
+        return _Outcome(None, Termination.OPTIMAL, floor, extra=extra, version=(
             "no solver call: the first-stages bound meets the warm start"))
+    if lattice and _lattice_applies(inst, options):
+        search = period_search(inst, math.inf if warm_value is None else warm_value, floor,
+                               Deadline.after(deadline.left() * LATTICE_SHARE))
+        extra["lattice"] = {"questions": search.questions, "bound_s": search.bound,
+                            "stopped": search.stopped}
+        floor = max(floor, search.bound)
+        if search.plan is not None:
+            warm, warm_value = search.plan, _value(inst, search.plan, options)
+        if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
+            return _Outcome(warm, Termination.OPTIMAL, floor, extra=extra, version=(
+                "no solver call: the lattice threshold search proved it"))
     if warm is not None:
         _hint(form.model, form.hint(warm), options)
     res = backend(form.model, options.with_time_left(deadline))
@@ -178,8 +195,20 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
         res = backend(form.model, replace(options.with_time_left(deadline),
                                           extra={**options.extra, "presolve": False}))
         plan, res = _decoded(inst, res, form.decode, options)
-    return _Outcome(plan, res.termination, max(res.bound_s, form.floor), res.version, res.message,
+    if plan is None or (warm_value is not None and _value(inst, plan, options) > warm_value):
+        plan = warm  # the lattice search's plan, when it beat the driver's warm start
+    return _Outcome(plan, res.termination, max(res.bound_s, floor), res.version, res.message,
                     extra)
+
+
+LATTICE_SHARE = 0.5
+"""Share of the time left that the lattice threshold search may use before the solver runs."""
+
+
+def _lattice_applies(inst: Instance, options: SolveOptions) -> bool:
+    """The lattice search answers the period of single-device relay plans without limits."""
+    return (options.objective is Objective.BOTTLENECK and options.max_latency is None
+            and options.max_period is None and inst.cost_model.transfer is Transfer.RELAY)
 
 
 # -- paths ---------------------------------------------------------------------------------

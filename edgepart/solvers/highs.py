@@ -93,4 +93,4 @@ def _highs(sm: ScaledModel, options: SolveOptions, presolve: bool) -> highspy.Hi
 
 @register("highs")
 def solve_highs(inst: Instance, options: SolveOptions) -> SolveResult:
-    return solve_exact(inst, options, "highs", run_highs, prefer="paths")
+    return solve_exact(inst, options, "highs", run_highs, prefer="paths", lattice=True)
