@@ -9,7 +9,10 @@ neighbours' devices say. This module holds the pieces every cut-based method rea
 (prefixes of the layer order, or every ideal), devices merged into interchangeable *types*, and
 :class:`CutCosts`, the arrays of stage compute, memory feasibility and transfer times. The DPs
 (:mod:`edgepart.solvers.dp`), the path formulation (:mod:`edgepart.formulations.paths`) and the
-range heuristics use them; none of it calls a solver.
+range heuristics use them; none of it calls a solver. Two bounds live here too:
+:func:`first_stages_bound` (the cheapest first two stages) and :func:`period_search`, threshold
+questions on the period answered by one sweep over the ideal lattice (the MILP backends' driver
+asks them before it calls the solver on stage slots).
 """
 
 from __future__ import annotations
@@ -28,15 +31,20 @@ from edgepart.instance import Instance
 from edgepart.plan import Plan
 
 __all__ = [
+    "LATTICE_CELLS",
+    "LATTICE_STATES",
     "MAX_IDEALS",
+    "SUM_TOL",
     "CutCosts",
     "CutFamily",
     "DeviceTypes",
+    "PeriodSearch",
     "alive_bytes",
     "colocation_cut_ok",
     "first_stages_bound",
     "ideal_family",
     "path_plan",
+    "period_search",
     "prefix_family",
 ]
 
@@ -519,8 +527,15 @@ stage's layer times in another order than :mod:`edgepart.cost` (at most ``n`` ro
 ``2**-53`` each, far below this), so a term the evaluator puts at the threshold is kept, and a
 claimed bound is lowered by the same factor; both stay far inside ``OPTIMALITY_TOL``."""
 
-LATTICE_IDEALS = 150_000
-"""Most ideals one question of :func:`period_search` visits before it gives up (no claim)."""
+LATTICE_CELLS = 40_000_000
+"""Most states (ideals times used multisets times types) one question of :func:`period_search`
+visits before it gives up (no claim): every level is kept for the walk back, about 16 bytes a
+state (Inception-v3 on 8 devices: 19 million a question)."""
+
+
+LATTICE_STATES = 100_000
+"""Most states per ideal (used multisets times types) :func:`period_search` accepts: devices
+that are all different (20 wireless nodes: a million multisets) make even one ideal too big."""
 
 
 @dataclass(frozen=True)
@@ -535,7 +550,7 @@ class PeriodSearch:
 
 
 def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline = NO_DEADLINE,
-                  max_ideals: int = LATTICE_IDEALS, tol: float = 1e-7) -> PeriodSearch:
+                  max_cells: int = LATTICE_CELLS, tol: float = 1e-7) -> PeriodSearch:
     r"""Minimise the period of a relay plan by threshold questions answered on the ideal lattice.
 
     Question at :math:`\theta`: is there a plan whose every stage term (the source's transfer,
@@ -561,9 +576,14 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
     Search: first just below ``upper`` (usually the incumbent's value, so a "no" proves it
     optimal to ``tol``), then bisection between the proven bound and the best plan, each "no"
     raising the bound to its pruned minimum. Stops at ``deadline`` or when one question visits
-    more than ``max_ideals`` ideals (no claim from that question).
+    more than ``max_cells`` states (no claim from that question).
     """
-    sweep = _Sweep.of(inst)
+    types = DeviceTypes.of(inst, range(len(inst.devices)))
+    per_ideal = types.n_states * types.n_types
+    if per_ideal > LATTICE_STATES:
+        return PeriodSearch(None, lower, 0, f"{per_ideal} states per ideal (device types)")
+    sweep = _Sweep.of(inst, types)
+    max_ideals = max(1, max_cells // per_ideal)
     best: Plan | None = None
     lo, ub, asked = lower, upper, 0
     while ub * (1 - tol) > lo:
@@ -607,9 +627,8 @@ class _Sweep:
     """... and of the state, with that device used, and type where the next stage opens."""
 
     @classmethod
-    def of(cls, inst: Instance) -> _Sweep:
+    def of(cls, inst: Instance, types: DeviceTypes) -> _Sweep:
         g = inst.model
-        types = DeviceTypes.of(inst, range(len(inst.devices)))
         reps = [m[0] for m in types.members]
         alive_end = sum(g.tensor_bytes[u] for u in g.exits) if inst.sink is not None else 0.0
         lat, inv_bw = _type_links(inst, types)
@@ -745,6 +764,7 @@ class _SweepRun:
         grown = np.empty((len(starts), *base.shape[1:]))
         step = max(1, _SWEEP_CHUNK // max(1, base[0].size))
         for g0 in range(0, len(starts), step):  # blocks of whole groups of one child each
+            self.budget.deadline.check()
             lo = starts[g0]
             hi = starts[g0 + step] if g0 + step < len(starts) else len(kid)
             vals = self.cut(base[par[lo:hi]] + sw.times[lay[lo:hi]][:, None, :])

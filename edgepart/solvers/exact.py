@@ -11,6 +11,11 @@ sees layers. Two formulations feed it:
   below the incumbent (usually the only question), then bisection over the finitely many values a
   period can take. An infeasible answer raises the proven bound to the next such value.
 
+For the MILP backends (``lattice=True``) a period objective on stage slots first goes to
+:func:`edgepart.cuts.period_search`: threshold questions answered by one sweep over the ideal
+lattice, whose "no" is a bound that sees transfers (the stage-slot LP bound does not) and whose
+"yes" is a better warm start; when the two meet, no solver is called.
+
 The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
 bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
 falls back to ``stages`` where ``paths`` does not apply; the *method* ``auto``
