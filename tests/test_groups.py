@@ -19,6 +19,7 @@ from edgepart.errors import InputError
 from edgepart.instance import load_instance
 from edgepart.plan import Mode, Plan, Scheme, Stage
 from edgepart.results import SolutionStatus
+from edgepart.solvers import groups
 from edgepart.solvers.base import PlanSpace, SolveOptions, get_method, solve
 from edgepart.solvers.groups import hybrid_lower_bound
 from tests.strategies import random_instance
@@ -355,13 +356,16 @@ def test_dp_matches_brute_force_under_limits(seed: int) -> None:
 def dag(seed: int, n: int, nd: int, transfer: str = "relay") -> Any:
     """A random DAG (several entries and exits where drawn) whose layers keep one feature map
     shape [c, h, w], so that every path of it can be split (convs and pools with a 3 x 3 kernel,
-    stride 1 and padding 1, elementwise layers); exit layers are sometimes linear (outc only)."""
+    stride 1 and padding 1, elementwise layers); exit layers are sometimes linear (outc only).
+    Tensors are 100x smaller than tests/strategies.py draws them, so that splits often pay."""
     data = random_instance(seed, n=n, nd=nd, shape="dag" if seed % 2 else "forward",
                            transfer=transfer, memory=seed % 3 == 0)
     rng = random.Random(seed)
-    c, h, w = rng.randint(1, 3), rng.randint(2, 5), rng.randint(2, 5)
+    c, h, w = rng.randint(1, 3), rng.randint(1, 5), rng.randint(2, 6)  # grid wins on wide maps
     exits = {e["src"] for e in data["model"]["edges"]}
+    data["model"]["input_bytes"] /= 100  # cheap messages, so that splitting pays
     for layer in data["model"]["layers"]:
+        layer["output_bytes"] /= 100
         kind = rng.choice(["conv", "pool", "elementwise"]
                           + (["linear"] if layer["id"] not in exits else []))
         shape: dict[str, Any] = {"kind": kind, "in": [c, h, w], "out": [c, h, w]}
@@ -379,16 +383,18 @@ def test_dp_matches_brute_force_on_dags() -> None:
     # ideals agrees with brute force over every hybrid plan, and some optimum splits a DAG's
     # path, so the DAG rule of split stages (cost.split_path_problem) is exercised
     dags = 0
-    split_on_dag = False
-    for seed in range(12):
+    seen: set[str] = set()
+    for seed in range(14):
         inst = dag(seed, n=4, nd=3 if seed % 3 else 2)
         dags += not inst.model.is_chain
         for space in SPACES:
             for objective in ("latency", "bottleneck"):
                 brute = _agree(inst, space, objective)
-                split_on_dag |= (not inst.model.is_chain and brute.has_plan
-                                 and any(s.mode is Mode.SPLIT for s in brute.plan.stages))
-    assert dags >= 6 and split_on_dag
+                for st_ in brute.plan.stages if brute.has_plan and not inst.model.is_chain else ():
+                    seen.add(st_.mode.value)
+                    seen.update(s.value for _, s in st_.schemes)
+    assert dags >= 6
+    assert seen >= {"single", "replicate", "split", "outc", "rows", "grid"}, seen
 
 
 def test_split_stage_on_a_dag_must_be_a_path() -> None:
@@ -495,3 +501,26 @@ def test_without_splits_the_least_latency_is_the_pipeline_optimum(seed: int) -> 
             pipeline = found
         elif found.has_plan:
             assert found.objective_s == pytest.approx(pipeline.objective_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fallback_answers_within_its_bound_and_the_pipeline_optimum(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the DP is kept from running (no size fits), so groups answers by its fallback: a plan of
+    # the plan space (groups of at most --max-group devices), no better than brute force's
+    # hybrid optimum (a check of the plan), no worse than the pipeline optimum, and a bound no
+    # higher than that optimum
+    monkeypatch.setattr(groups, "MAX_WORK", 0)
+    inst = dag(seed, n=4, nd=3)
+    for objective in ("latency", "bottleneck"):
+        options = SolveOptions(objective=objective, plan_space="hybrid",
+                               max_group=2 if seed % 2 else None)
+        r = solve(inst, "groups", options)
+        best = solve(inst, "brute", options)
+        pipeline = solve(inst, "brute", SolveOptions(objective=objective))
+        assert "combinations" in r.message
+        assert r.bound_s <= best.objective_s * (1 + 1e-9) if best.has_plan else True
+        if pipeline.has_plan:
+            assert r.has_plan and r.objective_s <= pipeline.objective_s * (1 + 1e-9)
+            assert r.objective_s >= best.objective_s * (1 - 1e-9)
+            assert all(len(st_.members) <= (options.max_group or 3) for st_ in r.plan.stages)
