@@ -13,10 +13,22 @@ Compared in the same run, on the three quota classes:
 * ``speed_factor``: the catalog's model, this host's measured time of the same layer x the
   class's speed factor (host FLOP/s / class FLOP/s = 1 / quota here);
 * ``roofline``: ``max(flops / peak, bytes / bandwidth)`` with this host's probed single-thread
-  FLOP/s (x quota) and copy bandwidth.
+  FLOP/s (x quota) and copy bandwidth;
+* ``host_share`` (a reference, not a predictor: it reads the held-out model's measured total):
+  this host's time of the layer x the model's measured ratio (sum on the class / sum on this
+  host). It errs only where a layer's share of the model differs between this host and the
+  class. On ``q1.0`` (one CPU, this host's speed) that difference is measurement noise and
+  nothing else a layer-time model could learn, so its error there is the **noise floor** of
+  two measurements of the same layer (of one measurement against the truth about 1/sqrt(2) of
+  that, if the two are independent and alike). The traces keep each layer's median of
+  ``--windows`` timing windows, not the windows, so this is the cache's only measure of noise;
+  a direct one needs the windows in the trace or two runs of the same models.
 
-Metrics per class and op kind: MAPE (mean of |predicted - measured| / measured) and the share of
-predictions within +-10% (nn-Meter's metric); also the error of each model's sum of layers.
+Metrics per class and op kind: MAPE (mean of |predicted - measured| / measured), the share of
+predictions within +-10% (nn-Meter's metric) and the time-weighted error sum |predicted -
+measured| / sum measured (what a partitioner feels: a stage's time is a sum of layers, so a
+microsecond view off by 200% weighs what it costs); also each model's error of the sum of layers
+and its time-weighted error per class, and the issue's target checked on the per-model MAPEs.
 
     python bench/estimator.py [--models a,b,...] [--input 112] [--windows 3] [--json FILE]
 """
@@ -110,14 +122,17 @@ def leave_one_out(data: Mapping[str, Mapping[str, Any]], rounds: int
         est = fit([t for m, by in traces.items() if m != held for t in by.values()],
                   rounds=rounds)
         host = traces[held]["host"]
+        host_sum = sum(layer["time_s"] for layer in host.layers)
         for cls, trace in traces[held].items():
             predicted = est.predict(trace.layers, trace.device)
+            ratio = sum(layer["time_s"] for layer in trace.layers) / host_sum
             for layer, host_layer, p in zip(trace.layers, host.layers, predicted, strict=True):
                 rows.append({
                     "model": held, "class": cls, "op": layer["op"], "id": layer["id"],
                     "measured_s": layer["time_s"], "estimator_s": p,
                     "speed_factor_s": host_layer["time_s"] / trace.device.cpus
                     if cls != "host" else None,
+                    "host_share_s": host_layer["time_s"] * ratio if cls != "host" else None,
                     "roofline_s": roofline_time(layer["flops"], layer["traffic_bytes"],
                                                 trace.device.flops_per_s,
                                                 trace.device.memory_bandwidth_bytes_per_s)})
@@ -127,16 +142,23 @@ def leave_one_out(data: Mapping[str, Mapping[str, Any]], rounds: int
 
 
 def metrics(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
-    errors = [abs(r[key] - r["measured_s"]) / r["measured_s"] for r in rows
-              if r[key] is not None]
+    scored = [r for r in rows if r[key] is not None]
+    errors = [abs(r[key] - r["measured_s"]) / r["measured_s"] for r in scored]
     if not errors:
         return {"layers": 0}
     return {"layers": len(errors), "mape_%": round(100 * statistics.fmean(errors), 1),
             "median_ape_%": round(100 * statistics.median(errors), 1),
-            "within_10_%": round(100 * sum(e <= 0.10 for e in errors) / len(errors), 1)}
+            "within_10_%": round(100 * sum(e <= 0.10 for e in errors) / len(errors), 1),
+            "time_weighted_%": time_weighted(scored, key)}
 
 
-MODELS_COMPARED = ("estimator", "speed_factor", "roofline")
+def time_weighted(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    """sum |predicted - measured| / sum measured, in %."""
+    return round(100 * sum(abs(r[key] - r["measured_s"]) for r in rows)
+                 / sum(r["measured_s"] for r in rows), 1)
+
+
+MODELS_COMPARED = ("estimator", "speed_factor", "roofline", "host_share")
 
 
 def table(rows: Sequence[Mapping[str, Any]], group: str) -> list[dict[str, Any]]:
@@ -148,12 +170,14 @@ def table(rows: Sequence[Mapping[str, Any]], group: str) -> list[dict[str, Any]]
             m = metrics(part, f"{name}_s")
             line[f"{name} MAPE %"] = m.get("mape_%")
             line[f"{name} within 10 %"] = m.get("within_10_%")
+            line[f"{name} time-wtd %"] = m.get("time_weighted_%")
         out.append(line)
     return out
 
 
 def model_sums(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Error of each held-out model's sum of layer times, per class."""
+    """Per held-out model and class: the error of the sum of layer times (signed) and the
+    time-weighted error, of the estimator and the speed factor."""
     out = []
     for model in sorted({r["model"] for r in rows}):
         line: dict[str, Any] = {"model": model}
@@ -162,9 +186,25 @@ def model_sums(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             measured = sum(r["measured_s"] for r in part)
             for name in ("estimator", "speed_factor"):
                 predicted = sum(r[f"{name}_s"] for r in part)
-                line[f"{cls} {name} %"] = round(100 * (predicted - measured) / measured, 1)
+                line[f"{cls} {name} sum %"] = round(100 * (predicted - measured) / measured, 1)
+                line[f"{cls} {name} time-wtd %"] = time_weighted(part, f"{name}_s")
         out.append(line)
     return out
+
+
+def target(per_model: Sequence[Mapping[str, Any]], overall: Mapping[str, Any]) -> str:
+    """Issue 12's target on the quota classes: median over models of the MAPE <= 10%, >= 80% of
+    layers within +-10%, both better than the speed factor's."""
+    median = {name: statistics.median(m[f"{name} MAPE %"] for m in per_model)
+              for name in ("estimator", "speed_factor", "host_share")}
+    within = overall["estimator within 10 %"]
+    met = (median["estimator"] <= 10 and within >= 80 and median["estimator"]
+           < median["speed_factor"] and within > overall["speed_factor within 10 %"])
+    return (f"Median over models of the MAPE: estimator {median['estimator']:.1f}%, speed factor "
+            f"{median['speed_factor']:.1f}%, host-share reference {median['host_share']:.1f}%; "
+            f"estimator within +-10%: {within}% (speed factor "
+            f"{overall['speed_factor within 10 %']}%). Target (<= 10% and >= 80%, better than "
+            f"the speed factor): {'met' if met else 'NOT met'}.")
 
 
 def main() -> None:
@@ -198,9 +238,8 @@ def main() -> None:
     print("\n### Per held-out model (quota classes)\n")
     per_model = table(quota_rows, "model")
     print(markdown_table(per_model))
-    medians = [m["estimator MAPE %"] for m in per_model]
-    print(f"\nMedian over models of the estimator's MAPE: {statistics.median(medians):.1f}%")
-    print("\n### Sum of layers per held-out model: error %\n")
+    print("\n" + target(per_model, overall[0]))
+    print("\n### Sum of layers and time-weighted error per held-out model and class, %\n")
     print(markdown_table(model_sums(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows))

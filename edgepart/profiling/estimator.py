@@ -2,20 +2,37 @@
 
 The model. A layer's time on a device class is a function ``t = f(x_layer, x_device)`` of
 
-* the layer: op kind (categorical), input and output (channels, height, width), kernel, stride,
-  groups, FLOPs, parameter bytes and bytes moved (:func:`edgepart.profiling.measure.unit_features`,
-  read from the torch modules);
+* the layer: op kind and its family (categorical, :data:`OP_FAMILIES`), input and output
+  (channels, height, width), kernel, stride, groups, FLOPs, parameter bytes and bytes moved
+  (:func:`edgepart.profiling.measure.unit_features`, read from the torch modules), and derived
+  from them the input and output element counts and the layer's roofline terms on the device,
+  ``flops / peak`` and ``bytes / (bandwidth x cpus)`` (under a CPU quota a copy loop runs only the
+  quota's share of the time, as the compute does);
 * the device class: peak FLOP/s, memory bandwidth, cores and CPU quota (:class:`DeviceFeatures`).
 
-``f`` is a gradient-boosted tree ensemble fitted to measured traces, as FlexPie's planner does
-(Happyrhzhang/FlexPie, ``python/cost_model``, see /work/shared/ALGORITHMS.md: XGBoost with the
-``reg:gamma`` objective on layer shapes, kernel and stride). We use LightGBM with the same gamma
-objective: a log link, ``log t = sum of trees``, so a device's speed enters as a factor and the
-fit minimises a deviance that weighs relative, not absolute, errors (a 10 us layer counts as
-much as a 10 ms one). ``max_delta_step`` caps each leaf's log-step: the gamma Newton step divides
-by a hessian ``t e^-f`` that is tiny for the fastest layers when times span five orders of
-magnitude, and without the cap the fit diverged (every prediction ~1e-57 s). The booster is kept
-in LightGBM's own text format (``Booster.model_to_string``) inside our JSON, never pickled.
+``f`` is a log-linear baseline times a gradient-boosted tree ensemble fitted to measured traces,
+as FlexPie's planner does (Happyrhzhang/FlexPie, ``python/cost_model``, see
+/work/shared/ALGORITHMS.md: XGBoost with the ``reg:gamma`` objective on layer shapes, kernel and
+stride)::
+
+    log t = b(x) + sum of trees(x)
+    b(x)  = g . (1, log(1 + flops), log(1 + bytes), log cpus)
+          + h_F . (1, log(1 + flops), log(1 + bytes))
+
+``b`` is fitted first, by least squares on ``log t``: ``g`` pooled over all layers, ``h_F`` per op
+family ``F`` with a ridge penalty :data:`FAMILY_RIDGE` on ``h`` only, so a family of few layers
+stays near the pooled law and a family never trained on gets it exactly (``h_F = 0``). Why a
+baseline: trees are piecewise constant, so alone they predict a layer larger or smaller than any
+trained on (resnet50's widest convolutions, a held-out model's) as the nearest trained one; the
+baseline extrapolates as a power law in FLOPs and bytes, and the trees fit only the residual
+factor, starting from ``b`` (LightGBM's ``init_score``). The trees use LightGBM with FlexPie's
+gamma objective: a log link, so a device's speed enters as a factor and the fit minimises a
+deviance that weighs relative, not absolute, errors (a 10 us layer counts as much as a 10 ms
+one). ``max_delta_step`` caps each leaf's log-step: the gamma Newton step divides by a hessian
+``t e^-f`` that is tiny for the fastest layers when times span five orders of magnitude, and
+without the cap the fit diverged (every prediction ~1e-57 s). The booster is kept in LightGBM's
+own text format (``Booster.model_to_string``) inside our JSON, never pickled; the baseline's
+coefficients are JSON numbers.
 
 Without an estimator, :func:`roofline_time` is the fallback: ``max(flops / peak, bytes /
 bandwidth)``, the time of a layer that runs at its device's peak compute or memory rate.
@@ -43,14 +60,35 @@ from typing import Any
 from edgepart.errors import InputError
 from edgepart.files import read_json
 
-__all__ = ["DEVICE_FEATURES", "LAYER_FEATURES", "TRACE_FORMAT", "DeviceFeatures", "Estimator",
-           "Trace", "fit", "load_estimator", "load_trace", "roofline_time", "trace_json"]
+__all__ = ["DERIVED_FEATURES", "DEVICE_FEATURES", "FAMILY_RIDGE", "LAYER_FEATURES", "OP_FAMILIES",
+           "TRACE_FORMAT", "Baseline", "DeviceFeatures", "Estimator", "Trace", "fit",
+           "fit_baseline", "load_estimator", "load_trace", "op_family", "roofline_time",
+           "trace_json"]
 
 TRACE_FORMAT = "edgepart-trace"
 ESTIMATOR_FORMAT = "edgepart-estimator"
+ESTIMATOR_VERSION = 2
 LAYER_FEATURES = ("flops", "traffic_bytes", "param_bytes", "in_c", "in_h", "in_w", "out_c",
                   "out_h", "out_w", "kernel", "stride", "groups", "nodes")
+DERIVED_FEATURES = ("in_elements", "out_elements", "compute_s", "memory_s")
 DEVICE_FEATURES = ("flops_per_s", "memory_bandwidth_bytes_per_s", "cores", "cpus")
+MODEL_FEATURES = ("op", "family", *LAYER_FEATURES, *DERIVED_FEATURES, *DEVICE_FEATURES)
+OP_FAMILIES: Mapping[str, str] = {
+    "conv2d": "conv", "linear": "linear", "batchnorm2d": "norm", "layernorm": "norm",
+    "relu": "activation", "relu6": "activation", "silu": "activation", "gelu": "activation",
+    "sigmoid": "activation", "hardswish": "activation", "hardsigmoid": "activation",
+    "add": "binary", "mul": "binary", "maxpool2d": "pool", "avgpool2d": "pool",
+    "adaptiveavgpool2d": "global_pool", "adaptive_avg_pool2d": "global_pool",
+    "mean": "global_pool", "view": "view", "reshape": "view", "flatten": "view",
+    "transpose": "view", "permute": "view", "chunk": "view", "contiguous": "copy", "cat": "copy",
+    "stochastic_depth": "copy", "dropout": "copy"}
+"""Op kind -> family of ops with one cost law: a view or ``chunk`` is a per-call overhead, an
+activation or binary op streams its tensor once, a copy writes one; an op named here but never
+trained on is predicted from its family's layers. Ops not listed form the family ``other``."""
+FAMILIES = tuple(sorted({*OP_FAMILIES.values(), "other"}))
+FAMILY_RIDGE = 1.0
+"""Ridge penalty on a family's deviation from the pooled baseline (in units of squared log-time
+per layer: a family of n layers moves away from the pooled law about n / (n + 1) of the way)."""
 DEFAULT_PARAMS: Mapping[str, Any] = {
     "objective": "gamma", "max_delta_step": 1.0, "learning_rate": 0.05, "num_leaves": 31,
     "min_data_in_leaf": 5, "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1,
@@ -137,12 +175,64 @@ def load_trace(src: str | Path | Mapping[str, Any]) -> Trace:
                  str(data.get("measured_on", "")), tuple(layers))
 
 
+def op_family(op: str) -> str:
+    """The family of ``op`` (:data:`OP_FAMILIES`; ``other`` if unlisted)."""
+    return OP_FAMILIES.get(op, "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The log-linear baseline ``b`` of the module docstring: ``pooled`` = ``g`` (4 numbers),
+    ``families`` = ``h_F`` (3 numbers each)."""
+
+    pooled: tuple[float, ...]
+    families: Mapping[str, tuple[float, ...]]
+
+    def log_time(self, layer: Mapping[str, Any], device: DeviceFeatures) -> float:
+        """``b(x)``: the baseline's log-seconds of ``layer`` on ``device``."""
+        shared = _shape_terms(layer)
+        family = self.families.get(op_family(str(layer["op"])), (0.0, 0.0, 0.0))
+        return (sum(g * x for g, x in zip(self.pooled, (*shared, math.log(device.cpus)),
+                                          strict=True))
+                + sum(h * x for h, x in zip(family, shared, strict=True)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pooled": list(self.pooled),
+                "families": {f: list(h) for f, h in sorted(self.families.items())}}
+
+
+def fit_baseline(layers: Sequence[tuple[Mapping[str, Any], DeviceFeatures]]) -> Baseline:
+    """Least squares of ``log t`` on the baseline's terms, ridge :data:`FAMILY_RIDGE` on the
+    family terms only (the module docstring says why)."""
+    import numpy as np
+
+    families = sorted({op_family(str(layer["op"])) for layer, _ in layers})
+    width = 4 + 3 * len(families)
+    design = np.zeros((len(layers), width))
+    for i, (layer, device) in enumerate(layers):
+        shared = _shape_terms(layer)
+        design[i, :4] = (*shared, math.log(device.cpus))
+        k = 4 + 3 * families.index(op_family(str(layer["op"])))
+        design[i, k:k + 3] = shared
+    target = np.log([float(layer["time_s"]) for layer, _ in layers])
+    penalty = np.diag([0.0] * 4 + [FAMILY_RIDGE] * (width - 4))
+    # lstsq on the stacked system [X; sqrt(P)] w = [y; 0]: the ridge solution, and well defined
+    # where the pooled columns are collinear (a single class: log cpus constant)
+    stacked = np.vstack([design, np.sqrt(penalty)])
+    coef = np.linalg.lstsq(stacked, np.concatenate([target, np.zeros(width)]), rcond=None)[0]
+    return Baseline(tuple(float(c) for c in coef[:4]),
+                    {f: tuple(float(c) for c in coef[4 + 3 * j:7 + 3 * j])
+                     for j, f in enumerate(families)})
+
+
 @dataclass(frozen=True, slots=True)
 class Estimator:
-    """A fitted estimator: the LightGBM text model, its op vocabulary and what it was fitted on."""
+    """A fitted estimator: the baseline, the LightGBM text model of the residual, its op
+    vocabulary and what it was fitted on."""
 
     booster_text: str
     ops: tuple[str, ...]
+    baseline: Baseline
     trained_on: Mapping[str, Any] = field(default_factory=dict)
 
     def predict(self, layers: Sequence[Mapping[str, Any]], device: DeviceFeatures
@@ -153,57 +243,96 @@ class Estimator:
 
         booster = lightgbm.Booster(model_str=self.booster_text)
         rows = np.array([_row(layer, device, self.ops) for layer in layers], dtype=float)
-        return [float(t) for t in booster.predict(rows)]
+        residual = booster.predict(rows, raw_score=True)
+        return [math.exp(self.baseline.log_time(layer, device) + float(r))
+                for layer, r in zip(layers, residual, strict=True)]
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": ESTIMATOR_FORMAT, "version": 1,
-                "features": ["op", *LAYER_FEATURES, *DEVICE_FEATURES], "ops": list(self.ops),
-                "trained_on": dict(self.trained_on), "lightgbm": self.booster_text}
+        return {"format": ESTIMATOR_FORMAT, "version": ESTIMATOR_VERSION,
+                "features": list(MODEL_FEATURES), "ops": list(self.ops),
+                "trained_on": dict(self.trained_on), "baseline": self.baseline.to_json(),
+                "lightgbm": self.booster_text}
 
 
 def load_estimator(src: str | Path | Mapping[str, Any]) -> Estimator:
     """Read an estimator JSON written by :meth:`Estimator.to_json`."""
     where = str(src) if not isinstance(src, Mapping) else "estimator"
     data = _read_json(src, where) if not isinstance(src, Mapping) else src
-    if data.get("format") != ESTIMATOR_FORMAT or data.get("version") != 1:
-        raise InputError(f"{where}: format: expected {ESTIMATOR_FORMAT!r} version 1")
-    if data.get("features") != ["op", *LAYER_FEATURES, *DEVICE_FEATURES]:
+    if data.get("format") != ESTIMATOR_FORMAT or data.get("version") != ESTIMATOR_VERSION:
+        raise InputError(f"{where}: format: expected {ESTIMATOR_FORMAT!r} version "
+                         f"{ESTIMATOR_VERSION} (refit older estimators)")
+    if data.get("features") != list(MODEL_FEATURES):
         raise InputError(f"{where}: features: not the features this edgepart computes")
     ops, text = data.get("ops"), data.get("lightgbm")
     if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
         raise InputError(f"{where}: ops: expected a list of strings")
     if not isinstance(text, str) or not text.startswith("tree"):
         raise InputError(f"{where}: lightgbm: expected LightGBM's text model")
-    return Estimator(text, tuple(ops), dict(data.get("trained_on") or {}))
+    return Estimator(text, tuple(ops), _load_baseline(data.get("baseline"), f"{where}: baseline"),
+                     dict(data.get("trained_on") or {}))
 
 
 def fit(traces: Sequence[Trace], *, rounds: int = DEFAULT_ROUNDS,
         params: Mapping[str, Any] | None = None) -> Estimator:
-    """Fit the estimator to every layer of ``traces`` (see the module docstring)."""
+    """Fit the estimator to every layer of ``traces``: the baseline, then the trees from it (see
+    the module docstring)."""
     import lightgbm
     import numpy as np
 
     if not traces:
         raise InputError("fit: give at least one trace")
     ops = tuple(sorted({str(layer["op"]) for t in traces for layer in t.layers}))
-    rows = [_row(layer, t.device, ops) for t in traces for layer in t.layers]
-    times = [float(layer["time_s"]) for t in traces for layer in t.layers]
-    data = lightgbm.Dataset(np.array(rows, dtype=float), np.array(times), categorical_feature=[0],
-                            free_raw_data=False)
+    pairs = [(layer, t.device) for t in traces for layer in t.layers]
+    baseline = fit_baseline(pairs)
+    rows = [_row(layer, device, ops) for layer, device in pairs]
+    data = lightgbm.Dataset(np.array(rows, dtype=float),
+                            np.array([float(layer["time_s"]) for layer, _ in pairs]),
+                            init_score=np.array([baseline.log_time(*p) for p in pairs]),
+                            categorical_feature=[0, 1], free_raw_data=False)
     booster = lightgbm.train({**DEFAULT_PARAMS, **(params or {})}, data, num_boost_round=rounds)
     trained_on = {"models": sorted({t.model for t in traces}),
                   "classes": sorted({t.device_class for t in traces}),
                   "layers": len(rows), "rounds": rounds, "objective": "gamma",
                   "lightgbm": lightgbm.__version__}
-    return Estimator(booster.model_to_string(), ops, trained_on)
+    return Estimator(booster.model_to_string(), ops, baseline, trained_on)
 
 
 def _row(layer: Mapping[str, Any], device: DeviceFeatures, ops: Sequence[str]) -> list[float]:
-    """Feature vector: op code (-1, LightGBM's missing category, for an op never trained on),
-    the layer's numbers, the device's."""
+    """Feature vector (:data:`MODEL_FEATURES`): op code (-1, LightGBM's missing category, for an
+    op never trained on), family code, the layer's numbers, the derived ones, the device's."""
     op = str(layer["op"])
     code = float(ops.index(op)) if op in ops else -1.0
-    return [code, *(float(layer[name]) for name in LAYER_FEATURES), *device.vector()]
+    bandwidth = device.memory_bandwidth_bytes_per_s
+    derived = (float(layer["in_c"]) * layer["in_h"] * layer["in_w"],
+               float(layer["out_c"]) * layer["out_h"] * layer["out_w"],
+               layer["flops"] / device.flops_per_s,
+               math.nan if bandwidth is None
+               else layer["traffic_bytes"] / (bandwidth * device.cpus))
+    return [code, float(FAMILIES.index(op_family(op))),
+            *(float(layer[name]) for name in LAYER_FEATURES), *derived, *device.vector()]
+
+
+def _shape_terms(layer: Mapping[str, Any]) -> tuple[float, float, float]:
+    """``(1, log(1 + flops), log(1 + bytes))``: the baseline's layer terms (``1 +``: a view has
+    no FLOPs)."""
+    return (1.0, math.log1p(float(layer["flops"])), math.log1p(float(layer["traffic_bytes"])))
+
+
+def _load_baseline(value: Any, where: str) -> Baseline:
+    data = _object(value, where)
+    pooled = _numbers(data.get("pooled"), 4, f"{where}.pooled")
+    families = _object(data.get("families"), f"{where}.families")
+    return Baseline(pooled, {str(f): _numbers(h, 3, f"{where}.families.{f}")
+                             for f, h in families.items()})
+
+
+def _numbers(value: Any, count: int, where: str) -> tuple[float, ...]:
+    ok = (isinstance(value, list) and len(value) == count
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                  for x in value))
+    if not ok:
+        raise InputError(f"{where}: expected {count} finite numbers, got {value!r}")
+    return tuple(float(x) for x in value)
 
 
 def _read_json(path: str | Path, where: str) -> Mapping[str, Any]:
