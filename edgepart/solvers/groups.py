@@ -299,8 +299,7 @@ class _Problem:
         self.arcs = self._arcs()
         best = [min(row) for row in inst.times]
         self.rest = [sum(best[v] for v in np.flatnonzero(~row)) for row in family.sets]
-        self.speed = [max((best[v] / t for v, t in enumerate(col) if 0 < t < math.inf),
-                          default=0.0) for col in zip(*inst.times, strict=True)]
+        self.speed = _speeds(inst.times, best)
 
     def rest_bound(self, pos: int, used: int) -> float:
         """A lower bound on the latency, and on the period, of the layers outside cut ``pos``
@@ -718,11 +717,17 @@ def hybrid_lower_bound(inst: Instance, objective: Objective | str) -> float:
     if Objective(objective) is Objective.LATENCY:
         return sum(shares)
     best = [min(row) if keep else 0.0 for row, keep in zip(times, counted, strict=True)]
-    speed = [max((best[v] / t for v, t in enumerate(col) if 0 < t < math.inf), default=0.0)
-             for col in zip(*times, strict=True)]
+    speed = _speeds(times, best)
     total = sum(best)
     work = total / sum(speed) if sum(speed) > 0 else (math.inf if total > 0 else 0.0)
     return max(max(shares, default=0.0), work)
+
+
+def _speeds(times: Sequence[Sequence[float]], best: Sequence[float]) -> list[float]:
+    """Per device d, s_d = max_v best_v / t(v, d): best-time work done per second (so that
+    best_v <= s_d t(v, d) for every layer d may run)."""
+    return [max((best[v] / t for v, t in enumerate(col) if 0 < t < math.inf), default=0.0)
+            for col in zip(*times, strict=True)]
 
 
 def _harmonic(row: Sequence[float]) -> float:
