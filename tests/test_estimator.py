@@ -16,6 +16,7 @@ from edgepart.errors import InputError
 from edgepart.profiling.estimator import (
     DeviceFeatures,
     fit,
+    fit_baseline,
     load_estimator,
     load_trace,
     roofline_time,
@@ -62,6 +63,30 @@ def test_the_estimator_recovers_a_known_law_out_of_sample() -> None:
     assert sum(e <= 0.10 for e in errors) / len(errors) >= 0.8
 
 
+def test_the_baseline_extrapolates_beyond_the_trained_layers() -> None:
+    # trained on 1e5..1e7 FLOPs; asked about 1e8 and 1e9 (10x and 100x the largest layer). The
+    # truth is a power law, log t = log flops - log 1e9 - log cpus, which the baseline's terms
+    # contain, so it predicts 0.1 s / cpus and 1 s / cpus; trees alone would predict the largest
+    # trained layer's 0.01 s / cpus (10x and 100x short)
+    est = fit([load_trace(t) for t in _traces([1e5 * 1.1 ** k for k in range(49)])], rounds=100)
+    for cpus in CPUS:
+        for flops, truth in ((1e8, 0.1 / cpus), (1e9, 1.0 / cpus)):
+            (predicted,) = est.predict([_layer(flops)], _device(cpus))
+            assert predicted == pytest.approx(truth, rel=0.10)
+
+
+def test_an_op_never_trained_on_takes_its_familys_law() -> None:
+    # relu layers cost 1 us + nothing else; conv layers follow the FLOP law. A relu6 (family
+    # "activation", never trained on) must be priced like a relu (1 us), not like a conv.
+    layers = [{**_layer(f, "relu"), "time_s": 1e-6} for f in (1e5, 1e6, 1e7)]
+    layers += [{**_layer(f), "time_s": law(f, 1.0)} for f in (1e5, 1e6, 1e7)]
+    baseline = fit_baseline([(layer, _device(1.0)) for layer in layers])
+    relu6 = math.exp(baseline.log_time(_layer(1e7, "relu6"), _device(1.0)))
+    conv = math.exp(baseline.log_time(_layer(1e7), _device(1.0)))
+    assert relu6 == pytest.approx(1e-6, rel=0.5)  # ridge pulls it a little toward the pooled law
+    assert conv == pytest.approx(law(1e7, 1.0), rel=0.5)
+
+
 def test_estimator_json_round_trip_keeps_lightgbm_text(tmp_path: Path) -> None:
     flops = [1e5 * 1.1 ** k for k in range(60)]
     est = fit([load_trace(t) for t in _traces(flops)], rounds=20)
@@ -74,6 +99,10 @@ def test_estimator_json_round_trip_keeps_lightgbm_text(tmp_path: Path) -> None:
     assert again.predict(layers, _device(0.5)) == est.predict(layers, _device(0.5))
     # an op never trained on is LightGBM's missing category, not an error
     assert all(t > 0 for t in again.predict([_layer(1e6, "softmax")], _device(1.0)))
+    with pytest.raises(InputError, match="version 2"):
+        load_estimator({**data, "version": 1})
+    with pytest.raises(InputError, match=r"baseline.pooled: expected 4 finite numbers"):
+        load_estimator({**data, "baseline": {"pooled": [1, 2], "families": {}}})
 
 
 @pytest.mark.parametrize(("change", "message"), [
