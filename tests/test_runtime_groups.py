@@ -35,6 +35,8 @@ from edgepart.runtime.groups import (
     Key,
     Mailbox,
     Member,
+    Obsolete,
+    PeerError,
     ReplicaScheduler,
     Slice,
     SlicePart,
@@ -484,3 +486,22 @@ def test_a_split_helper_killed_mid_stream_loses_no_request() -> None:
     assert report["failure_events"][0]["device"] == "d1"
     assert "d1" not in {d for st in report["final_plan"]["stages"]
                         for d in st.get("devices", [st.get("device")])}
+
+
+def test_a_mailbox_wait_ends_with_the_pieces_a_failed_send_or_a_new_deployment() -> None:
+    box = Mailbox()
+    a, b = (EPOCH, 0, 0, 1, 1), (EPOCH, 0, 0, 1, 2)
+    box.put(b, torch.ones(1))
+    threading.Timer(0.05, box.put, (a, torch.zeros(1))).start()  # arrives while it waits
+    assert [float(t) for t in box.take(EPOCH, [a, b], lambda: True)] == [0.0, 1.0]
+    with pytest.raises(Obsolete):  # nothing comes, and the deployment is gone
+        box.take(EPOCH, [a], lambda: False)
+    box.fail(EPOCH, 3, "connection reset")
+    with pytest.raises(PeerError, match="connection reset") as err:
+        box.take(EPOCH, [a], lambda: True)
+    assert err.value.rank == 3
+    box.put(a, torch.zeros(1))
+    box.forget(EPOCH + 1)  # the failure and the pieces of the older deployment are dropped
+    assert box.take(EPOCH, [], lambda: True) == []
+    with pytest.raises(Obsolete):
+        box.take(EPOCH, [a], lambda: False)
