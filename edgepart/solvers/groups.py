@@ -754,9 +754,38 @@ def _best_known(inst: Instance, options: SolveOptions, deadline: Deadline, start
                 reason: str, timed_out: bool = False) -> SolveResult:
     """Where the DP does not apply: the best of the pipeline optimum (``auto``, within what is
     left of the time limit), the warm start and the group baselines of the plan space, with
-    :func:`hybrid_lower_bound`; the pipeline solver's own bound too where the plan space has
-    only pipeline plans (``--plan-space pipeline``, or direct transfers, under which the
-    validator refuses every group)."""
+    :func:`hybrid_lower_bound`, or the pipeline solver's own bound where it holds for the plan
+    space (:func:`_pipeline_bound_holds`)."""
+    pipeline, found = _candidates(inst, options, deadline)
+    plan = best_plan(inst, [p for p in found.values() if p is not None and _in_space(p, options)],
+                     options)
+    bound, bound_name = hybrid_lower_bound(inst, options.objective), "the fractional work bound"
+    pipeline_bound = _pipeline_bound_holds(inst, options)
+    if pipeline_bound and pipeline.bound_s > bound:
+        bound, bound_name = pipeline.bound_s, "the pipeline solver's bound"
+    extra: dict[str, Any] = {"plan_space": options.plan_space.value, "fallback": {
+        "why": reason, "pipeline_status": pipeline.status.value,
+        "plan_from": next((k for k, p in found.items() if p is plan), None)}}
+    wall = time.perf_counter() - start
+    if plan is None and pipeline_bound and pipeline.status is SolutionStatus.INFEASIBLE:
+        return finish(inst, None, method="groups", options=options, extra=extra,
+                      termination=Termination.INFEASIBLE, wall_time_s=wall,
+                      message=pipeline.message)
+    message = (f"the exact DP does not apply ({reason}): best of the pipeline solver, the warm "
+               f"start and the group baselines, with {bound_name}")
+    timed_out = (timed_out or deadline.left() <= 0
+                 or pipeline.termination is Termination.TIME_LIMIT)
+    termination = (Termination.OPTIMAL  # the pipeline proof holds and no candidate is worse
+                   if pipeline_bound and pipeline.termination is Termination.OPTIMAL
+                   else Termination.TIME_LIMIT if timed_out else Termination.FINISHED)
+    return finish(inst, plan, method="groups", options=options, termination=termination,
+                  bound=bound, wall_time_s=wall, exact=True, message=message, extra=extra)
+
+
+def _candidates(inst: Instance, options: SolveOptions, deadline: Deadline
+                ) -> tuple[SolveResult, dict[str, Plan | None]]:
+    """The pipeline solver's result (warm-started by a warm start without groups) and every
+    candidate plan by where it comes from."""
     warm = options.warm_start
     pipeline_options = replace(options, plan_space=PlanSpace.PIPELINE, warm_start=(
         warm if warm is not None and not any(st.is_group for st in warm.stages) else None))
@@ -765,30 +794,17 @@ def _best_known(inst: Instance, options: SolveOptions, deadline: Deadline, start
     for name, mode in BASELINES.items():
         if mode in MODES[options.plan_space]:
             found[name] = get_method(name, options.plan_space)(inst, options).plan
-    plan = best_plan(inst, [p for p in found.values() if p is not None and _in_space(p, options)],
-                     options)
-    only_pipeline = (options.plan_space is PlanSpace.PIPELINE
-                     or inst.cost_model.transfer is not Transfer.RELAY)
-    bound = hybrid_lower_bound(inst, options.objective)
-    bound_name = "the fractional work bound"
-    if (only_pipeline or _pipeline_latency_is_hybrid(inst, options)) and pipeline.bound_s > bound:
-        bound, bound_name = pipeline.bound_s, "the pipeline solver's bound"
-    extra: dict[str, Any] = {"plan_space": options.plan_space.value, "fallback": {
-        "why": reason, "pipeline_status": pipeline.status.value,
-        "plan_from": next((k for k, p in found.items() if p is plan), None)}}
-    wall = time.perf_counter() - start
-    if plan is None and only_pipeline and pipeline.status is SolutionStatus.INFEASIBLE:
-        return finish(inst, None, method="groups", options=options, extra=extra,
-                      termination=Termination.INFEASIBLE, wall_time_s=wall,
-                      message=pipeline.message)
-    message = (f"the exact DP does not apply ({reason}): best of the pipeline solver, the warm "
-               f"start and the group baselines, with {bound_name}")
-    timed_out = (timed_out or deadline.left() <= 0
-                 or pipeline.termination is Termination.TIME_LIMIT)
-    termination = (pipeline.termination if only_pipeline else
-                   Termination.TIME_LIMIT if timed_out else Termination.FINISHED)
-    return finish(inst, plan, method="groups", options=options, termination=termination,
-                  bound=bound, wall_time_s=wall, exact=True, message=message, extra=extra)
+    return pipeline, found
+
+
+def _pipeline_bound_holds(inst: Instance, options: SolveOptions) -> bool:
+    """Whether the pipeline solver's bound (and a proof of infeasibility) holds for the plan
+    space: with ``--plan-space pipeline``; under direct transfers (the validator refuses every
+    group, so the plan space is the pipeline plans); for the latency when nothing can be split
+    (:func:`_pipeline_latency_is_hybrid`)."""
+    return (options.plan_space is PlanSpace.PIPELINE
+            or inst.cost_model.transfer is not Transfer.RELAY
+            or _pipeline_latency_is_hybrid(inst, options))
 
 
 # -- the method ---------------------------------------------------------------------------------
