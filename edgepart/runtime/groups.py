@@ -279,12 +279,12 @@ def split_roles(gm: fx.GraphModule, inst: Instance, st: Stage, ranks: Mapping[st
     order = [inst.devices[d].id for d in split_order(inst, st)]
     inside = {n for lid in st.layers for n in inst.model.layers[inst.model.index[lid]].nodes
               or (lid,)}
+    cuts = slice_parts(inst, st)
     then = {}
-    for p in slice_parts(inst, st)[0]:
+    for p in cuts[0]:
         reader = _fused_node(gm, p.node)
         then[p.node] = None if reader is None or reader.name not in inside else str(reader.target)
-    parts = tuple(tuple(replace(p, then=then[p.node]) for p in member)
-                  for member in slice_parts(inst, st))
+    parts = tuple(tuple(replace(p, then=then[p.node]) for p in member) for member in cuts)
     runs = split_runs(gm, parts[0])
     member_ranks = tuple(ranks[d] for d in order)
     return {d: SplitRole(i, member_ranks, parts, runs) for i, d in enumerate(order)}
