@@ -575,8 +575,9 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
 
     Search: first just below ``upper`` (usually the incumbent's value, so a "no" proves it
     optimal to ``tol``), then bisection between the proven bound and the best plan, each "no"
-    raising the bound to its pruned minimum. Stops at ``deadline`` or when one question visits
-    more than ``max_cells`` states (no claim from that question).
+    raising the bound to its pruned minimum; a plan found at a midpoint is followed by a
+    question just below it (Inception-v3: 4 questions instead of 11). Stops at ``deadline`` or
+    when one question visits more than ``max_cells`` states (no claim from that question).
     """
     types = DeviceTypes.of(inst, range(len(inst.devices)))
     per_ideal = types.n_states * types.n_types
@@ -586,8 +587,9 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
     max_ideals = max(1, max_cells // per_ideal)
     best: Plan | None = None
     lo, ub, asked = lower, upper, 0
+    below = True  # the next question: just below the incumbent (else the midpoint)
     while ub * (1 - tol) > lo:
-        theta = ub * (1 - tol) if asked == 0 or not math.isfinite(ub) else (lo + ub) / 2
+        theta = ub * (1 - tol) if below or not math.isfinite(ub) else (lo + ub) / 2
         asked += 1
         try:
             plan, pruned = sweep.answer(theta, deadline, max_ideals)
@@ -597,12 +599,14 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
             return PeriodSearch(best, lo, asked, "time limit")
         if plan is None:
             lo = max(lo, pruned * (1 - SUM_TOL))
+            below = False
             continue
         value = evaluate(inst, plan).bottleneck_s
         if validate_plan(inst, plan) or value >= ub:
             why = "memory" if validate_plan(inst, plan) else f"a value of {value:.9g} s"
             return PeriodSearch(best, lo, asked, f"the sweep's plan at {theta:.9g} s has {why}")
         best, ub = plan, value
+        below = not below  # a new incumbent: try to prove it, but not twice in a row
     return PeriodSearch(best, lo, asked)
 
 
