@@ -21,8 +21,10 @@ Compared in the same run, on the three quota classes:
   nothing else a layer-time model could learn, so its error there is the **noise floor** of
   two measurements of the same layer (of one measurement against the truth about 1/sqrt(2) of
   that, if the two are independent and alike). The traces keep each layer's median of
-  ``--windows`` timing windows, not the windows, so this is the cache's only measure of noise;
-  a direct one needs the windows in the trace or two runs of the same models.
+  ``--windows`` timing windows, not the windows, so this is the cache's only measure of noise
+  across runs of the same class; ``--repeat-cache DIR`` gives the direct one: a second
+  measurement of some of the models (``python bench/estimator.py --models resnet18,mobilenet_v2
+  --cache DIR``, no fitting needed), compared layer by layer with this cache on every class.
 
 Metrics per class and op kind: MAPE (mean of |predicted - measured| / measured), the share of
 predictions within +-10% (nn-Meter's metric) and the time-weighted error sum |predicted -
@@ -30,7 +32,8 @@ measured| / sum measured (what a partitioner feels: a stage's time is a sum of l
 microsecond view off by 200% weighs what it costs); also each model's error of the sum of layers
 and its time-weighted error per class, and the issue's target checked on the per-model MAPEs.
 
-    python bench/estimator.py [--models a,b,...] [--input 112] [--windows 3] [--json FILE]
+    python bench/estimator.py [--models a,b,...] [--input 112] [--windows 3] [--cache DIR]
+                              [--repeat-cache DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -207,6 +210,27 @@ def target(per_model: Sequence[Mapping[str, Any]], overall: Mapping[str, Any]) -
             f"the speed factor): {'met' if met else 'NOT met'}.")
 
 
+def repeat_noise(data: Mapping[str, Mapping[str, Any]], repeat: Path, size: int
+                 ) -> list[dict[str, Any]]:
+    """Per class, two measurements of the same layers (this cache and ``repeat``, the models
+    in both) against each other: the noise floor, as rows of :func:`table`."""
+    rows = []
+    for model, by_class in data.items():
+        for cls, trace in by_class.items():
+            path = repeat / f"{model}.{size}.{cls}.trace.json"
+            if not path.exists():
+                continue
+            again = json.loads(path.read_text())["layers"]
+            rows += [{"class": cls, "measured_s": a["time_s"], "repeat_s": b["time_s"]}
+                     for a, b in zip(trace["layers"], again, strict=True)]
+    out = []
+    for cls in sorted({r["class"] for r in rows}):
+        m = metrics([r for r in rows if r["class"] == cls], "repeat_s")
+        out.append({"class": cls, "layers": m["layers"], "MAPE %": m["mape_%"],
+                    "within 10 %": m["within_10_%"], "time-wtd %": m["time_weighted_%"]})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -215,6 +239,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=600, help="boosting rounds")
     parser.add_argument("--cache", default=str(ROOT / "out" / "bench-cache" / "estimator"),
                         help="trace cache (default out/bench-cache/estimator, gitignored)")
+    parser.add_argument("--repeat-cache", default=None, metavar="DIR",
+                        help="a second measurement of some models: the direct noise floor")
     parser.add_argument("--json", default=None, metavar="FILE", help="write every prediction")
     args = parser.parse_args()
     cache = Path(args.cache)
@@ -241,6 +267,10 @@ def main() -> None:
     print("\n" + target(per_model, overall[0]))
     print("\n### Sum of layers and time-weighted error per held-out model and class, %\n")
     print(markdown_table(model_sums(rows)))
+    if args.repeat_cache:
+        print(f"\n### Noise floor: two measurements of the same layers ({args.cache} and "
+              f"{args.repeat_cache})\n")
+        print(markdown_table(repeat_noise(data, Path(args.repeat_cache), args.input)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows))
 
