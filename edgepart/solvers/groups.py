@@ -281,12 +281,12 @@ def fitting_schemes(group: SplitGroup, layers: Sequence[int], in_bytes: float,
 
 
 class _Problem:
-    """Arc costs of one instance, plan space and group limit over a family of cuts (the
+    """Arc costs of one instance and its group modes over a family of cuts (the
     prefixes of a chain, the ideals of a DAG): arcs go from cut ``lo`` to cut ``hi``, the stage
     being the layers of ``hi`` not in ``lo``."""
 
-    def __init__(self, inst: Instance, options: SolveOptions, family: CutFamily,
-                 modes: list[GroupMode], deadline: Deadline) -> None:
+    def __init__(self, inst: Instance, family: CutFamily, modes: list[GroupMode],
+                 deadline: Deadline) -> None:
         self.inst = inst
         self.family = family
         self.last = family.size - 1
@@ -872,7 +872,7 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
         return _best_known(inst, options, deadline, start, reason)
     dp_deadline = Deadline.after(None if options.time_limit is None else options.time_limit / 2)
     try:
-        prob = _Problem(inst, options, family, modes, dp_deadline)
+        prob = _Problem(inst, family, modes, dp_deadline)
         goal = _Goal(options.objective,
                      math.inf if options.max_latency is None else options.max_latency,
                      math.inf if options.max_period is None else options.max_period)
