@@ -11,7 +11,7 @@ DAG, as in :func:`edgepart.solvers.dp.solve_dp_ideals`; none splitting a colocat
 devices as lead (split), every device in at most one stage. Single and replicate stages may be
 any cut step; a split stage only a step whose layers form a path
 (:func:`edgepart.cost.split_path_problem`, the rule the validator applies): every such step is a
-prefix of the longest path from its first layer (:meth:`_Problem._paths`), so the DP enumerates
+prefix of the longest path from its first layer (:attr:`_Problem.split_paths`), so the DP enumerates
 exactly the validator's split stages. Every valid plan of the chosen space is enumerated
 implicitly (with colocation, device classes and memory).
 
@@ -59,6 +59,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import combinations, pairwise
 from typing import Any
 
@@ -369,18 +370,19 @@ class _Problem:
             if all(need <= tolerated(inst.devices[d].memory_bytes) for d in gm.members):
                 out[lo].append(Arc(lo, hi, gm, compute))
 
-    def _paths(self) -> list[list[int]]:
+    @cached_property
+    def split_paths(self) -> list[tuple[list[int], list[list[tuple[int, int]]]]]:
         """From every layer that may start a split stage, the longest path it may extend to
         (:func:`edgepart.cost.split_path_problem`) through layers with shapes that read their
-        producer's (:func:`edgepart.cost.reads_producer`): the validator's split stages are
-        exactly the prefixes of these paths."""
+        producer's (:func:`edgepart.cost.reads_producer`), and per prefix its cut steps: the
+        validator's split stages are exactly these prefixes."""
         out = []
         for v in range(len(self.inst.model.layers)):
             if self.shapes[v] is not None and len(self.inst.model.pred[v]) <= 1:
                 path = [v]
                 while (nxt := self._next_on_path(path[-1])) is not None:
                     path.append(nxt)
-                out.append(path)
+                out.append((path, self._steps(path)))
         return out
 
     def _next_on_path(self, u: int) -> int | None:
@@ -399,7 +401,7 @@ class _Problem:
         pred = list(self.inst.model.pred[first])
         starts = [lo for lo in range(self.family.size)
                   if not sets[lo, first] and sets[lo, pred].all()]
-        index = {row.tobytes(): k for k, row in enumerate(sets)}
+        index = self._cut_index
         out = []
         for end in range(len(path)):
             steps = []
@@ -412,13 +414,16 @@ class _Problem:
             out.append(steps)
         return out
 
+    @cached_property
+    def _cut_index(self) -> dict[bytes, int]:
+        return {row.tobytes(): k for k, row in enumerate(self.family.sets)}
+
     def _split_arcs(self, gm: GroupMode) -> list[Arc]:
         group = SplitGroup(self.inst, gm.members, self.shapes)
         out = []
-        for path in self._paths():
+        for path, steps in self.split_paths:
             self.deadline.check()
             ends = split_schemes(group, path, split_input_bytes(self.inst, path[0]))
-            steps = self._steps(path[:len(ends)])
             for end, (t, schemes) in enumerate(ends):
                 if not all(math.isfinite(self.inst.times[path[end]][d]) for d in gm.members):
                     break
