@@ -404,6 +404,26 @@ class _Lattice:
                    sum(1 << e for e in g.entries), (1 << len(g.layers)) - 1,
                    tuple(bool(s) or inst.sink is not None for s in g.succ))
 
+    def has_at_most(self, limit: int, deadline: Deadline) -> bool:
+        """Whether the DAG has at most ``limit`` ideals (counted breadth first, up to it)."""
+        level, seen = {0: self.entries}, 1
+        while level:
+            nxt: dict[int, int] = {}
+            for ideal, ready in level.items():
+                rest = ready
+                while rest:
+                    bit = rest & -rest
+                    rest ^= bit
+                    high = ideal | bit
+                    if high not in nxt:
+                        nxt[high] = (ready ^ bit) | self._ready(bit.bit_length() - 1, high)
+            seen += len(nxt)
+            deadline.check()
+            if seen > limit:
+                return False
+            level = nxt
+        return True
+
     def start_bytes(self) -> float:
         return self.inst.model.input_bytes if self.inst.source is not None else 0.0
 
@@ -583,8 +603,14 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
     per_ideal = types.n_states * types.n_types
     if per_ideal > LATTICE_STATES:
         return PeriodSearch(None, lower, 0, f"{per_ideal} states per ideal (device types)")
-    sweep = _Sweep.of(inst, types)
     max_ideals = max(1, max_cells // per_ideal)
+    lattice = _Lattice.of(inst)
+    try:
+        if not lattice.has_at_most(max_ideals, deadline):
+            return PeriodSearch(None, lower, 0, f"more than {max_ideals} ideals")
+    except OutOfTime:
+        return PeriodSearch(None, lower, 0, "time limit")
+    sweep = _Sweep.of(inst, types, lattice)
     best: Plan | None = None
     lo, ub, asked = lower, upper, 0
     below = True  # the next question: just below the incumbent (else the midpoint)
@@ -631,13 +657,13 @@ class _Sweep:
     """... and of the state, with that device used, and type where the next stage opens."""
 
     @classmethod
-    def of(cls, inst: Instance, types: DeviceTypes) -> _Sweep:
+    def of(cls, inst: Instance, types: DeviceTypes, lattice: _Lattice) -> _Sweep:
         g = inst.model
         reps = [m[0] for m in types.members]
         alive_end = sum(g.tensor_bytes[u] for u in g.exits) if inst.sink is not None else 0.0
         lat, inv_bw = _type_links(inst, types)
         return cls(
-            _Lattice.of(inst), types,
+            lattice, types,
             np.array(inst.times, dtype=float).reshape(len(g.layers), -1)[:, reps], lat, inv_bw,
             np.array([inst.transfer_time(inst.source_index, d, g.input_bytes) for d in reps]),
             np.array([inst.transfer_time(d, inst.sink_index, alive_end) for d in reps]),
