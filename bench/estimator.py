@@ -195,16 +195,22 @@ def model_sums(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def target(per_model: Sequence[Mapping[str, Any]], overall: Mapping[str, Any]) -> str:
-    """Issue 12's target on the quota classes: median over models of the MAPE <= 10%, >= 80% of
-    layers within +-10%, both better than the speed factor's."""
-    median = {name: statistics.median(m[f"{name} MAPE %"] for m in per_model)
-              for name in ("estimator", "speed_factor", "host_share")}
+def target(rows: Sequence[Mapping[str, Any]], per_model: Sequence[Mapping[str, Any]],
+           overall: Mapping[str, Any]) -> str:
+    """Issue 12's target on the quota classes ``rows``: median MAPE <= 10% (read both ways: the
+    median over held-out models of their MAPE, and the median over layers of the error), >= 80%
+    of layers within +-10%, both better than the speed factor's."""
+    names = ("estimator", "speed_factor", "host_share")
+    by_model = {name: statistics.median(m[f"{name} MAPE %"] for m in per_model) for name in names}
+    by_layer = {name: metrics(rows, f"{name}_s")["median_ape_%"] for name in names}
     within = overall["estimator within 10 %"]
-    met = (median["estimator"] <= 10 and within >= 80 and median["estimator"]
-           < median["speed_factor"] and within > overall["speed_factor within 10 %"])
-    return (f"Median over models of the MAPE: estimator {median['estimator']:.1f}%, speed factor "
-            f"{median['speed_factor']:.1f}%, host-share reference {median['host_share']:.1f}%; "
+    met = (max(by_model["estimator"], by_layer["estimator"]) <= 10 and within >= 80
+           and by_model["estimator"] < by_model["speed_factor"]
+           and within > overall["speed_factor within 10 %"])
+    return (f"Median over models of the MAPE: estimator {by_model['estimator']:.1f}%, speed "
+            f"factor {by_model['speed_factor']:.1f}%, host-share reference "
+            f"{by_model['host_share']:.1f}%; median over layers of the error: "
+            f"{by_layer['estimator']}%, {by_layer['speed_factor']}%, {by_layer['host_share']}%; "
             f"estimator within +-10%: {within}% (speed factor "
             f"{overall['speed_factor within 10 %']}%). Target (<= 10% and >= 80%, better than "
             f"the speed factor): {'met' if met else 'NOT met'}.")
@@ -264,7 +270,7 @@ def main() -> None:
     print("\n### Per held-out model (quota classes)\n")
     per_model = table(quota_rows, "model")
     print(markdown_table(per_model))
-    print("\n" + target(per_model, overall[0]))
+    print("\n" + target(quota_rows, per_model, overall[0]))
     print("\n### Sum of layers and time-weighted error per held-out model and class, %\n")
     print(markdown_table(model_sums(rows)))
     if args.repeat_cache:
