@@ -60,10 +60,10 @@ from typing import Any
 from edgepart.errors import InputError
 from edgepart.files import read_json
 
-__all__ = ["DERIVED_FEATURES", "DEVICE_FEATURES", "FAMILY_RIDGE", "LAYER_FEATURES", "OP_FAMILIES",
-           "TRACE_FORMAT", "Baseline", "DeviceFeatures", "Estimator", "Trace", "fit",
-           "fit_baseline", "load_estimator", "load_trace", "op_family", "roofline_time",
-           "trace_json"]
+__all__ = ["DERIVED_FEATURES", "DEVICE_FEATURES", "FAMILIES", "FAMILY_RIDGE", "LAYER_FEATURES",
+           "MODEL_FEATURES", "OP_FAMILIES", "TRACE_FORMAT", "Baseline", "DeviceFeatures",
+           "Estimator", "Trace", "fit", "fit_baseline", "load_estimator", "load_trace",
+           "op_family", "roofline_time", "trace_json"]
 
 TRACE_FORMAT = "edgepart-trace"
 ESTIMATOR_FORMAT = "edgepart-estimator"
