@@ -75,9 +75,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         errors = [abs(p - layer["time_s"]) / layer["time_s"]
                   for p, layer in zip(predicted, trace.layers, strict=True)]
         measured_sum = sum(layer["time_s"] for layer in trace.layers)
+        absolute = sum(abs(p - layer["time_s"])
+                       for p, layer in zip(predicted, trace.layers, strict=True))
         rows.append({"trace": path, "model": trace.model, "class": trace.device_class,
                      "layers": len(errors), "mape_%": round(100 * statistics.fmean(errors), 2),
                      "within_10_%": round(100 * sum(e <= 0.1 for e in errors) / len(errors), 1),
+                     "time_weighted_%": round(100 * absolute / measured_sum, 2),
                      "sum_error_%": round(100 * (sum(predicted) - measured_sum)
                                           / measured_sum, 2)})
     if args.json:
@@ -85,7 +88,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             print(f"{r['model']} on {r['class']}: {r['layers']} layers, MAPE {r['mape_%']}%, "
-                  f"{r['within_10_%']}% within +-10%, sum of layers {r['sum_error_%']:+}%")
+                  f"{r['within_10_%']}% within +-10%, time-weighted {r['time_weighted_%']}%, "
+                  f"sum of layers {r['sum_error_%']:+}%")
     return EXIT_OK
 
 
