@@ -139,9 +139,9 @@ def test_fit_and_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     (row,) = json.loads(capsys.readouterr().out)["traces"]
     assert row["layers"] == 60 and math.isfinite(row["mape_%"])
     # time-weighted error, recomputed here from the estimator's predictions and the trace
-    trace = load_trace(paths[0])
-    predicted = load_estimator(out).predict(trace.layers, trace.device)
-    measured = [layer["time_s"] for layer in trace.layers]
+    first = load_trace(paths[0])
+    predicted = load_estimator(out).predict(first.layers, first.device)
+    measured = [layer["time_s"] for layer in first.layers]
     weighted = sum(abs(p - m) for p, m in zip(predicted, measured, strict=True)) / sum(measured)
     assert row["time_weighted_%"] == pytest.approx(100 * weighted, abs=0.01)
     assert main(["estimator", "fit", str(tmp_path / "none.json"), "--out", str(out)]) == 2
