@@ -25,13 +25,16 @@ Configurations: AMP4EC's setting (MobileNetV2 on 3 workers of 1 CPU / 1 GB or 0.
 1 Gbit/s, 0.2 ms; and the whole model on one such worker), under both mechanisms, and a mixed
 0.25 / 0.5 / 1.0 CPU cluster (MobileNetV2, ResNet-18) under ``stretch`` (``--all-cfs``: under
 ``cfs`` too). Every run uses ``--time-scale auto`` (shares / scale when the host's cores cannot
-hold the devices at once; the times are divided back).
+hold the devices at once; the times are divided back), or the one given: on a loaded host a
+larger scale leaves each worker more slack (a ``stretch`` worker stays uniform only while its
+thread gets ``cpus / time scale`` of a core whenever it computes).
 
 ``--periods 5000,10000`` repeats the AMP4EC ``cfs`` rows with the classes measured and run at
 each CFS period (``EDGEPART_CFS_PERIOD_US``): what the period does to the fidelity.
 
     python bench/fidelity.py [--requests 30] [--mechanisms stretch,cfs] [--rpc add|none]
-                             [--periods 5000] [--all-cfs] [--only CONFIG] [--json FILE]
+                             [--time-scale X|auto] [--periods 5000] [--all-cfs]
+                             [--only CONFIG] [--json FILE]
 
 About 6 minutes on a quiet 2-core host once the profiles are cached (out/bench-cache/fidelity;
 give a fresh ``--cache`` to measure them anew, on a new host or load).
@@ -126,17 +129,18 @@ def config_instance(profile: dict[str, Any], name: str, classes: tuple[str, ...]
 
 
 def run_config(tmp: Path, data: dict[str, Any], plan: Plan, model: str, requests: int,
-               emulate: str, no_rpc: dict[str, Any]) -> dict[str, Any]:
-    """Run ``plan`` on ``data`` (throughput, then empty-pipeline latency); ``no_rpc``: the same
-    configuration without the per-message cost in its links (its predicted latency only)."""
+               emulate: tuple[str, ...], no_rpc: dict[str, Any]) -> dict[str, Any]:
+    """Run ``plan`` on ``data`` with ``edgepart run`` options ``emulate`` (throughput, then
+    empty-pipeline latency); ``no_rpc``: the same configuration without the per-message cost in
+    its links (its predicted latency only)."""
     inst = load_instance(data)
     predicted = evaluate(inst, plan)
     without_rpc = evaluate(load_instance(no_rpc), plan)
     paths = save(tmp, inst.name, data), save(tmp, inst.name + ".plan", plan.to_dict())
     spec = f"torchvision:{model}"
-    run = edgepart_run(*paths, spec, "--emulate", emulate, "--requests", str(requests))
-    lat = edgepart_run(*paths, spec, "--emulate", emulate, "--requests",
-                       str(LATENCY_REQUESTS), "--inflight", "1")
+    run = edgepart_run(*paths, spec, *emulate, "--requests", str(requests))
+    lat = edgepart_run(*paths, spec, *emulate, "--requests", str(LATENCY_REQUESTS),
+                       "--inflight", "1")
     tput, latency = run.get("throughput_per_s"), lat.get("latency_p50_s")
     return {
         "stages": len(plan.stages), "time_scale": run.get("time_scale"),
@@ -186,8 +190,9 @@ def rows_for(mechanism: str, period: int, configs: tuple[tuple[str, str, tuple[s
             row = {"mechanism": mechanism, "period_us": period if mechanism == "cfs" else None,
                    "config": name, "model": model,
                    "plan": "partitioned" if label == name else "monolithic",
-                   **run_config(tmp, data, plan, model, options.requests, MECHANISMS[mechanism],
-                                config_instance(profile, label, devices))}
+                   **run_config(tmp, data, plan, model, options.requests,
+                                ("--emulate", MECHANISMS[mechanism], "--time-scale",
+                                 options.time_scale), config_instance(profile, label, devices))}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -230,6 +235,9 @@ def main() -> None:
     parser.add_argument("--periods", default="5000",
                         help="CFS periods in us (comma-separated), each running the AMP4EC "
                              "configurations under cfs")
+    parser.add_argument("--time-scale", default="auto", metavar="X|auto",
+                        help="every run's --time-scale (default auto: the least the host's "
+                             "cores fit; a larger one leaves a loaded host's workers slack)")
     parser.add_argument("--all-cfs", action="store_true",
                         help="the mixed configurations under cfs too (at the first period)")
     parser.add_argument("--only", default=None, metavar="CONFIG",
