@@ -20,11 +20,12 @@ Compared in the same run, on the three quota classes:
   class. On ``q1.0`` (one CPU, this host's speed) that difference is measurement noise and
   nothing else a layer-time model could learn, so its error there is the **noise floor** of
   two measurements of the same layer (of one measurement against the truth about 1/sqrt(2) of
-  that, if the two are independent and alike). The traces keep each layer's median of
-  ``--windows`` timing windows, not the windows, so this is the cache's only measure of noise
-  across runs of the same class; ``--repeat-cache DIR`` gives the direct one: a second
-  measurement of some of the models (``python bench/estimator.py --models resnet18,mobilenet_v2
-  --cache DIR``, no fitting needed), compared layer by layer with this cache on every class.
+  that, if the two are independent and alike). ``--repeat-cache DIR`` gives the direct floor
+  across runs: a second measurement of some of the models (``python bench/estimator.py --models
+  resnet18,mobilenet_v2 --cache DIR``, no fitting needed), compared layer by layer with this
+  cache on every class. Traces that keep every timing window (``window_times_s``) give the
+  floor within one run as well: per class, each window of each layer against the median of
+  the layer's other windows (:func:`window_noise`; traces older than the field are left out).
 
 Metrics per class and op kind: MAPE (mean of |predicted - measured| / measured), the share of
 predictions within +-10% (nn-Meter's metric) and the time-weighted error sum |predicted -
@@ -33,7 +34,10 @@ microsecond view off by 200% weighs what it costs); also each model's error of t
 and its time-weighted error per class, and the issue's target checked on the per-model MAPEs.
 
     python bench/estimator.py [--models a,b,...] [--input 112] [--windows 3] [--cache DIR]
-                              [--repeat-cache DIR] [--json FILE]
+                              [--repeat-cache DIR] [--without FEATURE,...] [--json FILE]
+
+``--without`` fits the trees without some features (an ablation: ``--without
+module_calls,function_calls`` is the estimator before the call counts).
 """
 
 from __future__ import annotations
@@ -102,20 +106,21 @@ def collect(models: Sequence[str], size: int, windows: int, cache: Path,
                     costs = count_costs(traced)
                     features = [unit_features(traced, u, costs) for u in traced.units]
                 t0 = time.perf_counter()
-                times = measure_units(traced, MeasureOn(name, cpus), 1, windows)
-                record = trace_record(traced, c, MeasureOn(name, cpus), features, times)
+                measured = measure_units(traced, MeasureOn(name, cpus), 1, windows)
+                record = trace_record(traced, c, MeasureOn(name, cpus), features, measured)
                 assert trace_path(cache, record).name.startswith(model)
                 path.write_text(json.dumps(record))
-                print(f"[{k}/{len(models)}] {model} on {name}: {len(times)} layers, "
-                      f"sum {1e3 * sum(times):.1f} ms, measured in "
+                print(f"[{k}/{len(models)}] {model} on {name}: {len(measured.time_s)} layers, "
+                      f"sum {1e3 * sum(measured.time_s):.1f} ms, measured in "
                       f"{time.perf_counter() - t0:.0f} s", flush=True)
             out[model][name] = json.loads(path.read_text())
     return out
 
 
-def leave_one_out(data: Mapping[str, Mapping[str, Any]], rounds: int
-                  ) -> list[dict[str, Any]]:
-    """One row per (held-out model, class, layer): measured and each model's prediction."""
+def leave_one_out(data: Mapping[str, Mapping[str, Any]], rounds: int,
+                  features: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (held-out model, class, layer): measured and each model's prediction (the
+    estimator's trees on ``features``)."""
     from edgepart.profiling.estimator import fit, load_trace, roofline_time
 
     traces = {m: {c: load_trace(t) for c, t in by_class.items()} for m, by_class in data.items()}
@@ -123,7 +128,7 @@ def leave_one_out(data: Mapping[str, Mapping[str, Any]], rounds: int
     for k, held in enumerate(traces, 1):
         t0 = time.perf_counter()
         est = fit([t for m, by in traces.items() if m != held for t in by.values()],
-                  rounds=rounds)
+                  rounds=rounds, features=features)
         host = traces[held]["host"]
         host_sum = sum(layer["time_s"] for layer in host.layers)
         for cls, trace in traces[held].items():
@@ -219,7 +224,7 @@ def target(rows: Sequence[Mapping[str, Any]], per_model: Sequence[Mapping[str, A
 def repeat_noise(data: Mapping[str, Mapping[str, Any]], repeat: Path, size: int
                  ) -> list[dict[str, Any]]:
     """Per class, two measurements of the same layers (this cache and ``repeat``, the models
-    in both) against each other: the noise floor, as rows of :func:`table`."""
+    in both) against each other: the noise floor across runs (:func:`noise_table`)."""
     rows = []
     for model, by_class in data.items():
         for cls, trace in by_class.items():
@@ -227,14 +232,50 @@ def repeat_noise(data: Mapping[str, Mapping[str, Any]], repeat: Path, size: int
             if not path.exists():
                 continue
             again = json.loads(path.read_text())["layers"]
-            rows += [{"class": cls, "measured_s": a["time_s"], "repeat_s": b["time_s"]}
+            rows += [{"class": cls, "measured_s": a["time_s"], "other_s": b["time_s"]}
                      for a, b in zip(trace["layers"], again, strict=True)]
+    return noise_table(rows, "layers")
+
+
+def window_noise(data: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per class, each timing window of each layer (``window_times_s``, layers with two or
+    more) against the median of that layer's other windows: the noise floor within one run
+    (:func:`noise_table`; with 3 windows the median of the other two is their mean). Only the
+    looped windows' scatter: drift between runs and the noise of the forward pass that scales
+    them (the same factor for every window of a class) are not in it."""
+    rows = []
+    for by_class in data.values():
+        for cls, trace in by_class.items():
+            for layer in trace["layers"]:
+                windows = layer.get("window_times_s") or []
+                for k, window in enumerate(windows if len(windows) > 1 else ()):
+                    others = statistics.median(windows[:k] + windows[k + 1:])
+                    if others > 0:
+                        rows.append({"class": cls, "measured_s": others, "other_s": window})
+    return noise_table(rows, "windows")
+
+
+def noise_table(rows: Sequence[Mapping[str, Any]], unit: str) -> list[dict[str, Any]]:
+    """Per class, ``other_s`` against ``measured_s``: MAPE, share within +-10%, time-weighted
+    error; ``unit`` names what a row is."""
     out = []
     for cls in sorted({r["class"] for r in rows}):
-        m = metrics([r for r in rows if r["class"] == cls], "repeat_s")
-        out.append({"class": cls, "layers": m["layers"], "MAPE %": m["mape_%"],
+        m = metrics([r for r in rows if r["class"] == cls], "other_s")
+        out.append({"class": cls, unit: m["layers"], "MAPE %": m["mape_%"],
                     "within 10 %": m["within_10_%"], "time-wtd %": m["time_weighted_%"]})
     return out
+
+
+def tree_features(parser: argparse.ArgumentParser, without: str) -> tuple[str, ...]:
+    """The estimator's features less the comma-separated names in ``without``."""
+    from edgepart.profiling.estimator import MODEL_FEATURES
+
+    dropped = {name for name in without.split(",") if name}
+    unknown = dropped - set(MODEL_FEATURES[2:])
+    if unknown:
+        parser.error(f"--without: {', '.join(sorted(unknown))}: not a droppable feature (one of "
+                     f"{', '.join(MODEL_FEATURES[2:])})")
+    return tuple(name for name in MODEL_FEATURES if name not in dropped)
 
 
 def main() -> None:
@@ -247,8 +288,11 @@ def main() -> None:
                         help="trace cache (default out/bench-cache/estimator, gitignored)")
     parser.add_argument("--repeat-cache", default=None, metavar="DIR",
                         help="a second measurement of some models: the direct noise floor")
+    parser.add_argument("--without", default="", metavar="FEATURE,...",
+                        help="fit the trees without these features (an ablation)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write every prediction")
     args = parser.parse_args()
+    features = tree_features(parser, args.without)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -256,7 +300,7 @@ def main() -> None:
     host = host_numbers(cache)
     data = collect([m for m in args.models.split(",") if m], args.input, args.windows, cache,
                    host)
-    rows = leave_one_out(data, args.rounds)
+    rows = leave_one_out(data, args.rounds, features)
     quota_rows = [r for r in rows if r["class"] in EVALUATED]
     overall = table([{**r, "all": "all quota classes"} for r in quota_rows], "all")
     print(f"\n## Leave-one-model-out layer times ({len(data)} models, input "
@@ -277,6 +321,11 @@ def main() -> None:
         print(f"\n### Noise floor: two measurements of the same layers ({args.cache} and "
               f"{args.repeat_cache})\n")
         print(markdown_table(repeat_noise(data, Path(args.repeat_cache), args.input)))
+    within_run = window_noise(data)
+    if within_run:
+        print("\n### Noise floor within one run: each timing window against the median of the "
+              "layer's other windows\n")
+        print(markdown_table(within_run))
     if args.json:
         Path(args.json).write_text(json.dumps(rows))
 

@@ -1,10 +1,11 @@
-"""Measured profiles per device class: --measure-on parsing, real cgroup quotas, layer features,
-time sources, traces and merging profiles."""
+"""Measured profiles per device class: --measure-on parsing, real cgroup quotas, layer features
+(call counts included), time sources, traces with every timing window, and merging profiles."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from edgepart.cli import main  # noqa: E402
+from edgepart.profiling.catalog import parse_device_class  # noqa: E402
 from edgepart.profiling.clusters import load_cluster  # noqa: E402
 from edgepart.profiling.estimator import load_trace  # noqa: E402
+from edgepart.profiling.granularity import coarsen  # noqa: E402
 from edgepart.profiling.measure import (  # noqa: E402
     MeasureOn,
     count_costs,
@@ -27,6 +30,7 @@ from edgepart.profiling.measure import (  # noqa: E402
     merge_profiles,
     parse_measure_on,
     profile_classes,
+    trace_record,
     unit_features,
 )
 from edgepart.profiling.profile import ProfileOptions  # noqa: E402
@@ -48,6 +52,22 @@ class ConvNet(nn.Module):
 
     def forward(self, x: Any) -> Any:
         return self.dw(self.relu(self.conv(x)))
+
+
+class Mixed(nn.Module):
+    """Modules, functions, a method and a parameter read by get_attr, on 1x3x8x8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4 * 8 * 8, 2)
+        self.scale = nn.Parameter(torch.ones(2))
+
+    def forward(self, x: Any) -> Any:
+        y = self.act(self.conv(x))
+        z = torch.relu(y) + y
+        return self.fc(z.flatten(1)) * self.scale
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -84,6 +104,27 @@ def test_unit_features_read_the_modules() -> None:
     assert relu["flops"] == 0 and relu["kernel"] == 0
     # relu reads and writes 8*8*8 fp32 values
     assert relu["traffic_bytes"] == 2 * 4 * 512
+    # three nn.Modules, each its own unit, no function calls
+    assert [(f["module_calls"], f["function_calls"]) for f in feats.values()] == [(1, 0)] * 3
+
+
+def test_unit_features_count_module_and_function_calls() -> None:
+    # Mixed.forward by hand: self.conv, self.act (modules); torch.relu, + (functions);
+    # .flatten (a method); self.fc (module); the get_attr of self.scale (neither: it joins the
+    # unit of its one user, the * that is a function)
+    traced = trace_model(Mixed(), (1, 3, 8, 8))
+    costs = count_costs(traced)
+    feats = {u.id: unit_features(traced, u, costs) for u in traced.units}
+    calls = {name: (f["module_calls"], f["function_calls"]) for name, f in feats.items()}
+    assert calls == {"conv": (1, 0), "act": (1, 0), "relu": (0, 1), "add": (0, 1),
+                     "flatten": (0, 1), "fc": (1, 0), "mul": (0, 1)}
+    # at block granularity relu and add merge (two tensors, relu's and act's, cross between
+    # them): one unit, two function calls
+    blocks = coarsen(traced, "block")
+    block_costs = count_costs(blocks)
+    merged = [unit_features(blocks, u, block_costs) for u in blocks.units
+              if u.nodes == ("relu", "add")]
+    assert [(f["module_calls"], f["function_calls"]) for f in merged] == [(0, 2)]
 
 
 def _instance(times: dict[str, float], sources: dict[str, str], devices: list[str],
@@ -180,7 +221,7 @@ def test_measure_units_on_this_host_without_a_quota() -> None:
     traced = trace_model(ConvNet(), (1, 3, 16, 16))
     if os.geteuid() != 0 or not CGROUP_V1.exists():
         pytest.skip("this-host measurement runs in a cgroup too (top CPU weight)")
-    times = measure_units(traced, MeasureOn(None), windows=1)
+    times = measure_units(traced, MeasureOn(None), windows=1).time_s
     assert len(times) == len(traced.units) and all(t > 0 for t in times[1:])
 
 
@@ -202,7 +243,30 @@ def test_stretch_measures_cpu_time_over_the_share() -> None:
     """``stretch:0.25`` is the thread's CPU time x 4 (no cgroup, no root): against the same
     units measured as ``stretch:1`` (CPU time alone) right after, 4x within host noise."""
     traced = trace_model(ConvNet(), (1, 3, 64, 64))
-    full = measure_units(traced, MeasureOn(None, 1.0, stretch=True), windows=1)
-    quarter = measure_units(traced, MeasureOn(None, 0.25, stretch=True), windows=1)
+    full = measure_units(traced, MeasureOn(None, 1.0, stretch=True), windows=1).time_s
+    quarter = measure_units(traced, MeasureOn(None, 0.25, stretch=True), windows=1).time_s
     assert MeasureOn(None, 0.25, stretch=True).label == "stretch:0.25"
     assert 3.0 < sum(quarter) / sum(full) < 5.3
+
+
+def test_a_trace_keeps_every_window_and_round_trips(tmp_path: Path) -> None:
+    """Three windows per layer (stretch: CPU time, no cgroup needed); each one-node unit's time
+    is the median of its windows, every window scaled alike; the JSON loads back unchanged."""
+    traced = trace_model(Mixed(), (1, 3, 8, 8))
+    spec = MeasureOn("half", 0.5, stretch=True)
+    measured = measure_units(traced, spec, windows=3)
+    costs = count_costs(traced)
+    features = [unit_features(traced, u, costs) for u in traced.units]
+    c = parse_device_class("half", {"memory_bytes": 1e9, "flops_per_s": 1e10, "cpus": 0.5},
+                           "half")
+    path = tmp_path / "mixed.half.trace.json"
+    path.write_text(json.dumps(trace_record(traced, c, spec, features, measured)))
+    trace = load_trace(path)
+    assert [layer["id"] for layer in trace.layers] == [u.id for u in traced.units]
+    for layer, t, windows in zip(trace.layers, measured.time_s, measured.window_times_s,
+                                 strict=True):
+        assert layer["time_s"] == t and layer["window_times_s"] == list(windows)
+        assert len(windows) == 3 and all(w > 0 for w in windows)
+        # one node per unit, or (mul) one node and a get_attr that takes 0 in every window
+        assert t == pytest.approx(statistics.median(windows), rel=1e-12)
+    assert trace.layers[1]["module_calls"] == 1 and trace.layers[2]["function_calls"] == 1

@@ -3,8 +3,11 @@
 The model. A layer's time on a device class is a function ``t = f(x_layer, x_device)`` of
 
 * the layer: op kind and its family (categorical, :data:`OP_FAMILIES`), input and output
-  (channels, height, width), kernel, stride, groups, FLOPs, parameter bytes and bytes moved
-  (:func:`edgepart.profiling.measure.unit_features`, read from the torch modules), and derived
+  (channels, height, width), kernel, stride, groups, FLOPs, parameter bytes, bytes moved and its
+  module and function calls (:func:`edgepart.profiling.measure.unit_features`, read from the
+  torch modules and the fx graph; a ``relu`` called as an ``nn.Module`` costs a few microseconds
+  more than one called as a function, and nothing else in the features tells them apart), and
+  derived
   from them the input and output element counts and the layer's roofline terms on the device,
   ``flops / peak`` and ``bytes / (bandwidth x cpus)`` (under a CPU quota a copy loop runs only the
   quota's share of the time, as the compute does);
@@ -44,7 +47,18 @@ measured run of one model on one class::
      "input_shape": [1, 3, 112, 112], "measured_on": "cgroup:0.5",
      "device": {"class": "q0.5", "flops_per_s": 5e10, "memory_bandwidth_bytes_per_s": 1e10,
                 "cores": 1, "cpus": 0.5},
-     "layers": [{"id": "conv1", "op": "conv2d", "flops": 118013952, ..., "time_s": 0.00123}]}
+     "layers": [{"id": "conv1", "op": "conv2d", "flops": 118013952, ..., "module_calls": 1,
+                 "function_calls": 0, "time_s": 0.00123,
+                 "window_times_s": [0.00121, 0.00123, 0.00125]}]}
+
+``module_calls``, ``function_calls`` (:data:`OPTIONAL_LAYER_FEATURES`) and ``window_times_s``
+(every timing window, :class:`edgepart.profiling.measure.UnitTimes`) are optional: traces
+written before they existed load, and a missing count is unknown, NaN, to the trees (LightGBM
+sends a missing value down the side of each split that fitted the training data best).
+
+Estimator files store the feature list the trees were fitted on, and predictions build each
+row by those names, so an estimator fitted before the call counts existed still predicts what
+it did; a file naming a feature this version does not compute is refused.
 
 lightgbm is imported only by :func:`fit` and :meth:`Estimator.predict`.
 """
@@ -61,15 +75,19 @@ from edgepart.errors import InputError
 from edgepart.files import read_json
 
 __all__ = ["DERIVED_FEATURES", "DEVICE_FEATURES", "FAMILIES", "FAMILY_RIDGE", "LAYER_FEATURES",
-           "MODEL_FEATURES", "OP_FAMILIES", "TRACE_FORMAT", "Baseline", "DeviceFeatures",
+           "MODEL_FEATURES", "OPTIONAL_LAYER_FEATURES", "OP_FAMILIES", "TRACE_FORMAT",
+           "Baseline", "DeviceFeatures",
            "Estimator", "Trace", "fit", "fit_baseline", "load_estimator", "load_trace",
            "op_family", "roofline_time", "trace_json"]
 
 TRACE_FORMAT = "edgepart-trace"
 ESTIMATOR_FORMAT = "edgepart-estimator"
 ESTIMATOR_VERSION = 2
+OPTIONAL_LAYER_FEATURES = ("module_calls", "function_calls")
+"""Layer features that traces written before they existed lack (unknown: NaN)."""
 LAYER_FEATURES = ("flops", "traffic_bytes", "param_bytes", "in_c", "in_h", "in_w", "out_c",
-                  "out_h", "out_w", "kernel", "stride", "groups", "nodes")
+                  "out_h", "out_w", "kernel", "stride", "groups", "nodes",
+                  *OPTIONAL_LAYER_FEATURES)
 DERIVED_FEATURES = ("in_elements", "out_elements", "compute_s", "memory_s")
 DEVICE_FEATURES = ("flops_per_s", "memory_bandwidth_bytes_per_s", "cores", "cpus")
 MODEL_FEATURES = ("op", "family", *LAYER_FEATURES, *DERIVED_FEATURES, *DEVICE_FEATURES)
@@ -166,13 +184,24 @@ def load_trace(src: str | Path | Mapping[str, Any]) -> Trace:
     if not isinstance(layers, list) or not layers:
         raise InputError(f"{where}: layers: expected a non-empty list")
     for i, layer in enumerate(layers):
-        _object(layer, f"{where}: layers[{i}]")
-        if not isinstance(layer.get("op"), str):
-            raise InputError(f"{where}: layers[{i}].op: expected a string")
-        for name in (*LAYER_FEATURES, "time_s"):
-            _number(layer.get(name), f"{where}: layers[{i}].{name}", allow_zero=name != "time_s")
+        _check_layer(_object(layer, f"{where}: layers[{i}]"), f"{where}: layers[{i}]")
     return Trace(str(data.get("model", "")), str(dev.get("class", "")), device,
                  str(data.get("measured_on", "")), tuple(layers))
+
+
+def _check_layer(layer: Mapping[str, Any], where: str) -> None:
+    """A trace layer: op, every required feature and ``time_s``; the optional features and
+    ``window_times_s`` where present."""
+    if not isinstance(layer.get("op"), str):
+        raise InputError(f"{where}.op: expected a string")
+    for name in (*LAYER_FEATURES, "time_s"):
+        if name in layer or name not in OPTIONAL_LAYER_FEATURES:
+            _number(layer.get(name), f"{where}.{name}", allow_zero=name != "time_s")
+    windows = layer.get("window_times_s")
+    if windows is not None and not (isinstance(windows, list) and windows):
+        raise InputError(f"{where}.window_times_s: expected a non-empty list, got {windows!r}")
+    for k, t in enumerate(windows or ()):
+        _number(t, f"{where}.window_times_s[{k}]", allow_zero=True)
 
 
 def op_family(op: str) -> str:
@@ -228,12 +257,13 @@ def fit_baseline(layers: Sequence[tuple[Mapping[str, Any], DeviceFeatures]]) -> 
 @dataclass(frozen=True, slots=True)
 class Estimator:
     """A fitted estimator: the baseline, the LightGBM text model of the residual, its op
-    vocabulary and what it was fitted on."""
+    vocabulary, the features its trees read (in column order) and what it was fitted on."""
 
     booster_text: str
     ops: tuple[str, ...]
     baseline: Baseline
     trained_on: Mapping[str, Any] = field(default_factory=dict)
+    features: tuple[str, ...] = MODEL_FEATURES
 
     def predict(self, layers: Sequence[Mapping[str, Any]], device: DeviceFeatures
                 ) -> list[float]:
@@ -242,14 +272,15 @@ class Estimator:
         import numpy as np
 
         booster = lightgbm.Booster(model_str=self.booster_text)
-        rows = np.array([_row(layer, device, self.ops) for layer in layers], dtype=float)
+        rows = np.array([_row(layer, device, self.ops, self.features) for layer in layers],
+                        dtype=float)
         residual = booster.predict(rows, raw_score=True)
         return [math.exp(self.baseline.log_time(layer, device) + float(r))
                 for layer, r in zip(layers, residual, strict=True)]
 
     def to_json(self) -> dict[str, Any]:
         return {"format": ESTIMATOR_FORMAT, "version": ESTIMATOR_VERSION,
-                "features": list(MODEL_FEATURES), "ops": list(self.ops),
+                "features": list(self.features), "ops": list(self.ops),
                 "trained_on": dict(self.trained_on), "baseline": self.baseline.to_json(),
                 "lightgbm": self.booster_text}
 
@@ -261,55 +292,80 @@ def load_estimator(src: str | Path | Mapping[str, Any]) -> Estimator:
     if data.get("format") != ESTIMATOR_FORMAT or data.get("version") != ESTIMATOR_VERSION:
         raise InputError(f"{where}: format: expected {ESTIMATOR_FORMAT!r} version "
                          f"{ESTIMATOR_VERSION} (refit older estimators)")
-    if data.get("features") != list(MODEL_FEATURES):
-        raise InputError(f"{where}: features: not the features this edgepart computes")
+    features = _check_features(data.get("features"), f"{where}: features")
     ops, text = data.get("ops"), data.get("lightgbm")
     if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
         raise InputError(f"{where}: ops: expected a list of strings")
     if not isinstance(text, str) or not text.startswith("tree"):
         raise InputError(f"{where}: lightgbm: expected LightGBM's text model")
+    if f"\nmax_feature_idx={len(features) - 1}\n" not in text:
+        raise InputError(f"{where}: lightgbm: its trees do not read the {len(features)} "
+                         "features the file lists")
     return Estimator(text, tuple(ops), _load_baseline(data.get("baseline"), f"{where}: baseline"),
-                     dict(data.get("trained_on") or {}))
+                     dict(data.get("trained_on") or {}), features)
+
+
+def _check_features(value: Any, where: str) -> tuple[str, ...]:
+    """The trees' feature names: ``op`` and ``family`` (the categorical columns) first, then
+    distinct names of :data:`MODEL_FEATURES`."""
+    ok = (isinstance(value, list) and value[:2] == ["op", "family"]
+          and len(set(map(str, value))) == len(value))
+    if not ok:
+        raise InputError(f"{where}: expected distinct names starting with 'op', 'family'")
+    unknown = [name for name in value if name not in MODEL_FEATURES]
+    if unknown:
+        raise InputError(f"{where}: {', '.join(map(str, unknown))} not computed by this "
+                         "edgepart (refit the estimator)")
+    return tuple(value)
 
 
 def fit(traces: Sequence[Trace], *, rounds: int = DEFAULT_ROUNDS,
-        params: Mapping[str, Any] | None = None) -> Estimator:
+        params: Mapping[str, Any] | None = None,
+        features: Sequence[str] = MODEL_FEATURES) -> Estimator:
     """Fit the estimator to every layer of ``traces``: the baseline, then the trees from it (see
-    the module docstring)."""
+    the module docstring). ``features``: the trees' features (``op``, ``family``, then any of
+    :data:`MODEL_FEATURES`; fewer for an ablation)."""
     import lightgbm
     import numpy as np
 
     if not traces:
         raise InputError("fit: give at least one trace")
+    columns = _check_features(list(features), "fit: features")
     ops = tuple(sorted({str(layer["op"]) for t in traces for layer in t.layers}))
     pairs = [(layer, t.device) for t in traces for layer in t.layers]
     baseline = fit_baseline(pairs)
-    rows = [_row(layer, device, ops) for layer, device in pairs]
+    rows = [_row(layer, device, ops, columns) for layer, device in pairs]
     data = lightgbm.Dataset(np.array(rows, dtype=float),
                             np.array([float(layer["time_s"]) for layer, _ in pairs]),
                             init_score=np.array([baseline.log_time(*p) for p in pairs]),
-                            categorical_feature=[0, 1], free_raw_data=False)
+                            feature_name=list(columns), categorical_feature=[0, 1],
+                            free_raw_data=False)
     booster = lightgbm.train({**DEFAULT_PARAMS, **(params or {})}, data, num_boost_round=rounds)
     trained_on = {"models": sorted({t.model for t in traces}),
                   "classes": sorted({t.device_class for t in traces}),
                   "layers": len(rows), "rounds": rounds, "objective": "gamma",
                   "lightgbm": lightgbm.__version__}
-    return Estimator(booster.model_to_string(), ops, baseline, trained_on)
+    return Estimator(booster.model_to_string(), ops, baseline, trained_on, columns)
 
 
-def _row(layer: Mapping[str, Any], device: DeviceFeatures, ops: Sequence[str]) -> list[float]:
-    """Feature vector (:data:`MODEL_FEATURES`): op code (-1, LightGBM's missing category, for an
-    op never trained on), family code, the layer's numbers, the derived ones, the device's."""
+def _row(layer: Mapping[str, Any], device: DeviceFeatures, ops: Sequence[str],
+         features: Sequence[str]) -> list[float]:
+    """Feature vector, ``features`` in order (names of :data:`MODEL_FEATURES`): op code (-1,
+    LightGBM's missing category, for an op never trained on), family code, the layer's numbers
+    (NaN: an optional one the trace lacks), the derived ones, the device's."""
     op = str(layer["op"])
-    code = float(ops.index(op)) if op in ops else -1.0
     bandwidth = device.memory_bandwidth_bytes_per_s
-    derived = (float(layer["in_c"]) * layer["in_h"] * layer["in_w"],
-               float(layer["out_c"]) * layer["out_h"] * layer["out_w"],
-               layer["flops"] / device.flops_per_s,
-               math.nan if bandwidth is None
-               else layer["traffic_bytes"] / (bandwidth * device.cpus))
-    return [code, float(FAMILIES.index(op_family(op))),
-            *(float(layer[name]) for name in LAYER_FEATURES), *derived, *device.vector()]
+    values = {
+        "op": float(ops.index(op)) if op in ops else -1.0,
+        "family": float(FAMILIES.index(op_family(op))),
+        **{name: float(layer.get(name, math.nan)) for name in LAYER_FEATURES},
+        "in_elements": float(layer["in_c"]) * layer["in_h"] * layer["in_w"],
+        "out_elements": float(layer["out_c"]) * layer["out_h"] * layer["out_w"],
+        "compute_s": layer["flops"] / device.flops_per_s,
+        "memory_s": math.nan if bandwidth is None
+        else layer["traffic_bytes"] / (bandwidth * device.cpus),
+        **dict(zip(DEVICE_FEATURES, device.vector(), strict=True))}
+    return [values[name] for name in features]
 
 
 def _shape_terms(layer: Mapping[str, Any]) -> tuple[float, float, float]:

@@ -24,10 +24,16 @@ What is modelled, per fx node (units add up their nodes, see :mod:`edgepart.prof
   to its CPU time (a single pass would charge a whole throttle to whichever node it hits).
   :func:`measure_units` then scales the units' looped times to add up to a plain forward pass
   timed in the same place (:func:`forward_rate`), since looped nodes run with a hot cache.
+  Every window is kept (:class:`UnitTimes`): how far one window lies from the others is the
+  measurement's own noise.
 * **shapes and features** (:func:`unit_features`, the learned estimator's input): op kind, first
   input and output shape as (channels, height, width), the kernel, stride and groups of the
-  unit's first convolution or pool, FLOPs, parameter bytes and bytes moved; read from the torch
-  modules and the values of the counting pass, not from the instance.
+  unit's first convolution or pool, FLOPs, parameter bytes, bytes moved, and how the unit's
+  code is called: ``module_calls`` (``call_module`` fx nodes, each paying
+  ``nn.Module.__call__``: a 64x14x14 relu took 6.5 us as a module and 3.0 us as a function on
+  the reference host) and ``function_calls`` (``call_function`` and ``call_method`` nodes,
+  tuple getitems included); read from the torch modules, the fx graph and the values of the
+  counting pass, not from the instance.
 
 Measured profiles per device class (``edgepart profile --measure-on``, :class:`MeasureOn`): this
 host (``this-host``), this host under a CPU quota and memory limit (``cgroup:CPUS[,MEM]``, the
@@ -72,6 +78,7 @@ __all__ = [
     "MeasureOn",
     "NodeCost",
     "Timing",
+    "UnitTimes",
     "class_features",
     "count_costs",
     "measure_units",
@@ -210,21 +217,28 @@ def unit_features(traced: TracedModel, unit: Unit, costs: Mapping[str, NodeCost]
     first, last = costs[unit.nodes[0]], costs[unit.outputs[-1]]
     in_c, in_h, in_w = _chw(first.input_shape)
     out_c, out_h, out_w = _chw(last.output_shape)
-    kernel, stride, groups = _window(traced, unit)
+    nodes = _unit_nodes(traced, unit)
+    kernel, stride, groups = _window(traced.graph_module, nodes)
     params = {name: nbytes for n in unit.nodes for name, nbytes in costs[n].params}
     return {"op": unit.op, "flops": sum(costs[n].flops for n in unit.nodes),
             "traffic_bytes": sum(costs[n].traffic_bytes for n in unit.nodes),
             "param_bytes": sum(params.values()), "nodes": len(unit.nodes),
             "in_c": in_c, "in_h": in_h, "in_w": in_w, "out_c": out_c, "out_h": out_h,
-            "out_w": out_w, "kernel": kernel, "stride": stride, "groups": groups}
+            "out_w": out_w, "kernel": kernel, "stride": stride, "groups": groups,
+            "module_calls": sum(n.op == "call_module" for n in nodes),
+            "function_calls": sum(n.op in ("call_function", "call_method") for n in nodes)}
 
 
-def _window(traced: TracedModel, unit: Unit) -> tuple[int, int, int]:
-    """Kernel size, stride and groups of the unit's first convolution or pool ((0, 0, 0): none;
-    a non-square kernel counts by its area's square root)."""
-    gm = traced.graph_module
-    for name in unit.nodes:
-        node = next(n for n in gm.graph.nodes if n.name == name)
+def _unit_nodes(traced: TracedModel, unit: Unit) -> list[fx.Node]:
+    """The fx nodes of ``unit``, in graph order."""
+    names = set(unit.nodes)
+    return [n for n in traced.graph_module.graph.nodes if n.name in names]
+
+
+def _window(gm: fx.GraphModule, nodes: Sequence[fx.Node]) -> tuple[int, int, int]:
+    """Kernel size, stride and groups of the first convolution or pool among ``nodes`` ((0, 0,
+    0): none; a non-square kernel counts by its area's square root)."""
+    for node in nodes:
         if node.op != "call_module":
             continue
         module = gm.get_submodule(str(node.target))
@@ -266,16 +280,18 @@ def time_nodes(traced: TracedModel, *, repeats: int, warmup: int) -> dict[str, t
 
 
 def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int,
-                      clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Per fx node, its time from back-to-back runs (see the module docstring), read on
-    ``clock`` (the wall clock, or ``time.thread_time`` for CPU time)."""
-    out: dict[str, float] = {}
+                      clock: Callable[[], float] = time.perf_counter
+                      ) -> dict[str, tuple[float, ...]]:
+    """Per fx node, its time per run in each of ``windows`` windows of back-to-back runs (see
+    the module docstring), read on ``clock`` (the wall clock, or ``time.thread_time`` for CPU
+    time); placeholders, get_attrs and the output take 0 in every window."""
+    out: dict[str, tuple[float, ...]] = {}
 
     class _Looper(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             value = super().run_node(n)
             if n.op in ("placeholder", "output", "get_attr"):
-                out[n.name] = 0.0
+                out[n.name] = (0.0,) * windows
                 return value
             per_run = []
             for _ in range(windows):
@@ -284,7 +300,7 @@ def time_nodes_looped(traced: TracedModel, *, window_s: float, windows: int,
                     super().run_node(n)
                     runs += 1
                 per_run.append(elapsed / runs)
-            out[n.name] = statistics.median(per_run)
+            out[n.name] = tuple(per_run)
             return value
 
     with _quiet():
@@ -395,11 +411,12 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
         costs = count_costs(traced)
         features = [unit_features(traced, unit, costs) for unit in traced.units]
         for name, spec in zip(names, measure_on, strict=True):
-            times[name] = measure_units(traced, spec, options.threads, windows)
+            measured = measure_units(traced, spec, options.threads, windows)
+            times[name] = list(measured.time_s)
             sources[name] = "measured"
             if trace_dir is not None:
                 _write_trace(Path(trace_dir), trace_record(
-                    traced, classes[name], spec, features, times[name]))
+                    traced, classes[name], spec, features, measured))
         if estimator is not None:
             for name in sorted(set(classes) - set(times)):
                 times[name] = estimator.predict(features, class_features(classes[name]))
@@ -431,23 +448,44 @@ def _measured_class(spec: MeasureOn, classes: Mapping[str, DeviceClass]) -> str:
     return spec.device_class
 
 
+@dataclass(frozen=True, slots=True)
+class UnitTimes:
+    """Seconds of each unit of a traced model, in unit order, on one device class.
+
+    ``time_s[i]``: what the instance and the trace report, the sum of the unit's nodes' median
+    windows, scaled (:func:`measure_units`). ``window_times_s[i][k]``: the sum of the unit's
+    nodes' ``k``-th windows, scaled alike; for a one-node unit ``time_s[i]`` is the median of
+    ``window_times_s[i]``. The windows of one unit are repeated measurements in one run, so
+    their scatter is the within-run noise (not drift between runs or hosts).
+    """
+
+    time_s: tuple[float, ...]
+    window_times_s: tuple[tuple[float, ...], ...]
+
+
 def measure_units(traced: TracedModel, spec: MeasureOn, threads: int = 1, windows: int = 3
-                  ) -> list[float]:
-    """Seconds of each unit of ``traced`` (in order) where ``spec`` says: looped timing, scaled
-    so that the units add up to a plain forward pass measured there too (:func:`forward_rate`).
+                  ) -> UnitTimes:
+    """Seconds of each unit of ``traced`` where ``spec`` says: looped timing, scaled so that the
+    units add up to a plain forward pass measured there too (:func:`forward_rate`).
 
     Why scaled: a node looped alone runs with its inputs and weights hot in cache, and the sum of
     looped times fell 16% short of a whole forward (mobilenet_v2, 1x3x112x112, this host); the
     runtime runs whole stages, so the whole forward sets the total and the looped times only
-    share it out among the units.
+    share it out among the units. Every window is scaled by the same factor.
     """
     with torch_threads(threads), spec.applied():
-        node_s = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows,
-                                   clock=spec.clock)
+        node_windows = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows,
+                                         clock=spec.clock)
         forward_s = forward_rate(traced, 25 * spec.window_s(), spec.clock)
-    looped = [sum(node_s[n] for n in unit.nodes) for unit in traced.units]
+    looped = [sum(statistics.median(node_windows[n]) for n in unit.nodes)
+              for unit in traced.units]
+    per_window = [tuple(sum(window) for window in zip(*(node_windows[n] for n in unit.nodes),
+                                                      strict=True))
+                  for unit in traced.units]
     total = sum(looped)
-    return [t * spec.slowdown * forward_s / total for t in looped] if total > 0 else looped
+    scale = spec.slowdown * forward_s / total if total > 0 else 1.0
+    return UnitTimes(tuple(t * scale for t in looped),
+                     tuple(tuple(t * scale for t in unit) for unit in per_window))
 
 
 def forward_rate(traced: TracedModel, min_s: float,
@@ -466,11 +504,12 @@ def forward_rate(traced: TracedModel, min_s: float,
 
 
 def trace_record(traced: TracedModel, c: DeviceClass, spec: MeasureOn,
-                 features: Sequence[Mapping[str, Any]], times: Sequence[float]
-                 ) -> dict[str, Any]:
-    """The trace JSON of one measured class (:func:`edgepart.profiling.estimator.trace_json`)."""
-    layers = [{"id": unit.id, **f, "time_s": t}
-              for unit, f, t in zip(traced.units, features, times, strict=True)]
+                 features: Sequence[Mapping[str, Any]], times: UnitTimes) -> dict[str, Any]:
+    """The trace JSON of one measured class (:func:`edgepart.profiling.estimator.trace_json`):
+    per layer its features, ``time_s`` and ``window_times_s``."""
+    layers = [{"id": unit.id, **f, "time_s": t, "window_times_s": list(w)}
+              for unit, f, t, w in zip(traced.units, features, times.time_s,
+                                       times.window_times_s, strict=True)]
     return trace_json(traced.name, traced.input_shape, c.name, class_features(c, spec),
                       spec.label, layers)
 
