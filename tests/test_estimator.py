@@ -1,8 +1,11 @@
-"""The learned layer-time estimator: a known law recovered out of sample, its JSON (LightGBM's own
-text model, no pickle), trace validation, the roofline fallback and the commands."""
+"""The learned layer-time estimator: a known law recovered out of sample, the call counts telling
+a module relu from a function relu, traces and estimator files from before the call counts, its
+JSON (LightGBM's own text model, no pickle), trace validation, the roofline fallback, the
+commands and the bench's within-run noise floor."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import statistics
@@ -14,6 +17,8 @@ import pytest
 from edgepart.cli import main
 from edgepart.errors import InputError
 from edgepart.profiling.estimator import (
+    MODEL_FEATURES,
+    OPTIONAL_LAYER_FEATURES,
     DeviceFeatures,
     fit,
     fit_baseline,
@@ -87,6 +92,92 @@ def test_an_op_never_trained_on_takes_its_familys_law() -> None:
     assert conv == pytest.approx(law(1e7, 1.0), rel=0.5)
 
 
+def _relu(channels: float, module: bool) -> dict[str, Any]:
+    """A relu on channels x 14 x 14 fp32, called as a module or as a function."""
+    elements = channels * 196
+    return {**_layer(0, "relu"), "id": f"relu{channels}{module}", "traffic_bytes": 8 * elements,
+            "in_c": channels, "in_h": 14, "in_w": 14, "out_c": channels, "out_h": 14,
+            "out_w": 14, "kernel": 0, "module_calls": int(module),
+            "function_calls": int(not module)}
+
+
+def relu_law(channels: float, module: bool, cpus: float) -> float:
+    """The synthetic truth, after helper F's measurement (64x14x14 relu: 6.5 us as a module, 3.0
+    us as a function): a fixed cost per call, 6.5 us or 3 us, plus the bytes at 10 GB/s."""
+    return ((6.5e-6 if module else 3e-6) + 8 * channels * 196 / 1e10) / cpus
+
+
+def test_call_counts_tell_a_module_relu_from_a_function_relu() -> None:
+    # same shapes, same bytes, same FLOPs (0): only module_calls / function_calls differ, and
+    # the module relu costs 3.5 us more per call; held-out channel counts between trained ones
+    trained, held_out = range(16, 96, 2), [c + 1 for c in range(16, 94, 6)]
+    traces = [load_trace(trace_json("relus", (1, 3, 8, 8), f"q{cpus}", _device(cpus),
+                                    f"cgroup:{cpus}",
+                                    [{**_relu(c, m), "time_s": relu_law(c, m, cpus)}
+                                     for c in trained for m in (True, False)]))
+              for cpus in CPUS]
+    est = fit(traces, rounds=300)
+    blind = fit(traces, rounds=300,
+                features=[f for f in MODEL_FEATURES if f not in OPTIONAL_LAYER_FEATURES])
+    for cpus in CPUS:
+        for module in (True, False):
+            predicted = est.predict([_relu(c, module) for c in held_out], _device(cpus))
+            errors = [abs(p - relu_law(c, module, cpus)) / relu_law(c, module, cpus)
+                      for c, p in zip(held_out, predicted, strict=True)]
+            assert max(errors) < 0.10
+        # without the counts both calls are the same row of features, so one price for both;
+        # at 40 channels the truth is 12.77 us and 9.27 us (/ cpus), 1.38x apart: no price is
+        # within 10% of both
+        module_s, function_s = blind.predict([_relu(40, m) for m in (True, False)],
+                                             _device(cpus))
+        assert module_s == function_s
+        assert max(abs(module_s - relu_law(40, m, cpus)) / relu_law(40, m, cpus)
+                   for m in (True, False)) > 0.10
+
+
+def test_traces_from_before_the_call_counts_and_windows_still_fit() -> None:
+    # a version-1 trace as written before the fields existed: no module_calls, function_calls
+    # or window_times_s; it loads, and fits next to a new one (its counts are NaN to the trees)
+    old = _traces([1e5 * 1.1 ** k for k in range(0, 60, 2)])
+    for layer in old[0]["layers"]:
+        assert not {*OPTIONAL_LAYER_FEATURES, "window_times_s"} & set(layer)
+    new = [{**trace, "layers": [{**layer, "module_calls": 1, "function_calls": 0,
+                                 "window_times_s": [layer["time_s"]] * 3}
+                                for layer in trace["layers"]]}
+           for trace in _traces([1e5 * 1.1 ** k for k in range(1, 60, 2)])]
+    est = fit([load_trace(t) for t in old + new], rounds=300)
+    probe = [1e5 * 1.1 ** k for k in (10.5, 30.5, 50.5)]
+    for cpus in CPUS:
+        for layers in ([_layer(f) for f in probe],
+                       [{**_layer(f), "module_calls": 1, "function_calls": 0} for f in probe]):
+            predicted = est.predict(layers, _device(cpus))
+            for f, p in zip(probe, predicted, strict=True):
+                assert p == pytest.approx(law(f, cpus), rel=0.15)
+
+
+def test_an_estimator_file_from_before_the_call_counts_still_predicts(tmp_path: Path) -> None:
+    # an estimator fitted on the features of before (no call counts), as its file stores them:
+    # it loads, and predicts the same with or without the counts in the layers
+    before = [f for f in MODEL_FEATURES if f not in OPTIONAL_LAYER_FEATURES]
+    est = fit([load_trace(t) for t in _traces([1e5 * 1.1 ** k for k in range(60)])], rounds=20,
+              features=before)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(est.to_json()))
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and data["features"] == before
+    again = load_estimator(path)
+    layers = [_layer(1e5 * 1.1 ** k) for k in range(0, 60, 7)]
+    counted = [{**layer, "module_calls": 1, "function_calls": 3} for layer in layers]
+    assert again.predict(layers, _device(0.5)) == est.predict(layers, _device(0.5))
+    assert again.predict(counted, _device(0.5)) == est.predict(layers, _device(0.5))
+    with pytest.raises(InputError, match=r"features: bogus not computed .*refit"):
+        load_estimator({**data, "features": [*before, "bogus"]})
+    with pytest.raises(InputError, match="do not read the 21 features"):
+        load_estimator({**data, "features": before[:-2]})
+    with pytest.raises(InputError, match="starting with 'op', 'family'"):
+        load_estimator({**data, "features": before[1:]})
+
+
 def test_estimator_json_round_trip_keeps_lightgbm_text(tmp_path: Path) -> None:
     flops = [1e5 * 1.1 ** k for k in range(60)]
     est = fit([load_trace(t) for t in _traces(flops)], rounds=20)
@@ -111,6 +202,12 @@ def test_estimator_json_round_trip_keeps_lightgbm_text(tmp_path: Path) -> None:
      r"device.flops_per_s: expected a finite number > 0"),
     ({"layers": [{**_layer(1e6), "time_s": 0}]}, r"layers\[0\].time_s"),
     ({"layers": [{**_layer(1e6), "kernel": "3", "time_s": 1.0}]}, r"layers\[0\].kernel"),
+    ({"layers": [{**_layer(1e6), "module_calls": None, "time_s": 1.0}]},
+     r"layers\[0\].module_calls: expected a finite number >= 0"),
+    ({"layers": [{**_layer(1e6), "time_s": 1.0, "window_times_s": [1.0, -1.0]}]},
+     r"layers\[0\].window_times_s\[1\]: expected a finite number >= 0"),
+    ({"layers": [{**_layer(1e6), "time_s": 1.0, "window_times_s": []}]},
+     r"layers\[0\].window_times_s: expected a non-empty list"),
 ])
 def test_bad_traces_name_the_field(change: dict[str, Any], message: str) -> None:
     trace = {**_traces([1e6])[0], **change}
@@ -167,3 +264,25 @@ def test_profile_fills_unmeasured_classes_with_the_estimator(tmp_path: Path) -> 
     for layer in data["model"]["layers"]:
         assert layer["meta"]["time_source"] == {"rpi4": "estimated", "rpi5": "estimated"}
         assert all(t > 0 for t in layer["time_s"].values())
+
+
+def _bench_estimator() -> Any:
+    path = Path(__file__).resolve().parents[1] / "bench" / "estimator.py"
+    spec = importlib.util.spec_from_file_location("bench_estimator", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_noise_floor_from_the_windows() -> None:
+    bench = _bench_estimator()
+    layer = {"window_times_s": [1.0, 1.1, 1.3], "time_s": 1.1}
+    data = {"m": {"q1.0": {"layers": [layer, {"time_s": 2.0}]}}}  # the second: an old layer
+    (row,) = bench.window_noise(data)
+    # by hand: 1.0 against median(1.1, 1.3) = 1.2: 1/6 = 16.67%; 1.1 against 1.15: 4.35%;
+    # 1.3 against 1.05: 23.81%; mean 14.94%, one window in three within +-10%; time-weighted
+    # (0.2 + 0.05 + 0.25) / (1.2 + 1.15 + 1.05) = 14.71%
+    assert row == {"class": "q1.0", "windows": 3, "MAPE %": 14.9, "within 10 %": 33.3,
+                   "time-wtd %": 14.7}
+    assert bench.window_noise({"m": {"q1.0": {"layers": [{"time_s": 2.0}]}}}) == []
