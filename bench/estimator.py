@@ -240,9 +240,10 @@ def repeat_noise(data: Mapping[str, Mapping[str, Any]], repeat: Path, size: int
 def window_noise(data: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per class, each timing window of each layer (``window_times_s``, layers with two or
     more) against the median of that layer's other windows: the noise floor within one run
-    (:func:`noise_table`; with 3 windows the median of the other two is their mean). Only the
-    looped windows' scatter: drift between runs and the noise of the forward pass that scales
-    them (the same factor for every window of a class) are not in it."""
+    (:func:`noise_table`; with 3 windows the median of the other two is their mean). The
+    scatter of one window (the median of several scatters less); drift between runs and the
+    noise of the forward pass that scales them (one factor for every window of a class) are not
+    in it."""
     rows = []
     for by_class in data.values():
         for cls, trace in by_class.items():
