@@ -151,3 +151,65 @@ def test_a_quarter_cpu_stretch_worker_takes_four_times_its_cpu_time(
     # on a shared host computes longer than stretched, and then its real time is what counts)
     assert stage["compute_s"] > 2.8 * cpu_s, (stage, cpu_s)
     assert stage["compute_s"] < stage["real_compute_s"] + 8 * cpu_s, (stage, cpu_s)
+
+
+# --- stretch workers protected from other load: a cgroup of top weight, no quota --------------
+
+
+def test_stretch_workers_compute_in_a_top_weight_cgroup_without_quota() -> None:
+    """A spawned worker given a cgroup with no limit (what ``run`` gives every stretch worker
+    when it may make cgroups): its compute thread (v1) or process (v2) is in a cgroup with no
+    CPU quota, under the driver's parent cgroup of the top CPU weight (v1 shares 262144, the
+    kernel's maximum; v2 weight 10000, its maximum)."""
+    pytest.importorskip("torch")
+    from edgepart.runtime.cluster import Cluster
+    from edgepart.runtime.emulate import cgroup_problem
+
+    problem = cgroup_problem()
+    if problem:
+        pytest.skip(f"no cgroups here: {problem}")
+    cluster = Cluster(["probe"], None)
+    try:
+        cluster.start({"probe": (None, None)})
+        proc = cluster.procs[1]
+        args = [str(a) for a in proc.args]  # type: ignore[union-attr]
+        cpu = Path(args[args.index("--cgroup") + 1])
+        if (cpu / "cpu.cfs_quota_us").exists():  # v1: the compute thread joined alone
+            assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "-1"
+            assert (cpu.parent / "cpu.shares").read_text().strip() == "262144"
+            threads = {int(t) for t in (cpu / "tasks").read_text().split()}
+            own = {int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()}
+            assert threads and threads <= own
+        else:
+            assert (cpu / "cpu.max").read_text().split()[0] == "max"
+            assert (cpu.parent / "cpu.weight").read_text().strip() == "10000"
+            assert str(proc.pid) in (cpu / "cgroup.procs").read_text().split()
+    finally:
+        cluster.close()
+
+
+def test_stretch_without_cgroups_warns_that_its_workers_are_unprotected(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from test_runtime_support import SPEC, let_workers_import_test_models, plan_for
+
+    from edgepart.instance import load_instance
+    from edgepart.plan import Plan
+    from edgepart.runtime import prepare as prepare_module
+    from edgepart.runtime.emulate import Mode, cgroup_problem
+    from edgepart.runtime.prepare import RunOptions, prepare
+
+    let_workers_import_test_models(monkeypatch)
+    data = _skipnet_on([0.5, 0.5])
+    inst, plan = load_instance(data), Plan.from_dict(plan_for(data, [4]))
+    options = RunOptions(SPEC, emulate=Mode.STRETCH, time_scale=None)
+    here = prepare(inst, plan, options)
+    assert here.weight_cgroups == (cgroup_problem() == "")
+    assert any("normal CPU weight" in w for w in here.warnings) == (not here.weight_cgroups)
+    monkeypatch.setattr(prepare_module, "cgroup_problem", lambda: "not root")
+    denied = prepare(inst, plan, options)
+    assert not denied.weight_cgroups
+    assert any("at normal CPU weight (not root)" in w for w in denied.warnings)
+    remote = prepare(inst, plan, RunOptions(SPEC, emulate=Mode.STRETCH, time_scale=None,
+                                            master=("127.0.0.1", 1)))
+    assert any("started by hand (--master)" in w for w in remote.warnings)

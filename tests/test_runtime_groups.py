@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import statistics
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -77,16 +79,18 @@ def _workers_import_the_test_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def chain_instance(devices: int = 3, times: Sequence[float] | None = None,
-                   model: nn.Module | None = None) -> dict[str, Any]:
+                   model: nn.Module | None = None, shape: tuple[int, ...] = SHAPE
+                   ) -> dict[str, Any]:
     """``model`` (ChainNet) on ``devices`` devices (``times``: each device's time per layer, 1 ms
-    default), every layer with its split shape."""
-    traced = trace_model(model or ChainNet(), SHAPE)
+    default), every layer with its split shape (none for a layer that has none: an add)."""
+    traced = trace_model(model or ChainNet(), shape)
     size = {u.id: sum(traced.value_bytes[o] for o in u.outputs) for u in traced.units}
     per_device = list(times or [1e-3] * devices)
+    shapes = {u.id: unit_shape(traced, u) for u in traced.units}
     layers = [{"id": u.id, "op": u.op, "flops": 1.0, "param_bytes": 0.0,
                "output_bytes": size[u.id], "nodes": list(u.nodes),
                "time_s": {f"c{k}": t for k, t in enumerate(per_device)},
-               "meta": {"shape": unit_shape(traced, u)}} for u in traced.units]
+               "meta": {"shape": shapes[u.id]} if shapes[u.id] else {}} for u in traced.units]
     return {
         "format_version": 1, "name": "chainnet",
         "model": {"name": "chainnet", "input_bytes": traced.value_bytes[traced.input_node],
@@ -95,7 +99,7 @@ def chain_instance(devices: int = 3, times: Sequence[float] | None = None,
         "devices": [{"id": f"d{k}", "class": f"c{k}", "memory_bytes": 1e9}
                     for k in range(len(per_device))],
         "links": {"default": {"bandwidth_bytes_per_s": 1e9, "latency_s": 1e-4}},
-        "meta": {"input_shape": list(SHAPE)},
+        "meta": {"input_shape": list(shape)},
     }
 
 
@@ -505,3 +509,90 @@ def test_a_mailbox_wait_ends_with_the_pieces_a_failed_send_or_a_new_deployment()
     assert box.take(EPOCH, [], lambda: True) == []
     with pytest.raises(Obsolete):
         box.take(EPOCH, [a], lambda: False)
+
+
+# --- a split stage on a path inside a DAG: the convolutions of a residual block ----------------
+
+
+class ResidualNet(nn.Module):
+    """stem -> relu0 = a; a -> conv1 -> relu1 -> conv2 = b; relu2(b + a) -> pool -> fc. The
+    layers conv1, relu1, conv2 are a path (each read only by the next), which may be one split
+    stage; the skip ``a`` crosses that stage on its lead (relayed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 128, 3, padding=1)
+        self.relu0 = nn.ReLU()
+        self.conv1 = nn.Conv2d(128, 128, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(128, 128, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x: Any) -> Any:
+        a = self.relu0(self.stem(x))
+        b = self.conv2(self.relu1(self.conv1(a)))
+        return self.fc(self.flat(self.pool(self.relu2(b + a))))
+
+
+RESIDUAL = "test_runtime_groups:ResidualNet"
+BLOCK = ["conv1", "relu1", "conv2"]
+
+
+def residual_plan(schemes: dict[str, str]) -> Plan:
+    """Stem on d0, the block's convolutions split over d1 (lead) and d2, the join on d3."""
+    return plan({"device": "d0", "layers": ["stem", "relu0"]},
+                {"devices": ["d1", "d2"], "mode": "split", "layers": BLOCK, "schemes": schemes},
+                {"device": "d3", "layers": ["add", "relu2", "pool", "flat", "fc"]})
+
+
+def test_a_split_stage_on_a_path_inside_a_residual_block_matches_the_model() -> None:
+    # the skip tensor enters the split stage with conv1's input and leaves with conv2's output
+    # (relay): the lead passes it through while conv1 (grid) and conv2 (outc, an all-gather
+    # and a change of scheme between them) run split; every answer must equal the model's
+    data = chain_instance(4, model=ResidualNet())
+    p = residual_plan({"conv1": "grid", "conv2": "outc"})
+    report = run(load_instance(data), p, RunOptions(RESIDUAL, requests=6, inflight=2))
+    assert workers_of(os.getpid()) == []
+    assert (report["completed"], report["mismatches"]) == (6, 0)
+    assert report["stages"][1]["mode"] == "split"
+
+
+def test_a_split_stage_under_stretch_takes_its_slowest_members_cpu_time_over_its_share(
+        ) -> None:
+    # The block (128 channels, 3 x 3: 151 M multiply-adds a convolution) on 32 x 32 split by
+    # rows over d1 (1 CPU, the lead) and d2 (0.1 CPU), equal layer times so each computes half
+    # the rows. conv1, relu1, conv2 take C of CPU time on one thread here; each member then
+    # uses about C / 2, which the helper d2 stretches to (C / 2) / 0.1 = 5C, while the lead's
+    # (C / 2) / 1 = C / 2 waits for it: the stage's emulated compute is about 5C (more by the
+    # exchanges and the halo rows). Were the helper's slices not stretched, it would be about
+    # C / 2 plus the exchanges (half a megabyte each way). Measured on the loaded 2-core host:
+    # 7.7C (a slice's padding and its fused ReLU cost CPU too), 1.1C with d2 at 1 CPU, 2.0C at
+    # 0.5 CPU. Generous: between 3C and 15C (a loaded host's CPU time per request varies).
+    shape = (1, 3, 32, 32)
+    model, x = ResidualNet(), torch.randn(shape)
+    block = nn.Sequential(model.conv1, model.relu1, model.conv2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            a = model.relu0(model.stem(x))
+            cpu = []
+            for _ in range(8):
+                t0 = time.thread_time()
+                block(a)
+                cpu.append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    cpu_s = statistics.median(cpu[2:])
+    data = chain_instance(4, model=ResidualNet(), shape=shape)
+    for device, cpus in zip(data["devices"], [0.25, 1.0, 0.1, 0.25], strict=True):
+        device["meta"] = {"cpus": cpus}
+    report = run(load_instance(data), residual_plan({"conv1": "rows", "conv2": "rows"}),
+                 RunOptions(RESIDUAL, requests=6, inflight=1, emulate=Mode.STRETCH,
+                            time_scale=None))
+    assert (report["completed"], report["mismatches"]) == (6, 0)
+    split = report["stages"][1]
+    assert 3 * cpu_s < split["compute_s"] < 15 * cpu_s, (split, cpu_s)

@@ -84,9 +84,11 @@ class Cluster:
 
     # --- start-up ------------------------------------------------------------------------------
 
-    def start(self, cgroup_limits: Mapping[str, tuple[float, float]] | None = None) -> None:
-        """Spawn the local workers (``cgroup_limits``: device -> (cpus, memory bytes)) and join
-        the group; returns when every worker has joined."""
+    def start(self, cgroup_limits: Mapping[str, tuple[float | None, float | None]] | None = None
+              ) -> None:
+        """Spawn the local workers (``cgroup_limits``: device -> (cpus, memory bytes), each
+        None for no limit; every worker's cgroup sits under a parent of the top CPU weight) and
+        join the group; returns when every worker has joined."""
         if self.local:
             if cgroup_limits is not None:
                 self.cgroups = Cgroups()
@@ -94,7 +96,8 @@ class Cluster:
                 self._spawn(rank, cgroup_limits[device] if cgroup_limits else None)
         self._transport = self._connect()
 
-    def _spawn(self, rank: int, limits: tuple[float, float] | None) -> None:
+    def _spawn(self, rank: int, limits: tuple[float | None, float | None] | None
+               ) -> None:
         cmd = [sys.executable, "-m", "edgepart.cli", "worker", "--rank", str(rank),
                "--world", str(self.world), "--master", f"{self.master[0]}:{self.master[1]}",
                "--parent-pid", str(os.getpid())]

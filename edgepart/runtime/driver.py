@@ -91,12 +91,7 @@ def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
                       heartbeat_timeout_s=options.heartbeat_timeout_s)
     with _terminate_as_exit(), disconnects_unlogged():
         try:
-            limits = None
-            if prep.cgroup_cpus is not None:  # devices without a stage: the least quota
-                spare = min(prep.cgroup_cpus.values())
-                limits = {d.id: (prep.cgroup_cpus.get(d.id, spare), d.memory_bytes)
-                          for d in inst.devices}
-            cluster.start(limits)
+            cluster.start(_cgroup_limits(prep))
             setup = worker.WorkerSetup(options.model, options.seed, options.weights,
                                        prep.input_shape)
             cluster.setup(dict.fromkeys(cluster.devices, setup), fingerprint(prep.gm))
@@ -110,6 +105,19 @@ def run(inst: Instance, plan: Plan, options: RunOptions) -> dict[str, Any]:
             return report
         finally:
             cluster.close()
+
+
+def _cgroup_limits(prep: Prepared) -> dict[str, tuple[float | None, float | None]] | None:
+    """Each device's cgroup (CPUs, memory bytes; None: no limit), or None for no cgroups.
+    ``cgroup``: its quota (devices without a stage: the least) and memory; ``stretch`` (where
+    cgroups can be made): no limit, only the top CPU weight of the parent cgroup."""
+    devices = prep.inst.devices
+    if prep.cgroup_cpus is not None:
+        spare = min(prep.cgroup_cpus.values())
+        return {d.id: (prep.cgroup_cpus.get(d.id, spare), d.memory_bytes) for d in devices}
+    if prep.weight_cgroups:
+        return {d.id: (None, None) for d in devices}
+    return None
 
 
 @contextlib.contextmanager

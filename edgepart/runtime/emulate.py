@@ -67,6 +67,7 @@ __all__ = [
     "LinkClock",
     "Mode",
     "cfs_period_us",
+    "cgroup_problem",
     "join",
     "join_thread",
     "limited",
@@ -296,6 +297,16 @@ class Cgroups:
                              "root and writable cgroup controllers (else use --emulate pad)"
                              ) from None
         self._made.append(path)
+
+
+def cgroup_problem() -> str:
+    """Why this process cannot make the workers' cgroups ('' when it can): found by making
+    them (:class:`Cgroups`) and removing them again."""
+    try:
+        Cgroups().close()
+    except InputError as err:
+        return str(err).removeprefix("--emulate cgroup: ")
+    return ""
 
 
 def _remove_orphans(base: Path) -> None:

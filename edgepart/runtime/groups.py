@@ -595,10 +595,26 @@ class Member:
         self.plans = _run_plans(gm, role)
         self.slices = {p.node: _slice(gm, p) for p in role.parts[role.index]}
         self.sequence = 0
+        self.in_runs = (0.0, 0.0)  # the lead's wall and thread CPU seconds in lead_run
 
     def lead_run(self, run: int, x: torch.Tensor, request: int) -> torch.Tensor:
         """Scatter run ``run``'s input ``x`` (starting every helper), play the lead's part and
         return the gathered output."""
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return self._lead_run(run, x, request)
+        finally:
+            wall_s, cpu_s = self.in_runs
+            self.in_runs = (wall_s + time.perf_counter() - started,
+                            cpu_s + time.thread_time() - cpu)
+
+    def spent_in_runs(self) -> tuple[float, float]:
+        """Wall and thread CPU seconds the lead spent in its runs (exchanges, its paced slices,
+        waits for the helpers) since the last call, which starts the count anew."""
+        spent, self.in_runs = self.in_runs, (0.0, 0.0)
+        return spent
+
+    def _lead_run(self, run: int, x: torch.Tensor, request: int) -> torch.Tensor:
         seq, self.sequence = self.sequence, self.sequence + 1
         scatter = self.plans[run].steps[0]
         key = (self.epoch, seq, run, 0, 0)

@@ -23,9 +23,15 @@ from torch import fx, nn
 from edgepart.cost import evaluate, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import CostModel, Instance, Transfer
-from edgepart.plan import Mode as PlanMode
 from edgepart.plan import Plan
-from edgepart.runtime.emulate import CPU_HEADROOM, Emulation, Mode, scale_needed, stage_cpus
+from edgepart.runtime.emulate import (
+    CPU_HEADROOM,
+    Emulation,
+    Mode,
+    cgroup_problem,
+    scale_needed,
+    stage_cpus,
+)
 from edgepart.runtime.emulate import usable_cpus as host_cpus
 from edgepart.runtime.groups import split_refusals
 from edgepart.runtime.split import StageSpec, build_stage, load_model, split_plan, trace
@@ -83,6 +89,7 @@ class Prepared:
     cpus: float
     inflight: int
     cgroup_cpus: dict[str, float] | None = None  # quotas of the plan's devices (cgroup mode)
+    weight_cgroups: bool = False  # stretch: workers in cgroups of top weight and no quota
     warnings: list[str] = field(default_factory=list)
 
 
@@ -116,6 +123,8 @@ def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
         warnings.append(f"input {list(shape)} has {torch.Size(shape).numel() * 4} bytes but the "
                         f"instance says {inst.model.input_bytes:.0f}: predictions may be off")
     _fit_host(prep, specs)
+    if options.emulate is Mode.STRETCH:
+        _protect_stretch(prep)
     return prep
 
 
@@ -127,10 +136,6 @@ def _check_options(inst: Instance, plan: Plan, options: RunOptions) -> None:
     if groups and options.emulate is Mode.CGROUP:  # quotas are set per stage, not per member
         raise InputError(f"--emulate cgroup: plan stages[{groups[0]}] is a device group; "
                          "groups run with --emulate none or pad")
-    split = [b for b, stage in enumerate(plan.stages) if stage.mode is PlanMode.SPLIT]
-    if split and options.emulate is Mode.STRETCH:  # the helpers' slices are not stretched
-        raise InputError(f"--emulate stretch: plan stages[{split[0]}] is a split group; "
-                         "split groups run with --emulate none or pad")
     if options.emulate is Mode.STRETCH:
         stretch_cpus(inst)
     if options.requests < 1:
@@ -248,3 +253,25 @@ def _fit_host(prep: Prepared, specs: Sequence[StageSpec]) -> None:
     prep.emulation = Emulation(options.emulate, scale, tuple(shares.items()))
     if options.emulate is Mode.CGROUP:
         prep.cgroup_cpus = {d: c / scale for d, c in speed.items()}
+
+
+def _protect_stretch(prep: Prepared) -> None:
+    """Put ``stretch`` workers in cgroups of the top CPU weight and no quota, as ``cgroup``
+    workers are, when this driver spawns them and may make cgroups (root); else warn.
+
+    Stretch is faithful only while a worker's thread gets ``cpus / time_scale`` of a core
+    whenever it computes. At normal weight, other load on the host takes its share of the cores
+    from the workers (measured: real share 1.00, i.e. the stretch no longer bound, at load
+    5-12 on 2 cores); at the top weight the scheduler serves them first. No quota: the stretch
+    itself sets the device's speed, and a quota would throttle the full-speed compute it
+    measures.
+    """
+    if prep.options.master is not None:
+        problem = "the workers are started by hand (--master)"
+    else:
+        problem = cgroup_problem()
+    prep.weight_cgroups = not problem
+    if problem:
+        prep.warnings.append(
+            "--emulate stretch: the workers compete with other load on this host at normal CPU "
+            f"weight ({problem}); on a busy host they are starved and run slower than emulated")

@@ -171,12 +171,14 @@ class _Worker:
         emulate.join_thread(self.compute_cgroups)
         while (work := self.inbox.get()) is not None:
             with self.lock:
-                cfg, module = self.current(work.epoch), self.module
+                cfg, module, member = self.current(work.epoch), self.module, self.member
                 self.redeployed.clear()  # a deployment from now on makes this request obsolete
             if cfg is None or module is None:
                 continue
             self._count(cfg, work.request)
             self.serving = work.request
+            in_runs = member.spent_in_runs if member is not None else _nothing_spent
+            in_runs()  # a split lead: count this request's runs only
             started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 with torch.no_grad():
@@ -188,7 +190,7 @@ class _Worker:
                 continue
             computed, cpu_s = time.perf_counter(), time.thread_time() - cpu_started
             finished = _sleep_until(
-                started + _emulated(cfg, work.request, computed - started, cpu_s),
+                started + _emulated(cfg, work.request, computed - started, cpu_s, in_runs()),
                 self.redeployed)
             scale = cfg.emulation.time_scale
             hop = (cfg.device, (finished - started) / scale, (computed - started) / scale)
@@ -229,6 +231,18 @@ class _Worker:
 
         def pace(request: int, started: float, real_s: float, cpu_s: float) -> None:
             _sleep_until(started + _emulated(cfg, request, real_s, cpu_s), self.stopped)
+        return pace
+
+    def _stretch_pace(self, cfg: StageConfig) -> Pace:
+        """A split lead's slices under ``stretch``: each takes its CPU time / the device's
+        share, as a helper's does, so every layer of a run takes its slowest member's stretched
+        slice (the cost model's max over the members). Padding and ``--slowdown`` apply to the
+        lead's whole stage instead (:func:`_emulated`)."""
+
+        def pace(request: int, started: float, real_s: float, cpu_s: float) -> None:
+            stretched = cfg.emulation.stretch_target(cfg.device, cpu_s)
+            if stretched is not None:
+                _sleep_until(started + stretched, self.redeployed)
         return pace
 
     def _send_loop(self) -> None:
@@ -282,7 +296,7 @@ class _Worker:
         wire = _Wire(self, cfg.epoch)
         if module is None:
             return None, Member(self.gm, role, cfg.epoch, wire, self._pace(cfg))
-        member = Member(self.gm, role, cfg.epoch, wire)
+        member = Member(self.gm, role, cfg.epoch, wire, self._stretch_pace(cfg))
         return lead_stage(module, member, lambda: self.serving), member
 
     def close(self) -> None:
@@ -317,15 +331,26 @@ class _Wire:
         reply.add_done_callback(done)
 
 
-def _emulated(cfg: StageConfig, request: int, real_s: float, cpu_s: float) -> float:
+def _emulated(cfg: StageConfig, request: int, real_s: float, cpu_s: float,
+              in_runs: tuple[float, float] = (0.0, 0.0)) -> float:
     """Seconds the compute of ``request`` takes on the emulated device: ``real_s`` of wall
     time, ``cpu_s`` of this thread's CPU time, padded (``pad``) or stretched (``stretch``: CPU
-    time / the device's CPU share, see :mod:`~edgepart.runtime.emulate`)."""
-    stretched = cfg.emulation.stretch_target(cfg.device, cpu_s)
-    busy = max(real_s, cfg.pad_s or 0.0, stretched or 0.0)
+    time / the device's CPU share, see :mod:`~edgepart.runtime.emulate`).
+
+    ``in_runs``: the wall and CPU seconds of it a split lead spent in its runs, whose slices
+    were already stretched one by one (:meth:`_Worker._stretch_pace`) and whose waits for the
+    helpers are their stretched slices: that wall time counts as it was, and only the CPU
+    time outside the runs (the nodes without a scheme) is stretched here."""
+    stretched = cfg.emulation.stretch_target(cfg.device, cpu_s - in_runs[1])
+    busy = max(real_s, cfg.pad_s or 0.0, 0.0 if stretched is None else in_runs[0] + stretched)
     if cfg.slowdown is not None and request >= cfg.slowdown[1]:
         busy *= cfg.slowdown[0]
     return busy
+
+
+def _nothing_spent() -> tuple[float, float]:
+    """A stage without split runs spent nothing in them."""
+    return 0.0, 0.0
 
 
 def _sleep_until(deadline: float, interrupt: threading.Event) -> float:
