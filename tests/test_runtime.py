@@ -31,6 +31,7 @@ from edgepart.runtime.replan import (
     replan,
     slowed,
 )
+from edgepart.runtime.report import keep_up
 from edgepart.runtime.split import build_stage, load_model, payload_bytes, split_plan, trace
 from edgepart.runtime.transport import bind_master, parse_address
 
@@ -254,3 +255,31 @@ def test_disconnect_warnings_are_dropped_and_other_lines_kept() -> None:
                             check=True, timeout=60)
     assert result.stderr == ("edgepart run: warning: kept\n[W1130 other.cpp:1] kept too\n"
                              "unfinished after\n")
+
+
+def _row(stage: int, real_ms: float, emulated_ms: float, predicted_ms: float,
+         mode: str | None = None) -> dict[str, object]:
+    """A report's stage row, as much of it as the keep-up check reads."""
+    row: dict[str, object] = {"stage": stage, "device": f"d{stage}", "late_share": 0.0,
+                              "real_compute_s": real_ms / 1e3, "compute_s": emulated_ms / 1e3,
+                              "predicted_compute_s": predicted_ms / 1e3}
+    if mode is not None:
+        row["mode"] = mode
+    return row
+
+
+def test_a_starved_stretch_stage_is_reported_with_a_time_scale() -> None:
+    # stage 0: real 4 of 10 ms emulated (0.4: the stretch bound, a free core); stage 1: real
+    # 9.8 of 10 ms (0.98 >= 0.95: the wall time set its speed, starved); stage 2: a split
+    # stage at 1.0, not checked (its lead's real time holds the helpers' stretched slices);
+    # stage 3: nothing predicted. Stage 1's suggestion: real / predicted = 9.8 / 8 = 1.225,
+    # time scale 2 x 1.225 x 1.2 = 2.94, rounded up to tenths: 3.0
+    rows = [_row(0, 4.0, 10.0, 10.0), _row(1, 9.8, 10.0, 8.0), _row(2, 10.0, 10.0, 10.0, "split"),
+            _row(3, 1.0, 1.0, 0.0)]
+    late = keep_up(Emulation(Mode.STRETCH, 2.0), rows)
+    assert list(late.values()) == [3.0]
+    (text,) = late
+    assert text.startswith("host cannot keep up: stage 1 on 'd1' was starved")
+    assert "98% of its emulated 10.0 ms" in text and text.endswith("--time-scale 3")
+    # the same rows under a quota: stage 1 computes 1.225x its prediction, within 1.25
+    assert keep_up(Emulation(Mode.CGROUP, 2.0), rows) == {}

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgepart.plan import Mode as PlanMode
-from edgepart.runtime.emulate import Mode
+from edgepart.runtime.emulate import Emulation, Mode
 from edgepart.runtime.replan import best_single_device
 
 if TYPE_CHECKING:
@@ -24,11 +24,19 @@ if TYPE_CHECKING:
     from edgepart.runtime.prepare import Prepared
     from edgepart.runtime.worker import Record
 
-__all__ = ["KEEP_UP_SLACK", "build_report", "rate", "warmup"]
+__all__ = ["KEEP_UP_SLACK", "STARVED_SHARE", "build_report", "keep_up", "rate", "warmup"]
 
 KEEP_UP_SLACK = 1.25
 """The host did not keep up when a stage's compute exceeds the emulated time by more than this
 factor (cgroup), or its real compute overran the padding target in over 20% of requests (pad)."""
+
+STARVED_SHARE = 0.95
+"""``stretch``: a stage whose real compute is at least this share of its emulated compute was
+starved. A stretched compute idles until ``time_scale x CPU time / cpus``; its real part is that
+much shorter while the thread gets ``cpus / time_scale`` of a core (real share ``cpus /
+time_scale`` of the emulated time on a free core), and reaches the whole emulated time only
+when the host gave the thread less, so that the wall time, not the CPU time, set the emulated
+time. The 5% margin absorbs the idle's own timer slack."""
 
 
 def warmup(count: int) -> int:
@@ -77,7 +85,7 @@ def build_report(prep: Prepared, stream: _Stream) -> dict[str, Any]:
         "adaptations": [_adaptation(a, stream) for a in stream.adaptations],
     }
     out["hop_transport_s"] = _mean_finite(s["transport_s"] for s in stages)
-    late = _keep_up(prep, stages)
+    late = keep_up(prep.emulation, stages)
     out["host_keeps_up"] = not late
     out["suggested_time_scale"] = max(late.values(), default=None)
     out["warnings"] = [*prep.warnings, *late, *_shortfall(prep, out)]
@@ -132,18 +140,25 @@ def _measured(recs: Sequence[Record], scale: float, pad_s: float | None) -> dict
     }
 
 
-def _keep_up(prep: Prepared, stages: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """A warning for each stage this host could not emulate faithfully (see KEEP_UP_SLACK),
-    with the time scale that would leave 20% to spare."""
-    scale, out = prep.emulation.time_scale, {}
+def keep_up(emulation: Emulation, stages: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """A warning for each stage (a report's ``stages`` row) this host could not emulate
+    faithfully (see :data:`KEEP_UP_SLACK` and :data:`STARVED_SHARE`), with the time scale that
+    would leave 20% to spare.
+
+    A split stage is not checked under ``stretch``: its row is its lead's, whose real compute
+    holds the waits for the helpers' stretched slices and the lead's own, so it is close to the
+    emulated time whether or not the host starved anyone."""
+    scale, mode, out = emulation.time_scale, emulation.mode, {}
     for row in stages:
         if not row["predicted_compute_s"] > 0:
             continue
         ratio = row["real_compute_s"] / row["predicted_compute_s"]
-        if ((prep.emulation.mode is Mode.PAD and row["late_share"] > 0.2)
-                or (prep.emulation.mode is Mode.CGROUP and ratio > KEEP_UP_SLACK)):
+        starved = (mode is Mode.STRETCH and row.get("mode") != PlanMode.SPLIT.value
+                   and row["real_compute_s"] >= STARVED_SHARE * row["compute_s"])
+        if ((mode is Mode.PAD and row["late_share"] > 0.2)
+                or (mode is Mode.CGROUP and ratio > KEEP_UP_SLACK) or starved):
             suggested = math.ceil(scale * max(ratio, 1.1) * 12) / 10
-            out[_late(row, suggested)] = suggested
+            out[_starved(row, suggested) if starved else _late(row, suggested)] = suggested
     return out
 
 
@@ -172,6 +187,14 @@ def _late(row: dict[str, Any], suggested: float) -> str:
             f"{row['real_compute_s'] * 1e3:.1f} ms real time for "
             f"{row['predicted_compute_s'] * 1e3:.1f} ms emulated; rerun with --time-scale "
             f"{suggested:g}")
+
+
+def _starved(row: dict[str, Any], suggested: float) -> str:
+    return (f"host cannot keep up: stage {row['stage']} on '{row['device']}' was starved: its "
+            f"real compute, {row['real_compute_s'] * 1e3:.1f} ms, is "
+            f"{row['real_compute_s'] / row['compute_s']:.0%} of its emulated "
+            f"{row['compute_s'] * 1e3:.1f} ms, so the host, not its CPU time, set its speed; "
+            f"rerun with --time-scale {suggested:g}")
 
 
 def _deployment(d: Any) -> dict[str, Any]:
