@@ -42,7 +42,9 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("--master", default=None, metavar="HOST:PORT",
                    help="serve remote workers here (default: spawn local workers on 127.0.0.1)")
     p.add_argument("--fail-stage", type=int, default=None, metavar="K",
-                   help="kill stage K's worker (0-based) ...")
+                   help="kill stage K's worker (0-based; a replicated stage: its first "
+                        "replica; a split stage: its last helper, which exercises the split "
+                        "recovery, since the lead's death is that of any one-device stage) ...")
     p.add_argument("--fail-after", type=int, default=None, metavar="N",
                    help="... after it has processed N requests")
     p.add_argument("--fail-hang", action="store_true",
