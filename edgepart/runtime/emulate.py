@@ -20,7 +20,10 @@ Modes (``--emulate``):
   counted as work). Every piece of work, short or long, is slowed by the same factor
   ``cpus / time_scale``, as on a uniformly slower CPU; a CFS quota (``cgroup``) is instead this
   host's fast CPU switched off for part of each period (see :data:`CFS_PERIOD_US`). No memory
-  limit is set.
+  limit is set. The stretch binds only while the thread gets ``cpus / time_scale`` of a core
+  whenever it computes, so where the driver may make cgroups each worker joins one with no
+  quota under the parent of top CPU weight (:class:`Cgroups`), as ``cgroup`` workers do: the
+  scheduler serves it before other load (:func:`cgroup_problem` says when it cannot).
 
 The speed of device ``d`` relative to this host, for the stage ``b`` it runs, is ``H_b / T_b``:
 ``H_b`` is the stage's measured single-thread time on this host and ``T_b`` its predicted compute

@@ -10,7 +10,8 @@ sends it on to the rank the route names. In a split stage
 group's other workers (:func:`start_run`), and the members send each other the pieces the cost
 model moves (:func:`put_piece`, into the receiver's mailbox); a helper runs no stage of its own,
 only its part of each run, in a thread of its own, each slice slowed as its device's compute is
-(``--slowdown``, ``stretch``).
+(``--slowdown``, ``stretch``). Under ``stretch`` the lead stretches each of its own slices as
+well, and then only its CPU time outside the runs (:func:`_emulated`).
 
 Inside, two threads make a two-stage pipeline, as the cost model's ``overlap`` assumes: the compute
 thread runs the stage module (padded or slowed as configured) and the send thread holds each
