@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,25 @@ def test_stretch_needs_every_device_share(tmp_path: Path,
     assert "(0, 1]" in capsys.readouterr().err
 
 
+def thread_cpu_s(compute: Callable[[], object], repeats: int) -> float:
+    """The median thread CPU time of ``compute()`` on one torch thread, as a worker computes,
+    over ``repeats`` calls after two warm-up calls."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            cpu = []
+            for _ in range(repeats + 2):
+                t0 = time.thread_time()
+                compute()
+                cpu.append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(cpu[2:])
+
+
 def test_a_quarter_cpu_stretch_worker_takes_four_times_its_cpu_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The busy-loop check through the real worker: one stage on a 0.25-CPU device; its compute
@@ -129,18 +149,7 @@ def test_a_quarter_cpu_stretch_worker_takes_four_times_its_cpu_time(
     let_workers_import_test_models(monkeypatch)
     shape = (1, 3, 96, 96)
     model, x = SkipNet(), torch.randn(shape)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            cpu = []
-            for _ in range(12):
-                t0 = time.thread_time()
-                model(x)
-                cpu.append(time.thread_time() - t0)
-    finally:
-        torch.set_num_threads(threads)
-    cpu_s = statistics.median(cpu[2:])
+    cpu_s = thread_cpu_s(lambda: model(x), repeats=10)
     data = _skipnet_on([0.25, 0.25], shape)
     report = run(load_instance(data), Plan.from_dict(plan_for(data, [])),
                  RunOptions(SPEC, requests=12, inflight=1, emulate=Mode.STRETCH, time_scale=1.0))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
-import statistics
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 pytest.importorskip("torch")
 
 import torch
+from test_fidelity import thread_cpu_s
 from test_runtime_support import let_workers_import_test_models, workers_of
 from torch import nn
 
@@ -574,19 +573,9 @@ def test_a_split_stage_under_stretch_takes_its_slowest_members_cpu_time_over_its
     shape = (1, 3, 32, 32)
     model, x = ResidualNet(), torch.randn(shape)
     block = nn.Sequential(model.conv1, model.relu1, model.conv2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            a = model.relu0(model.stem(x))
-            cpu = []
-            for _ in range(8):
-                t0 = time.thread_time()
-                block(a)
-                cpu.append(time.thread_time() - t0)
-    finally:
-        torch.set_num_threads(threads)
-    cpu_s = statistics.median(cpu[2:])
+    with torch.no_grad():
+        a = model.relu0(model.stem(x))
+    cpu_s = thread_cpu_s(lambda: block(a), repeats=6)
     data = chain_instance(4, model=ResidualNet(), shape=shape)
     for device, cpus in zip(data["devices"], [0.25, 1.0, 0.1, 0.25], strict=True):
         device["meta"] = {"cpus": cpus}
