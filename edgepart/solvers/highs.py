@@ -33,8 +33,7 @@ tests/test_pareto.py). At 1e-9 the leak is far below the optimality tolerance.""
 TERMINATIONS = {highspy.HighsModelStatus.kOptimal: Termination.OPTIMAL,
                 highspy.HighsModelStatus.kInfeasible: Termination.INFEASIBLE,
                 highspy.HighsModelStatus.kTimeLimit: Termination.TIME_LIMIT,
-                highspy.HighsModelStatus.kInterrupt: Termination.TIME_LIMIT,
-                highspy.HighsModelStatus.kHighsInterrupt: Termination.TIME_LIMIT}
+                highspy.HighsModelStatus.kInterrupt: Termination.TIME_LIMIT}
 
 
 def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
