@@ -429,13 +429,18 @@ def test_split_stage_on_a_dag_must_be_a_path() -> None:
 
 
 def test_beyond_the_dp_the_best_known_plan_has_a_valid_bound() -> None:
-    # 11 devices: the DP is not tried; the answer is the pipeline optimum (auto proves it on
-    # this chain) or a better group baseline, with the fractional work bound below it
-    inst = load_instance(random_instance(2, n=3, nd=11, chain=True))
+    # 13 devices with links drawn per pair, so 13 types of one device and 2**13 = 8192 states
+    # of used devices (> MAX_STATES): the DP is not tried; the answer is the pipeline optimum
+    # (auto proves it on this chain) or a better group baseline, with the fractional work bound
+    # below it
+    inst = load_instance(random_instance(2, n=3, nd=13, chain=True))
     for objective in ("latency", "bottleneck"):
         r = solve(inst, "groups", SolveOptions(plan_space="hybrid", objective=objective))
         pipeline = solve(inst, "auto", SolveOptions(objective=objective))
-        assert "at most 10 devices" in r.message and r.has_plan
+        # (no layer has a shape: the least latency is the pipeline optimum, no DP needed)
+        why = ("at most 4096 such states, got 8192" if objective == "bottleneck"
+               else "the least latency is the pipeline optimum")
+        assert why in r.message and r.has_plan
         assert r.objective_s <= pipeline.objective_s * (1 + 1e-9)
         assert r.bound_s <= r.objective_s * (1 + 1e-9)
         assert r.status in (SolutionStatus.FEASIBLE, SolutionStatus.OPTIMAL)
@@ -518,7 +523,7 @@ def test_fallback_answers_within_its_bound_and_the_pipeline_optimum(
         r = solve(inst, "groups", options)
         best = solve(inst, "brute", options)
         pipeline = solve(inst, "brute", SolveOptions(objective=objective))
-        assert "combinations" in r.message
+        assert "arcs (limit 0)" in r.message
         assert r.bound_s <= best.objective_s * (1 + 1e-9) if best.has_plan else True
         if pipeline.has_plan:
             assert r.has_plan and r.objective_s <= pipeline.objective_s * (1 + 1e-9)

@@ -60,7 +60,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from itertools import combinations, pairwise
+from itertools import pairwise, product
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,14 @@ from edgepart.cost import (
     split_input_bytes,
     tolerated,
 )
-from edgepart.cuts import MAX_IDEALS, CutFamily, alive_bytes, ideal_family, prefix_family
+from edgepart.cuts import (
+    MAX_IDEALS,
+    CutFamily,
+    DeviceTypes,
+    alive_bytes,
+    ideal_family,
+    prefix_family,
+)
 from edgepart.formulations.model import Deadline, OutOfTime
 from edgepart.instance import Instance, Transfer
 from edgepart.plan import Mode, Plan, Scheme, Stage
@@ -90,10 +97,11 @@ from edgepart.solvers.base import (
 
 __all__ = [
     "BASELINES",
-    "MAX_DEVICES",
     "MAX_GROUP_MODES",
+    "MAX_STATES",
     "MAX_WORK",
     "GroupMode",
+    "device_types",
     "fitting_schemes",
     "group_modes",
     "hybrid_lower_bound",
@@ -104,13 +112,15 @@ __all__ = [
 ]
 
 MAX_GROUP_MODES = 400
-"""Most group modes the DP takes (4 devices: 43; 6 devices: 249)."""
-MAX_DEVICES = 10
-"""Most devices: the DP's states are sets of used devices."""
+"""Most group modes the DP takes (4 distinct devices: 43; 6: 249; 8 devices in the 5 types
+1, 2, 3, 1, 1 of the shipped 8-node clusters: 208)."""
+MAX_STATES = 4096
+"""Most used-device states (multisets of device types, :func:`device_types`; 10 distinct
+devices: 1,024) before the DP is not tried: its states would be too many to list."""
 MAX_WORK = 20_000_000
-"""Most cut pairs x group modes x used-device sets (a size measure of the DP, not its exact work:
-bound pruning cuts most of it) before the DP is not tried. VGG-16 on 6 devices (11.8 million)
-takes it 30-55 s; MobileNet-v2 on 4 (2.8 million) 2-11 s; ResNet-50 on 8 (1.8 billion) is out."""
+"""Most arcs (cut pairs x group modes) before the DP is not tried: a size measure, not its work
+(the arcs are priced only from the cuts the search reaches, only those that could beat the
+incumbent, and the labels are pruned by bound)."""
 
 MODES = {PlanSpace.PIPELINE: (Mode.SINGLE,), PlanSpace.REPLICATE: (Mode.SINGLE, Mode.REPLICATE),
          PlanSpace.SPLIT: (Mode.SINGLE, Mode.SPLIT), PlanSpace.HYBRID: tuple(Mode)}
@@ -124,29 +134,52 @@ class GroupMode:
     members: tuple[int, ...]
 
     @property
-    def mask(self) -> int:
-        return sum(1 << d for d in self.members)
-
-    @property
     def ends(self) -> tuple[int, ...]:
         """Devices that send and receive the stage's boundary messages."""
         return self.members if self.mode is Mode.REPLICATE else self.members[:1]
 
 
-def group_modes(inst: Instance, space: PlanSpace, max_group: int | None) -> list[GroupMode]:
-    """Every group mode of the plan space: singles, replica sets, led split sets."""
-    nd = len(inst.devices)
-    largest = min(nd, max_group or nd)
+def device_types(inst: Instance) -> DeviceTypes:
+    """Interchangeable devices (:meth:`edgepart.cuts.DeviceTypes.of`: same class, memory and
+    speed, the same link to every other device and to each other; the source and the sink
+    alone), each type cut further into runs of consecutive device indices, so that listing any
+    devices in index order lists them by type (a split group's member order,
+    :func:`group_modes`)."""
+    runs: list[tuple[int, ...]] = []
+    for members in DeviceTypes.of(inst, range(len(inst.devices))).members:
+        run = [members[0]]
+        for d in members[1:]:
+            if d != run[-1] + 1:
+                runs.append(tuple(run))
+                run = []
+            run.append(d)
+        runs.append(tuple(run))
+    return DeviceTypes(tuple(sorted(runs)))
+
+
+def group_modes(inst: Instance, space: PlanSpace, max_group: int | None,
+                types: DeviceTypes | None = None) -> list[GroupMode]:
+    """Every group mode of the plan space up to interchangeable devices: per multiset of device
+    types (``types``, default :func:`device_types`) of size 1 to ``max_group``, its canonical
+    devices (the first of each type) as a single device, a replica set, and a split set led by
+    the first device of each type in it, the others in index order (the order
+    :mod:`edgepart.solvers.brute` uses). With every device a type of its own: every device,
+    every replica set, every led split set."""
+    types = types or device_types(inst)
+    largest = min(len(inst.devices), max_group or len(inst.devices))
     modes = MODES[space]
-    out = [GroupMode(Mode.SINGLE, (d,)) for d in range(nd)]
-    for size in range(2, largest + 1):
-        for subset in combinations(range(nd), size):
+    singles, groups = [], []
+    for counts in product(*(range(len(m) + 1) for m in types.members)):
+        members = sorted(d for m, k in zip(types.members, counts, strict=True) for d in m[:k])
+        if len(members) == 1:
+            singles.append(GroupMode(Mode.SINGLE, tuple(members)))
+        elif 2 <= len(members) <= largest:
             if Mode.REPLICATE in modes:
-                out.append(GroupMode(Mode.REPLICATE, subset))
+                groups.append(GroupMode(Mode.REPLICATE, tuple(members)))
             if Mode.SPLIT in modes:
-                out += [GroupMode(Mode.SPLIT, (lead, *(d for d in subset if d != lead)))
-                        for lead in subset]
-    return out
+                groups += [GroupMode(Mode.SPLIT, (m[0], *(d for d in members if d != m[0])))
+                           for m, k in zip(types.members, counts, strict=True) if k]
+    return singles + sorted(groups, key=lambda g: len(g.members))
 
 
 @dataclass
@@ -158,10 +191,8 @@ class Arc:
     g: GroupMode
     compute: tuple[float, ...]
     schemes: dict[int, Scheme] = field(default_factory=dict)
-    mask: int = 0
-
-    def __post_init__(self) -> None:
-        self.mask = self.g.mask
+    need: tuple[tuple[int, int], ...] = ()  # (type, devices of it), set by _Problem
+    code: int = 0  # the used-device state it adds (need in the states' mixed radix)
 
 
 def split_schemes(group: SplitGroup, layers: Sequence[int], in_bytes: float
@@ -287,7 +318,7 @@ class _Problem:
     being the layers of ``hi`` not in ``lo``."""
 
     def __init__(self, inst: Instance, family: CutFamily, modes: list[GroupMode],
-                 deadline: Deadline) -> None:
+                 types: DeviceTypes, deadline: Deadline) -> None:
         self.inst = inst
         self.family = family
         self.last = family.size - 1
@@ -296,79 +327,127 @@ class _Problem:
         self.shapes = layer_shapes(inst)
         self.modes = modes
         self.deadline = deadline
+        self.types = types
+        self.type_of = {d: t for t, members in enumerate(types.members) for d in members}
         self._boundary: dict[tuple[tuple[int | None, ...], tuple[int | None, ...], int],
                              tuple[list[float], list[float]]] = {}
-        self.arcs = self._arcs()
+        self.usages = {gm: self.usage(gm) for gm in modes}
         best = [min(row) for row in inst.times]
         self.rest = [sum(best[v] for v in np.flatnonzero(~row)) for row in family.sets]
-        self.speed = _speeds(inst.times, best)
+        speed = _speeds(inst.times, best)
+        self.type_speed = [speed[m[0]] for m in types.members]
+        self._free: dict[int, tuple[int, ...]] = {}
+
+    def usage(self, g: GroupMode) -> tuple[tuple[tuple[int, int], ...], int]:
+        """How many devices of each type ``g`` takes, and that as a state increment."""
+        need: dict[int, int] = {}
+        for d in g.members:
+            need[self.type_of[d]] = need.get(self.type_of[d], 0) + 1
+        return tuple(need.items()), sum(int(self.types.strides[t]) * k for t, k in need.items())
+
+    def free(self, used: int) -> tuple[int, ...]:
+        """Free devices per type in state ``used`` (counts of used devices in mixed radix)."""
+        if used not in self._free:
+            counts, strides = self.types.counts, self.types.strides
+            self._free[used] = tuple(int(n - used // s % (n + 1))
+                                     for n, s in zip(counts, strides, strict=True))
+        return self._free[used]
+
+    def fits(self, arc: Arc, used: int) -> bool:
+        free = self.free(used)
+        return all(free[t] >= k for t, k in arc.need)
 
     def rest_bound(self, pos: int, used: int) -> float:
         """A lower bound on the latency, and on the period, of the layers outside cut ``pos``
-        on the devices not in ``used``: their best times over the free devices' summed speed (as
-        in :func:`edgepart.cost.lower_bound`; split shares and replicas only add overheads)."""
+        on the devices still free in state ``used``: their best times over the free devices'
+        summed speed (as in :func:`edgepart.cost.lower_bound`; split shares and replicas only
+        add overheads)."""
         if self.rest[pos] == 0:
             return 0.0
-        cap = sum(s for d, s in enumerate(self.speed) if not used >> d & 1)
+        cap = sum(n * s for n, s in zip(self.free(used), self.type_speed, strict=True))
         return self.rest[pos] / cap if cap > 0 else math.inf
 
     def stage_layers(self, lo: int, hi: int) -> list[int]:
         """The layers of cut ``hi`` not in cut ``lo``, in topological order."""
         return np.flatnonzero(self.family.sets[hi] & ~self.family.sets[lo]).tolist()
 
-    def _arcs(self) -> dict[int, list[Arc]]:
-        """Feasible arcs by start cut."""
-        out: dict[int, list[Arc]] = {i: [] for i in range(self.family.size)}
+    def arcs_from(self, lo: int, split: list[Arc], cap: float, latency: bool) -> list[Arc]:
+        """Feasible arcs from cut ``lo``: those of ``split`` that start there and those of single
+        devices and replica sets whose lower bound (:func:`_arc_lower` without the limits: the
+        latency's slowest member, the period's harmonic sum of the members' compute) is at
+        most ``cap`` (1e-9 above it, so that the cut sums here, rounded otherwise than the layer
+        sums of the arcs, keep every arc the search would keep; the search skips the others, so
+        they are never priced). Each priced once per group mode (a multiset of types)."""
+        whole, member, cum, banned = self._whole_tables
+        his = self.supers[lo]
+        out = [arc for arc in split if arc.i == lo]
+        if not whole or len(his) == 0:
+            return out
+        compute = np.maximum(cum[his] - cum[lo], 0.0)
+        allowed = (banned[his] - banned[lo] == 0) @ member.T == member.sum(axis=1)
+        keep = allowed & (_whole_lower(compute, member, latency) <= cap * (1 + 1e-9))
+        for row in np.flatnonzero(keep.any(axis=1)):
+            modes = [whole[k] for k in np.flatnonzero(keep[row])]
+            out += self._whole_arcs(lo, int(his[row]), modes)
+        return out
+
+    @cached_property
+    def supers(self) -> list[np.ndarray]:
+        """Per cut, the cuts that strictly contain it (the ends of the arcs from it)."""
+        out: list[list[int]] = [[] for _ in range(self.family.size)]
+        for hi, los in enumerate(self.family.subs):
+            for lo in los:
+                out[int(lo)].append(hi)
+        return [np.array(x, dtype=np.int64) for x in out]
+
+    @cached_property
+    def _whole_tables(self) -> tuple[list[GroupMode], np.ndarray, np.ndarray, np.ndarray]:
+        """The single and replica group modes, their members (one row each), and per cut each
+        device's compute of its layers and how many of them it may not run."""
         whole = [gm for gm in self.modes if gm.mode is not Mode.SPLIT]
-        for hi in range(self.family.size):
-            self.deadline.check()
-            for lo in self.family.subs[hi]:
-                self._whole_arcs(int(lo), hi, whole, out)
-        kinds = self._kinds()
-        split_done: dict[tuple[int, ...], list[Arc]] = {}
-        for gm in self.modes:
-            if gm.mode is not Mode.SPLIT:
-                continue
-            self.deadline.check()
-            signature = tuple(kinds[d] for d in gm.members)
-            if signature not in split_done:
-                split_done[signature] = self._split_arcs(gm)
-            for arc in split_done[signature]:
-                out[arc.i].append(Arc(arc.i, arc.j, gm, arc.compute, arc.schemes))
-        return out
+        member = np.zeros((len(whole), len(self.inst.devices)))
+        for k, gm in enumerate(whole):
+            member[k, list(gm.members)] = 1.0
+        times = np.array(self.inst.times)
+        sets = self.family.sets.astype(float)
+        return (whole, member, sets @ np.where(np.isfinite(times), times, 0.0),
+                sets @ ~np.isfinite(times))
 
-    def _kinds(self) -> list[int]:
-        """An id per device; devices with one id are interchangeable in a split group (same
-        class, memory and speed, neither the source nor the sink, every link the same), so a
-        split group's arcs depend only on the ids of its members in order: computed once."""
-        inst = self.inst
-        ends = {inst.source_index, inst.sink_index}
-        keys: dict[tuple[object, ...], int] = {}
-        out = []
-        for d, dev in enumerate(inst.devices):
-            key: tuple[object, ...] = ((dev.cls, dev.memory_bytes, dev.flops_per_s)
-                                       if inst.uniform_links and d not in ends else (d,))
-            out.append(keys.setdefault(key, len(keys)))
-        return out
-
-    def _whole_arcs(self, lo: int, hi: int, modes: list[GroupMode],
-                    out: dict[int, list[Arc]]) -> None:
-        """Arcs of single devices and replica sets on one cut step: every member runs every
-        layer of the stage (compute summed, parameters summed and working sets maxed in layer
-        order, as the evaluator does)."""
+    def _whole_arcs(self, lo: int, hi: int, modes: list[GroupMode]) -> list[Arc]:
+        """Arcs of single devices and replica sets on one cut step that fit memory: every
+        member runs every layer of the stage (compute summed, parameters summed and working sets
+        maxed in layer order, as the evaluator does)."""
         inst = self.inst
         layers = self.stage_layers(lo, hi)
-        per_device = [sum(inst.times[v][d] for v in layers) for d in range(len(inst.devices))]
+        per_device = {d: sum(inst.times[v][d] for v in layers)
+                      for d in {d for gm in modes for d in gm.members}}
         model = inst.model.layers
         held = (sum(model[v].param_bytes for v in layers)
                 + max(model[v].work_bytes for v in layers))
+        out = []
         for gm in modes:
             compute = tuple(per_device[d] for d in gm.members)
             if not all(math.isfinite(c) for c in compute):
                 continue
             need = held + self._buffers(lo, hi, gm)
             if all(need <= tolerated(inst.devices[d].memory_bytes) for d in gm.members):
-                out[lo].append(Arc(lo, hi, gm, compute))
+                out.append(self._arc(lo, hi, gm, compute))
+        return out
+
+    def _arc(self, lo: int, hi: int, gm: GroupMode, compute: tuple[float, ...],
+             schemes: dict[int, Scheme] | None = None) -> Arc:
+        need, code = self.usages[gm]
+        return Arc(lo, hi, gm, compute, schemes or {}, need, code)
+
+    def one_stage_arcs(self, split: list[Arc]) -> list[Arc]:
+        """Every arc from no layer to every layer: the one-stage plans."""
+        whole = [gm for gm in self.modes if gm.mode is not Mode.SPLIT]
+        return ([a for a in split if a.i == 0 and a.j == self.last]
+                + self._whole_arcs(0, self.last, whole))
+
+    def split_arcs(self) -> list[Arc]:
+        """The arcs of every split group mode."""
+        return [arc for gm in self.modes if gm.mode is Mode.SPLIT for arc in self._split_arcs(gm)]
 
     @cached_property
     def split_paths(self) -> list[tuple[list[int], list[list[tuple[int, int]]]]]:
@@ -429,7 +508,7 @@ class _Problem:
                     break
                 layers = path[:end + 1]
                 for lo, hi in steps[end]:
-                    arc = self._fitting_arc(group, Arc(lo, hi, gm, (t,), schemes), layers)
+                    arc = self._fitting_arc(group, self._arc(lo, hi, gm, (t,), schemes), layers)
                     if arc is not None:
                         out.append(arc)
         return out
@@ -445,7 +524,7 @@ class _Problem:
         caps = [self.inst.devices[d].memory_bytes for d in arc.g.members]
         caps[0] -= self._buffers(arc.i, arc.j, arc.g)
         found = fitting_schemes(group, layers, in_bytes, caps, self.deadline)
-        return None if found is None else Arc(arc.i, arc.j, arc.g, (found[0],), found[1])
+        return None if found is None else self._arc(arc.i, arc.j, arc.g, (found[0],), found[1])
 
     def _buffers(self, lo: int, hi: int, gm: GroupMode) -> float:
         """Receive plus send buffer bytes of the stage's ends (none toward its own device)."""
@@ -475,19 +554,25 @@ class _Problem:
     def boundary(self, senders: Sequence[int | None], receivers: Sequence[int | None], cut: int
                  ) -> tuple[list[float], list[float]]:
         """Per-sender and per-receiver seconds of the message across ``cut`` (each end's worst
-        partner)."""
-        key = (tuple(senders), tuple(receivers), cut)
+        partner) between two consecutive stages' ends, or a stage's and the source's or the
+        sink's. Only the ends' types matter: the two stages hold different devices, so two ends
+        of one type are one device only when the type has one device (the source and the sink
+        are types of their own), and a link between two devices depends only on their types."""
+        key = (tuple(None if d is None else self.type_of[d] for d in senders),
+               tuple(None if d is None else self.type_of[d] for d in receivers), cut)
         if key not in self._boundary:
-            self._boundary[key] = self._transfer(senders, receivers, cut)
+            t = [[self._type_transfer(a, b, cut) for b in key[1]] for a in key[0]]
+            self._boundary[key] = ([max(row) for row in t],
+                                   [max(row[k] for row in t) for k in range(len(key[1]))])
         return self._boundary[key]
 
-    def _transfer(self, senders: Sequence[int | None], receivers: Sequence[int | None], cut: int
-                  ) -> tuple[list[float], list[float]]:
-        if list(senders) == list(receivers):
-            return [0.0] * len(senders), [0.0] * len(receivers)
-        t = [[self.inst.transfer_time(s, r, self.alive[cut]) for r in receivers]
-             for s in senders]
-        return [max(row) for row in t], [max(row[k] for row in t) for k in range(len(receivers))]
+    def _type_transfer(self, a: int | None, b: int | None, cut: int) -> float:
+        if a is None or b is None:
+            return 0.0
+        first, second = self.types.members[a], self.types.members[b]
+        if a == b and len(first) == 1:
+            return 0.0
+        return self.inst.transfer_time(first[0], second[1 if a == b else 0], self.alive[cut])
 
     def source_ends(self) -> list[int | None] | None:
         return None if self.inst.source is None else [self.inst.source_index]
@@ -564,41 +649,49 @@ def _dominated(goal: _Goal, label: _Label, others: list[_Label]) -> bool:
     return any(all(a <= b for a, b in zip(_key(goal, o), mine, strict=True)) for o in others)
 
 
-def _search(prob: _Problem, goal: _Goal, arcs: dict[int, list[Arc]]
-            ) -> tuple[float, _Label | None]:
-    """Forward DP over (cut, used devices, last group mode); labels as in the docstring.
+def _search(prob: _Problem, goal: _Goal) -> tuple[float, _Label | None, int]:
+    """Forward DP over (cut, used devices per type, last group mode); labels as in the
+    docstring. Returns the optimum, its label and how many arcs were priced.
 
     Pruning (exact): latency and period only grow along a path (a sum of non-negative terms; a
     max), so a label or an arc whose lower bound (:func:`_lower`: the label's latency or period,
     the last stage's period with free transfers, the remaining layers' bound
     :meth:`_Problem.rest_bound`; an arc's own compute) is no better than the best finished plan,
     or already breaks a limit, cannot lead to a better valid plan. The first incumbents are the
-    one-stage plans."""
+    one-stage plans, priced first; the arcs from a cut are priced when the search reaches it
+    with a label left, and only those that could beat the incumbent then
+    (:meth:`_Problem.arcs_from`)."""
     start = _Label(0.0, 0.0, (), None, None)
     best: tuple[float, _Label | None] = (math.inf, None)
-    for arc in arcs[0]:
-        if arc.j == prob.last:
-            recv, send = prob.into(prob.source_ends(), arc)
-            label = _step(prob, start, None, arc, recv, send)
-            value = _final(prob, goal, label, arc.g)
-            if value < best[0]:
-                best = (value, label)
+    split = prob.split_arcs()
+    for arc in prob.one_stage_arcs(split):
+        recv, send = prob.into(prob.source_ends(), arc)
+        label = _step(prob, start, None, arc, recv, send)
+        value = _final(prob, goal, label, arc.g)
+        if value < best[0]:
+            best = (value, label)
+    priced = 0
     # at[cut][(used devices, last group mode)] = labels
     at: list[dict[tuple[int, GroupMode | None], list[_Label]]] = [
         {} for _ in range(prob.family.size)]
     at[0][(0, None)] = [start]
     steps = 0
     for pos in range(prob.family.size):
-        for (used, last), found in at[pos].items():
-            labels = [x for x in found if _lower(prob, goal, x, pos, used) < best[0]]
+        alive = [(used, last, [x for x in found if _lower(prob, goal, x, pos, used) < best[0]])
+                 for (used, last), found in at[pos].items()]
+        alive = [x for x in alive if x[2]]
+        arcs = (prob.arcs_from(pos, split, best[0], goal.objective is Objective.LATENCY)
+                if alive else [])
+        priced += len(arcs)
+        for used, last, labels in alive:
             prev = list(last.ends) if last is not None else prob.source_ends()
-            for arc in arcs[pos]:
+            for arc in arcs:
                 steps += 1
                 prob.deadline.check_every(steps, 2_000)
-                if arc.mask & used or _arc_lower(prob, goal, arc) >= best[0]:
+                if not prob.fits(arc, used) or _arc_lower(prob, goal, arc) >= best[0]:
                     continue
                 recv, send_prev = prob.into(prev, arc)
-                nused = used | arc.mask
+                nused = used + arc.code
                 for label in labels:
                     new = _step(prob, label, last, arc, recv, send_prev)
                     if _lower(prob, goal, new, arc.j, nused) >= best[0]:
@@ -612,7 +705,7 @@ def _search(prob: _Problem, goal: _Goal, arcs: dict[int, list[Arc]]
                     if not _dominated(goal, new, bucket):
                         bucket[:] = [o for o in bucket if not _dominated(goal, o, [new])] + [new]
         at[pos].clear()
-    return best
+    return best[0], best[1], priced
 
 
 def _lower(prob: _Problem, goal: _Goal, label: _Label, pos: int, used: int) -> float:
@@ -621,6 +714,19 @@ def _lower(prob: _Problem, goal: _Goal, label: _Label, pos: int, used: int) -> f
     rest = prob.rest_bound(pos, used)
     last = prob.period(label.partial, [0.0] * len(label.partial)) if label.partial else 0.0
     return goal.value(label.lat + rest, max(label.per, last, rest))
+
+
+def _whole_lower(compute: np.ndarray, member: np.ndarray, latency: bool) -> np.ndarray:
+    """Per cut step (row of ``compute``: each device's compute of the stage) and group mode
+    (row of ``member``: its devices), :func:`_arc_lower` of a single device or replica set
+    without the limits: the slowest member's compute for the latency, 1 / sum 1 / compute
+    (0 when a member's is 0) for the period."""
+    if latency:
+        return np.where(member[None] > 0, compute[:, None, :], 0.0).max(axis=2)
+    positive = compute > 0
+    rate = np.where(positive, 1.0 / np.where(positive, compute, 1.0), 0.0) @ member.T
+    idle = (~positive).astype(float) @ member.T > 0
+    return np.where(idle, 0.0, 1.0 / np.where(idle, 1.0, rate))
 
 
 def _arc_lower(prob: _Problem, goal: _Goal, arc: Arc) -> float:
@@ -651,13 +757,36 @@ def _final(prob: _Problem, goal: _Goal, label: _Label, last: GroupMode | None) -
 
 
 def _plan(prob: _Problem, label: _Label) -> Plan:
+    """The DP's path as a plan: each stage on the first free devices of its group's types
+    (:func:`_realise`)."""
     arcs: list[Arc] = []
     node: _Label | None = label
     while node is not None and node.arc is not None:
         arcs.append(node.arc)
         node = node.back
-    return Plan(tuple(_stage(prob.inst, prob.stage_layers(arc.i, arc.j), arc.g, arc.schemes)
-                      for arc in reversed(arcs)), prob.inst.name, "groups")
+    used = [0] * prob.types.n_types
+    stages = []
+    for arc in reversed(arcs):
+        stages.append(_stage(prob.inst, prob.stage_layers(arc.i, arc.j),
+                             _realise(prob.types, arc.g, used), arc.schemes))
+        for t, k in arc.need:
+            used[t] += k
+    return Plan(tuple(stages), prob.inst.name, "groups")
+
+
+def _realise(types: DeviceTypes, g: GroupMode, used: Sequence[int]) -> GroupMode:
+    """Group mode ``g`` (the first devices of its types) on the devices that follow the
+    ``used[t]`` already taken of each type t: the lead the first taken of its type, the others
+    in index order, as in :func:`group_modes`."""
+    where = {d: (t, k) for t, members in enumerate(types.members) for k, d in enumerate(members)}
+
+    def moved(d: int) -> int:
+        t, k = where[d]
+        return types.members[t][used[t] + k]
+
+    if g.mode is Mode.SPLIT:
+        return GroupMode(g.mode, (moved(g.members[0]), *sorted(map(moved, g.members[1:]))))
+    return GroupMode(g.mode, tuple(sorted(map(moved, g.members))))
 
 
 def _stage(inst: Instance, layers: Sequence[int], g: GroupMode, schemes: dict[int, Scheme]
@@ -834,31 +963,31 @@ def _pipeline_latency_is_hybrid(inst: Instance, options: SolveOptions) -> bool:
             and not splittable)
 
 
-def _modes(inst: Instance, options: SolveOptions) -> list[GroupMode]:
+def _modes(inst: Instance, options: SolveOptions, types: DeviceTypes) -> list[GroupMode]:
     """The plan space's group modes; none split when no layer has a shape (none could be)."""
     splittable = any(s is not None for s in layer_shapes(inst))
-    return [gm for gm in group_modes(inst, options.plan_space, options.max_group)
+    return [gm for gm in group_modes(inst, options.plan_space, options.max_group, types)
             if splittable or gm.mode is not Mode.SPLIT]
 
 
-def _size_refusal(inst: Instance, options: SolveOptions
+def _size_refusal(inst: Instance, options: SolveOptions, types: DeviceTypes
                   ) -> tuple[str, list[GroupMode], CutFamily | None]:
-    """Why the DP would not fit, or its group modes and the cuts it would use (devices are
-    counted first: the group modes of many devices are too many to list)."""
-    nd = len(inst.devices)
-    if nd > MAX_DEVICES:
-        return f"tracks which devices are used: at most {MAX_DEVICES} devices, got {nd}", [], None
-    modes = _modes(inst, options)
+    """Why the DP would not fit, or its group modes and the cuts it would use (the states are
+    counted first: the group modes of many distinct devices are too many to list)."""
+    states = types.n_states
+    if states > MAX_STATES:
+        return (f"tracks how many devices of each type are used: at most {MAX_STATES} such "
+                f"states, got {states} ({types.n_types} device types)"), [], None
+    modes = _modes(inst, options, types)
     if len(modes) > MAX_GROUP_MODES:
         return (f"{len(modes)} group modes (limit {MAX_GROUP_MODES}): lower --max-group or use "
                 "fewer devices"), modes, None
     family = prefix_family(inst) if inst.model.is_chain else ideal_family(inst)
     if family is None:
         return f"more than {MAX_IDEALS} ideals", modes, None
-    work = family.pairs * len(modes) * 2 ** nd
+    work = family.pairs * len(modes)
     if work > MAX_WORK:
-        return (f"~{work:.2g} (stage, group mode, used devices) combinations (limit "
-                f"{MAX_WORK:.2g})"), modes, None
+        return (f"~{work:.2g} (stage, group mode) arcs (limit {MAX_WORK:.2g})"), modes, None
     return "", modes, family
 
 
@@ -872,23 +1001,29 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
         return _best_known(inst, options, deadline, start,
                            "device groups need relay transfers: the plan space is the "
                            "pipeline plans")
-    reason, modes, family = _size_refusal(inst, options)
+    if _pipeline_latency_is_hybrid(inst, options):
+        return _best_known(inst, options, deadline, start,
+                           "nothing can be split and the period is free: the least latency is "
+                           "the pipeline optimum")
+    types = device_types(inst)
+    reason, modes, family = _size_refusal(inst, options, types)
     if family is None:
         return _best_known(inst, options, deadline, start, reason)
     dp_deadline = Deadline.after(None if options.time_limit is None else options.time_limit / 2)
     try:
-        prob = _Problem(inst, family, modes, dp_deadline)
+        prob = _Problem(inst, family, modes, types, dp_deadline)
         goal = _Goal(options.objective,
                      math.inf if options.max_latency is None else options.max_latency,
                      math.inf if options.max_period is None else options.max_period)
-        bound, label = _search(prob, goal, prob.arcs)
+        bound, label, priced = _search(prob, goal)
     except OutOfTime:
         return _best_known(inst, options, deadline, start,
                            "time limit before the DP finished", timed_out=True)
     wall = time.perf_counter() - start
     extra: dict[str, Any] = {"plan_space": options.plan_space.value, "group_modes": len(modes),
+                             "device_types": types.n_types,
                              "cuts": family.size,
-                             "arcs": sum(len(a) for a in prob.arcs.values())}
+                             "arcs": priced}
     if label is None:
         return finish(inst, None, method="groups", options=options,
                       termination=Termination.INFEASIBLE, wall_time_s=wall, extra=extra,
