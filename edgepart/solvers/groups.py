@@ -8,7 +8,9 @@ Which plans it covers. A plan is a chain of cuts :math:`\emptyset = I_0 \subsetn
 DAG, as in :func:`edgepart.solvers.dp.solve_dp_ideals`; none splitting a colocate group), stage
 :math:`b` running :math:`I_{b+1} \setminus I_b` in a *group mode* :math:`g`: one device
 (single), a device set of size 2 to ``max_group`` (replicate), or such a set with one of its
-devices as lead (split), every device in at most one stage. Single and replicate stages may be
+devices as lead and the others in index order (split; as :mod:`edgepart.solvers.brute` lists
+them: other orders of the same devices, which the validator also accepts and which may cost
+otherwise, are not searched), every device in at most one stage. Single and replicate stages may be
 any cut step; a split stage only a step whose layers form a path
 (:func:`edgepart.cost.split_path_problem`, the rule the validator applies): every such step is a
 prefix of the longest path from its first layer (:attr:`_Problem.split_paths`), so the DP enumerates
@@ -30,7 +32,7 @@ device's weights and largest working set in Pareto labels and takes the fastest 
 
 Outer DP. Latency is a sum of per-stage terms :math:`\mathrm{in}_b + C_b` (a replica group's
 slowest) that depend on the previous stage's ends, plus the sink's receive: a shortest path over
-states (cut, used devices, last group mode). The period is
+states (cut, used devices per type, last group mode). The period is
 :math:`\max(\mathrm{out}_{src}, \max_b T_b, \mathrm{in}_{sink})` where :math:`T_b` also depends on
 the *next* stage's ends; a state keeps Pareto-optimal labels (max of the finished stages' periods,
 the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = max under
@@ -38,13 +40,46 @@ the last stage's per-end partial :math:`g(\mathrm{in}_r, C_r)` with :math:`g` = 
 ``--max-latency`` or ``--max-period`` a label keeps both its latency and its period (and the
 partials), and a plan counts only within both limits (up to :func:`edgepart.cost.tolerated`).
 
-Size. :math:`P \cdot G` arcs for :math:`P` cut pairs and :math:`G` group modes (:math:`D`
-singles, :math:`\binom{D}{k}` replica sets and :math:`k\binom{D}{k}` led split sets per size
-:math:`k \le` ``max_group``; no split sets when no layer has a shape), states over subsets of used
-devices: meant for the handful of devices FlexPie studies. The DP is not tried beyond
-:data:`MAX_DEVICES` devices, :data:`MAX_GROUP_MODES` group modes,
-:data:`edgepart.cuts.MAX_IDEALS` ideals or :data:`MAX_WORK` (pair, mode, device subset)
-combinations, and it gets half of the time limit. Then, and under direct transfers (where the
+Interchangeable devices. :func:`device_types` groups devices into types :math:`t` of
+:math:`n_t` devices (same class, memory and speed, so the same layer times and capacity; the
+same link to every other device and to each other; the source and the sink alone), each type a
+run of consecutive indices. A group mode is then a multiset :math:`k = (k_t)` of types (for
+split also the lead's type), priced once on its *canonical* devices, the first :math:`k_t` of
+each type (:func:`group_modes`); a state keeps the counts :math:`c_t` of used devices per type,
+:math:`\prod_t (n_t + 1)` states instead of :math:`2^D`; and the path's stage :math:`b` runs on
+the devices :math:`c_t, \dots, c_t + k_t - 1` of each type (:func:`_realise`; the lead the first
+of them of its type, the others in index order).
+
+*The reduction loses no plan and invents none.* (1) A permutation :math:`\pi` of the devices
+that maps each type onto itself changes no number the cost model or the validator reads: the
+times, classes and capacities are those of the type; a message between two different devices
+costs the link of their pair of types; the source and sink are fixed. So a plan and its image
+under :math:`\pi` are both valid or both not, with the same latency and period. (2) Swapping two
+devices of one type inside one split group is such a :math:`\pi` (no other stage holds them), so
+the order of a group's devices within a type does not matter; and since a type is a run of
+indices, index order lists a group's devices type by type, in the order of the types. (3) Take
+any plan of the space; number each type's devices in the order its stages use them (a split
+stage's lead first) and let
+:math:`\pi` send the :math:`i`-th used to the :math:`i`-th of the type. The image uses, at stage
+:math:`b`, exactly the devices the DP's path realises for the same multisets (by (2) in the same
+member order up to swaps within a type), with the same objective by (1). (4) Conversely, a path
+realises to a plan in which no device is in two stages (:math:`c_t + k_t \le n_t` on every arc),
+whose arcs cost what the canonical devices cost (a type-preserving map, (1)), and whose
+transfers the DP charges by types (:meth:`_Problem.boundary`: two ends of one type are one
+device only when the type has one device). So the DP's optimum is a plan's objective, and the
+plan (checked again by :func:`edgepart.solvers.base.finish`) is valid.
+
+Size. :math:`P \cdot G` arcs for :math:`P` cut pairs and :math:`G` group modes (per multiset of
+types of size :math:`\le` ``max_group``: a single device, a replica set, a split set per type in
+it as lead; no split sets when no layer has a shape; with :math:`D` distinct devices
+:math:`D + \sum_k (1 + k)\binom{D}{k}`), meant for the handful of devices FlexPie studies. Arcs
+are priced lazily: the one-stage plans first (the first incumbent), then those from a cut only
+when the search reaches it with a label left, and only those whose compute alone could beat the
+incumbent (:meth:`_Problem.arcs_from`). The DP is not tried beyond :data:`MAX_STATES` states,
+:data:`MAX_GROUP_MODES` group modes, :data:`edgepart.cuts.MAX_IDEALS` ideals or
+:data:`MAX_WORK` arcs, nor for the latency when nothing can be split and the period is free
+(the pipeline optimum is then the hybrid one, :func:`_pipeline_latency_is_hybrid`), and it gets
+half of the time limit. Then, and under direct transfers (where the
 validator refuses every group, so the plan space is the pipeline plans), the answer is the best
 of the pipeline optimum (``auto``, exact over pipeline plans, which are hybrid plans), the warm
 start and the group baselines of the plan space (:data:`BASELINES`), with the bound
