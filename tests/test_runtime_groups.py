@@ -11,6 +11,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -326,12 +327,14 @@ class LocalWire:
 
 
 def split_in_process(model: nn.Module, data: dict[str, Any], stage: dict[str, Any],
-                     requests: int = 3, paced: list[tuple[int, int]] | None = None
+                     requests: int = 3, paced: list[tuple[int, int]] | None = None,
+                     lead_spent: list[tuple[float, float]] | None = None
                      ) -> tuple[list[tuple[int, int]], SplitRole, Any]:
     """Run one split stage holding the whole model in this process, each helper in a thread;
     every answer must equal the model's. Returns the wire's log (receiver, elements), the
     lead's role and the traced model; ``paced`` collects (member, request) of each paced
-    slice."""
+    slice; with ``lead_spent``, the lead's pace sleeps 20 ms a slice and each request's
+    :meth:`~edgepart.runtime.groups.Member.spent_in_runs` is collected."""
     inst = load_instance(data)
     p = plan(stage)
     gm = trace_model(model, SHAPE).graph_module
@@ -343,7 +346,12 @@ def split_in_process(model: nn.Module, data: dict[str, Any], stage: dict[str, An
     log: list[tuple[int, int]] = []
 
     def pace(k: int) -> Any:
-        return lambda request, *_: paced.append((k, request)) if paced is not None else None
+        def record(request: int, *_: Any) -> None:
+            if paced is not None:
+                paced.append((k, request))
+            if lead_spent is not None and k == 0:
+                time.sleep(LEAD_PACE_S)
+        return record
 
     members = [Member(gm, roles[d], EPOCH, LocalWire(boxes, jobs, k, log), pace(k))
                for k, d in enumerate(order)]
@@ -366,6 +374,8 @@ def split_in_process(model: nn.Module, data: dict[str, Any], stage: dict[str, An
             x = torch.randn(SHAPE)
             with torch.no_grad():
                 torch.testing.assert_close(lead(x), model(x))
+            if lead_spent is not None:
+                lead_spent.append(members[0].spent_in_runs())
     finally:
         for q in jobs[1:]:
             q.put(None)
@@ -438,6 +448,27 @@ def test_a_run_moves_only_halos_counted_by_hand() -> None:
     assert sorted(n for _, n in log) == sorted([432, 32, 32, 128] * 2)
     per_layer = replace(role, runs=tuple((node,) for run in role.runs for node in run))
     assert split_traffic(gm, per_layer) == (6, 1872)
+
+
+LEAD_PACE_S = 0.02
+
+
+def test_the_lead_counts_the_wall_and_cpu_time_of_its_runs() -> None:
+    # TinyNet's one run (conv1 with its ReLU, pool, conv2) by rows over two equal devices: the
+    # lead computes 3 non-empty slices a request, each paced by a 20 ms sleep, so its runs take
+    # at least 60 ms of wall time and, sleeping not being CPU time, over 55 ms more wall than
+    # CPU time (the 16 x 16 slices take well under 5 ms); each call starts the count anew, so
+    # every request's count is its own
+    data = chain_instance(2, model=TinyNet())
+    stage = {"devices": ["d0", "d1"], "mode": "split",
+             "layers": ["conv1", "relu", "pool", "conv2"],
+             "schemes": {"conv1": "rows", "pool": "rows", "conv2": "rows"}}
+    spent: list[tuple[float, float]] = []
+    split_in_process(TinyNet(), data, stage, requests=2, lead_spent=spent)
+    assert len(spent) == 2
+    for wall_s, cpu_s in spent:
+        assert 3 * LEAD_PACE_S <= wall_s < 3 * LEAD_PACE_S + 1.0
+        assert wall_s - cpu_s > 3 * LEAD_PACE_S - 0.005
 
 
 def test_a_run_moves_the_bytes_the_cost_model_charges() -> None:
