@@ -453,6 +453,13 @@ def test_dp_stops_at_its_time_limit() -> None:
     assert r.termination.value == "time_limit" and time.perf_counter() - start < 5
 
 
+def test_without_a_time_limit_the_dp_has_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # no --time-limit: the DP stops after DP_SECONDS (here 0.01 s) and the fallback answers
+    monkeypatch.setattr(groups, "DP_SECONDS", 0.01)
+    r = solve(tiny(4, n=6, nd=6), "groups", SolveOptions(plan_space="hybrid"))
+    assert "time limit before the DP finished" in r.message and r.has_plan
+
+
 def test_fractional_work_bound_by_hand() -> None:
     # one layer, 1 s on class a and 3 s on class b: shared in proportion to speed it takes
     # 1 / (1 + 1/3) = 0.75 s, for latency and period alike (one layer: the work term is

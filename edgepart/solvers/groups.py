@@ -79,7 +79,7 @@ incumbent (:meth:`_Problem.arcs_from`). The DP is not tried beyond :data:`MAX_ST
 :data:`MAX_GROUP_MODES` group modes, :data:`edgepart.cuts.MAX_IDEALS` ideals or
 :data:`MAX_WORK` arcs, nor for the latency when nothing can be split and the period is free
 (the pipeline optimum is then the hybrid one, :func:`_pipeline_latency_is_hybrid`), and it gets
-half of the time limit. Then, and under direct transfers (where the
+half of the time limit (:data:`DP_SECONDS` without one). Then, and under direct transfers (where the
 validator refuses every group, so the plan space is the pipeline plans), the answer is the best
 of the pipeline optimum (``auto``, exact over pipeline plans, which are hybrid plans), the warm
 start and the group baselines of the plan space (:data:`BASELINES`), with the bound
@@ -132,6 +132,7 @@ from edgepart.solvers.base import (
 
 __all__ = [
     "BASELINES",
+    "DP_SECONDS",
     "MAX_GROUP_MODES",
     "MAX_STATES",
     "MAX_WORK",
@@ -152,6 +153,10 @@ MAX_GROUP_MODES = 400
 MAX_STATES = 4096
 """Most used-device states (multisets of device types, :func:`device_types`; 10 distinct
 devices: 1,024) before the DP is not tried: its states would be too many to list."""
+DP_SECONDS = 120.0
+"""The DP's time without a time limit (with one: half of it); then the fallback answers. The
+arc and state limits below let in instances whose search the bounds do not cut short (the
+memory-tight 8-node clusters' periods: not done in 100 s)."""
 MAX_WORK = 20_000_000
 """Most arcs (cut pairs x group modes) before the DP is not tried: a size measure, not its work
 (the arcs are priced only from the cuts the search reaches, only those that could beat the
@@ -1044,7 +1049,8 @@ def solve_groups(inst: Instance, options: SolveOptions) -> SolveResult:
     reason, modes, family = _size_refusal(inst, options, types)
     if family is None:
         return _best_known(inst, options, deadline, start, reason)
-    dp_deadline = Deadline.after(None if options.time_limit is None else options.time_limit / 2)
+    dp_deadline = Deadline.after(DP_SECONDS if options.time_limit is None
+                                 else options.time_limit / 2)
     try:
         prob = _Problem(inst, family, modes, types, dp_deadline)
         goal = _Goal(options.objective,
