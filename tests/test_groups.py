@@ -456,7 +456,7 @@ def test_dp_stops_at_its_time_limit() -> None:
 def test_without_a_time_limit_the_dp_has_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     # no --time-limit: the DP stops after DP_SECONDS (here 0.01 s) and the fallback answers
     monkeypatch.setattr(groups, "DP_SECONDS", 0.01)
-    r = solve(tiny(4, n=6, nd=6), "groups", SolveOptions(plan_space="hybrid"))
+    r = solve(tiny(4, n=6, nd=6), "groups", SolveOptions(plan_space=PlanSpace.HYBRID))
     assert "time limit before the DP finished" in r.message and r.has_plan
 
 
@@ -601,7 +601,7 @@ def test_dp_over_device_types_matches_brute_force() -> None:
         for space in SPACES:
             for objective in ("latency", "bottleneck"):
                 brute = _agree(inst, space, objective)
-                for st_ in brute.plan.stages if brute.has_plan else ():
+                for st_ in brute.plan.stages if brute.plan is not None else ():
                     kinds = [next(t for t, m in enumerate(types.members) if inst.device_index[d]
                                   in m) for d in st_.members]
                     shared += len(kinds) > len(set(kinds))
