@@ -74,8 +74,9 @@ TERMINATIONS = {highspy.HighsModelStatus.kOptimal: Termination.OPTIMAL,
 
 @dataclass
 class HighsAnswer:
-    """What one HiGHS run found, in solver units: the model status (``None``: the run gave no
-    final answer: it was killed at the deadline or died), the best solution and dual bound."""
+    """What one HiGHS run found, in solver units, filled in as the child's messages arrive: the
+    model status (``None``: no final answer, the child was killed at the deadline or died), the
+    best solution and the best dual bound."""
 
     status: highspy.HighsModelStatus | None = None
     values: list[float] | None = None
@@ -189,7 +190,7 @@ def _listen(fd: int, deadline: Deadline, answer: HighsAnswer) -> bool:
 
 
 def _take(message: dict[str, Any], answer: HighsAnswer) -> None:
-    if "solution" in message:
+    if message.get("solution") is not None:
         answer.values = message["solution"]
     if "bound" in message:
         answer.bound = max(answer.bound, message["bound"])
