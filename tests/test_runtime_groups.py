@@ -299,6 +299,40 @@ def test_grid_tiles_with_halos_glue_into_the_whole_output(text: str) -> None:
     torch.testing.assert_close(paste(out, pieces[::-1]), whole)  # any order of tiles
 
 
+def test_paste_frames_the_region_with_the_padding_once() -> None:
+    # need: channels [0, 1), rows [2, 5), columns [0, 2) from two pieces (row 2, rows 3-4),
+    # framed by 1 row above, none below, 1 column each side, of -inf (a max pool's padding):
+    # a 1 x 1 x 4 x 4 tensor, by hand
+    inf = float("-inf")
+    need = Region((0, 1), (2, 5), (0, 2))
+    top = torch.tensor([[[[1.0, 2.0]]]])
+    rest = torch.tensor([[[[3.0, 4.0], [5.0, 6.0]]]])
+    out = paste(need, [(Region((0, 1), (3, 5), (0, 2)), rest),
+                       (Region((0, 1), (2, 3), (0, 2)), top)], (1, 0, 1, 1), inf)
+    torch.testing.assert_close(out, torch.tensor([[[[inf, inf, inf, inf], [inf, 1.0, 2.0, inf],
+                                                    [inf, 3.0, 4.0, inf],
+                                                    [inf, 5.0, 6.0, inf]]]]))
+
+
+def test_a_slice_that_reads_one_whole_piece_without_padding_copies_nothing() -> None:
+    # a 2 x 2 max pool, stride 2, output rows [0, 3) of a 4 x 6 x 6 input: reads input rows
+    # [0, 6), all of it, with no padding: its input is the piece itself; a 3 x 3 conv with
+    # padding 1 on output rows [0, 3) reads rows [0, 4) framed by 1 zero row above and 1 zero
+    # column each side: a new 4 x 5 x 8 tensor
+    x = torch.randn(1, 4, 6, 6)
+    whole = Region((0, 4), (0, 6), (0, 6))
+    pool = Slice(nn.MaxPool2d(2), SlicePart("n", Scheme.ROWS, Region((0, 4), (0, 3), (0, 3)),
+                                            (4, 6, 6), (2, 2), (2, 2), (0, 0)))
+    assert pool.assemble([(whole, x)]) is x
+    conv = nn.Conv2d(4, 2, 3, padding=1)
+    s = Slice(conv, SlicePart("n", Scheme.ROWS, Region((0, 2), (0, 3), (0, 6)), (4, 6, 6),
+                              *window(conv)))
+    framed = s.assemble([(s.reads, cut(x, whole, s.reads))])
+    assert framed.shape == (1, 4, 5, 8)
+    assert float(framed[:, :, 0].abs().sum() + framed[:, :, :, [0, 7]].abs().sum()) == 0.0
+    torch.testing.assert_close(s.output(framed), conv(x)[:, :, :3])
+
+
 # --- split runs in one process: members in threads, a wire that counts what it carries ---------
 
 EPOCH = 1

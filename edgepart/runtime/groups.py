@@ -71,8 +71,10 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 __all__ = [
     "FUSABLE",
     "MEASURED_WEIGHT",
+    "NO_BORDER",
     "PREDICTED_WEIGHT",
     "SERVICE_SMOOTHING",
+    "Border",
     "Exchange",
     "Key",
     "Mailbox",
@@ -80,6 +82,7 @@ __all__ = [
     "Obsolete",
     "Pace",
     "PeerError",
+    "Piece",
     "ReplicaScheduler",
     "RunLead",
     "RunPlan",
@@ -386,16 +389,46 @@ def cut(x: torch.Tensor, held: Region, want: Region) -> torch.Tensor:
              want.w[0] - held.w[0]:want.w[1] - held.w[0]]
 
 
-def paste(need: Region, pieces: Sequence[tuple[Region, torch.Tensor]]) -> torch.Tensor:
-    """Region ``need`` of a value from ``pieces`` that cover it (each a region and its tensor)."""
-    if len(pieces) == 1 and pieces[0][0] == need:
+Piece = tuple[Region, torch.Tensor]
+"""A region of a layer's value and the tensor that holds it."""
+
+Border = tuple[int, int, int, int]
+"""Rows before and after, columns before and after: a layer's padding around a slice's input."""
+
+NO_BORDER: Border = (0, 0, 0, 0)
+
+
+def paste(need: Region, pieces: Sequence[Piece], border: Border = NO_BORDER,
+          fill: float = 0.0) -> torch.Tensor:
+    """Region ``need`` of a value from ``pieces`` that cover it, framed by ``border`` rows and
+    columns of ``fill`` (a layer's padding: the frame is written once, no second copy of the
+    whole region as a separate pad would make); a single piece that is ``need`` with no border
+    is returned as it is (no copy)."""
+    if len(pieces) == 1 and pieces[0][0] == need and border == NO_BORDER:
         return pieces[0][1]
     like = pieces[0][1]
     c, h, w = (need.c[1] - need.c[0], need.h[1] - need.h[0], need.w[1] - need.w[0])
-    out = like.new_empty((like.shape[0], c) if like.dim() == 2 else (like.shape[0], c, h, w))
+    if like.dim() == 2:
+        out = like.new_empty((like.shape[0], c))
+        inside = out
+    else:
+        top, bottom, left, right = border
+        out = like.new_empty((like.shape[0], c, top + h + bottom, left + w + right))
+        _fill_frame(out, border, fill)
+        inside = out[:, :, top:top + h, left:left + w]
     for region, piece in pieces:
-        cut(out, need, region).copy_(piece)
+        cut(inside, need, region).copy_(piece)
     return out
+
+
+def _fill_frame(out: torch.Tensor, border: Border, fill: float) -> None:
+    """Write ``fill`` into the ``border`` rows and columns of ``out`` (N, C, H, W)."""
+    top, bottom, left, right = border
+    height, width = out.shape[2], out.shape[3]
+    for rows, cols in (((0, top), (0, width)), ((height - bottom, height), (0, width)),
+                       ((0, height), (0, left)), ((0, height), (width - right, width))):
+        if rows[1] > rows[0] and cols[1] > cols[0]:
+            out[:, :, rows[0]:rows[1], cols[0]:cols[1]].fill_(fill)
 
 
 def _compact(x: torch.Tensor) -> torch.Tensor:
@@ -405,8 +438,11 @@ def _compact(x: torch.Tensor) -> torch.Tensor:
 
 
 class Slice(nn.Module):
-    """One device's slice of one split module: it reads the input region :attr:`reads` and
-    :meth:`forward` computes its region of the output (then its fused module, if any)."""
+    """One device's slice of one split module: it reads the input region :attr:`reads`;
+    :meth:`assemble` puts that region together from pieces, framed by the layer's padding
+    where the slice touches the input's edge (:attr:`border`, of :attr:`fill`), and
+    :meth:`output` computes the slice's region of the output from it (then its fused module, if
+    any). A slice's input is so copied once per layer: the pieces into the framed tensor."""
 
     def __init__(self, module: nn.Module, part: SlicePart, then: nn.Module | None = None
                  ) -> None:
@@ -418,7 +454,10 @@ class Slice(nn.Module):
         if part.scheme is Scheme.OUTC and isinstance(module, (nn.Conv2d, nn.Linear)):
             self.weight = module.weight[c0:c1].detach().clone()
             self.bias = None if module.bias is None else module.bias[c0:c1].detach().clone()
-        self.rows, self.cols = _window(part)
+        rows, cols = _window(part)
+        self.border: Border = (rows[2], rows[3], cols[2], cols[3])
+        self.fill = float("-inf") if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) \
+            else 0.0
         self.reads = _reads(module, part)
 
     @property
@@ -426,27 +465,33 @@ class Slice(nn.Module):
         return self.part.region.volume == 0
 
     def forward(self, piece: torch.Tensor) -> torch.Tensor:
-        out = self.compute(piece)
+        """The slice's output from ``piece``, the input region :attr:`reads`."""
+        return self.output(self.assemble([(self.reads, piece)]))
+
+    def assemble(self, pieces: Sequence[Piece]) -> torch.Tensor:
+        """The input region :attr:`reads` from ``pieces``, framed by :attr:`border`."""
+        return paste(self.reads, pieces, self.border, self.fill)
+
+    def output(self, framed: torch.Tensor) -> torch.Tensor:
+        """The slice's output from ``framed``, its input as :meth:`assemble` makes it."""
+        out = self.compute(framed)
         return out if self.then is None else self.then(out)
 
-    def compute(self, piece: torch.Tensor) -> torch.Tensor:
+    def compute(self, framed: torch.Tensor) -> torch.Tensor:
         m = self.module
-        if self.part.scheme is Scheme.OUTC:
+        if self.part.scheme is Scheme.OUTC:  # the whole input: the module pads it itself
             if self.weight is None:  # a pool: its own channels
-                return m(piece)
+                return m(framed)
             if isinstance(m, nn.Linear):
-                return F.linear(piece, self.weight, self.bias)
+                return F.linear(framed, self.weight, self.bias)
             assert isinstance(m, nn.Conv2d)
-            return F.conv2d(piece, self.weight, self.bias, m.stride, _pair(m.padding),
+            return F.conv2d(framed, self.weight, self.bias, m.stride, _pair(m.padding),
                             m.dilation, m.groups)
-        pads = (self.cols[2], self.cols[3], self.rows[2], self.rows[3])
         if isinstance(m, nn.Conv2d):
-            return F.conv2d(F.pad(piece, pads), m.weight, m.bias, m.stride, 0, m.dilation,
-                            m.groups)
+            return F.conv2d(framed, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
         if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):  # no padding (refused)
-            return F.avg_pool2d(piece, self.part.kernel, self.part.stride)
-        padded = F.pad(piece, pads, value=float("-inf"))
-        return F.max_pool2d(padded, self.part.kernel, self.part.stride)
+            return F.avg_pool2d(framed, self.part.kernel, self.part.stride)
+        return F.max_pool2d(framed, self.part.kernel, self.part.stride)
 
 
 # --- runs: the exchanges, and the members that play them ---------------------------------------
@@ -632,22 +677,26 @@ class Member:
         and slice, then the gather (the lead's output; None on a helper)."""
         plan = self.plans[run]
         for k, node in enumerate(plan.nodes):
-            piece = self._exchange(plan.steps[k], (seq, run, k), held, send=not scattered or k > 0)
+            pieces = self._exchange(plan.steps[k], (seq, run, k), held,
+                                    send=not scattered or k > 0)
             s = self.slices[node]
-            held = (s.part.region, None if piece is None else self._compute(s, piece, request))
-        return self._exchange(plan.steps[-1], (seq, run, len(plan.nodes)), held, send=True)
+            held = (s.part.region, None if pieces is None else self._compute(s, pieces, request))
+        gather = plan.steps[-1]
+        pieces = self._exchange(gather, (seq, run, len(plan.nodes)), held, send=True)
+        return None if pieces is None else paste(gather.needs[self.role.index], pieces)
 
-    def _compute(self, s: Slice, piece: torch.Tensor, request: int) -> torch.Tensor:
+    def _compute(self, s: Slice, pieces: list[Piece], request: int) -> torch.Tensor:
+        """Slice ``s`` on ``pieces`` (its input's assembly, the one copy, counts as compute)."""
         started, cpu = time.perf_counter(), time.thread_time()
-        out = s(piece)
+        out = s.output(s.assemble(pieces))
         if self.pace is not None:
             self.pace(request, started, time.perf_counter() - started, time.thread_time() - cpu)
         return out
 
     def _exchange(self, step: Exchange, at: tuple[int, int, int], held: Held, send: bool
-                  ) -> torch.Tensor | None:
-        """Send what the others need of ``held``, receive what this member needs; the needed
-        region's tensor (None when it needs nothing)."""
+                  ) -> list[Piece] | None:
+        """Send what the others need of ``held``, receive what this member needs; the pieces
+        that cover the needed region (None when it needs nothing)."""
         me = self.role.index
         region, value = held
         if send:
@@ -664,7 +713,7 @@ class Member:
         own = _meet(region, need)
         if own.volume and value is not None:
             pieces.append((own, cut(value, region, own)))
-        return paste(need, pieces)
+        return pieces
 
 
 class RunLead(nn.Module):

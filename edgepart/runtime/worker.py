@@ -381,7 +381,6 @@ def setup(cfg: WorkerSetup) -> str:
     """Build and trace the model; returns the graph's fingerprint."""
     w = _this()
     w.contact = time.monotonic()
-    torch.set_num_threads(1)  # as the driver's reference: same sums, same results
     model = load_model(cfg.model, cfg.seed, cfg.weights)
     w.gm = trace_model(model, cfg.input_shape).graph_module
     return fingerprint(w.gm)
@@ -447,6 +446,9 @@ def serve(rank: int, world: int, master: Address, bind: str | None = None, *,
     """Join the group as worker ``rank`` and serve until stopped; returns the exit code."""
     if parent_pid is not None:
         _die_with_parent(parent_pid)
+    # one intra-op thread, as the driver's reference (same sums, same results) and as a device
+    # of the cost model; set before any thread starts, so every thread's pool starts at one
+    torch.set_num_threads(1)
     worker = _Worker(emulate.join(cgroups))
     _WORKER[:] = [worker]  # before joining: the driver may call setup() at once
     transport = worker.transport = RpcTransport(rank, world, master, bind,
