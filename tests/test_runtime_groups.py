@@ -534,8 +534,9 @@ SPLIT_THEN_SINGLE = ({"devices": ["d0", "d1"], "mode": "split", "layers": LAYERS
 
 
 def test_a_slowed_split_helper_slows_the_stage() -> None:
-    # d1 (the helper) 2000 times slower from request 0: each of its two slices (conv1: pad,
-    # conv and ReLU; the pool: pad and max pool) then takes at least 2000 x its real compute,
+    # d1 (the helper) 2000 times slower from request 0: each of its two slices (conv1: its
+    # input framed by the padding (a fill and a copy), conv and ReLU; the pool: at least the
+    # max pool) then takes at least 2000 x its real compute,
     # and a torch op call takes over 3 us on any CPU, so the lead, which waits for d1's halo
     # and output, needs over 2000 x 5 x 3 us = 30 ms a request; unslowed, the stage took
     # 3.8 ms at the least on this loaded host

@@ -43,7 +43,10 @@ the lead), and the lead gathers the run's output once. Each member's pieces land
 :class:`Mailbox`, keyed by (epoch, sequence number, run, step, sender), filled by the senders'
 asynchronous calls (no RPC handler blocks); the lead runs its part in its compute thread, each
 helper in a thread of its own (:class:`Member`). Several requests may be in flight through the
-stage: each run of each request has its own sequence number.
+stage: each run of each request has its own sequence number. A slice copies its input once
+per layer: its own part and the pieces it received are pasted into one tensor framed by the
+layer's padding (:meth:`Slice.assemble`; the conv then runs unpadded), or not at all when it
+reads one whole piece with no padding (a pool at an even cut).
 
 Departure from the cost model, named: an elementwise module that is not the only reader of a
 split layer, and any node without a scheme (a flatten, an addition), runs on the lead on the
