@@ -24,6 +24,11 @@ It also prints the split stage's RPC messages and bytes per request between its 
 the convolutions, ReLUs and pools are one run (one scatter, the halos, one gather), and as the
 runtime moved them before runs (every split layer scattered from and gathered to the lead).
 
+While each plan runs it reads, from ``/proc`` (Linux), the CPU time of every thread of the
+bench's process (the driver) and of the workers it spawned (:class:`ThreadCpu`), and prints the
+busiest threads per request by process and thread name: the workers' compute threads, and what
+else competes with them for the cores (a transport's polling thread, the driver).
+
 It prints both speedups and measured / predicted (the issue's target: within 15%), the load
 average of the host before and after, and a control: how much of two cores the host gives right
 now (:func:`host_parallel_speedup`: the model on one thread against two threads each on half the
@@ -176,11 +181,84 @@ def split_messages(inst: Instance, split: Plan, shape: tuple[int, ...]) -> dict[
     return out
 
 
+class ThreadCpu:
+    """The CPU seconds of every thread of this process and of its child processes (the spawned
+    workers) while the ``with`` block runs, read from ``/proc`` every ``period_s`` (a thread
+    that ends between two reads loses its last period; none is counted on a host without
+    ``/proc``). :meth:`busiest`: per (process, thread name), the most CPU first."""
+
+    def __init__(self, period_s: float = 0.2) -> None:
+        self.period_s = period_s
+        self.first: dict[tuple[str, str, str], float] = {}
+        self.last: dict[tuple[str, str, str], float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ThreadCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _poll(self) -> None:
+        self._read()
+        while not self.done.wait(self.period_s):
+            self._read()
+        self._read()
+
+    def _read(self) -> None:
+        for key, cpu_s in _thread_cpu(_processes()).items():
+            self.first.setdefault(key, cpu_s)
+            self.last[key] = cpu_s
+
+    def busiest(self, top: int = 8) -> list[tuple[str, str, float]]:
+        by_name: dict[tuple[str, str], float] = {}
+        for key, cpu_s in self.last.items():
+            process, _, name = key
+            by_name[(process, name)] = by_name.get((process, name), 0.0) + cpu_s - self.first[key]
+        rows = sorted(((p, n, t) for (p, n), t in by_name.items()), key=lambda r: -r[2])
+        return rows[:top]
+
+
+def _processes() -> dict[int, str]:
+    """This process ("driver") and its children ("worker" and the rank), by pid."""
+    me, out = os.getpid(), {os.getpid(): "driver"}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"--rank" in cmdline:
+            out[int(entry.name)] = f"worker {cmdline[cmdline.index(b'--rank') + 1].decode()}"
+    return out
+
+
+def _thread_cpu(processes: dict[int, str]) -> dict[tuple[str, str, str], float]:
+    """(process, thread id, thread name) -> CPU seconds (user + system) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid, process in processes.items():
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                name = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            out[(process, task.name, name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def measure(inst: Instance, plan: Plan, requests: int) -> dict[str, Any]:
-    report = run(inst, plan, RunOptions(SPEC, requests=requests, inflight=2))
+    with ThreadCpu() as cpu:
+        report = run(inst, plan, RunOptions(SPEC, requests=requests, inflight=2))
     if report["mismatches"] or report["completed"] != requests:
         raise SystemExit(f"split_speedup: {report['mismatches']} mismatches, "
                          f"{report['completed']}/{requests} answered")
+    report["busiest_threads"] = [{"process": p, "thread": n, "cpu_s_per_request": t / requests}
+                                 for p, n, t in cpu.busiest()]
     return report
 
 
@@ -223,7 +301,9 @@ def result(args: argparse.Namespace, inst: Instance, predicted: dict[str, Any],
                    "measured_service_s": min(r["stages"][0]["real_compute_min_s"]
                                              for r in reports[name]),
                    "predicted_latency_s": predicted[name].latency_s,
-                   "measured_latency_p50_s": min(r["latency_p50_s"] for r in reports[name])}
+                   "measured_latency_p50_s": min(r["latency_p50_s"] for r in reports[name]),
+                   "busiest_threads": max(reports[name], key=lambda r: r["throughput_per_s"])[
+                       "busiest_threads"]}
             for name in ("single", "split")}
     speedup = {kind: rows["single"][f"{kind}_s"] / rows["split"][f"{kind}_s"]
                for kind in ("predicted_period", "measured_period", "measured_service")}
@@ -268,6 +348,10 @@ def table(out: dict[str, Any]) -> str:
                  f"runs, {traffic['per_layer']['messages']} "
                  f"({traffic['per_layer']['bytes'] / 1e6:.2f} MB) scattered and gathered per "
                  "layer (before runs)")
+    for name, row in out["plans"].items():
+        busiest = ", ".join(f"{t['process']} {t['thread']} {t['cpu_s_per_request'] * 1e3:.0f}"
+                            for t in row["busiest_threads"][:6])
+        lines.append(f"{name}: busiest threads, CPU ms per request (fastest run): {busiest}")
     lines.append(f"control: two threads on half the rows each vs one thread on all: "
                  f"{out['host_parallel_speedup'][0]:.2f}x before, "
                  f"{out['host_parallel_speedup'][1]:.2f}x after (what two cores give here now)")
