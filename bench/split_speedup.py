@@ -187,7 +187,7 @@ class ThreadCpu:
     that ends between two reads loses its last period; none is counted on a host without
     ``/proc``). :meth:`busiest`: per (process, thread name), the most CPU first."""
 
-    def __init__(self, period_s: float = 0.2) -> None:
+    def __init__(self, period_s: float = 1.0) -> None:
         self.period_s = period_s
         self.first: dict[tuple[str, str, str], float] = {}
         self.last: dict[tuple[str, str, str], float] = {}
