@@ -26,8 +26,10 @@ runtime moved them before runs (every split layer scattered from and gathered to
 
 While each plan runs it reads, from ``/proc`` (Linux), the CPU time of every thread of the
 bench's process (the driver) and of the workers it spawned (:class:`ThreadCpu`), and prints the
-busiest threads per request by process and thread name: the workers' compute threads, and what
-else competes with them for the cores (a transport's polling thread, the driver).
+busiest threads by process and thread name, in CPU time per request over the whole run (the
+workers' start-up, building and tracing the model on an RPC thread, included): what competes
+with the workers' compute threads for the cores (e.g. TensorPipe's ``TP_SHM_reactor``, which
+polls without sleeping).
 
 It prints both speedups and measured / predicted (the issue's target: within 15%), the load
 average of the host before and after, and a control: how much of two cores the host gives right
@@ -351,7 +353,8 @@ def table(out: dict[str, Any]) -> str:
     for name, row in out["plans"].items():
         busiest = ", ".join(f"{t['process']} {t['thread']} {t['cpu_s_per_request'] * 1e3:.0f}"
                             for t in row["busiest_threads"][:6])
-        lines.append(f"{name}: busiest threads, CPU ms per request (fastest run): {busiest}")
+        lines.append(f"{name}: busiest threads, CPU ms per request over the fastest run, "
+                     f"start-up included: {busiest}")
     lines.append(f"control: two threads on half the rows each vs one thread on all: "
                  f"{out['host_parallel_speedup'][0]:.2f}x before, "
                  f"{out['host_parallel_speedup'][1]:.2f}x after (what two cores give here now)")
