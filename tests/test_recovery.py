@@ -49,7 +49,10 @@ def test_killed_stage_serves_a_heuristic_plan_then_the_proven_one(
         run_skipnet: Callable[..., dict[str, Any]]) -> None:
     report = _run_with_failure(run_skipnet)
     failure = _heuristic_then_exact(report)
-    assert "exited" in failure["message"] or "eof" in failure["message"]
+    # the driver notices the death as the worker's exit, or as the transport's end of file on
+    # the connection to it (TensorPipe's uv transport says "EOF: end of file", shm said "eof")
+    message = failure["message"].lower()
+    assert "exited" in message or "eof" in message
 
 
 def test_hung_worker_is_found_by_its_heartbeat_and_replaced(
