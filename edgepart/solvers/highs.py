@@ -137,13 +137,19 @@ def _final(h: highspy.Highs) -> HighsAnswer:
 def _interrupt_at(h: highspy.Highs, deadline: Deadline) -> None:
     """Ask HiGHS to stop from its MIP and simplex interrupt callbacks once ``deadline`` passes
     (some long steps check neither: see the module docstring)."""
+    stop = _stopper(deadline)
+    h.cbMipInterrupt.subscribe(stop)
+    h.cbSimplexInterrupt.subscribe(stop)
 
-    def check(event: highspy.HighsCallbackEvent) -> None:
+
+def _stopper(deadline: Deadline) -> Callable[[highspy.HighsCallbackEvent], None]:
+    """An interrupt callback that stops HiGHS once ``deadline`` has passed."""
+
+    def stop(event: highspy.HighsCallbackEvent) -> None:
         if deadline.left() <= 0:
             event.interrupt()
 
-    h.cbMipInterrupt.subscribe(check)
-    h.cbSimplexInterrupt.subscribe(check)
+    return stop
 
 
 def run_stoppable(h: highspy.Highs, deadline: Deadline) -> HighsAnswer:
@@ -235,6 +241,7 @@ def _stream(h: highspy.Highs, deadline: Deadline, send: Send) -> None:
     """Subscribe the callbacks that send improving solutions and better bounds, and stop HiGHS at
     ``deadline``."""
     sent = {"bound": -math.inf, "at": 0.0}
+    stop = _stopper(deadline)
 
     def improving(event: highspy.HighsCallbackEvent) -> None:
         send({"solution": np.asarray(event.data_out.mip_solution, dtype=float).tolist()})
@@ -244,13 +251,11 @@ def _stream(h: highspy.Highs, deadline: Deadline, send: Send) -> None:
         if bound > sent["bound"] and time.perf_counter() - sent["at"] >= BOUND_EVERY_S:
             send({"bound": bound})
             sent["bound"], sent["at"] = bound, time.perf_counter()
-        if deadline.left() <= 0:
-            event.interrupt()
+        stop(event)
 
     h.cbMipImprovingSolution.subscribe(improving)
     h.cbMipInterrupt.subscribe(mip_interrupt)
-    h.cbSimplexInterrupt.subscribe(lambda event: event.interrupt() if deadline.left() <= 0
-                                   else None)
+    h.cbSimplexInterrupt.subscribe(stop)
 
 
 def _highs(sm: ScaledModel, options: SolveOptions, presolve: bool, deadline: Deadline
