@@ -296,7 +296,7 @@ def test_time_limit_returns_best_plan_with_honest_gap() -> None:
 
 def test_time_limit_in_the_path_search_keeps_the_incumbent_and_an_honest_bound() -> None:
     inst = load_instance(TINY.parent / "vit_b_16_8nodes.json")
-    result = solve(inst, "highs", time_limit=0.3)
+    result = solve(inst, "highs", time_limit=0.3, formulation="paths")  # not the lattice search
     assert result.has_plan and validate_plan(inst, result.plan) == []
     assert result.extra["formulation"] == "paths"
     assert result.bound_s <= result.objective_s
@@ -355,9 +355,10 @@ def test_milp_backends_prove_vit_on_stage_slots_by_the_lattice_search() -> None:
     inst = load_instance(TINY.parent / "vit_b_16_8nodes.json")
     reference = solve(inst, "cpsat", time_limit=60)
     assert reference.status is SolutionStatus.OPTIMAL
-    result = solve(inst, "highs", formulation="stages", time_limit=60)
+    result = solve(inst, "highs", time_limit=60)
     assert result.status is SolutionStatus.OPTIMAL
     assert result.solver_version == "no solver call: the lattice threshold search proved it"
+    assert result.extra["backend"] == "lattice"
     assert result.objective_s == pytest.approx(reference.objective_s, rel=1e-6)
 
 

@@ -11,10 +11,12 @@ sees layers. Two formulations feed it:
   below the incumbent (usually the only question), then bisection over the finitely many values a
   period can take. An infeasible answer raises the proven bound to the next such value.
 
-For the MILP backends (``lattice=True``) a period objective on stage slots first goes to
-:func:`edgepart.cuts.period_search`: threshold questions answered by one sweep over the ideal
-lattice, whose "no" is a bound that sees transfers (the stage-slot LP bound does not) and whose
-"yes" is a better warm start; when the two meet, no solver is called.
+With ``lattice=True`` (the MILP backends and ``auto``) a period objective on relay transfers
+without limits first goes to :func:`edgepart.cuts.period_search`, before either formulation
+(unless the caller forced one): threshold questions answered by one sweep over the ideal lattice,
+whose "no" is a bound that sees transfers (the stage-slot LP bound does not) and whose "yes" is a
+better warm start; when the two meet, no solver is called (``backend`` ``lattice``), else its
+bound floors the formulation's.
 
 The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
 bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
@@ -88,8 +90,9 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                 lattice: bool = False) -> SolveResult:
     """Solve ``inst`` exactly; ``prefer`` is the formulation under ``auto``. ``backend`` is one
     backend, or one per formulation (``{"paths": ..., "stages": ...}``). With ``lattice``, a
-    period objective on stage slots first runs :func:`edgepart.cuts.period_search` (relay
-    transfers, no latency or period limit) for at most :data:`LATTICE_SHARE` of the time left.
+    period objective (relay transfers, no latency or period limit, formulation ``auto``) first
+    runs :func:`edgepart.cuts.period_search` for at most
+    :data:`LATTICE_SHARE` of the time left.
 
     ``options.time_limit`` bounds the whole call: the warm start gets :data:`WARM_START_SHARE` of
     it, building the formulation and the solver's model count against it (they stop at the
@@ -102,6 +105,22 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                       termination=Termination.INFEASIBLE, message="; ".join(reasons))
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
+    floor, found = lower_bound(inst, options.objective.value), {}
+    if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
+        search = period_search(inst, math.inf if warm_value is None else warm_value, floor,
+                               Deadline.after(deadline.left() * LATTICE_SHARE))
+        found = {"lattice": {"questions": search.questions, "bound_s": search.bound,
+                             "stopped": search.stopped}}
+        floor = max(floor, search.bound)
+        if search.plan is not None and (warm_value is None
+                                        or _value(inst, search.plan, options) < warm_value):
+            warm, warm_value = search.plan, _value(inst, search.plan, options)
+        if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
+            return _finish(inst, options, name, _Outcome(
+                warm, Termination.OPTIMAL, floor,
+                "no solver call: the lattice threshold search proved it",
+                extra={"backend": "lattice", "formulation": "ideals", **found}),
+                warm, warm_value, start)
     try:
         paths, why_not = _paths(inst, options, prefer, warm_value, deadline)
     except OutOfTime:
@@ -117,13 +136,15 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
         if paths is not None:
             out = (_latency_paths(inst, options, paths, run, warm, deadline)
                    if options.objective is Objective.LATENCY
-                   else _threshold_search(inst, options, paths, run, warm, deadline))
+                   else _threshold_search(inst, options, paths, run, warm, floor, deadline))
         else:
-            out = _solve_stages(inst, options, run, warm, warm_value, deadline, lattice)
+            out = _solve_stages(inst, options, run, warm, warm_value, floor, deadline)
             if why_not:
                 out.extra["paths_not_used"] = why_not
     except OutOfTime:
         out = _building_stopped(formulation)
+    out.bound_s = max(out.bound_s, floor)
+    out.extra.update(found)
     out.extra["backend"] = getattr(chosen, "__name__", "").removeprefix("run_")
     return _finish(inst, options, name, out, warm, warm_value, start)
 
@@ -169,27 +190,15 @@ def _finish(inst: Instance, options: SolveOptions, name: str, out: _Outcome, war
 
 
 def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm: Plan | None,
-                  warm_value: float | None, deadline: Deadline, lattice: bool = False
-                  ) -> _Outcome:
+                  warm_value: float | None, floor: float, deadline: Deadline) -> _Outcome:
     form = PipelineFormulation(inst, options.objective.value, options.max_latency,
                                options.max_period, upper_bound=warm_value, deadline=deadline)
     extra: dict[str, Any] = {"formulation": "stages", "variables": len(form.model.vars),
                              "constraints": len(form.model.constraints)}
-    floor = form.floor
+    floor = max(floor, form.floor)
     if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
         return _Outcome(None, Termination.OPTIMAL, floor, extra=extra, version=(
             "no solver call: the first-stages bound meets the warm start"))
-    if lattice and _lattice_applies(inst, options):
-        search = period_search(inst, math.inf if warm_value is None else warm_value, floor,
-                               Deadline.after(deadline.left() * LATTICE_SHARE))
-        extra["lattice"] = {"questions": search.questions, "bound_s": search.bound,
-                            "stopped": search.stopped}
-        floor = max(floor, search.bound)
-        if search.plan is not None:
-            warm, warm_value = search.plan, _value(inst, search.plan, options)
-        if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
-            return _Outcome(warm, Termination.OPTIMAL, floor, extra=extra, version=(
-                "no solver call: the lattice threshold search proved it"))
     if warm is not None:
         _hint(form.model, form.hint(warm), options)
     res = backend(form.model, options.with_time_left(deadline))
@@ -201,7 +210,7 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
                                           extra={**options.extra, "presolve": False}))
         plan, res = _decoded(inst, res, form.decode, options)
     if plan is None or (warm_value is not None and _value(inst, plan, options) > warm_value):
-        plan = warm  # the lattice search's plan, when it beat the driver's warm start
+        plan = warm  # the lattice search's plan, which may beat the solver's
     return _Outcome(plan, res.termination, max(res.bound_s, floor), res.version, res.message,
                     extra)
 
@@ -249,12 +258,14 @@ def _latency_paths(inst: Instance, options: SolveOptions, form: PathFormulation,
 
 
 def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulation,
-                      backend: Backend, best: Plan | None, deadline: Deadline) -> _Outcome:
-    """Minimise the period by feasibility questions (see the module docstring)."""
+                      backend: Backend, best: Plan | None, floor: float, deadline: Deadline
+                      ) -> _Outcome:
+    """Minimise the period by feasibility questions (see the module docstring), none below the
+    proven ``floor``."""
     values = form.period_values
     assert values is not None
     ub = math.inf if best is None else _value(inst, best, options)
-    lo = lower_bound(inst)
+    lo = max(lower_bound(inst), floor)
     out = _Outcome(best, Termination.OPTIMAL, lo, extra={
         "formulation": "paths", "stage_arcs": form.size, "candidate_periods": len(values),
         "feasibility_solves": 0})
