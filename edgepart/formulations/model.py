@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -162,6 +163,25 @@ class LinearModel:
                         f"[0, {var.ub:.9g}]")
         self.hint = dict(values)
         return ""
+
+    def violations(self, values: Mapping[int, float], tol: float = 1e-9) -> list[str]:
+        """What a complete assignment breaks, in real arithmetic (no rounding): a variable with no
+        value, outside ``[0, ub (1 + tol)]`` or a Boolean not 0 or 1, and each row whose
+        enforcing literals are all 1 and whose ``terms + const`` is below ``-tol`` times its size
+        (the sum of the magnitudes of its terms and constant: a float sum of n terms errs by
+        about n * 2.2e-16 of that). Empty when ``values`` is a solution."""
+        out = [f"{var.name}: {values.get(i)} outside [0, {var.ub:.9g}]"
+               for i, var in enumerate(self.vars)
+               if not 0.0 <= values.get(i, math.nan) <= var.ub * (1 + tol)
+               or (var.boolean and values[i] not in (0.0, 1.0))]
+        for k, con in enumerate(self.constraints):
+            if all(values.get(lit) == 1.0 for lit in con.enforce):
+                parts = [c * values.get(i, math.nan) for c, i in con.terms]
+                total = sum(parts) + con.const
+                if not total >= -tol * (sum(map(abs, parts)) + abs(con.const)):
+                    first = self.vars[con.terms[0][1]].name if con.terms else "constant"
+                    out.append(f"row {k} ({con.name or 'first term ' + first}): {total:.9g} < 0")
+        return out
 
     def max_coef(self, dim: Dim) -> float:
         """Largest |value| any ``dim`` expression can reach (used to choose integer units)."""

@@ -61,7 +61,7 @@ import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from edgepart.cost import evaluate, lower_bound, tolerated
+from edgepart.cost import lower_bound, tolerated
 from edgepart.cuts import first_stages_bound
 from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Rounding, Terms
 from edgepart.instance import Instance, Link, Transfer
@@ -88,6 +88,12 @@ class PipelineFormulation:
     HiGHS's root cut loop overrun its time limit (nasnet 218 x 8: 93 s and 106 s for 60 s, twice;
     59-60 s without it), so the driver uses it outside: as the bound when a solver's is weaker, and
     as the proof when the warm start meets it."""
+    lower_rows: dict[int, list[int]] = field(default_factory=dict, init=False)
+    """Per variable defined by rows of the form ``var >= expression`` (every number, and the
+    Booleans ``a``, ``link``, ``r``, ``sent`` that follow from the plan's), those rows' indices
+    (:meth:`_at_least`); :meth:`hint` sets each to the largest value they give."""
+    symmetric: list[tuple[int, int]] = field(default_factory=list, init=False)
+    """The interchangeable device pairs of the symmetry rows (10.)."""
 
     def __post_init__(self) -> None:
         inst = self.inst
@@ -160,6 +166,15 @@ class PipelineFormulation:
         self._memory()
         self._symmetry()
         self._objective()
+
+    def _at_least(self, var: int, terms: Terms, const: float = 0.0, *,
+                  enforce: tuple[int, ...] = (), dim: Dim = Dim.TIME) -> None:
+        """Add ``var + terms + const >= 0`` (when every ``enforce`` literal is 1): a lower bound
+        on ``var`` by variables other than it. Times and bytes may be relaxed by rounding; counts
+        (Booleans) have integer coefficients."""
+        self.lower_rows.setdefault(var, []).append(len(self.model.constraints))
+        self.model.ge([(1.0, var), *terms], const, dim=dim, enforce=enforce,
+                      rounding=Rounding.EXACT if dim is Dim.COUNT else Rounding.RELAX)
 
     def zt(self, v: int, b: int) -> tuple[Terms, float]:
         """:math:`z_{vb}` as (terms, constant): stage of v <= b."""
@@ -253,12 +268,13 @@ class PipelineFormulation:
             for link, pairs in types.items():
                 time_terms = [(-nb / link.bandwidth_bytes_per_s, a) for nb, a in bytes_at[b]]
                 if len(types) == 1:
-                    m.time_ge([(1.0, r), *time_terms, *_scale(self.used(b + 1), -link.latency_s)])
+                    self._at_least(r, [*time_terms, *_scale(self.used(b + 1), -link.latency_s)])
                     continue
                 lt = m.boolean(f"link[{b},{link}]")
                 for d, e in pairs:
-                    m.ge([(1.0, lt), (-1.0, self.y[b][d]), (-1.0, self.y[b + 1][e])], 1.0)
-                m.time_ge([(1.0, r), *time_terms], -link.latency_s, enforce=(lt,))
+                    self._at_least(lt, [(-1.0, self.y[b][d]), (-1.0, self.y[b + 1][e])], 1.0,
+                                   dim=Dim.COUNT)
+                self._at_least(r, time_terms, -link.latency_s, enforce=(lt,))
         src = self._source_time()
         sink = [self._sink_time(b) for b in range(K)]
         self.sink_all = [t for terms in sink for t in terms]
@@ -278,15 +294,17 @@ class PipelineFormulation:
             a = [m.boolean(f"a[{u},{b}]") for b in range(K - 1)]
             for b in range(K - 1):
                 for w in succ:
-                    m.ge([(1.0, a[b]), (-1.0, self.z[u][b]), (1.0, self.z[w][b])])
+                    self._at_least(a[b], [(-1.0, self.z[u][b]), (1.0, self.z[w][b])],
+                                   dim=Dim.COUNT)
                 if to_sink:
-                    m.ge([(1.0, a[b]), (-1.0, self.z[u][b]), *_neg(self.used(b + 1))], 1.0)
+                    self._at_least(a[b], [(-1.0, self.z[u][b]), *_neg(self.used(b + 1))], 1.0,
+                                   dim=Dim.COUNT)
             out.append((u, a))
         if inst.source is not None:
             a = [m.boolean(f"a[input,{b}]") for b in range(K - 1)]
             for b in range(K - 1):
                 for e in g.entries:
-                    m.ge([(1.0, a[b]), (1.0, self.z[e][b])], -1.0)
+                    self._at_least(a[b], [(1.0, self.z[e][b])], -1.0, dim=Dim.COUNT)
             out.append((-1, a))
         return out
 
@@ -308,8 +326,7 @@ class PipelineFormulation:
         for d in range(self.nd):
             if d != k:
                 tau = self.inst.transfer_time(d, k, nbytes)
-                self.model.time_ge([(1.0, t), (-tau, self.y[b][d]),
-                                    *_scale(self.used(b + 1), tau)])
+                self._at_least(t, [(-tau, self.y[b][d]), *_scale(self.used(b + 1), tau)])
         return [(1.0, t)]
 
     # direct --------------------------------------------------------------------------------
@@ -335,7 +352,7 @@ class PipelineFormulation:
                         tau = inst.transfer_time(d, k, g.tensor_bytes[u])
                         sink_stage.append((tau, X))
                         st = m.number(f"send_sink[{u},{d}]", self.cap, Dim.TIME)
-                        m.time_ge([(1.0, st), (-tau, X)])
+                        self._at_least(st, [(-tau, X)])
                         send[d].append((1.0, st))
                         self.send_flags[d].append((g.tensor_bytes[u], X))
         source_stages = self._direct_input(recv)
@@ -352,8 +369,9 @@ class PipelineFormulation:
                 continue
             r[e] = m.boolean(f"r[{u},{e}]")
             for w in consumers:
-                m.ge([(1.0, r[e]), (-1.0, self.X[w][e]),
-                      *([(1.0, self.X[u][e])] if e in self.X[u] else [])])
+                self._at_least(r[e], [(-1.0, self.X[w][e]),
+                                      *([(1.0, self.X[u][e])] if e in self.X[u] else [])],
+                               dim=Dim.COUNT)
             self.recv_flags[e].append((nbytes, r[e]))
         for d, X in self.X[u].items():
             dests = [e for e in r if e != d]
@@ -365,15 +383,15 @@ class PipelineFormulation:
             self.send_flags[d].append((nbytes, sent))
             for e in dests:
                 tau = inst.transfer_time(d, e, nbytes)
-                m.time_ge([(1.0, st), (-tau, X), (-tau, r[e])], tau)
-                m.ge([(1.0, sent), (-1.0, X), (-1.0, r[e])], 1.0)
+                self._at_least(st, [(-tau, X), (-tau, r[e])], tau)
+                self._at_least(sent, [(-1.0, X), (-1.0, r[e])], 1.0, dim=Dim.COUNT)
         for e, re in r.items():
             senders = [d for d in self.X[u] if d != e]
             rt = m.number(f"recv[{u},{e}]", self.cap, Dim.TIME)
             recv[e].append((1.0, rt))
             for d in senders:
                 tau = inst.transfer_time(d, e, nbytes)
-                m.time_ge([(1.0, rt), (-tau, self.X[u][d]), (-tau, re)], tau)
+                self._at_least(rt, [(-tau, self.X[u][d]), (-tau, re)], tau)
 
     def _direct_input(self, recv: list[Terms]) -> list[Terms]:
         """The input tensor from the source to each device holding an entry layer."""
@@ -388,7 +406,7 @@ class PipelineFormulation:
                 continue
             r = m.boolean(f"r[input,{e}]")
             for v in entries:
-                m.ge([(1.0, r), (-1.0, self.X[v][e])])
+                self._at_least(r, [(-1.0, self.X[v][e])], dim=Dim.COUNT)
             tau = inst.transfer_time(s, e, g.input_bytes)
             recv[e].append((tau, r))
             self.recv_flags[e].append((g.input_bytes, r))
@@ -400,28 +418,27 @@ class PipelineFormulation:
     def _period(self, stage_in: list[Terms], stage_out: list[Terms], extra: list[Terms]) -> None:
         """P >= every stage's time; L >= the latency expression."""
         m, relay = self.model, self.inst.cost_model.transfer is Transfer.RELAY
-        P: Terms = [(1.0, self.P)]
         for terms in extra:
-            m.time_ge(P + _neg(terms))
+            self._at_least(self.P, _neg(terms))
         if self.inst.cost_model.overlap:
             for d in range(self.nd):
-                m.time_ge(P + _neg(self.compute(d)))
+                self._at_least(self.P, _neg(self.compute(d)))
             for terms in stage_in + stage_out:
                 if terms:
-                    m.time_ge(P + _neg(terms))
+                    self._at_least(self.P, _neg(terms))
         elif relay:
             for b in range(self.K):
                 cs = m.number(f"C[{b}]", self.cap, Dim.TIME)
                 for d in range(self.nd):
-                    m.time_ge([(1.0, cs), *_neg(self.compute(d))], enforce=(self.y[b][d],))
-                m.time_ge(P + _neg(stage_in[b] + [(1.0, cs)] + stage_out[b]))
+                    self._at_least(cs, _neg(self.compute(d)), enforce=(self.y[b][d],))
+                self._at_least(self.P, _neg(stage_in[b] + [(1.0, cs)] + stage_out[b]))
         else:
             for d in range(self.nd):
-                m.time_ge(P + _neg(stage_in[d] + self.compute(d) + stage_out[d]))
+                self._at_least(self.P, _neg(stage_in[d] + self.compute(d) + stage_out[d]))
         latency = [t for d in range(self.nd) for t in self.compute(d)]
         latency += [t for terms in stage_in for t in terms] + self.sink_all
         if self.L >= 0:
-            m.time_ge([(1.0, self.L), *_neg(latency)])
+            self._at_least(self.L, _neg(latency))
 
     def _memory(self) -> None:
         """Memory per device, only where it could overflow."""
@@ -439,8 +456,8 @@ class PipelineFormulation:
                             Dim.BYTES)
             for v in layers:
                 if g.layers[v].work_bytes:
-                    m.ge([(1.0, work), (-g.layers[v].work_bytes, self.X[v][d])], dim=Dim.BYTES,
-                         rounding=Rounding.RELAX)
+                    self._at_least(work, [(-g.layers[v].work_bytes, self.X[v][d])],
+                                   dim=Dim.BYTES)
             own = [*params, (1.0, work)]
             if inst.cost_model.transfer is Transfer.RELAY:
                 for b in range(self.K):
@@ -467,7 +484,8 @@ class PipelineFormulation:
     def _symmetry(self) -> None:
         """Interchangeable devices are used, and ordered in the pipeline, by index."""
         m, K = self.model, self.K
-        for d1, d2 in _interchangeable(self.inst):
+        self.symmetric = _interchangeable(self.inst)
+        for d1, d2 in self.symmetric:
             used1 = [(1.0, self.y[b][d1]) for b in range(K)]
             used2 = [(1.0, self.y[b][d2]) for b in range(K)]
             m.ge(used1 + _neg(used2))
@@ -483,7 +501,7 @@ class PipelineFormulation:
                 m.capacity_le([(1.0, self.P)], -tolerated(self.max_period), Dim.TIME)
         else:
             m.objective = self.P
-            m.time_ge([(1.0, self.P)], -lower_bound(self.inst))
+            self._at_least(self.P, [], -lower_bound(self.inst))
             self.floor = self._period_floor()
             if self.max_latency is not None:
                 m.capacity_le([(1.0, self.L)], -tolerated(self.max_latency), Dim.TIME)
@@ -512,26 +530,65 @@ class PipelineFormulation:
         return Plan.from_assignment(self.inst, stage_of, devices)
 
     def hint(self, plan: Plan) -> dict[int, float]:
-        """Values of the Boolean variables for a plan (a warm start); empty if it does not fit
-        this model (e.g. it breaks symmetry-breaking order, in which case none is given)."""
+        """A value for every variable of the model from ``plan`` (a complete warm start, so that
+        no solver has to complete it); empty when the plan does not fit the slots (a layer or
+        device it does not know, more stages than slots).
+
+        Interchangeable devices are relabelled first (:meth:`canonical_devices`): the symmetry
+        rows (10.) admit them only from the lowest index up and in index order along the
+        pipeline, and a heuristic's plan need not be so (the local search's plan on a 994-layer
+        NASNet over 32 devices ran d2 before d1, d16 before d15 and d25 before d24, and HiGHS
+        found the completion of its Booleans infeasible in presolve). The relabelled plan costs
+        the same: swapping two interchangeable devices maps every plan to one of equal cost.
+
+        ``z``, ``y`` and ``X`` are the plan's; every variable defined by rows of the form
+        ``var >= expression`` (:attr:`lower_rows`) then takes the largest value its rows give,
+        Booleans first (``a``, ``link``, ``r``, ``sent`` follow from ``z``, ``y``, ``X``, and
+        ``sent`` from ``r``, which is built before it), then the numbers that only Booleans bound
+        (link, send, receive and stage times, working sets), then ``P`` and ``L``. These are the
+        least values the model allows, which are the cost model's (the period and latency of
+        :func:`edgepart.cost.evaluate`, up to the order of floating-point sums).
+        """
         sigma = plan.stage_of(self.inst)
         devs = plan.devices(self.inst)
         if -1 in sigma or -1 in devs or len(devs) > self.K:
             return {}
-        values: dict[int, float] = {}
+        devs = self.canonical_devices(devs)
+        values = dict.fromkeys(range(len(self.model.vars)), 0.0)
         for v in range(self.n):
             for b in range(self.K - 1):
                 values[self.z[v][b]] = float(sigma[v] <= b)
             for d, X in self.X[v].items():
                 values[X] = float(devs[sigma[v]] == d)
-        for b in range(self.K):
-            for d in range(self.nd):
-                values[self.y[b][d]] = float(b < len(devs) and devs[b] == d)
-        metrics = evaluate(self.inst, plan)
-        values[self.P] = metrics.bottleneck_s
-        if self.L >= 0:
-            values[self.L] = metrics.latency_s
+        for b, d in enumerate(devs):
+            values[self.y[b][d]] = 1.0
+        last = (self.P, self.L)
+        for var in sorted(self.lower_rows, key=lambda i: (
+                not self.model.vars[i].boolean, i in last, last.index(i) if i in last else i)):
+            values[var] = self._least(var, values)
         return values
+
+    def _least(self, var: int, values: dict[int, float]) -> float:
+        """The least value of ``var`` (at least 0) that its rows allow, given the others'."""
+        least = 0.0
+        for k in self.lower_rows[var]:
+            con = self.model.constraints[k]
+            if all(values[lit] > 0.5 for lit in con.enforce):
+                least = max(least, -sum(c * values[i] for c, i in con.terms[1:]) - con.const)
+        return least
+
+    def canonical_devices(self, devs: list[int]) -> list[int]:
+        """``devs`` (the device of each stage) with interchangeable devices relabelled so that
+        each set of them is used from its lowest index up, in index order along the pipeline:
+        the form the symmetry rows (10.) admit."""
+        rep = list(range(self.nd))
+        for d1, d2 in self.symmetric:  # pairs run up each set in index order
+            rep[d2] = rep[d1]
+        members: dict[int, list[int]] = {}
+        for d in range(self.nd):
+            members.setdefault(rep[d], []).append(d)
+        unused = {r: iter(ds) for r, ds in members.items()}
+        return [next(unused[rep[d]]) for d in devs]
 
 
 def _neg(terms: Terms) -> Terms:
