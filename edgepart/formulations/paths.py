@@ -353,7 +353,10 @@ class PathFormulation:
         return path_plan(self.inst, self.costs, used)
 
     def hint(self, pm: PathModel, plan: Plan) -> dict[int, float]:
-        """Values of the arc variables for ``plan`` (empty when some arc is not in the model)."""
+        """A value for every variable of ``pm`` from ``plan`` (empty when some arc of it is not
+        in the model): 1 on its stage and link arcs, 0 elsewhere, and the objective variable
+        the plan's latency (the sum of its arcs' times, as the latency row adds them), or 0
+        for the feasibility question."""
         path = self._path_of(plan)
         if path is None:
             return {}
@@ -365,8 +368,12 @@ class PathFormulation:
         chosen += [links.get((i, t, path[b + 1][2])) for b, (_, i, t) in enumerate(path[:-1])]
         if any(x is None for x in chosen):
             return {}
-        values = dict.fromkeys([*pm.stage_vars, *pm.link_vars], 0.0)
+        values = dict.fromkeys(range(len(pm.model.vars)), 0.0)
         values.update(dict.fromkeys(chosen, 1.0))  # type: ignore[arg-type]
+        if self.objective == "latency":
+            times = dict(zip(pm.stage_vars, self.own_time[pm.arcs], strict=True))
+            times.update(zip(pm.link_vars, self.tau[pm.links], strict=True))
+            values[pm.model.objective] = float(sum(times[x] for x in chosen))  # type: ignore[index]
         return values
 
     def _path_of(self, plan: Plan) -> list[tuple[int, int, int]] | None:
