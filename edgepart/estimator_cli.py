@@ -32,6 +32,10 @@ def register(subparsers: Any) -> None:
     fit.add_argument("traces", nargs="+", metavar="TRACE.json")
     fit.add_argument("--out", required=True, metavar="EST.json")
     fit.add_argument("--rounds", type=int, default=None, help="boosting rounds (default 600)")
+    fit.add_argument("--reference", metavar="CLASS", default=None,
+                     help="reference mode: learn what the speed factor from each layer's time "
+                          "on CLASS (this host's traces) misses; predictions then need this "
+                          "host's times (profile measures them)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(handler=_fit)
     ev = sub.add_parser("evaluate", help="an estimator's error on measured traces")
@@ -53,7 +57,7 @@ def _fit(args: argparse.Namespace) -> int:
     if rounds < 1:
         raise InputError(f"--rounds: must be >= 1, got {rounds}")
     traces = [load_trace(path) for path in args.traces]
-    est = fit(traces, rounds=rounds)
+    est = fit(traces, rounds=rounds, reference_class=args.reference)
     write_json(est.to_json(), args.out)
     summary = {"out": args.out, **est.trained_on}
     if args.json:
@@ -65,13 +69,16 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from edgepart.profiling.estimator import load_estimator, load_trace
+    from edgepart.profiling.estimator import load_estimator, load_trace, reference_times
 
     est = load_estimator(args.estimator)
+    traces = {path: load_trace(path) for path in args.traces}
     rows = []
-    for path in args.traces:
-        trace = load_trace(path)
-        predicted = est.predict(trace.layers, trace.device)
+    for path, trace in traces.items():
+        if est.reference is not None and trace.device_class == est.reference.device_class:
+            continue  # the reference itself: the times predictions start from
+        predicted = est.predict(trace.layers, trace.device,
+                                reference_times(est.reference, trace, traces.values()))
         errors = [abs(p - layer["time_s"]) / layer["time_s"]
                   for p, layer in zip(predicted, trace.layers, strict=True)]
         measured_sum = sum(layer["time_s"] for layer in trace.layers)

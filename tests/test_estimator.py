@@ -286,3 +286,82 @@ def test_bench_noise_floor_from_the_windows() -> None:
     assert row == {"class": "q1.0", "windows": 3, "MAPE %": 14.9, "within 10 %": 33.3,
                    "time-wtd %": 14.7}
     assert bench.window_noise({"m": {"q1.0": {"layers": [{"time_s": 2.0}]}}}) == []
+
+
+# -- reference mode: what the speed factor from this host's time misses ------------------------
+
+def quota_law(host_s: float, cpus: float) -> float:
+    """The synthetic truth of reference mode: a class of ``cpus`` CPUs takes ``host_s / cpus``
+    (the speed factor's answer), except that a layer under 1 ms on the host takes 2/3 of that
+    (it fits in a CPU quota's period and runs at full speed part of the time): there the speed
+    factor is 50% high."""
+    return host_s / cpus * (2 / 3 if host_s < 1e-3 else 1.0)
+
+
+def _quota_traces(model: str, flops_values: list[float]) -> list[dict[str, Any]]:
+    host = trace_json(model, (1, 3, 8, 8), "host", _device(1.0), "this-host",
+                      [{**_layer(f), "time_s": law(f, 1.0)} for f in flops_values])
+    return [host] + [trace_json(model, (1, 3, 8, 8), f"q{c}", _device(c), f"cgroup:{c}",
+                                [{**_layer(f), "time_s": quota_law(law(f, 1.0), c)}
+                                 for f in flops_values])
+                     for c in (0.5, 0.25)]
+
+
+def test_reference_mode_learns_what_the_speed_factor_misses(tmp_path: Path) -> None:
+    train = [1e5 * 1.05 ** k for k in range(0, 200, 2)]  # host times 0.1 ms .. 1.6 s
+    held_out = [1e5 * 1.05 ** k for k in range(1, 199, 2)]
+    est = fit([load_trace(t) for t in _quota_traces("a", train)], rounds=300,
+              reference_class="host")
+    host_s = [law(f, 1.0) for f in held_out]
+    # where the speed factor is 50% off: host time 1e-4 x 1.05^k s < 1 ms for odd k < 47.2, 24 of 99
+    assert sum(t < 1e-3 for t in host_s) == 24
+    for c in (0.5, 0.25):
+        predicted = est.predict([_layer(f) for f in held_out], _device(c), host_s)
+        errors = [abs(p - quota_law(h, c)) / quota_law(h, c)
+                  for p, h in zip(predicted, host_s, strict=True)]
+        assert sum(e <= 0.10 for e in errors) >= 0.9 * len(errors)
+    with pytest.raises(InputError, match="reference mode"):
+        est.predict([_layer(1e6)], _device(0.5))
+    again = load_estimator(json.loads(json.dumps(est.to_json())))
+    assert again.reference == est.reference
+    assert again.predict([_layer(1e6)], _device(0.5), [1e-3]) == est.predict(
+        [_layer(1e6)], _device(0.5), [1e-3])
+
+
+def test_reference_mode_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = []
+    for k, trace in enumerate(_quota_traces("a", [1e5 * 1.1 ** k for k in range(60)])):
+        paths.append(tmp_path / f"t{k}.json")
+        paths[-1].write_text(json.dumps(trace))
+    out = tmp_path / "est.json"
+    assert main(["estimator", "fit", *map(str, paths), "--out", str(out), "--rounds", "50",
+                 "--reference", "host", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"] == 120  # the two quota classes
+    assert main(["estimator", "evaluate", str(out), *map(str, paths), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["traces"]
+    assert sorted(r["class"] for r in rows) == ["q0.25", "q0.5"]  # not the reference itself
+    assert main(["estimator", "evaluate", str(out), str(paths[1])]) == 2  # no host trace given
+    assert "give the trace of 'a' on class 'host'" in capsys.readouterr().err
+    assert main(["estimator", "fit", str(paths[1]), "--out", str(out), "--reference",
+                 "host"]) == 2
+    assert "no device features in the traces of class 'host'" in capsys.readouterr().err
+
+
+def test_profile_measures_this_host_for_a_reference_estimator() -> None:
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from edgepart.profiling.clusters import load_cluster
+    from edgepart.profiling.measure import profile_classes
+    from edgepart.profiling.profile import ProfileOptions
+
+    est = fit([load_trace(t) for t in _quota_traces("a", [1e5 * 1.1 ** k for k in range(60)])],
+              rounds=20, reference_class="host")
+    cluster = load_cluster({"name": "c", "generator": {"kind": "ethernet"},
+                            "devices": [{"class": "rpi4"}]})
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    data = profile_classes(model, cluster, ProfileOptions(input_shape=(1, 3, 16, 16), repeats=1,
+                                                          warmup=0), estimator=est)
+    for layer in data["model"]["layers"]:
+        assert layer["meta"]["time_source"] == {"rpi4": "estimated"}
+        assert layer["time_s"]["rpi4"] > 0

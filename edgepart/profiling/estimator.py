@@ -37,6 +37,24 @@ without the cap the fit diverged (every prediction ~1e-57 s). The booster is kep
 own text format (``Booster.model_to_string``) inside our JSON, never pickled; the baseline's
 coefficients are JSON numbers.
 
+**Reference mode** (``fit(..., reference_class=NAME)``, ``edgepart estimator fit --reference
+NAME``). FlexPie's CE predicts from features alone; a profile, though, always has one measured
+time of each layer, this host's, and the catalog's speed-factor model uses just that (``t_c =
+t_ref x peak_ref / peak_c``). In reference mode the estimator starts from that model and learns
+only what it misses::
+
+    log t = log t_ref + log(peak_ref / peak_c) + sum of trees(x, t_ref, peak_ref / peak_c)
+
+with ``t_ref`` the layer's measured time on the reference class (a trace of the same model on
+class ``NAME``, joined by layer id; the features ``reference_s`` and ``speed_ratio``,
+:data:`REFERENCE_FEATURES`). What the speed factor misses and the trees can learn: how a slower
+device's time depends on the layer, e.g. under a CFS CPU quota a layer shorter than the quota's
+period runs at full speed while a long one is throttled (measured: quota classes ran 6-42%
+faster per model than ``t_ref / quota``). Predictions then need the reference times:
+``edgepart profile --time-model EST.json`` times every layer on this host first (the host the
+reference traces came from, or one as fast: the stored reference device's peak sets
+``peak_ref``). Departure from FlexPie, named: its CE reads no measured time.
+
 Without an estimator, :func:`roofline_time` is the fallback: ``max(flops / peak, bytes /
 bandwidth)``, the time of a layer that runs at its device's peak compute or memory rate.
 
@@ -66,8 +84,8 @@ lightgbm is imported only by :func:`fit` and :meth:`Estimator.predict`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +93,11 @@ from edgepart.errors import InputError
 from edgepart.files import read_json
 
 __all__ = ["DERIVED_FEATURES", "DEVICE_FEATURES", "FAMILIES", "FAMILY_RIDGE", "LAYER_FEATURES",
-           "MODEL_FEATURES", "OPTIONAL_LAYER_FEATURES", "OP_FAMILIES", "TRACE_FORMAT",
+           "MODEL_FEATURES", "OPTIONAL_LAYER_FEATURES", "OP_FAMILIES", "REFERENCE_FEATURES",
+           "TRACE_FORMAT",
            "Baseline", "DeviceFeatures",
-           "Estimator", "Trace", "fit", "fit_baseline", "load_estimator", "load_trace",
-           "op_family", "roofline_time", "trace_json"]
+           "Estimator", "Reference", "Trace", "fit", "fit_baseline", "load_estimator", "load_trace",
+           "op_family", "reference_times", "roofline_time", "trace_json"]
 
 TRACE_FORMAT = "edgepart-trace"
 ESTIMATOR_FORMAT = "edgepart-estimator"
@@ -91,6 +110,10 @@ LAYER_FEATURES = ("flops", "traffic_bytes", "param_bytes", "in_c", "in_h", "in_w
 DERIVED_FEATURES = ("in_elements", "out_elements", "compute_s", "memory_s")
 DEVICE_FEATURES = ("flops_per_s", "memory_bandwidth_bytes_per_s", "cores", "cpus")
 MODEL_FEATURES = ("op", "family", *LAYER_FEATURES, *DERIVED_FEATURES, *DEVICE_FEATURES)
+REFERENCE_FEATURES = ("reference_s", "speed_ratio")
+"""Features of reference mode only: the layer's measured time on the reference class and
+``peak_ref / peak_c`` (the speed factor)."""
+KNOWN_FEATURES = (*MODEL_FEATURES, *REFERENCE_FEATURES)
 OP_FAMILIES: Mapping[str, str] = {
     "conv2d": "conv", "linear": "linear", "batchnorm2d": "norm", "layernorm": "norm",
     "relu": "activation", "relu6": "activation", "silu": "activation", "gelu": "activation",
@@ -255,34 +278,72 @@ def fit_baseline(layers: Sequence[tuple[Mapping[str, Any], DeviceFeatures]]) -> 
 
 
 @dataclass(frozen=True, slots=True)
+class Reference:
+    """Reference mode's class: its name and device features (``peak_ref`` is its FLOP/s)."""
+
+    device_class: str
+    device: DeviceFeatures
+
+
+@dataclass(frozen=True, slots=True)
 class Estimator:
-    """A fitted estimator: the baseline, the LightGBM text model of the residual, its op
-    vocabulary, the features its trees read (in column order) and what it was fitted on."""
+    """A fitted estimator: the baseline (or, in reference mode, the reference class), the
+    LightGBM text model of the residual, its op vocabulary, the features its trees read (in
+    column order) and what it was fitted on."""
 
     booster_text: str
     ops: tuple[str, ...]
-    baseline: Baseline
+    baseline: Baseline | None
     trained_on: Mapping[str, Any] = field(default_factory=dict)
     features: tuple[str, ...] = MODEL_FEATURES
+    reference: Reference | None = None
 
-    def predict(self, layers: Sequence[Mapping[str, Any]], device: DeviceFeatures
-                ) -> list[float]:
-        """Predicted seconds of each layer (features as in a trace) on ``device``."""
+    def predict(self, layers: Sequence[Mapping[str, Any]], device: DeviceFeatures,
+                reference_s: Sequence[float] | None = None) -> list[float]:
+        """Predicted seconds of each layer (features as in a trace) on ``device``; in reference
+        mode ``reference_s`` are the layers' measured seconds on the reference class."""
         import lightgbm
         import numpy as np
 
+        refs = self._reference_times(layers, reference_s)
         booster = lightgbm.Booster(model_str=self.booster_text)
-        rows = np.array([_row(layer, device, self.ops, self.features) for layer in layers],
-                        dtype=float)
+        rows = np.array([_row(layer, device, self.ops, self.features, self.speed_ratio(device), t)
+                         for layer, t in zip(layers, refs, strict=True)], dtype=float)
         residual = booster.predict(rows, raw_score=True)
-        return [math.exp(self.baseline.log_time(layer, device) + float(r))
-                for layer, r in zip(layers, residual, strict=True)]
+        return [math.exp(self.start(layer, device, t) + float(r))
+                for layer, t, r in zip(layers, refs, residual, strict=True)]
+
+    def start(self, layer: Mapping[str, Any], device: DeviceFeatures,
+              reference_s: float = math.nan) -> float:
+        """Log-seconds the trees start from: the baseline ``b``, or in reference mode the
+        speed-factor model ``log(t_ref x peak_ref / peak_c)``."""
+        if self.baseline is not None:
+            return self.baseline.log_time(layer, device)
+        return math.log(reference_s * self.speed_ratio(device))
+
+    def speed_ratio(self, device: DeviceFeatures) -> float:
+        """``peak_ref / peak_c`` in reference mode, else NaN."""
+        return (math.nan if self.reference is None
+                else self.reference.device.flops_per_s / device.flops_per_s)
+
+    def _reference_times(self, layers: Sequence[Mapping[str, Any]],
+                         reference_s: Sequence[float] | None) -> list[float]:
+        if self.reference is None:
+            return [math.nan] * len(layers)
+        if reference_s is None or len(reference_s) != len(layers):
+            raise InputError(f"estimator: predicts from each layer's measured time on class "
+                             f"{self.reference.device_class!r} (reference mode): give one per "
+                             "layer")
+        return [_number(t, "estimator: reference time") for t in reference_s]
 
     def to_json(self) -> dict[str, Any]:
+        reference = None if self.reference is None else self.reference.device.to_json(
+            self.reference.device_class)
         return {"format": ESTIMATOR_FORMAT, "version": ESTIMATOR_VERSION,
                 "features": list(self.features), "ops": list(self.ops),
-                "trained_on": dict(self.trained_on), "baseline": self.baseline.to_json(),
-                "lightgbm": self.booster_text}
+                "trained_on": dict(self.trained_on),
+                "baseline": None if self.baseline is None else self.baseline.to_json(),
+                "reference": reference, "lightgbm": self.booster_text}
 
 
 def load_estimator(src: str | Path | Mapping[str, Any]) -> Estimator:
@@ -301,18 +362,31 @@ def load_estimator(src: str | Path | Mapping[str, Any]) -> Estimator:
     if f"\nmax_feature_idx={len(features) - 1}\n" not in text:
         raise InputError(f"{where}: lightgbm: its trees do not read the {len(features)} "
                          "features the file lists")
-    return Estimator(text, tuple(ops), _load_baseline(data.get("baseline"), f"{where}: baseline"),
-                     dict(data.get("trained_on") or {}), features)
+    reference = None if data.get("reference") is None else _load_reference(
+        data["reference"], f"{where}: reference")
+    baseline = None if reference is not None else _load_baseline(data.get("baseline"),
+                                                                 f"{where}: baseline")
+    return Estimator(text, tuple(ops), baseline, dict(data.get("trained_on") or {}), features,
+                     reference)
+
+
+def _load_reference(value: Any, where: str) -> Reference:
+    dev = _object(value, where)
+    bandwidth = dev.get("memory_bandwidth_bytes_per_s")
+    return Reference(str(dev.get("class", "")), DeviceFeatures(
+        _number(dev.get("flops_per_s"), f"{where}.flops_per_s"),
+        None if bandwidth is None else _number(bandwidth, f"{where}.memory_bandwidth_bytes_per_s"),
+        _number(dev.get("cores"), f"{where}.cores"), _number(dev.get("cpus"), f"{where}.cpus")))
 
 
 def _check_features(value: Any, where: str) -> tuple[str, ...]:
     """The trees' feature names: ``op`` and ``family`` (the categorical columns) first, then
-    distinct names of :data:`MODEL_FEATURES`."""
+    distinct names of :data:`MODEL_FEATURES` and :data:`REFERENCE_FEATURES`."""
     ok = (isinstance(value, list) and value[:2] == ["op", "family"]
           and len(set(map(str, value))) == len(value))
     if not ok:
         raise InputError(f"{where}: expected distinct names starting with 'op', 'family'")
-    unknown = [name for name in value if name not in MODEL_FEATURES]
+    unknown = [name for name in value if name not in KNOWN_FEATURES]
     if unknown:
         raise InputError(f"{where}: {', '.join(map(str, unknown))} not computed by this "
                          "edgepart (refit the estimator)")
@@ -321,23 +395,28 @@ def _check_features(value: Any, where: str) -> tuple[str, ...]:
 
 def fit(traces: Sequence[Trace], *, rounds: int = DEFAULT_ROUNDS,
         params: Mapping[str, Any] | None = None,
-        features: Sequence[str] = MODEL_FEATURES) -> Estimator:
+        features: Sequence[str] | None = None, reference_class: str | None = None
+        ) -> Estimator:
     """Fit the estimator to every layer of ``traces``: the baseline, then the trees from it (see
     the module docstring). ``features``: the trees' features (``op``, ``family``, then any of
-    :data:`MODEL_FEATURES`; fewer for an ablation)."""
+    :data:`MODEL_FEATURES`, and of :data:`REFERENCE_FEATURES` in reference mode; fewer for an
+    ablation; default all). ``reference_class``: reference mode, fitted on every trace of another
+    class whose model also has a trace on that class (joined by layer id)."""
     import lightgbm
     import numpy as np
 
     if not traces:
         raise InputError("fit: give at least one trace")
-    columns = _check_features(list(features), "fit: features")
+    default = (*MODEL_FEATURES, *REFERENCE_FEATURES) if reference_class else MODEL_FEATURES
+    columns = _check_features(list(features or default), "fit: features")
     ops = tuple(sorted({str(layer["op"]) for t in traces for layer in t.layers}))
-    pairs = [(layer, t.device) for t in traces for layer in t.layers]
-    baseline = fit_baseline(pairs)
-    rows = [_row(layer, device, ops, columns) for layer, device in pairs]
+    reference, samples = _samples(traces, reference_class)
+    baseline = None if reference else fit_baseline([(layer, dev) for layer, dev, _ in samples])
+    est = Estimator("", ops, baseline, {}, columns, reference)
+    rows = [_row(layer, dev, ops, columns, est.speed_ratio(dev), t) for layer, dev, t in samples]
     data = lightgbm.Dataset(np.array(rows, dtype=float),
-                            np.array([float(layer["time_s"]) for layer, _ in pairs]),
-                            init_score=np.array([baseline.log_time(*p) for p in pairs]),
+                            np.array([float(layer["time_s"]) for layer, _, _ in samples]),
+                            init_score=np.array([est.start(*s) for s in samples]),
                             feature_name=list(columns), categorical_feature=[0, 1],
                             free_raw_data=False)
     booster = lightgbm.train({**DEFAULT_PARAMS, **(params or {})}, data, num_boost_round=rounds)
@@ -345,14 +424,62 @@ def fit(traces: Sequence[Trace], *, rounds: int = DEFAULT_ROUNDS,
                   "classes": sorted({t.device_class for t in traces}),
                   "layers": len(rows), "rounds": rounds, "objective": "gamma",
                   "lightgbm": lightgbm.__version__}
-    return Estimator(booster.model_to_string(), ops, baseline, trained_on, columns)
+    return replace(est, booster_text=booster.model_to_string(), trained_on=trained_on)
+
+
+def reference_times(reference: Reference | None, trace: Trace, traces: Iterable[Trace]
+                    ) -> list[float] | None:
+    """``trace``'s layers' times on the ``reference`` class, from the trace of the same model
+    on that class among ``traces`` (joined by layer id); ``None`` outside reference mode."""
+    if reference is None:
+        return None
+    name = reference.device_class
+    ref = next((t for t in traces if t.device_class == name and t.model == trace.model), None)
+    if ref is None:
+        raise InputError(f"estimator: reference mode: give the trace of {trace.model!r} on "
+                         f"class {name!r} too")
+    times = {str(layer.get("id")): float(layer["time_s"]) for layer in ref.layers}
+    missing = [str(layer.get("id")) for layer in trace.layers if str(layer.get("id")) not in times]
+    if missing:
+        raise InputError(f"estimator: reference mode: layer {missing[0]!r} of {trace.model!r} "
+                         f"has no time on class {name!r}")
+    return [times[str(layer.get("id"))] for layer in trace.layers]
+
+
+Sample = tuple[Mapping[str, Any], DeviceFeatures, float]
+"""A layer, its class's features and its reference time (NaN outside reference mode)."""
+
+
+def _samples(traces: Sequence[Trace], reference_class: str | None
+             ) -> tuple[Reference | None, list[Sample]]:
+    """The training samples; in reference mode the reference class and only the layers of
+    other classes whose model has a reference trace, each with its time there."""
+    if reference_class is None:
+        return None, [(layer, t.device, math.nan) for t in traces for layer in t.layers]
+    refs = [t for t in traces if t.device_class == reference_class]
+    devices = {t.device for t in refs}
+    if len(devices) != 1:
+        raise InputError(f"fit: reference: {'no' if not devices else 'disagreeing'} device "
+                         f"features in the traces of class {reference_class!r}")
+    reference = Reference(reference_class, devices.pop())
+    samples: list[Sample] = []
+    for t in traces:
+        if t.device_class != reference_class and any(r.model == t.model for r in refs):
+            times = reference_times(reference, t, refs) or []
+            samples += [(layer, t.device, ref) for layer, ref in zip(t.layers, times, strict=True)]
+    if not samples:
+        raise InputError(f"fit: reference: no trace of another class shares a model with the "
+                         f"{reference_class!r} traces")
+    return reference, samples
 
 
 def _row(layer: Mapping[str, Any], device: DeviceFeatures, ops: Sequence[str],
-         features: Sequence[str]) -> list[float]:
-    """Feature vector, ``features`` in order (names of :data:`MODEL_FEATURES`): op code (-1,
+         features: Sequence[str], speed_ratio: float = math.nan,
+         reference_s: float = math.nan) -> list[float]:
+    """Feature vector, ``features`` in order (names of :data:`KNOWN_FEATURES`): op code (-1,
     LightGBM's missing category, for an op never trained on), family code, the layer's numbers
-    (NaN: an optional one the trace lacks), the derived ones, the device's."""
+    (NaN: an optional one the trace lacks), the derived ones, the device's, and in reference
+    mode the reference time and the speed factor."""
     op = str(layer["op"])
     bandwidth = device.memory_bandwidth_bytes_per_s
     values = {
@@ -364,7 +491,8 @@ def _row(layer: Mapping[str, Any], device: DeviceFeatures, ops: Sequence[str],
         "compute_s": layer["flops"] / device.flops_per_s,
         "memory_s": math.nan if bandwidth is None
         else layer["traffic_bytes"] / (bandwidth * device.cpus),
-        **dict(zip(DEVICE_FEATURES, device.vector(), strict=True))}
+        **dict(zip(DEVICE_FEATURES, device.vector(), strict=True)),
+        "reference_s": reference_s, "speed_ratio": speed_ratio}
     return [values[name] for name in features]
 
 

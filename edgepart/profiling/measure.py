@@ -392,7 +392,8 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
                     trace_dir: str | Path | None = None, windows: int = 3) -> dict[str, Any]:
     """:func:`~edgepart.profiling.profile.profile_instance`, then the times of the classes in
     ``measure_on`` measured (looped timing, where each spec says), those of every other class
-    estimated by ``estimator`` if one is given; each layer's ``meta.time_source`` says which
+    estimated by ``estimator`` if one is given (one in reference mode predicts from this host's
+    looped times, measured here first); each layer's ``meta.time_source`` says which
     (``measured``, ``estimated``, else ``scaled`` or ``roofline`` from ``options.time_model``).
     With ``trace_dir``, one trace file per measured class is written there
     (:mod:`edgepart.profiling.estimator`)."""
@@ -418,8 +419,11 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
                 _write_trace(Path(trace_dir), trace_record(
                     traced, classes[name], spec, features, measured))
         if estimator is not None:
+            reference = None if estimator.reference is None else list(
+                measure_units(traced, MeasureOn(None), options.threads, windows).time_s)
             for name in sorted(set(classes) - set(times)):
-                times[name] = estimator.predict(features, class_features(classes[name]))
+                times[name] = estimator.predict(features, class_features(classes[name]),
+                                                reference)
                 sources[name] = "estimated"
     for i, layer in enumerate(instance["model"]["layers"]):
         layer["time_s"].update({c: float(f"{t[i]:.6g}") for c, t in times.items()})
