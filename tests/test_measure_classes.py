@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from edgepart.cli import main  # noqa: E402
+from edgepart.profiling import measure  # noqa: E402
 from edgepart.profiling.catalog import parse_device_class  # noqa: E402
 from edgepart.profiling.clusters import load_cluster  # noqa: E402
 from edgepart.profiling.estimator import load_trace  # noqa: E402
@@ -26,6 +27,7 @@ from edgepart.profiling.granularity import coarsen  # noqa: E402
 from edgepart.profiling.measure import (  # noqa: E402
     MeasureOn,
     count_costs,
+    measure_classes,
     measure_units,
     merge_profiles,
     parse_measure_on,
@@ -247,6 +249,28 @@ def test_stretch_measures_cpu_time_over_the_share() -> None:
     quarter = measure_units(traced, MeasureOn(None, 0.25, stretch=True), windows=1).time_s
     assert MeasureOn(None, 0.25, stretch=True).label == "stretch:0.25"
     assert 3.0 < sum(quarter) / sum(full) < 5.3
+
+
+def test_stretch_classes_share_one_cpu_time_measurement(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Two stretch classes and a this-host one: the host and the first stretch class are timed
+    (two calls), the second stretch class is the first's times x 0.5 / 0.25 = 2, exactly."""
+    traced = trace_model(ConvNet(), (1, 3, 32, 32))
+    calls: list[MeasureOn] = []
+    real = measure.measure_units
+
+    def counted(t: Any, spec: MeasureOn, *args: Any) -> Any:
+        calls.append(spec)
+        return real(t, spec, *args)
+
+    monkeypatch.setattr(measure, "measure_units", counted)
+    specs = [MeasureOn("host"), MeasureOn("half", 0.5, stretch=True),
+             MeasureOn("quarter", 0.25, stretch=True)]
+    host, half, quarter = measure_classes(traced, specs, windows=1)
+    assert calls == specs[:2]
+    assert quarter.time_s == tuple(t * 2.0 for t in half.time_s)
+    assert quarter.window_times_s == tuple(tuple(t * 2.0 for t in w) for w in half.window_times_s)
+    assert len(host.time_s) == len(half.time_s)
 
 
 def test_a_trace_keeps_every_window_and_round_trips(tmp_path: Path) -> None:
