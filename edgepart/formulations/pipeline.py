@@ -53,6 +53,12 @@ Constraints, each with its reason:
 
 The model is exactly :mod:`edgepart.cost` for every cost-model option; the decoded plan is
 re-evaluated there all the same.
+
+Warm start (:meth:`PipelineFormulation.hint`): a value for every variable, Booleans and numbers,
+so that no solver has to complete it; interchangeable devices are relabelled into the order of
+the symmetry rows (10.) first, at no cost. At the cap ``upper_bound`` = the plan's own objective
+the hint satisfies every row (``tests/test_hints.py`` checks it against each row, in real
+arithmetic and in the integer model of :mod:`edgepart.formulations.model`).
 """
 
 from __future__ import annotations
