@@ -45,14 +45,36 @@ asynchronous calls (no RPC handler blocks); the lead runs its part in its comput
 helper in a thread of its own (:class:`Member`). Several requests may be in flight through the
 stage: each run of each request has its own sequence number. A slice copies its input once
 per layer: its own part and the pieces it received are pasted into one tensor framed by the
-layer's padding (:meth:`Slice.assemble`; the conv then runs unpadded), or not at all when it
-reads one whole piece with no padding (a pool at an even cut).
+layer's padding (:meth:`Slice.assemble`, :meth:`Slice.write`; the conv then runs unpadded), or
+not at all when it reads one whole piece with no padding (a pool at an even cut).
 
-Departure from the cost model, named: an elementwise module that is not the only reader of a
-split layer, and any node without a scheme (a flatten, an addition), runs on the lead on the
-whole tensor, so it ends a run: the run before it is gathered to the lead and the one after it
-scattered again (the cost model lets an elementwise layer take its producer's regions). Each
-message also carries its piece's bytes once, with no packing of several pieces.
+**Overlap of halos with compute.** A member does not wait for a layer's pieces before it
+starts the layer: it computes its slice in *bands* (:class:`LayerOrder`, :func:`layer_order`).
+Under ``rows`` and ``grid`` the first band is the box of its region whose windows read only
+the input it holds (its own part of the previous layer's value, and the padding; output rows
+:math:`o` with :math:`[os - p, os - p + k)` inside its rows), then it takes the received
+pieces and computes the rest, the rows (and, on a grid, columns) along its cuts, in up to four
+boxes; each piece of the next exchange is posted as soon as the bands it takes are computed.
+So every halo travels while its receiver computes the inside of its next layer, and the next
+layer starts with the rows that need no received piece and takes the halo rows last. Under
+``outc`` a conv's or linear layer's slice reads every input channel, so it waits first and
+computes its region at once, as before. A band's output is a piece of its own (no copy into
+one tensor): the next layer's input is pasted from the pieces, a posted piece that spans two
+bands is pasted from both. The input is framed once per layer from the member's own pieces
+(:meth:`Slice.assemble`) and the received pieces written into the same frame
+(:meth:`Slice.write`).
+
+Departures from the cost model, named: the cost model charges each layer's exchange after the
+slowest member's compute, :math:`X_v + \max_i t(v, i)|R_{v,i}|/|R_v|`
+(:mod:`edgepart.cost`); the overlap hides up to all of :math:`X_v` (the transfer and the
+receiver's wake-up) behind the inside of the next layer, so a run can take less than its
+charge. The bands are one kernel call each (two or three per layer and member in place of
+one), a little less efficient per row than one call on the whole region. An elementwise
+module that is not the only reader of a split layer, and any node without a scheme (a
+flatten, an addition), runs on the lead on the whole tensor, so it ends a run: the run before
+it is gathered to the lead and the one after it scattered again (the cost model lets an
+elementwise layer take its producer's regions). Each message also carries its piece's bytes
+once, with no packing of several pieces.
 """
 
 from __future__ import annotations
@@ -80,6 +102,7 @@ __all__ = [
     "Border",
     "Exchange",
     "Key",
+    "LayerOrder",
     "Mailbox",
     "Member",
     "Obsolete",
@@ -96,6 +119,7 @@ __all__ = [
     "cut",
     "drop_replicas",
     "ends",
+    "layer_order",
     "lead_stage",
     "paste",
     "run_plan",
@@ -409,19 +433,32 @@ def paste(need: Region, pieces: Sequence[Piece], border: Border = NO_BORDER,
     is returned as it is (no copy)."""
     if len(pieces) == 1 and pieces[0][0] == need and border == NO_BORDER:
         return pieces[0][1]
-    like = pieces[0][1]
+    out = _frame(need, pieces[0][1], border, fill)
+    _fill_in(out, need, pieces, border)
+    return out
+
+
+def _frame(need: Region, like: torch.Tensor, border: Border = NO_BORDER, fill: float = 0.0
+          ) -> torch.Tensor:
+    """A tensor for region ``need`` (of ``like``'s batch and type) framed by ``border`` rows
+    and columns of ``fill``; the inside is left for :func:`_fill_in`."""
     c, h, w = (need.c[1] - need.c[0], need.h[1] - need.h[0], need.w[1] - need.w[0])
     if like.dim() == 2:
-        out = like.new_empty((like.shape[0], c))
-        inside = out
-    else:
-        top, bottom, left, right = border
-        out = like.new_empty((like.shape[0], c, top + h + bottom, left + w + right))
-        _fill_frame(out, border, fill)
-        inside = out[:, :, top:top + h, left:left + w]
+        return like.new_empty((like.shape[0], c))
+    top, bottom, left, right = border
+    out = like.new_empty((like.shape[0], c, top + h + bottom, left + w + right))
+    _fill_frame(out, border, fill)
+    return out
+
+
+def _fill_in(out: torch.Tensor, need: Region, pieces: Sequence[Piece],
+            border: Border = NO_BORDER) -> None:
+    """Copy ``pieces`` into ``out``, region ``need`` framed by ``border`` (:func:`_frame`)."""
+    top, _, left, _ = border
+    inside = out if out.dim() == 2 else out[:, :, top:top + need.h[1] - need.h[0],
+                                            left:left + need.w[1] - need.w[0]]
     for region, piece in pieces:
         cut(inside, need, region).copy_(piece)
-    return out
 
 
 def _fill_frame(out: torch.Tensor, border: Border, fill: float) -> None:
@@ -475,10 +512,29 @@ class Slice(nn.Module):
         """The input region :attr:`reads` from ``pieces``, framed by :attr:`border`."""
         return paste(self.reads, pieces, self.border, self.fill)
 
-    def output(self, framed: torch.Tensor) -> torch.Tensor:
-        """The slice's output from ``framed``, its input as :meth:`assemble` makes it."""
+    def write(self, framed: torch.Tensor, pieces: Sequence[Piece]) -> None:
+        """Copy more ``pieces`` of the input region :attr:`reads` into ``framed`` (made by
+        :meth:`assemble` from the first pieces)."""
+        _fill_in(framed, self.reads, pieces, self.border)
+
+    def output(self, framed: torch.Tensor, band: Region | None = None) -> torch.Tensor:
+        """The slice's output from ``framed``, its input as :meth:`assemble` makes it: the
+        whole region, or only ``band`` of it (a box inside the region, rows or grid) from the
+        rows and columns of ``framed`` that the band's windows read."""
+        if band is not None and band != self.part.region:
+            framed = self._window(framed, band)
         out = self.compute(framed)
         return out if self.then is None else self.then(out)
+
+    def _window(self, framed: torch.Tensor, band: Region) -> torch.Tensor:
+        """The rows and columns of ``framed`` that output ``band`` reads: framed row 0 is the
+        first row the region's first output row reads, so output row ``o`` reads framed rows
+        :math:`[(o - a)s, (o - a)s + k)` (the same for columns)."""
+        (k_h, k_w), (s_h, s_w) = self.part.kernel, self.part.stride
+        (a_h, a_w) = self.part.region.h[0], self.part.region.w[0]
+        top, bottom = (band.h[0] - a_h) * s_h, (band.h[1] - 1 - a_h) * s_h + k_h
+        left, right = (band.w[0] - a_w) * s_w, (band.w[1] - 1 - a_w) * s_w + k_w
+        return framed[:, :, top:bottom, left:right]
 
     def compute(self, framed: torch.Tensor) -> torch.Tensor:
         m = self.module
@@ -559,6 +615,72 @@ def run_plan(gm: fx.GraphModule, nodes: Sequence[str],
     return RunPlan(tuple(nodes), tuple(steps))
 
 
+@dataclass(frozen=True, slots=True)
+class LayerOrder:
+    """How one member computes its slice of one layer of a run: its output region cut in
+    ``bands`` (boxes), the first ``early`` of them from its own part of the input alone, before
+    it waits for the pieces it receives (all of them when it receives none), the others after;
+    ``posts[b]``: the moves of the next exchange, (receiver, region), sent once band ``b`` is
+    computed (the last band each one takes)."""
+
+    bands: tuple[Region, ...]
+    early: int
+    posts: tuple[tuple[tuple[int, Region], ...], ...]
+
+
+def layer_order(part: SlicePart, me: int, into: Exchange, out: Exchange) -> LayerOrder:
+    """Member ``me``'s :class:`LayerOrder` of its slice ``part``, fed by exchange ``into`` and
+    read by exchange ``out``: under ``rows`` or ``grid`` the box of its region whose windows
+    read only the input it holds (:func:`_free`) first, then the rest of the region, whose
+    windows read a received halo, in up to four boxes (:func:`_around`); under ``outc`` the
+    whole region at once (a conv's or linear layer's slice reads every input channel)."""
+    region = part.region
+    if not region.volume:
+        return LayerOrder((), 0, ())
+    if not any(j == me for _, j, _ in into.moves):
+        free = region
+    elif part.scheme is Scheme.OUTC:
+        free = EMPTY
+    else:
+        free = _free(part, _meet(into.held[me], into.needs[me]), into.needs[me])
+    bands = (free, *_around(region, free)) if free.volume else (region,)
+    sends = [(j, r) for i, j, r in out.moves if i == me]
+    last = [max(b for b, band in enumerate(bands) if band.overlap(r)) for _, r in sends]
+    posts = tuple(tuple(send for send, b_last in zip(sends, last, strict=True) if b_last == b)
+                  for b in range(len(bands)))
+    return LayerOrder(bands, int(free.volume > 0), posts)
+
+
+def _free(part: SlicePart, own: Region, need: Region) -> Region:
+    """The box of the part's output region whose windows read only ``own`` (the part of the
+    input region ``need`` the member holds) and the layer's padding: on each axis the outputs
+    :math:`o` whose window :math:`[os - p, os - p + k)`, clipped to the input, lies in
+    ``own``'s interval (a contiguous range, as both ends of the window grow with :math:`o`);
+    empty when ``own`` lacks channels the slice reads."""
+    if not own.volume or own.c != need.c:
+        return EMPTY
+    _, h, w = part.inp
+    axes = zip((part.region.h, part.region.w), part.kernel, part.stride, part.padding, (h, w),
+               (own.h, own.w), strict=True)
+    spans = []
+    for (a, z), k, s, p, n, (lo, hi) in axes:
+        inside = [o for o in range(a, z) if lo <= max(0, o * s - p) and min(n, o * s - p + k) <= hi]
+        spans.append((inside[0], inside[-1] + 1) if inside else (0, 0))
+    box = Region(part.region.c, spans[0], spans[1])
+    return box if box.volume else EMPTY
+
+
+def _around(region: Region, box: Region) -> tuple[Region, ...]:
+    """``region`` less ``box`` (a box inside it, all its channels), as up to four boxes: the
+    rows above and below the box (full width), then the columns left and right of it."""
+    c, (top, bottom), (left, right) = region.c, region.h, region.w
+    (top_in, bottom_in), (left_in, right_in) = box.h, box.w
+    parts = (Region(c, (top, top_in), (left, right)), Region(c, (bottom_in, bottom), (left, right)),
+             Region(c, (top_in, bottom_in), (left, left_in)),
+             Region(c, (top_in, bottom_in), (right_in, right)))
+    return tuple(p for p in parts if p.volume)
+
+
 def split_traffic(gm: fx.GraphModule, role: SplitRole) -> tuple[int, int]:
     """Messages and tensor elements per request of a split stage's runs."""
     plans = _run_plans(gm, role)
@@ -627,21 +749,23 @@ class Wire(Protocol):
 
 
 Pace = Callable[[int, float, float, float], None]
-"""Called after each slice's compute: (request, started, wall seconds, thread CPU seconds)."""
-
-Held = tuple[Region, torch.Tensor | None]
+"""Called after each band of a slice is computed (:class:`LayerOrder`; the copies into its
+input count in it): (request, started, wall seconds, thread CPU seconds)."""
 
 
 class Member:
-    """One device's part of a split stage in deployment ``epoch``: its slices, the run plans
-    and the wire. The lead calls :meth:`lead_run` (in its stage module, :class:`RunLead`); a
-    helper calls :meth:`play` for each run it is started on."""
+    """One device's part of a split stage in deployment ``epoch``: its slices, the run plans,
+    its :class:`LayerOrder` of every layer and the wire. The lead calls :meth:`lead_run` (in its
+    stage module, :class:`RunLead`); a helper calls :meth:`play` for each run it is started
+    on."""
 
     def __init__(self, gm: fx.GraphModule, role: SplitRole, epoch: int, wire: Wire,
                  pace: Pace | None = None) -> None:
         self.role, self.epoch, self.wire, self.pace = role, epoch, wire, pace
         self.plans = _run_plans(gm, role)
         self.slices = {p.node: _slice(gm, p) for p in role.parts[role.index]}
+        self.orders = [[layer_order(self.slices[node].part, role.index, *plan.steps[k:k + 2])
+                        for k, node in enumerate(plan.nodes)] for plan in self.plans]
         self.sequence = 0
         self.in_runs = (0.0, 0.0)  # the lead's wall and thread CPU seconds in lead_run
 
@@ -670,53 +794,65 @@ class Member:
             piece = None if not scatter.needs[j].volume else _compact(
                 cut(x, scatter.held[0], scatter.needs[j]))
             self.wire.start(self.role.ranks[j], key, request, piece)
-        out = self.play(run, seq, request, (scatter.held[0], x), scattered=True)
+        out = self.play(run, seq, request, [(scatter.held[0], x)])
         assert out is not None  # the lead needs the whole output
         return out
 
-    def play(self, run: int, seq: int, request: int, held: Held = (EMPTY, None),
-             scattered: bool = False) -> torch.Tensor | None:
-        """This member's part of ``run`` for sequence number ``seq``: every layer's exchange
-        and slice, then the gather (the lead's output; None on a helper)."""
-        plan = self.plans[run]
+    def play(self, run: int, seq: int, request: int, held: Sequence[Piece] = ()
+             ) -> torch.Tensor | None:
+        """This member's part of ``run`` for sequence number ``seq`` (``held``: the run's
+        input on the lead, none on a helper, whose part of it the scatter brings): every layer
+        in its :class:`LayerOrder`, then the gather (the lead's output; None on a helper)."""
+        plan, me = self.plans[run], self.role.index
         for k, node in enumerate(plan.nodes):
-            pieces = self._exchange(plan.steps[k], (seq, run, k), held,
-                                    send=not scattered or k > 0)
-            s = self.slices[node]
-            held = (s.part.region, None if pieces is None else self._compute(s, pieces, request))
+            held = self._layer(self.slices[node], self.orders[run][k], plan.steps[k],
+                               (seq, run, k), held, request)
         gather = plan.steps[-1]
-        pieces = self._exchange(gather, (seq, run, len(plan.nodes)), held, send=True)
-        return None if pieces is None else paste(gather.needs[self.role.index], pieces)
-
-    def _compute(self, s: Slice, pieces: list[Piece], request: int) -> torch.Tensor:
-        """Slice ``s`` on ``pieces`` (its input's assembly, the one copy, counts as compute)."""
-        started, cpu = time.perf_counter(), time.thread_time()
-        out = s.output(s.assemble(pieces))
-        if self.pace is not None:
-            self.pace(request, started, time.perf_counter() - started, time.thread_time() - cpu)
-        return out
-
-    def _exchange(self, step: Exchange, at: tuple[int, int, int], held: Held, send: bool
-                  ) -> list[Piece] | None:
-        """Send what the others need of ``held``, receive what this member needs; the pieces
-        that cover the needed region (None when it needs nothing)."""
-        me = self.role.index
-        region, value = held
-        if send:
-            for i, j, part in step.moves:
-                if i == me and value is not None:
-                    self.wire.post(self.role.ranks[j], (self.epoch, *at, me),
-                                   _compact(cut(value, region, part)))
-        need = step.needs[me]
+        need = gather.needs[me]
         if not need.volume:
             return None
+        return paste(need, [*_pieces(held, need),
+                            *self._receive(gather, (seq, run, len(plan.nodes)))])
+
+    def _layer(self, s: Slice, order: LayerOrder, into: Exchange, at: tuple[int, int, int],
+               held: Sequence[Piece], request: int) -> list[Piece]:
+        """Slice ``s`` band by band in ``order``, its input this member's ``held`` pieces and,
+        from band ``order.early`` on, those it receives by exchange ``into``; each move of
+        the next exchange is posted as soon as the bands it takes are computed. Returns the
+        bands (the pieces of the slice's region)."""
+        me = self.role.index
+        own = _pieces(held, into.needs[me])
+        framed: torch.Tensor | None = None
+        out: list[Piece] = []
+        for b, band in enumerate(order.bands):
+            received = self._receive(into, at) if b == order.early else []
+            started, cpu = time.perf_counter(), time.thread_time()
+            if framed is None:
+                framed = s.assemble([*own, *received])
+            elif received:
+                s.write(framed, received)
+            out.append((band, s.output(framed, band)))
+            if self.pace is not None:
+                self.pace(request, started, time.perf_counter() - started,
+                          time.thread_time() - cpu)
+            for j, region in order.posts[b]:
+                self.wire.post(self.role.ranks[j], (self.epoch, at[0], at[1], at[2] + 1, me),
+                               _compact(paste(region, _pieces(out, region))))
+        return out
+
+    def _receive(self, step: Exchange, at: tuple[int, int, int]) -> list[Piece]:
+        """The pieces the other members send this one in exchange ``step`` (waits for them)."""
+        me = self.role.index
         incoming = [(i, part) for i, j, part in step.moves if j == me]
+        if not incoming:
+            return []
         got = self.wire.take([(self.epoch, *at, i) for i, _ in incoming])
-        pieces = [(part, piece) for (_, part), piece in zip(incoming, got, strict=True)]
-        own = _meet(region, need)
-        if own.volume and value is not None:
-            pieces.append((own, cut(value, region, own)))
-        return pieces
+        return [(part, piece) for (_, part), piece in zip(incoming, got, strict=True)]
+
+
+def _pieces(held: Sequence[Piece], need: Region) -> list[Piece]:
+    """The parts of ``held`` pieces inside region ``need`` (views)."""
+    return [(m, cut(x, region, m)) for region, x in held if (m := _meet(region, need)).volume]
 
 
 class RunLead(nn.Module):
