@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgepart import SolutionStatus, Termination, load_instance, solve, validate_plan
-from edgepart.solvers import highs
+from edgepart.solvers import stoppable
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 2.0
@@ -91,7 +91,7 @@ def test_a_killed_highs_keeps_the_warm_plan_and_a_valid_bound(monkeypatch: pytes
     warm plan (a valid plan) with a bound no better than the known optimum (instances/tiny/
     dag6_direct: period 3.0, its stored brute-force optimum), a time-limit stop with the reason,
     no traceback."""
-    monkeypatch.setattr(highs, "KILL_GRACE_S", -1e9)
+    monkeypatch.setattr(stoppable, "KILL_GRACE_S", -1e9)
     inst = load_instance(ROOT / "instances" / "tiny" / "dag6_direct.json")
     result = solve(inst, "highs", formulation="stages", time_limit=30.0)
     assert result.solver_version.startswith("HiGHS"), result.solver_version  # HiGHS was run

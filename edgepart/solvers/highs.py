@@ -12,32 +12,21 @@ and simplex interrupt callbacks at the deadline, but some of its steps check nei
 NASNet stage-slot model (196 layers, 8 devices) one root mod-k separation round ran 28 s without
 a callback (HiGHS's clock: 65 s for a 56 s limit), and on 994 layers x 32 devices presolve
 (of the MIP start's completion and of the model) ran 19 s against 8 s left. So with a time limit,
-on POSIX, the solve runs in a forked child process (:func:`run_stoppable`) that streams each
-improving solution and each better dual bound to the parent as JSON lines through a pipe; the
-parent kills the child :data:`KILL_GRACE_S` after the deadline if it has not answered by then, and
-keeps the last solution and bound it received: both valid (a solution HiGHS found, a bound HiGHS
-had proven by then), so the answer is a time-limit stop with the best plan and bound found, at
-worst the caller's warm start and the driver's bound. The cost is a fork (copy-on-write, tens of
-milliseconds) and JSON for each improving solution. Without a time limit, or without ``os.fork``,
-HiGHS runs in this process. HiGHS keeps one global thread pool per process, and a fork of a
-process whose pool has started hangs in the child's first solve (tried: highspy 1.16); the child
-therefore drops the pool it inherited (``resetGlobalScheduler``) before it solves.
+on POSIX, the solve runs in a forked child process that streams each improving solution and a
+better dual bound (at most every :data:`BOUND_EVERY_S`) and is killed shortly after the deadline
+if it has not answered by then (:mod:`edgepart.solvers.stoppable`, shared with CP-SAT): the answer
+is a time-limit stop with the best plan and bound found, at worst the caller's warm start and the
+driver's bound. Without a time limit, or without ``os.fork``, HiGHS runs in this process. HiGHS
+keeps one global thread pool per process, and a fork of a process whose pool has started hangs in
+the child's first solve (tried: highspy 1.16); the child therefore drops the pool it inherited
+(``resetGlobalScheduler``) before it solves.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
-import json
 import math
-import os
-import select
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import highspy
 import numpy as np
@@ -48,19 +37,15 @@ from edgepart.results import SolveResult, Termination
 from edgepart.solvers.base import SolveOptions, register
 from edgepart.solvers.exact import BackendResult, solve_exact
 from edgepart.solvers.milp import ScaledModel, scaled, solver_output
+from edgepart.solvers.stoppable import Answer, Stream, can_fork, run_stoppable
 
-__all__ = ["INTEGRALITY_TOL", "KILL_GRACE_S", "HighsAnswer", "run_highs", "run_stoppable",
-           "solve_highs"]
+__all__ = ["INTEGRALITY_TOL", "run_highs", "solve_highs"]
 
 INTEGRALITY_TOL = 1e-9
 """HiGHS's ``mip_feasibility_tolerance`` (default 1e-6). A Boolean at 1e-6 inside a big-M row
 (M up to the horizon, 1000 time units) moves a time by about 1e-6 of the horizon: enough for a
 "solution" that breaks ``--max-period`` at the Pareto front's 1e-6 steps (found by
 tests/test_pareto.py). At 1e-9 the leak is far below the optimality tolerance."""
-
-KILL_GRACE_S = 0.5
-"""Seconds past the deadline that a child HiGHS process has to stop by itself and send its final
-answer (HiGHS stops at its time limit or at the interrupt callback) before it is killed."""
 
 BOUND_EVERY_S = 0.2
 """A child sends a better dual bound at most this often (the callback fires thousands of times a
@@ -70,19 +55,6 @@ TERMINATIONS = {highspy.HighsModelStatus.kOptimal: Termination.OPTIMAL,
                 highspy.HighsModelStatus.kInfeasible: Termination.INFEASIBLE,
                 highspy.HighsModelStatus.kTimeLimit: Termination.TIME_LIMIT,
                 highspy.HighsModelStatus.kInterrupt: Termination.TIME_LIMIT}
-
-
-@dataclass
-class HighsAnswer:
-    """What one HiGHS run found, in solver units, filled in as the child's messages arrive: the
-    model status (``None``: no final answer, the child was killed at the deadline or died), the
-    best solution and the best dual bound."""
-
-    status: highspy.HighsModelStatus | None = None
-    values: list[float] | None = None
-    bound: float = -math.inf
-    message: str = ""
-    killed: bool = False
 
 
 def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
@@ -96,19 +68,20 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
     if options.time_limit is not None:
         h.setOptionValue("time_limit", max(0.01, deadline.left()))
     with solver_output(options.verbose):
-        answer = (run_stoppable(h, deadline) if options.time_limit is not None
-                  and hasattr(os, "fork") else _run_here(h, deadline))
+        answer = (_forked(h, deadline) if options.time_limit is not None and can_fork()
+                  else _run_here(h, deadline))
+    status = None if answer.status is None else highspy.HighsModelStatus(answer.status)
     termination = (Termination.TIME_LIMIT if answer.killed
-                   else Termination.ERROR if answer.status is None
-                   else TERMINATIONS.get(answer.status, Termination.ERROR))
+                   else Termination.ERROR if status is None
+                   else TERMINATIONS.get(status, Termination.ERROR))
     unit = sm.scale[sm.objective]
     return BackendResult(
         values=None if answer.values is None else sm.values(answer.values),
         termination=termination,
         bound_s=answer.bound * unit if math.isfinite(answer.bound) else -math.inf,
         version=f"HiGHS {h.version()} via highspy", message=answer.message or (
-            "" if termination is not Termination.ERROR or answer.status is None
-            else h.modelStatusToString(answer.status)))
+            "" if termination is not Termination.ERROR or status is None
+            else h.modelStatusToString(status)))
 
 
 def _set_start(h: highspy.Highs, sm: ScaledModel, hint: dict[int, float]) -> None:
@@ -120,18 +93,18 @@ def _set_start(h: highspy.Highs, sm: ScaledModel, hint: dict[int, float]) -> Non
                       np.array([start[i] for i in booleans]))
 
 
-def _run_here(h: highspy.Highs, deadline: Deadline) -> HighsAnswer:
+def _run_here(h: highspy.Highs, deadline: Deadline) -> Answer:
     """Run HiGHS in this process (no time limit to enforce, or no ``fork``)."""
     _interrupt_at(h, deadline)
     h.run()
     return _final(h)
 
 
-def _final(h: highspy.Highs) -> HighsAnswer:
+def _final(h: highspy.Highs) -> Answer:
     info = h.getInfo()
     has = info.primal_solution_status == 2  # kSolutionStatusFeasible
-    return HighsAnswer(h.getModelStatus(), list(h.getSolution().col_value) if has else None,
-                       info.mip_dual_bound)
+    return Answer(int(h.getModelStatus()), list(h.getSolution().col_value) if has else None,
+                  info.mip_dual_bound)
 
 
 def _interrupt_at(h: highspy.Highs, deadline: Deadline) -> None:
@@ -152,105 +125,31 @@ def _stopper(deadline: Deadline) -> Callable[[highspy.HighsCallbackEvent], None]
     return stop
 
 
-def run_stoppable(h: highspy.Highs, deadline: Deadline) -> HighsAnswer:
-    """Run ``h`` in a forked child process that is killed :data:`KILL_GRACE_S` past
-    ``deadline``; the answer is the child's final one, or else the last solution and bound it
-    streamed (JSON lines on a pipe, see the module docstring)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _child(h, deadline, write_end)
-    os.close(write_end)
-    answer = HighsAnswer()
-    try:
-        answer.killed = not _listen(read_end, deadline, answer)
-    finally:
-        os.close(read_end)
-        if answer.status is None:  # still running, or dead without an answer: make sure
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    if answer.killed:
-        answer.message = ("HiGHS did not stop at the time limit (a step that checks neither its "
-                          "clock nor its callbacks); its process was stopped, keeping the best "
-                          "solution and bound it had sent")
-    elif answer.status is None:
-        answer.message = answer.message or "HiGHS's process ended without an answer"
-    return answer
+def _forked(h: highspy.Highs, deadline: Deadline) -> Answer:
+    """Run ``h`` in a child process stopped at ``deadline`` (:func:`run_stoppable`)."""
 
-
-def _listen(fd: int, deadline: Deadline, answer: HighsAnswer) -> bool:
-    """Read the child's messages into ``answer`` until it closes the pipe (``True``) or the
-    grace past ``deadline`` runs out (``False``)."""
-    pending = b""
-    while True:
-        wait = deadline.left() + KILL_GRACE_S
-        if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-            return False
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return True
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            _take(json.loads(line), answer)
-
-
-def _take(message: dict[str, Any], answer: HighsAnswer) -> None:
-    if message.get("solution") is not None:
-        answer.values = message["solution"]
-    if "bound" in message:
-        answer.bound = max(answer.bound, message["bound"])
-    if "status" in message:
-        answer.status = highspy.HighsModelStatus(message["status"])
-    if "error" in message:
-        answer.message = f"HiGHS's process failed: {message['error']}"
-
-
-def _child(h: highspy.Highs, deadline: Deadline, fd: int) -> None:
-    """Solve in the forked child and report on ``fd``; ends the process, whatever happens."""
-    code = 1
-    try:
-        gc.disable()  # a collection would touch (and so copy) every object of the parent
-        highspy.Highs.resetGlobalScheduler(False)
-        send = _sender(fd)
-        _stream(h, deadline, send)
+    def solve(stream: Stream) -> Answer:
+        highspy.Highs.resetGlobalScheduler(False)  # the parent's pool: see the module docstring
+        _stream(h, deadline, stream)
         h.run()
-        final = _final(h)
-        send({"status": int(h.getModelStatus()), "solution": final.values, "bound": final.bound})
-        code = 0
-    except BaseException as exc:  # reported to the parent, which decides
-        with contextlib.suppress(OSError):
-            os.write(fd, (json.dumps({"error": repr(exc)}) + "\n").encode())
-    finally:
-        ctypes.CDLL(None).fflush(None)  # HiGHS's log, when verbose
-        os._exit(code)
+        return _final(h)
+
+    return run_stoppable(solve, deadline, "HiGHS")
 
 
-Send = Callable[[dict[str, Any]], None]
-
-
-def _sender(fd: int) -> Send:
-    def send(message: dict[str, Any]) -> None:
-        data = memoryview((json.dumps(message) + "\n").encode())
-        while data:
-            data = data[os.write(fd, data):]
-    return send
-
-
-def _stream(h: highspy.Highs, deadline: Deadline, send: Send) -> None:
-    """Subscribe the callbacks that send improving solutions and better bounds, and stop HiGHS at
-    ``deadline``."""
-    sent = {"bound": -math.inf, "at": 0.0}
+def _stream(h: highspy.Highs, deadline: Deadline, stream: Stream) -> None:
+    """Subscribe the callbacks that send improving solutions and better bounds (at most every
+    :data:`BOUND_EVERY_S`), and stop HiGHS at ``deadline``."""
+    sent_at = [-math.inf]
     stop = _stopper(deadline)
 
     def improving(event: highspy.HighsCallbackEvent) -> None:
-        send({"solution": np.asarray(event.data_out.mip_solution, dtype=float).tolist()})
+        stream.solution(np.asarray(event.data_out.mip_solution, dtype=float).tolist())
 
     def mip_interrupt(event: highspy.HighsCallbackEvent) -> None:
-        bound = event.data_out.mip_dual_bound
-        if bound > sent["bound"] and time.perf_counter() - sent["at"] >= BOUND_EVERY_S:
-            send({"bound": bound})
-            sent["bound"], sent["at"] = bound, time.perf_counter()
+        if (time.perf_counter() - sent_at[0] >= BOUND_EVERY_S
+                and stream.bound(event.data_out.mip_dual_bound)):
+            sent_at[0] = time.perf_counter()
         stop(event)
 
     h.cbMipImprovingSolution.subscribe(improving)
