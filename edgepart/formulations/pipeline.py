@@ -568,9 +568,8 @@ class PipelineFormulation:
                 values[X] = float(devs[sigma[v]] == d)
         for b, d in enumerate(devs):
             values[self.y[b][d]] = 1.0
-        last = (self.P, self.L)
         for var in sorted(self.lower_rows, key=lambda i: (
-                not self.model.vars[i].boolean, i in last, last.index(i) if i in last else i)):
+                not self.model.vars[i].boolean, i in (self.P, self.L), i)):
             values[var] = self._least(var, values)
         return values
 
