@@ -316,14 +316,18 @@ def test_paste_frames_the_region_with_the_padding_once() -> None:
 
 def test_a_slice_that_reads_one_whole_piece_without_padding_copies_nothing() -> None:
     # a 2 x 2 max pool, stride 2, output rows [0, 3) of a 4 x 6 x 6 input: reads input rows
-    # [0, 6), all of it, with no padding: its input is the piece itself; a 3 x 3 conv with
-    # padding 1 on output rows [0, 3) reads rows [0, 4) framed by 1 zero row above and 1 zero
-    # column each side: a new 4 x 5 x 8 tensor
+    # [0, 6), all of it, with no padding: its input is the piece itself (a contiguous one);
+    # a 3 x 3 conv with padding 1 on output rows [0, 3) reads rows [0, 4) framed by 1 zero
+    # row above and 1 zero column each side: a new 4 x 5 x 8 tensor
     x = torch.randn(1, 4, 6, 6)
     whole = Region((0, 4), (0, 6), (0, 6))
     pool = Slice(nn.MaxPool2d(2), SlicePart("n", Scheme.ROWS, Region((0, 4), (0, 3), (0, 3)),
                                             (4, 6, 6), (2, 2), (2, 2), (0, 0)))
     assert pool.assemble([(whole, x)]) is x
+    # ... but a view of some rows of a larger tensor (not contiguous) is copied, contiguous
+    rows = torch.randn(1, 4, 8, 6)[:, :, 1:7]
+    framed = pool.assemble([(whole, rows)])
+    assert framed is not rows and framed.is_contiguous() and torch.equal(framed, rows)
     conv = nn.Conv2d(4, 2, 3, padding=1)
     s = Slice(conv, SlicePart("n", Scheme.ROWS, Region((0, 2), (0, 3), (0, 6)), (4, 6, 6),
                               *window(conv)))
@@ -540,11 +544,11 @@ def test_a_grid_tile_computes_its_inside_first_and_sends_each_halo_after_its_las
     assert order.early == 1
     assert order.posts == ((), ((2, Region(c, (3, 4), (0, 4))), (3, Region(c, (3, 4), (3, 4)))),
                            ((1, Region(c, (0, 4), (3, 4))),))
-    # brute force: the bands, each from the tile's framed input, glue into the conv's tile
+    # brute force: the bands, each computed as a slice of its own, glue into the conv's tile
     x = torch.randn(1, 4, 8, 8)
-    framed = tiles[0].assemble([(tiles[0].reads, cut(x, Region((0, 4), (0, 8), (0, 8)),
-                                                     tiles[0].reads))])
-    glued = paste(outputs[0], [(band, tiles[0].output(framed, band)) for band in order.bands])
+    bands = [Slice(conv, replace(tiles[0].part, region=band)) for band in order.bands]
+    glued = paste(outputs[0], [(b.part.region, b(cut(x, Region((0, 4), (0, 8), (0, 8)), b.reads)))
+                               for b in bands])
     torch.testing.assert_close(glued, conv(x)[:, :, :4, :4])
 
 

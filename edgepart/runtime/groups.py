@@ -58,11 +58,13 @@ boxes; each piece of the next exchange is posted as soon as the bands it takes a
 So every halo travels while its receiver computes the inside of its next layer, and the next
 layer starts with the rows that need no received piece and takes the halo rows last. Under
 ``outc`` a conv's or linear layer's slice reads every input channel, so it waits first and
-computes its region at once, as before. A band's output is a piece of its own (no copy into
-one tensor): the next layer's input is pasted from the pieces, a posted piece that spans two
-bands is pasted from both. The input is framed once per layer from the member's own pieces
-(:meth:`Slice.assemble`) and the received pieces written into the same frame
-(:meth:`Slice.write`).
+computes its region at once, as before. Each band is computed as a slice of its own
+(:func:`_band_slices`): it copies once the input its windows read (for a band along a cut, its
+own rows and the received halo) into one contiguous tensor framed by the padding, so a layer's
+input is still copied about once (the bands along a cut copy again the few input rows they
+share with the inside). A band's output is a piece of its own (no copy into one tensor): the
+next layer's bands and the gather paste from the pieces, and a posted piece that spans two
+bands is pasted from both.
 
 Departures from the cost model, named: the cost model charges each layer's exchange after the
 slowest member's compute, :math:`X_v + \max_i t(v, i)|R_{v,i}|/|R_v|`
@@ -429,36 +431,25 @@ def paste(need: Region, pieces: Sequence[Piece], border: Border = NO_BORDER,
           fill: float = 0.0) -> torch.Tensor:
     """Region ``need`` of a value from ``pieces`` that cover it, framed by ``border`` rows and
     columns of ``fill`` (a layer's padding: the frame is written once, no second copy of the
-    whole region as a separate pad would make); a single piece that is ``need`` with no border
-    is returned as it is (no copy)."""
-    if len(pieces) == 1 and pieces[0][0] == need and border == NO_BORDER:
+    whole region as a separate pad would make); a single contiguous piece that is ``need`` with
+    no border is returned as it is (no copy; a view of some rows of a tensor is not contiguous,
+    and a convolution reads one up to a quarter slower than a contiguous copy)."""
+    if (len(pieces) == 1 and pieces[0][0] == need and border == NO_BORDER
+            and pieces[0][1].is_contiguous()):
         return pieces[0][1]
-    out = _frame(need, pieces[0][1], border, fill)
-    _fill_in(out, need, pieces, border)
-    return out
-
-
-def _frame(need: Region, like: torch.Tensor, border: Border = NO_BORDER, fill: float = 0.0
-          ) -> torch.Tensor:
-    """A tensor for region ``need`` (of ``like``'s batch and type) framed by ``border`` rows
-    and columns of ``fill``; the inside is left for :func:`_fill_in`."""
+    like = pieces[0][1]
     c, h, w = (need.c[1] - need.c[0], need.h[1] - need.h[0], need.w[1] - need.w[0])
     if like.dim() == 2:
-        return like.new_empty((like.shape[0], c))
-    top, bottom, left, right = border
-    out = like.new_empty((like.shape[0], c, top + h + bottom, left + w + right))
-    _fill_frame(out, border, fill)
-    return out
-
-
-def _fill_in(out: torch.Tensor, need: Region, pieces: Sequence[Piece],
-            border: Border = NO_BORDER) -> None:
-    """Copy ``pieces`` into ``out``, region ``need`` framed by ``border`` (:func:`_frame`)."""
-    top, _, left, _ = border
-    inside = out if out.dim() == 2 else out[:, :, top:top + need.h[1] - need.h[0],
-                                            left:left + need.w[1] - need.w[0]]
+        out = like.new_empty((like.shape[0], c))
+        inside = out
+    else:
+        top, bottom, left, right = border
+        out = like.new_empty((like.shape[0], c, top + h + bottom, left + w + right))
+        _fill_frame(out, border, fill)
+        inside = out[:, :, top:top + h, left:left + w]
     for region, piece in pieces:
         cut(inside, need, region).copy_(piece)
+    return out
 
 
 def _fill_frame(out: torch.Tensor, border: Border, fill: float) -> None:
@@ -512,29 +503,10 @@ class Slice(nn.Module):
         """The input region :attr:`reads` from ``pieces``, framed by :attr:`border`."""
         return paste(self.reads, pieces, self.border, self.fill)
 
-    def write(self, framed: torch.Tensor, pieces: Sequence[Piece]) -> None:
-        """Copy more ``pieces`` of the input region :attr:`reads` into ``framed`` (made by
-        :meth:`assemble` from the first pieces)."""
-        _fill_in(framed, self.reads, pieces, self.border)
-
-    def output(self, framed: torch.Tensor, band: Region | None = None) -> torch.Tensor:
-        """The slice's output from ``framed``, its input as :meth:`assemble` makes it: the
-        whole region, or only ``band`` of it (a box inside the region, rows or grid) from the
-        rows and columns of ``framed`` that the band's windows read."""
-        if band is not None and band != self.part.region:
-            framed = self._window(framed, band)
+    def output(self, framed: torch.Tensor) -> torch.Tensor:
+        """The slice's output from ``framed``, its input as :meth:`assemble` makes it."""
         out = self.compute(framed)
         return out if self.then is None else self.then(out)
-
-    def _window(self, framed: torch.Tensor, band: Region) -> torch.Tensor:
-        """The rows and columns of ``framed`` that output ``band`` reads: framed row 0 is the
-        first row the region's first output row reads, so output row ``o`` reads framed rows
-        :math:`[(o - a)s, (o - a)s + k)` (the same for columns)."""
-        (k_h, k_w), (s_h, s_w) = self.part.kernel, self.part.stride
-        (a_h, a_w) = self.part.region.h[0], self.part.region.w[0]
-        top, bottom = (band.h[0] - a_h) * s_h, (band.h[1] - 1 - a_h) * s_h + k_h
-        left, right = (band.w[0] - a_w) * s_w, (band.w[1] - 1 - a_w) * s_w + k_w
-        return framed[:, :, top:bottom, left:right]
 
     def compute(self, framed: torch.Tensor) -> torch.Tensor:
         m = self.module
@@ -763,9 +735,12 @@ class Member:
                  pace: Pace | None = None) -> None:
         self.role, self.epoch, self.wire, self.pace = role, epoch, wire, pace
         self.plans = _run_plans(gm, role)
-        self.slices = {p.node: _slice(gm, p) for p in role.parts[role.index]}
-        self.orders = [[layer_order(self.slices[node].part, role.index, *plan.steps[k:k + 2])
+        parts = {p.node: p for p in role.parts[role.index]}
+        self.orders = [[layer_order(parts[node], role.index, *plan.steps[k:k + 2])
                         for k, node in enumerate(plan.nodes)] for plan in self.plans]
+        self.bands = [[_band_slices(gm, parts[node], order.bands)
+                       for node, order in zip(plan.nodes, orders, strict=True)]
+                      for plan, orders in zip(self.plans, self.orders, strict=True)]
         self.sequence = 0
         self.in_runs = (0.0, 0.0)  # the lead's wall and thread CPU seconds in lead_run
 
@@ -804,8 +779,8 @@ class Member:
         input on the lead, none on a helper, whose part of it the scatter brings): every layer
         in its :class:`LayerOrder`, then the gather (the lead's output; None on a helper)."""
         plan, me = self.plans[run], self.role.index
-        for k, node in enumerate(plan.nodes):
-            held = self._layer(self.slices[node], self.orders[run][k], plan.steps[k],
+        for k in range(len(plan.nodes)):
+            held = self._layer(self.bands[run][k], self.orders[run][k], plan.steps[k],
                                (seq, run, k), held, request)
         gather = plan.steps[-1]
         need = gather.needs[me]
@@ -814,24 +789,22 @@ class Member:
         return paste(need, [*_pieces(held, need),
                             *self._receive(gather, (seq, run, len(plan.nodes)))])
 
-    def _layer(self, s: Slice, order: LayerOrder, into: Exchange, at: tuple[int, int, int],
-               held: Sequence[Piece], request: int) -> list[Piece]:
-        """Slice ``s`` band by band in ``order``, its input this member's ``held`` pieces and,
-        from band ``order.early`` on, those it receives by exchange ``into``; each move of
-        the next exchange is posted as soon as the bands it takes are computed. Returns the
-        bands (the pieces of the slice's region)."""
+    def _layer(self, bands: Sequence[Slice], order: LayerOrder, into: Exchange,
+               at: tuple[int, int, int], held: Sequence[Piece], request: int) -> list[Piece]:
+        """One layer's slice computed band by band in ``order`` (``bands``: a slice for each),
+        from this member's ``held`` pieces and, from band ``order.early`` on, those it
+        receives by exchange ``into``; each move of the next exchange is posted as soon as the
+        bands it takes are computed. Returns the bands' outputs (the pieces of the slice's
+        region)."""
         me = self.role.index
-        own = _pieces(held, into.needs[me])
-        framed: torch.Tensor | None = None
+        pieces = _pieces(held, into.needs[me])
         out: list[Piece] = []
-        for b, band in enumerate(order.bands):
-            received = self._receive(into, at) if b == order.early else []
+        for b, band in enumerate(bands):
+            if b == order.early:
+                pieces += self._receive(into, at)
             started, cpu = time.perf_counter(), time.thread_time()
-            if framed is None:
-                framed = s.assemble([*own, *received])
-            elif received:
-                s.write(framed, received)
-            out.append((band, s.output(framed, band)))
+            out.append((band.part.region, band.output(band.assemble(_pieces(pieces,
+                                                                            band.reads)))))
             if self.pace is not None:
                 self.pace(request, started, time.perf_counter() - started,
                           time.thread_time() - cpu)
@@ -875,6 +848,13 @@ def _replace(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
 def _slice(gm: fx.GraphModule, part: SlicePart) -> Slice:
     module = gm.get_submodule(str(_node(gm, part.node).target))
     return Slice(module, part, None if part.then is None else gm.get_submodule(part.then))
+
+
+def _band_slices(gm: fx.GraphModule, part: SlicePart, bands: Sequence[Region]
+                 ) -> tuple[Slice, ...]:
+    """A slice for each band of ``part``'s region: each reads, and copies once, only the input
+    its band's windows read (a band is computed as a slice of its own)."""
+    return tuple(_slice(gm, replace(part, region=band)) for band in bands)
 
 
 def lead_stage(stage: fx.GraphModule, member: Member, request: Callable[[], int]
