@@ -140,7 +140,7 @@ def _listen(fd: int, deadline: Deadline, answer: Answer, solver: str) -> bool:
     pending = b""
     while True:
         wait = deadline.left() + KILL_GRACE_S
-        if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+        if wait <= 0 or not select.select([fd], [], [], None if math.isinf(wait) else wait)[0]:
             return False
         chunk = os.read(fd, 1 << 20)
         if not chunk:
