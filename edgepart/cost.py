@@ -113,7 +113,7 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 
 __all__ = [
     "LayerShape", "Metrics", "Region", "SplitGroup", "StageMetrics", "evaluate",
-    "infeasibility_reasons", "layer_shapes", "lower_bound", "reads_producer",
+    "infeasibility_reasons", "layer_shapes", "lower_bound", "member_compute_s", "reads_producer",
     "split_input_bytes", "split_order",
     "split_path_problem", "tolerated", "validate_plan",
 ]
@@ -576,11 +576,18 @@ def _single(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
                         ctx.send_b[b + 1][0], recv + compute)
 
 
+def member_compute_s(inst: Instance, layers: Sequence[str], device: str) -> float:
+    """Compute of ``layers`` on ``device`` alone: a single stage's, or one replica's (summed in
+    the model's layer order, as :func:`evaluate` does)."""
+    d = inst.device_index[device]
+    return sum(inst.times[v][d] for v in sorted(inst.model.index[lid] for lid in layers))
+
+
 def _replicate(ctx: _Ctx, b: int, st: Stage) -> StageMetrics:
     """Replicas serve requests in proportion to their rates: period 1 / sum_r (1 / T_r)."""
     members = [ctx.inst.device_index[d] for d in st.members]
     layers = ctx.layers(b)
-    compute = [sum(ctx.inst.times[v][d] for v in layers) for d in members]
+    compute = [member_compute_s(ctx.inst, st.layers, d) for d in st.members]
     recv, send = ctx.recv[b + 1], ctx.send[b + 1]
     own = [ctx.combine()(recv[r], compute[r], send[r]) for r in range(len(members))]
     period = 0.0 if min(own) == 0 else 1.0 / sum(1.0 / t for t in own)

@@ -283,3 +283,17 @@ def test_a_starved_stretch_stage_is_reported_with_a_time_scale() -> None:
     assert "98% of its emulated 10.0 ms" in text and text.endswith("--time-scale 3")
     # the same rows under a quota: stage 1 computes 1.225x its prediction, within 1.25
     assert keep_up(Emulation(Mode.CGROUP, 2.0), rows) == {}
+
+
+def test_each_replica_is_checked_against_its_own_prediction() -> None:
+    """A replicated stage of a fast replica (182 ms predicted) and a slow one (660 ms): under
+    pad, the fast one overran its own padding on every request. Checked against the stage's
+    slowest replica (660 ms), as the report once did, it looked fine. Suggested scale: real /
+    predicted = 600 / 182 = 3.30, x 4 x 1.2 = 15.8, rounded up to tenths: 15.9."""
+    fast = {**_row(1, 600.0, 600.0, 182.0), "device": "jetson", "late_share": 1.0}
+    slow = {**_row(1, 300.0, 660.0, 660.0), "device": "pi"}
+    stage = {**fast, "mode": "replicate", "replicas": [fast, slow]}
+    late = keep_up(Emulation(Mode.PAD, 4.0), [stage])
+    (text,) = late
+    assert text.startswith("host cannot keep up: stage 1 on 'jetson'")
+    assert late[text] == pytest.approx(15.9)

@@ -49,9 +49,9 @@ from typing import Any
 
 import torch
 
-from edgepart.cost import Metrics, evaluate, validate_plan
+from edgepart.cost import Metrics, evaluate, member_compute_s, validate_plan
 from edgepart.instance import Instance, Link
-from edgepart.plan import Mode, Plan, Stage
+from edgepart.plan import Mode, Plan
 from edgepart.profiling.model_spec import first_line
 from edgepart.runtime import events, worker
 from edgepart.runtime.cluster import Cluster, WorkerError
@@ -141,12 +141,6 @@ def _drain_inbox() -> None:
     with contextlib.suppress(queue.Empty):
         while True:
             events.INBOX.get_nowait()
-
-
-def _compute(inst: Instance, st: Stage, device: str) -> float:
-    """Predicted compute of stage ``st``'s layers on ``device`` (one replica's)."""
-    d = inst.device_index[device]
-    return sum(inst.times[inst.model.index[lid]][d] for lid in st.layers)
 
 
 def _link(inst: Instance, src: str | None, dst: str | None) -> Link | None:
@@ -380,8 +374,8 @@ class _Stream:
         failed = self.cluster.deploy(configs)
         self.plan = plan
         self.routes.clear()
-        self.schedulers = {b: ReplicaScheduler({self.cluster.ranks[d]: _compute(self.truth, st, d)
-                                                for d in st.members})
+        self.schedulers = {b: ReplicaScheduler({
+            self.cluster.ranks[d]: member_compute_s(self.truth, st.layers, d) for d in st.members})
                            for b, st in enumerate(plan.stages) if st.mode is Mode.REPLICATE}
         links = {self.cluster.ranks[d]: _link(self.truth, self.truth.source, d)
                  for d in ends(plan.stages[0])}
@@ -406,8 +400,8 @@ class _Stream:
             doomed = list(roles)[-1] if roles else st.device
             fail = self.options.fail_after if first and b == self.options.fail_stage else None
             for here in ends(st):
-                compute = (_compute(self.truth, st, here) if st.mode is Mode.REPLICATE
-                           else self.targets.stages[b].compute_s)
+                compute = (member_compute_s(self.truth, st.layers, here)
+                           if st.mode is Mode.REPLICATE else self.targets.stages[b].compute_s)
                 links = tuple((0 if d is None else self.cluster.ranks[d],
                                _link(self.truth, here, self.truth.sink if d is None else d))
                               for d in nxt)

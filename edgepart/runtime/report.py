@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgepart.cost import StageMetrics, member_compute_s
 from edgepart.plan import Mode as PlanMode
 from edgepart.runtime.emulate import Emulation, Mode
 from edgepart.runtime.replan import best_single_device
@@ -104,20 +105,32 @@ def _stages(prep: Prepared, stream: _Stream) -> list[dict[str, Any]]:
     epoch = stream.deployments[-1].epoch
     rows: list[dict[str, Any]] = []
     for st in stream.targets.stages:
-        rank = stream.cluster.ranks[st.device]
-        recs = sorted(stream.cluster.records(rank, epoch), key=lambda r: r.started)
-        row: dict[str, Any] = {"stage": len(rows), "device": st.device, "layers": len(st.layers),
-                               "requests": len(recs)}
-        pad = st.compute_s if prep.emulation.mode is Mode.PAD else None
-        row.update(_measured(recs[warmup(len(recs)):], prep.emulation.time_scale, pad))
-        row.update({"predicted_compute_s": st.compute_s, "predicted_transfer_s": st.send_s,
-                    "predicted_receive_s": st.recv_s})
+        row = _device_row(prep, stream, epoch, (len(rows), st), st.device)
+        row.update({"predicted_transfer_s": st.send_s, "predicted_receive_s": st.recv_s})
         if st.devices:  # a group: its mode, and each replica's answered requests
             row.update(mode=st.mode.value, devices=list(st.devices))
         if st.mode is PlanMode.REPLICATE:
             row["replica_requests"] = {d: stream.served[d] for d in st.devices}
+            row["replicas"] = [_device_row(prep, stream, epoch, (len(rows), st), d)
+                               for d in st.devices]
         rows.append(row)
     return rows
+
+
+def _device_row(prep: Prepared, stream: _Stream, epoch: int, stage: tuple[int, StageMetrics],
+                device: str) -> dict[str, Any]:
+    """One device of stage ``stage`` (its index and metrics), measured against its own
+    prediction: a replica's compute is its own (the stage's row is its first replica's), a split
+    stage's the group's."""
+    b, st = stage
+    recs = sorted(stream.cluster.records(stream.cluster.ranks[device], epoch),
+                  key=lambda r: r.started)
+    predicted = (member_compute_s(prep.inst, st.layers, device)
+                 if st.mode is PlanMode.REPLICATE else st.compute_s)
+    pad = predicted if prep.emulation.mode is Mode.PAD else None
+    return {"stage": b, "device": device, "layers": len(st.layers), "requests": len(recs),
+            **_measured(recs[warmup(len(recs)):], prep.emulation.time_scale, pad),
+            "predicted_compute_s": predicted}
 
 
 def _measured(recs: Sequence[Record], scale: float, pad_s: float | None) -> dict[str, Any]:
@@ -149,7 +162,7 @@ def keep_up(emulation: Emulation, stages: Sequence[dict[str, Any]]) -> dict[str,
     holds the waits for the helpers' stretched slices and the lead's own, so it is close to the
     emulated time whether or not the host starved anyone."""
     scale, mode, out = emulation.time_scale, emulation.mode, {}
-    for row in stages:
+    for row in [r for stage in stages for r in stage.get("replicas", [stage])]:
         if not row["predicted_compute_s"] > 0:
             continue
         ratio = row["real_compute_s"] / row["predicted_compute_s"]
