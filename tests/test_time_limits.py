@@ -13,6 +13,8 @@ after the deadline (edgepart.solvers.stoppable).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -119,6 +121,45 @@ def test_a_failing_child_says_why() -> None:
     answer = stoppable.run_stoppable(fail, Deadline.after(30.0), "stand-in")
     assert not answer.killed and answer.status is None and answer.values is None
     assert "stand-in's process failed: ValueError('no such model')" in answer.message
+
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_parent_killed_from_outside_leaves_no_solver_running() -> None:
+    """A process running a stand-in solver that hangs is killed (as bench/scale.py kills a run
+    at its limit): its solver child is killed with it (dead: gone, or a zombie left to init)
+    instead of running on."""
+    read_end, write_end = os.pipe()
+    parent = os.fork()
+    if parent == 0:
+        os.close(read_end)
+
+        def hang(stream: stoppable.Stream) -> stoppable.Answer:
+            os.write(write_end, f"{os.getpid()}\n".encode())
+            time.sleep(30)
+            return stoppable.Answer(0)
+
+        stoppable.run_stoppable(hang, Deadline.after(60.0), "stand-in")
+        os._exit(0)
+    os.close(write_end)
+    child = int(os.read(read_end, 100))
+    os.close(read_end)
+    os.kill(parent, signal.SIGKILL)
+    os.waitpid(parent, 0)
+    time.sleep(0.5)
+    state = process_state(child)
+    if state not in ("gone", "Z"):
+        os.kill(child, signal.SIGKILL)
+    assert state in ("gone", "Z"), state
+
+
+def process_state(pid: int) -> str:
+    """``R``, ``S``, ``Z``, ... as Linux says, or ``gone``."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return "gone"
+    return next(line.split()[1] for line in lines if line.startswith("State:"))
 
 
 CPSAT_LIMIT = 14.0

@@ -20,11 +20,12 @@ with nothing streamed, the caller falls back on its warm start and its own bound
 
 The child never writes to this process's stdout: its file descriptor 1 is pointed at 2 before the
 solve, so solver logs (when verbose) go to stderr and stdout carries only edgepart's own output.
-It ends with ``os._exit`` (no Python clean-up, no atexit handlers, no flush of the parent's
-buffers it inherited), and garbage collection is off in it (a collection would touch, and so
-copy, every object of the parent). The cost is one fork per solve (tens of milliseconds; page
-tables of a large model) and the JSON of each streamed solution. Without ``os.fork`` (Windows)
-callers solve in this process (:func:`can_fork`).
+On Linux the kernel kills it if this process dies first (``PR_SET_PDEATHSIG``), so a parent
+killed from outside leaves no solver running on. It ends with ``os._exit`` (no Python clean-up,
+no atexit handlers, no flush of the parent's buffers it inherited), and garbage collection is off
+in it (a collection would touch, and so copy, every object of the parent). The cost is one fork
+per solve (tens of milliseconds; page tables of a large model) and the JSON of each streamed
+solution. Without ``os.fork`` (Windows) callers solve in this process (:func:`can_fork`).
 """
 
 from __future__ import annotations
@@ -111,10 +112,11 @@ def run_stoppable(solve: Solve, deadline: Deadline, solver: str) -> Answer:
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        _child(solve, write_end)
+        _child(solve, write_end, parent)
     os.close(write_end)
     answer = Answer()
     try:
@@ -161,11 +163,12 @@ def _take(message: dict[str, Any], answer: Answer, solver: str) -> None:
         answer.message = f"{solver}'s process failed: {message['error']}"
 
 
-def _child(solve: Solve, fd: int) -> None:
+def _child(solve: Solve, fd: int, parent: int) -> None:
     """Solve in the forked child and report on ``fd``; ends the process, whatever happens."""
     code = 1
     try:
         gc.disable()
+        _die_with_parent(parent)
         os.dup2(2, 1)
         stream = Stream(fd)
         stream.final(solve(stream))
@@ -178,3 +181,17 @@ def _child(solve: Solve, fd: int) -> None:
             sys.stderr.flush()
             ctypes.CDLL(None).fflush(None)  # the native solver's log, when verbose
         os._exit(code)
+
+
+PR_SET_PDEATHSIG = 1
+"""Linux's ``prctl`` option: a signal for this process when the thread that made it ends."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this child when ``parent`` dies, so that a parent killed
+    from outside (e.g. bench/scale.py's per-run limit) leaves no solver running on; a parent
+    already gone before the request took effect ends the child at once."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
