@@ -114,6 +114,20 @@ def test_a_stopped_child_leaves_its_last_solution_and_best_bound() -> None:
     assert wall <= 0.3 + stoppable.KILL_GRACE_S + 1.0, wall
 
 
+def test_a_long_solution_arrives_whole() -> None:
+    """A streamed solution of 300,000 values (about 2.7 MB of JSON, many reads of the pipe)
+    arrives as sent; a final answer without a solution keeps it."""
+    values = [float(i % 7) + 0.25 for i in range(300_000)]
+
+    def finish(stream: stoppable.Stream) -> stoppable.Answer:
+        stream.solution(values)
+        return stoppable.Answer(4, None, 2.5)
+
+    answer = stoppable.run_stoppable(finish, Deadline.after(30.0), "stand-in")
+    assert not answer.killed and answer.status == 4 and answer.bound == 2.5
+    assert answer.values == values
+
+
 def test_a_failing_child_says_why() -> None:
     def fail(stream: stoppable.Stream) -> stoppable.Answer:
         raise ValueError("no such model")

@@ -139,7 +139,7 @@ def run_stoppable(solve: Solve, deadline: Deadline, solver: str) -> Answer:
 def _listen(fd: int, deadline: Deadline, answer: Answer, solver: str) -> bool:
     """Read the child's messages into ``answer`` until it closes the pipe (``True``) or the
     grace past ``deadline`` runs out (``False``)."""
-    pending = b""
+    pending = bytearray()  # the start of a line (a solution can span many reads)
     while True:
         wait = deadline.left() + KILL_GRACE_S
         if wait <= 0 or not select.select([fd], [], [], None if math.isinf(wait) else wait)[0]:
@@ -147,9 +147,12 @@ def _listen(fd: int, deadline: Deadline, answer: Answer, solver: str) -> bool:
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             return True
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            _take(json.loads(line), answer, solver)
+        *lines, rest = chunk.split(b"\n")
+        for k, line in enumerate(lines):
+            _take(json.loads(pending + line if k == 0 else line), answer, solver)
+        if lines:
+            pending = bytearray()
+        pending += rest
 
 
 def _take(message: dict[str, Any], answer: Answer, solver: str) -> None:
