@@ -98,6 +98,7 @@ from edgepart.plan import Mode, Plan, Scheme, Stage
 __all__ = [
     "FUSABLE",
     "MEASURED_WEIGHT",
+    "MIN_BAND_REUSE",
     "NO_BORDER",
     "PREDICTED_WEIGHT",
     "SERVICE_SMOOTHING",
@@ -138,6 +139,15 @@ FUSABLE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.S
 PREDICTED_WEIGHT = 0.5
 MEASURED_WEIGHT = 0.5
 SERVICE_SMOOTHING = 0.3
+
+MIN_BAND_REUSE = 48
+"""A conv's slice is computed in bands (halos overlapped with compute) only when each band
+along a cut uses each weight at least this many times (its output rows x columns): every band
+is a call that reads all the conv's weights again. Measured (single thread, loaded 2-core
+x86_64 host, VGG-16 split by rows in two): a one-row band of 14 or 28 positions of a
+512-channel conv cost 0.8 to 1.9 ms more than computing it with the rest (9.4 MB of weights
+read again), more than the wait of about 1 ms it hides; of 56 positions (256 channels) 0.2 to
+0.5 ms; of 112 or more, nothing measurable."""
 
 
 class ReplicaScheduler:
@@ -431,11 +441,9 @@ def paste(need: Region, pieces: Sequence[Piece], border: Border = NO_BORDER,
           fill: float = 0.0) -> torch.Tensor:
     """Region ``need`` of a value from ``pieces`` that cover it, framed by ``border`` rows and
     columns of ``fill`` (a layer's padding: the frame is written once, no second copy of the
-    whole region as a separate pad would make); a single contiguous piece that is ``need`` with
-    no border is returned as it is (no copy; a view of some rows of a tensor is not contiguous,
-    and a convolution reads one up to a quarter slower than a contiguous copy)."""
-    if (len(pieces) == 1 and pieces[0][0] == need and border == NO_BORDER
-            and pieces[0][1].is_contiguous()):
+    whole region as a separate pad would make); a single piece that is ``need`` with no border
+    is returned as it is (no copy)."""
+    if len(pieces) == 1 and pieces[0][0] == need and border == NO_BORDER:
         return pieces[0][1]
     like = pieces[0][1]
     c, h, w = (need.c[1] - need.c[0], need.h[1] - need.h[0], need.w[1] - need.w[0])
@@ -600,12 +608,15 @@ class LayerOrder:
     posts: tuple[tuple[tuple[int, Region], ...], ...]
 
 
-def layer_order(part: SlicePart, me: int, into: Exchange, out: Exchange) -> LayerOrder:
+def layer_order(part: SlicePart, me: int, into: Exchange, out: Exchange, weighted: bool
+                ) -> LayerOrder:
     """Member ``me``'s :class:`LayerOrder` of its slice ``part``, fed by exchange ``into`` and
     read by exchange ``out``: under ``rows`` or ``grid`` the box of its region whose windows
     read only the input it holds (:func:`_free`) first, then the rest of the region, whose
-    windows read a received halo, in up to four boxes (:func:`_around`); under ``outc`` the
-    whole region at once (a conv's or linear layer's slice reads every input channel)."""
+    windows read a received halo, in up to four boxes (:func:`_around`); the whole region at
+    once, after the pieces it receives, under ``outc`` (a conv's or linear layer's slice reads
+    every input channel) and when a ``weighted`` layer's (a conv's) band along a cut would use
+    each weight fewer than :data:`MIN_BAND_REUSE` times."""
     region = part.region
     if not region.volume:
         return LayerOrder((), 0, ())
@@ -615,7 +626,10 @@ def layer_order(part: SlicePart, me: int, into: Exchange, out: Exchange) -> Laye
         free = EMPTY
     else:
         free = _free(part, _meet(into.held[me], into.needs[me]), into.needs[me])
-    bands = (free, *_around(region, free)) if free.volume else (region,)
+    rest = _around(region, free) if free.volume else ()
+    if weighted and any(_positions(box) < MIN_BAND_REUSE for box in rest):
+        free, rest = EMPTY, ()
+    bands = (free, *rest) if free.volume else (region,)
     sends = [(j, r) for i, j, r in out.moves if i == me]
     last = [max(b for b, band in enumerate(bands) if band.overlap(r)) for _, r in sends]
     posts = tuple(tuple(send for send, b_last in zip(sends, last, strict=True) if b_last == b)
@@ -640,6 +654,11 @@ def _free(part: SlicePart, own: Region, need: Region) -> Region:
         spans.append((inside[0], inside[-1] + 1) if inside else (0, 0))
     box = Region(part.region.c, spans[0], spans[1])
     return box if box.volume else EMPTY
+
+
+def _positions(box: Region) -> int:
+    """Output positions (rows x columns) of a box: how often a conv uses each weight in it."""
+    return (box.h[1] - box.h[0]) * (box.w[1] - box.w[0])
 
 
 def _around(region: Region, box: Region) -> tuple[Region, ...]:
@@ -736,7 +755,8 @@ class Member:
         self.role, self.epoch, self.wire, self.pace = role, epoch, wire, pace
         self.plans = _run_plans(gm, role)
         parts = {p.node: p for p in role.parts[role.index]}
-        self.orders = [[layer_order(parts[node], role.index, *plan.steps[k:k + 2])
+        self.orders = [[layer_order(parts[node], role.index, plan.steps[k], plan.steps[k + 1],
+                                    isinstance(_module(gm, node), nn.Conv2d))
                         for k, node in enumerate(plan.nodes)] for plan in self.plans]
         self.bands = [[_band_slices(gm, parts[node], order.bands)
                        for node, order in zip(plan.nodes, orders, strict=True)]
@@ -845,8 +865,12 @@ def _replace(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent) if parent else gm, leaf, module)
 
 
+def _module(gm: fx.GraphModule, node: str) -> nn.Module:
+    return gm.get_submodule(str(_node(gm, node).target))
+
+
 def _slice(gm: fx.GraphModule, part: SlicePart) -> Slice:
-    module = gm.get_submodule(str(_node(gm, part.node).target))
+    module = _module(gm, part.node)
     return Slice(module, part, None if part.then is None else gm.get_submodule(part.then))
 
 
