@@ -48,35 +48,37 @@ per layer: its own part and the pieces it received are pasted into one tensor fr
 layer's padding (:meth:`Slice.assemble`, :meth:`Slice.write`; the conv then runs unpadded), or
 not at all when it reads one whole piece with no padding (a pool at an even cut).
 
-**Overlap of halos with compute.** A member does not wait for a layer's pieces before it
-starts the layer: it computes its slice in *bands* (:class:`LayerOrder`, :func:`layer_order`).
-Under ``rows`` and ``grid`` the first band is the box of its region whose windows read only
-the input it holds (its own part of the previous layer's value, and the padding; output rows
-:math:`o` with :math:`[os - p, os - p + k)` inside its rows), then it takes the received
-pieces and computes the rest, the rows (and, on a grid, columns) along its cuts, in up to four
-boxes; each piece of the next exchange is posted as soon as the bands it takes are computed.
-So every halo travels while its receiver computes the inside of its next layer, and the next
-layer starts with the rows that need no received piece and takes the halo rows last. Under
-``outc`` a conv's or linear layer's slice reads every input channel, so it waits first and
-computes its region at once, as before. Each band is computed as a slice of its own
-(:func:`_band_slices`): it copies once the input its windows read (for a band along a cut, its
-own rows and the received halo) into one contiguous tensor framed by the padding, so a layer's
-input is still copied about once (the bands along a cut copy again the few input rows they
-share with the inside). A band's output is a piece of its own (no copy into one tensor): the
-next layer's bands and the gather paste from the pieces, and a posted piece that spans two
-bands is pasted from both.
+**Overlap of halos with compute.** A member does not wait for a layer's pieces before it starts
+the layer: it computes its slice in *bands* (:class:`LayerOrder`, :func:`layer_order`). Under
+``rows`` and ``grid`` the first band is the box of its region whose windows read only the input
+it holds (its own part of the previous layer's value, and the padding; output rows :math:`o`
+with :math:`[os - p, os - p + k)` inside its rows), then it takes the received pieces and
+computes the rest, the rows (and, on a grid, columns) along its cuts, in up to four boxes; each
+piece of the next exchange is posted as soon as the bands it takes are computed. So every halo
+travels while its receiver computes the inside of its next layer, and the next layer starts
+with the rows that need no received piece and takes the halo rows last. Under ``outc`` a conv's
+or linear layer's slice reads every input channel, so it waits first and computes its region at
+once, as before; so does a conv whose bands along the cuts would use each weight fewer than
+:data:`MIN_BAND_REUSE` times (a band is a call that reads all the weights again: on VGG-16's
+512-channel layers that costs more than the wait it hides). Each band is computed as a slice of
+its own (:func:`_band_slices`): it copies once the input its windows read (for a band along a
+cut, its own rows and the received halo) into one contiguous tensor framed by the padding, so a
+layer's input is still copied about once (the bands along a cut copy again the few input rows
+they share with the inside). A band's output is a piece of its own (no copy into one tensor):
+the next layer's bands and the gather paste from the pieces (a pool after a conv in bands so
+copies its input once, where it read the conv's one output tensor as it was), and a posted piece
+that spans two bands is pasted from both.
 
 Departures from the cost model, named: the cost model charges each layer's exchange after the
-slowest member's compute, :math:`X_v + \max_i t(v, i)|R_{v,i}|/|R_v|`
-(:mod:`edgepart.cost`); the overlap hides up to all of :math:`X_v` (the transfer and the
-receiver's wake-up) behind the inside of the next layer, so a run can take less than its
-charge. The bands are one kernel call each (two or three per layer and member in place of
-one), a little less efficient per row than one call on the whole region. An elementwise
-module that is not the only reader of a split layer, and any node without a scheme (a
-flatten, an addition), runs on the lead on the whole tensor, so it ends a run: the run before
-it is gathered to the lead and the one after it scattered again (the cost model lets an
-elementwise layer take its producer's regions). Each message also carries its piece's bytes
-once, with no packing of several pieces.
+slowest member's compute, :math:`X_v + \max_i t(v, i)|R_{v,i}|/|R_v|` (:mod:`edgepart.cost`);
+the overlap hides up to all of :math:`X_v` (the transfer and the receiver's wake-up) behind the
+inside of the next layer, so a run can take less than its charge. The bands are one kernel call
+each (two to five per layer and member in place of one), each reading the layer's weights again
+(:data:`MIN_BAND_REUSE` bounds what that costs). An elementwise module that is not the only
+reader of a split layer, and any node without a scheme (a flatten, an addition), runs on the
+lead on the whole tensor, so it ends a run: the run before it is gathered to the lead and the
+one after it scattered again (the cost model lets an elementwise layer take its producer's
+regions). Each message also carries its piece's bytes once, with no packing of several pieces.
 """
 
 from __future__ import annotations
