@@ -22,7 +22,10 @@ weights, :func:`vgg16_features`). On this host, in one run:
 It also prints the split stage's RPC messages and bytes per request between its workers
 (:func:`~edgepart.runtime.groups.split_traffic`, from the exchanges the runtime plays): now, where
 the convolutions, ReLUs and pools are one run (one scatter, the halos, one gather), and as the
-runtime moved them before runs (every split layer scattered from and gathered to the lead).
+runtime moved them before runs (every split layer scattered from and gathered to the lead);
+and how many layers each worker computes in bands, its halos overlapped with compute
+(:data:`~edgepart.runtime.groups.MIN_BAND_REUSE`: by rows in two, the layers at 56 x 56 and
+larger, and the last pool on the lead).
 
 While each plan runs it reads, from ``/proc`` (Linux), the CPU time of every thread of the
 bench's process (the driver) and of the workers it spawned (:class:`ThreadCpu`), and prints the
@@ -63,7 +66,7 @@ from edgepart.plan import Plan
 from edgepart.profiling.measure import time_nodes
 from edgepart.profiling.trace import trace_model, unit_shape
 from edgepart.runtime.driver import run
-from edgepart.runtime.groups import split_roles, split_traffic
+from edgepart.runtime.groups import Member, split_roles, split_traffic
 from edgepart.runtime.prepare import RunOptions
 
 HERE = Path(__file__).resolve().parent
@@ -171,16 +174,27 @@ def plans(inst: Instance, scheme: str) -> tuple[Plan, Plan]:
 
 def split_messages(inst: Instance, split: Plan, shape: tuple[int, ...]) -> dict[str, Any]:
     """The split stage's messages and bytes per request between its workers, in runs (now) and
-    scattered and gathered per layer (before runs)."""
+    scattered and gathered per layer (before runs), and the layers whose halos each worker
+    overlaps with compute (computed in more than one band, :class:`~edgepart.runtime.groups.
+    LayerOrder`)."""
     gm = trace_model(vgg16_features().eval(), shape).graph_module
-    role = split_roles(gm, inst, split.stages[0], {"d0": 1, "d1": 2})["d0"]
+    roles = split_roles(gm, inst, split.stages[0], {"d0": 1, "d1": 2})
+    role = roles["d0"]
     per_layer = replace(role, runs=tuple((node,) for run in role.runs for node in run))
     elem_bytes = inst.model.input_bytes / math.prod(shape)
-    out = {}
+    out: dict[str, Any] = {}
     for name, r in (("runs", role), ("per_layer", per_layer)):
         messages, elements = split_traffic(gm, r)
         out[name] = {"messages": messages, "bytes": elements * elem_bytes}
+    out["overlapped_layers"] = {
+        device: sum(len(order.bands) > 1 for run in Member(gm, r, 0, _NO_WIRE).orders
+                    for order in run)
+        for device, r in roles.items()}
     return out
+
+
+_NO_WIRE: Any = None
+"""The members :func:`split_messages` builds only to read their layer orders send nothing."""
 
 
 class ThreadCpu:
@@ -349,7 +363,8 @@ def table(out: dict[str, Any]) -> str:
                  f"{traffic['runs']['messages']} ({traffic['runs']['bytes'] / 1e6:.2f} MB) in "
                  f"runs, {traffic['per_layer']['messages']} "
                  f"({traffic['per_layer']['bytes'] / 1e6:.2f} MB) scattered and gathered per "
-                 "layer (before runs)")
+                 "layer (before runs); layers with halos overlapped with compute: "
+                 + ", ".join(f"{d} {n}" for d, n in traffic["overlapped_layers"].items()))
     for name, row in out["plans"].items():
         busiest = ", ".join(f"{t['process']} {t['thread']} {t['cpu_s_per_request'] * 1e3:.0f}"
                             for t in row["busiest_threads"][:6])
