@@ -103,8 +103,10 @@ def _cp_model(model: LinearModel, deadline: Deadline) -> tuple[cp_model.CpModel,
         deadline.check_every(k)
         _add(cp, con, xs, scale, units[con.dim])
     cp.minimize(xs[model.objective])
-    for i, value in model.hint.items():
-        cp.add_hint(xs[i], round(value / scale[i]) if not model.vars[i].boolean else bool(value))
+    for i, value in model.hint.items():  # numbers rounded down: the integer model's rows then
+        # hold at a complete hint (tests/test_hints.py); to nearest broke P >= in + C + out
+        cp.add_hint(xs[i], math.floor(value / scale[i]) if not model.vars[i].boolean
+                    else bool(value))
     deadline.check()
     return cp, scale
 

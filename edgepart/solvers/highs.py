@@ -85,12 +85,13 @@ def run_highs(model: LinearModel, options: SolveOptions) -> BackendResult:
 
 
 def _set_start(h: highspy.Highs, sm: ScaledModel, hint: dict[int, float]) -> None:
-    """Give HiGHS the Booleans of the warm start (it completes the rest itself)."""
+    """Give HiGHS the warm start: every variable the hint sets (the formulations' hints are
+    complete, so HiGHS checks it at once instead of solving an LP to complete the Booleans:
+    5.6 s on the 994-layer NASNet's stage slots)."""
     start = sm.start(hint)
-    booleans = [i for i in start if sm.boolean[i]]
-    if booleans:
-        h.setSolution(len(booleans), np.array(booleans, dtype=np.int32),
-                      np.array([start[i] for i in booleans]))
+    if start:
+        index = np.array(sorted(start), dtype=np.int32)
+        h.setSolution(len(index), index, np.array([start[i] for i in index.tolist()]))
 
 
 def _run_here(h: highspy.Highs, deadline: Deadline) -> Answer:
