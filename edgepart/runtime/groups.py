@@ -45,8 +45,8 @@ asynchronous calls (no RPC handler blocks); the lead runs its part in its comput
 helper in a thread of its own (:class:`Member`). Several requests may be in flight through the
 stage: each run of each request has its own sequence number. A slice copies its input once
 per layer: its own part and the pieces it received are pasted into one tensor framed by the
-layer's padding (:meth:`Slice.assemble`, :meth:`Slice.write`; the conv then runs unpadded), or
-not at all when it reads one whole piece with no padding (a pool at an even cut).
+layer's padding (:meth:`Slice.assemble`; the conv then runs unpadded), or not at all when it
+reads one whole piece with no padding (a pool at an even cut).
 
 **Overlap of halos with compute.** A member does not wait for a layer's pieces before it starts
 the layer: it computes its slice in *bands* (:class:`LayerOrder`, :func:`layer_order`). Under
