@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from edgepart import SolutionStatus, Termination, load_instance, solve, validate_plan
+from edgepart import SolutionStatus, SolveResult, Termination, load_instance, solve, validate_plan
 from edgepart.formulations.model import Deadline
+from edgepart.instance import Instance
 from edgepart.solvers import stoppable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,14 +82,21 @@ def test_highs_stops_on_a_big_stage_slot_model() -> None:
     host); the overrun depends on where the deadline falls, so this test caught it once in two."""
     g = graphs.nasnet(**graphs.nasnet_cells_for(200))
     inst = load_instance(graphs.instance(g, 8, name="nasnet196_8dev"))
+    result = stopped_in_time(inst, "highs", NASNET_LIMIT)
+    assert result.status is SolutionStatus.FEASIBLE, result.message
+
+
+def stopped_in_time(inst: Instance, method: str, limit: float) -> SolveResult:
+    """Solve on stage slots: within the allowed wall time, a valid plan, a bound below it, and a
+    time-limit stop."""
     start = time.perf_counter()
-    result = solve(inst, "highs", formulation="stages", time_limit=NASNET_LIMIT)
+    result = solve(inst, method, formulation="stages", time_limit=limit)
     wall = time.perf_counter() - start
-    assert wall <= allowed(NASNET_LIMIT), f"{wall:.2f} s for a {NASNET_LIMIT} s limit"
+    assert wall <= allowed(limit), f"{wall:.2f} s for a {limit} s limit"
     assert result.plan is not None and validate_plan(inst, result.plan) == []
     assert result.bound_s <= result.objective_s * (1 + 1e-9)
-    assert result.status is SolutionStatus.FEASIBLE, result.message
-    assert result.termination is Termination.TIME_LIMIT
+    assert result.termination is Termination.TIME_LIMIT, result.message
+    return result
 
 
 def test_a_stopped_child_leaves_its_last_solution_and_best_bound() -> None:
@@ -190,13 +198,7 @@ def test_cpsat_stops_in_a_long_presolve() -> None:
     valid, with a bound below it."""
     g = graphs.nasnet(**graphs.nasnet_cells_for(300))
     inst = load_instance(graphs.instance(g, 16, name="nasnet_300_16dev"))
-    start = time.perf_counter()
-    result = solve(inst, "cpsat", formulation="stages", time_limit=CPSAT_LIMIT)
-    wall = time.perf_counter() - start
-    assert wall <= allowed(CPSAT_LIMIT), f"{wall:.2f} s for a {CPSAT_LIMIT} s limit"
-    assert result.plan is not None and validate_plan(inst, result.plan) == []
-    assert result.bound_s <= result.objective_s * (1 + 1e-9)
-    assert result.termination is Termination.TIME_LIMIT, result.message
+    stopped_in_time(inst, "cpsat", CPSAT_LIMIT)
 
 
 @pytest.mark.parametrize("method, version", [("highs", "HiGHS"), ("cpsat", "OR-Tools CP-SAT")])
