@@ -118,9 +118,9 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
         found = {"lattice": {"questions": search.questions, "bound_s": search.bound,
                              "stopped": search.stopped}}
         floor = max(floor, search.bound)
-        if search.plan is not None and (warm_value is None
-                                        or _value(inst, search.plan, options) < warm_value):
-            warm, warm_value = search.plan, _value(inst, search.plan, options)
+        found_value = None if search.plan is None else _value(inst, search.plan, options)
+        if found_value is not None and (warm_value is None or found_value < warm_value):
+            warm, warm_value = search.plan, found_value
         if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
             return _finish(inst, options, name, _Outcome(
                 warm, Termination.OPTIMAL, floor,
@@ -215,8 +215,6 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
         res = backend(form.model, replace(options.with_time_left(deadline),
                                           extra={**options.extra, "presolve": False}))
         plan, res = _decoded(inst, res, form.decode, options)
-    if plan is None or (warm_value is not None and _value(inst, plan, options) > warm_value):
-        plan = warm  # the lattice search's plan, which may beat the solver's
     return _Outcome(plan, res.termination, max(res.bound_s, floor), res.version, res.message,
                     extra)
 
@@ -271,7 +269,7 @@ def _threshold_search(inst: Instance, options: SolveOptions, form: PathFormulati
     values = form.period_values
     assert values is not None
     ub = math.inf if best is None else _value(inst, best, options)
-    lo = max(lower_bound(inst), floor)
+    lo = floor
     out = _Outcome(best, Termination.OPTIMAL, lo, extra={
         "formulation": "paths", "stage_arcs": form.size, "candidate_periods": len(values),
         "feasibility_solves": 0})
