@@ -412,17 +412,16 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
                                      model_kwargs=options.model_kwargs), options.granularity)
         costs = count_costs(traced)
         features = [unit_features(traced, unit, costs) for unit in traced.units]
-        for name, spec, measured in zip(names, measure_on,
-                                        measure_classes(traced, measure_on, options.threads,
-                                                        windows), strict=True):
+        measured_all = measure_classes(traced, measure_on, options.threads, windows)
+        for name, spec, measured in zip(names, measure_on, measured_all, strict=True):
             times[name] = list(measured.time_s)
             sources[name] = "measured"
             if trace_dir is not None:
                 _write_trace(Path(trace_dir), trace_record(
                     traced, classes[name], spec, features, measured))
         if estimator is not None:
-            reference = None if estimator.reference is None else list(
-                measure_units(traced, MeasureOn(None), options.threads, windows).time_s)
+            reference = None if estimator.reference is None else list(_this_host(
+                traced, measure_on, measured_all, options.threads, windows).time_s)
             for name in sorted(set(classes) - set(times)):
                 times[name] = estimator.predict(features, class_features(classes[name]),
                                                 reference)
@@ -433,6 +432,15 @@ def profile_classes(model: Any, cluster: Cluster, options: ProfileOptions,
     instance["meta"]["measured_on"] = {n: s.label for n, s in zip(names, measure_on, strict=True)}
     load_instance(instance)  # still a valid instance
     return instance
+
+
+def _this_host(traced: TracedModel, specs: Sequence[MeasureOn], measured: Sequence[UnitTimes],
+               threads: int, windows: int) -> UnitTimes:
+    """This host's times (a reference-mode estimator's input): the ``this-host`` class among
+    those just measured, else measured now."""
+    return next((m for spec, m in zip(specs, measured, strict=True)
+                 if spec.label == "this-host"), None) or measure_units(
+        traced, MeasureOn(None), threads, windows)
 
 
 def measure_classes(traced: TracedModel, specs: Sequence[MeasureOn], threads: int = 1,
@@ -513,9 +521,8 @@ def measure_units(traced: TracedModel, spec: MeasureOn, threads: int = 1, window
                                                       strict=True))
                   for unit in traced.units]
     total = sum(looped)
-    scale = spec.slowdown * forward_s / total if total > 0 else 1.0
-    return UnitTimes(tuple(t * scale for t in looped),
-                     tuple(tuple(t * scale for t in unit) for unit in per_window))
+    return UnitTimes(tuple(looped), tuple(per_window)).scaled(
+        spec.slowdown * forward_s / total if total > 0 else 1.0)
 
 
 def forward_rate(traced: TracedModel, min_s: float,
