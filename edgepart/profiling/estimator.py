@@ -196,13 +196,7 @@ def load_trace(src: str | Path | Mapping[str, Any]) -> Trace:
     if data.get("format") != TRACE_FORMAT or data.get("version") != 1:
         raise InputError(f"{where}: format: expected {TRACE_FORMAT!r} version 1")
     dev = _object(data.get("device"), f"{where}: device")
-    device = DeviceFeatures(
-        flops_per_s=_number(dev.get("flops_per_s"), f"{where}: device.flops_per_s"),
-        memory_bandwidth_bytes_per_s=None if dev.get("memory_bandwidth_bytes_per_s") is None
-        else _number(dev["memory_bandwidth_bytes_per_s"],
-                     f"{where}: device.memory_bandwidth_bytes_per_s"),
-        cores=_number(dev.get("cores"), f"{where}: device.cores"),
-        cpus=_number(dev.get("cpus"), f"{where}: device.cpus"))
+    device = _device_features(dev, f"{where}: device")
     layers = data.get("layers")
     if not isinstance(layers, list) or not layers:
         raise InputError(f"{where}: layers: expected a non-empty list")
@@ -372,11 +366,17 @@ def load_estimator(src: str | Path | Mapping[str, Any]) -> Estimator:
 
 def _load_reference(value: Any, where: str) -> Reference:
     dev = _object(value, where)
+    return Reference(str(dev.get("class", "")), _device_features(dev, where))
+
+
+def _device_features(dev: Mapping[str, Any], where: str) -> DeviceFeatures:
+    """A device object as :meth:`DeviceFeatures.to_json` writes it (in a trace or an
+    estimator); errors name ``where.FIELD``."""
     bandwidth = dev.get("memory_bandwidth_bytes_per_s")
-    return Reference(str(dev.get("class", "")), DeviceFeatures(
+    return DeviceFeatures(
         _number(dev.get("flops_per_s"), f"{where}.flops_per_s"),
         None if bandwidth is None else _number(bandwidth, f"{where}.memory_bandwidth_bytes_per_s"),
-        _number(dev.get("cores"), f"{where}.cores"), _number(dev.get("cpus"), f"{where}.cpus")))
+        _number(dev.get("cores"), f"{where}.cores"), _number(dev.get("cpus"), f"{where}.cpus"))
 
 
 def _check_features(value: Any, where: str) -> tuple[str, ...]:
