@@ -29,7 +29,6 @@ that a new deployment made obsolete.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import signal
@@ -59,6 +58,7 @@ from edgepart.runtime.groups import (
 from edgepart.runtime.split import StageSpec, build_stage, fingerprint, load_model, payload_bytes
 from edgepart.runtime.split import trace as trace_model
 from edgepart.runtime.transport import Address, RpcTransport, Transport, call_while
+from edgepart.solvers.stoppable import die_with_parent
 
 __all__ = [
     "Record",
@@ -445,7 +445,7 @@ def serve(rank: int, world: int, master: Address, bind: str | None = None, *,
           idle_timeout_s: float = 30.0, connect_timeout_s: float = 300.0) -> int:
     """Join the group as worker ``rank`` and serve until stopped; returns the exit code."""
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     # one intra-op thread, as the driver's reference (same sums, same results) and as a device
     # of the cost model; set before any thread starts, so every thread's pool starts at one
     torch.set_num_threads(1)
@@ -482,12 +482,3 @@ def _outlast_driver(transport: Transport, limit_s: float = 5.0) -> None:
         except Exception:  # any failure means the driver's side is closed
             return
         time.sleep(0.05)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGKILL when the spawning driver dies, so no worker outlives it."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)

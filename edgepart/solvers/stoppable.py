@@ -46,7 +46,7 @@ from typing import Any
 
 from edgepart.formulations.model import Deadline
 
-__all__ = ["KILL_GRACE_S", "Answer", "Stream", "can_fork", "run_stoppable"]
+__all__ = ["KILL_GRACE_S", "Answer", "Stream", "can_fork", "die_with_parent", "run_stoppable"]
 
 KILL_GRACE_S = 0.5
 """Seconds past the deadline that a child has to stop by itself (at the solver's own time limit
@@ -171,7 +171,7 @@ def _child(solve: Solve, fd: int, parent: int) -> None:
     code = 1
     try:
         gc.disable()
-        _die_with_parent(parent)
+        die_with_parent(parent)
         os.dup2(2, 1)
         stream = Stream(fd)
         stream.final(solve(stream))
@@ -190,11 +190,13 @@ PR_SET_PDEATHSIG = 1
 """Linux's ``prctl`` option: a signal for this process when the thread that made it ends."""
 
 
-def _die_with_parent(parent: int) -> None:
-    """On Linux, have the kernel kill this child when ``parent`` dies, so that a parent killed
-    from outside (e.g. bench/scale.py's per-run limit) leaves no solver running on; a parent
-    already gone before the request took effect ends the child at once."""
+def die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this process when ``parent`` dies, so that a parent killed
+    from outside (e.g. bench/scale.py's per-run limit, or a runtime driver) leaves no solver or
+    worker running on; a parent already gone before the request took effect ends it at once.
+    Called first thing in a child (a forked solver, a spawned runtime worker)."""
     if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
