@@ -477,6 +477,11 @@ class TinyNet(nn.Module):
         return self.conv2(self.pool(self.relu(self.conv1(x))))
 
 
+TINY_ROWS = {"devices": ["d0", "d1"], "mode": "split", "layers": ["conv1", "relu", "pool", "conv2"],
+             "schemes": {"conv1": "rows", "pool": "rows", "conv2": "rows"}}
+"""TinyNet's one split stage: its layers by rows over two devices."""
+
+
 def test_a_run_moves_only_halos_counted_by_hand() -> None:
     # TinyNet on 3 x 16 x 16, two equal devices, rows everywhere. As one run:
     #   scatter: d1's conv1 rows [8, 16) read input rows [7, 16): 3 x 9 x 16 = 432 (1 message)
@@ -487,10 +492,7 @@ def test_a_run_moves_only_halos_counted_by_hand() -> None:
     # 4 messages, 624 elements. Scattered and gathered per layer (the runtime before runs):
     #   conv1 432 + 4 x 8 x 16 = 512; pool 512 + 4 x 4 x 8 = 128; conv2 rows [3, 8) 4 x 5 x 8
     #   = 160 + 128: 6 messages, 1872 elements
-    data = chain_instance(2, model=TinyNet())
-    stage = {"devices": ["d0", "d1"], "mode": "split",
-             "layers": ["conv1", "relu", "pool", "conv2"],
-             "schemes": {"conv1": "rows", "pool": "rows", "conv2": "rows"}}
+    data, stage = chain_instance(2, model=TinyNet()), TINY_ROWS
     log, role, gm = split_in_process(TinyNet(), data, stage, requests=2)
     assert split_traffic(gm, role) == (4, 624)
     assert sorted(n for _, n in log) == sorted([432, 32, 32, 128] * 2)
@@ -514,10 +516,7 @@ def test_a_member_computes_the_rows_that_need_no_halo_while_the_halo_travels(
     # one-row band of 8 positions is not worth a call of its own, so each member takes its
     # halo first and computes conv2 at once, as before overlapping
     monkeypatch.setattr(groups, "MIN_BAND_REUSE", reuse)
-    data = chain_instance(2, model=TinyNet())
-    stage = {"devices": ["d0", "d1"], "mode": "split",
-             "layers": ["conv1", "relu", "pool", "conv2"],
-             "schemes": {"conv1": "rows", "pool": "rows", "conv2": "rows"}}
+    data, stage = chain_instance(2, model=TinyNet()), TINY_ROWS
     events: list[tuple[int, str]] = []
     split_in_process(TinyNet(), data, stage, requests=2, events=events)
     if reuse == 1:
@@ -576,10 +575,7 @@ def test_the_lead_counts_the_wall_and_cpu_time_of_its_runs() -> None:
     # least 60 ms of wall time and, sleeping not being CPU time, over 55 ms more wall than CPU
     # time (the 16 x 16 slices take well under 5 ms); each call starts the count anew, so
     # every request's count is its own
-    data = chain_instance(2, model=TinyNet())
-    stage = {"devices": ["d0", "d1"], "mode": "split",
-             "layers": ["conv1", "relu", "pool", "conv2"],
-             "schemes": {"conv1": "rows", "pool": "rows", "conv2": "rows"}}
+    data, stage = chain_instance(2, model=TinyNet()), TINY_ROWS
     spent: list[tuple[float, float]] = []
     split_in_process(TinyNet(), data, stage, requests=2, lead_spent=spent)
     assert len(spent) == 2
