@@ -47,11 +47,11 @@ from edgepart.instance import Instance, Transfer
 from edgepart.plan import Plan, Stage
 from edgepart.results import OPTIMALITY_TOL, SolveResult, Termination, relative_gap
 from edgepart.solvers.base import (
-    METHODS,
     Objective,
     SolveOptions,
     best_plan,
     finish,
+    get_method,
     respects_limits,
 )
 
@@ -370,7 +370,9 @@ def _decoded(inst: Instance, res: BackendResult, decode: Callable[[list[float]],
 
 
 WARM_START_METHODS = ("dp", "local")
-"""Fast methods whose plans warm-start the exact backends (when registered and applicable)."""
+"""Fast methods whose plans warm-start the exact backends (each answers ``None`` where it does
+not apply); looked up with :func:`~edgepart.solvers.base.get_method`, which loads the built-in
+methods, so a direct caller of :func:`solve_exact` gets the same warm start as ``solve``."""
 WARM_START_SHARE = 0.2
 """Share of the caller's time limit that the warm-start methods may use, together."""
 
@@ -383,6 +385,5 @@ def _warm_start(inst: Instance, options: SolveOptions) -> Plan | None:
     share = None if options.time_limit is None else (
         options.time_limit * WARM_START_SHARE / max(1, len(WARM_START_METHODS)))
     quick = replace(options, warm_start=None, verbose=False, time_limit=share)
-    candidates += [METHODS[name](inst, quick).plan for name in WARM_START_METHODS
-                   if name in METHODS]
+    candidates += [get_method(name)(inst, quick).plan for name in WARM_START_METHODS]
     return best_plan(inst, candidates, options)
