@@ -43,6 +43,7 @@ __all__ = [
     "colocation_cut_ok",
     "first_stages_bound",
     "ideal_family",
+    "low_alive_order",
     "path_plan",
     "period_search",
     "prefix_family",
@@ -76,6 +77,46 @@ def alive_bytes(inst: Instance, sets: np.ndarray) -> np.ndarray:
     if inst.source is not None:
         out += g.input_bytes * ~sets[:, list(g.entries)].all(axis=1)
     return out
+
+
+def low_alive_order(inst: Instance) -> tuple[int, ...]:
+    r"""A topological order whose prefixes keep few bytes alive (:func:`alive_bytes`).
+
+    Greedy, as register-pressure schedulers order instructions: next comes the ready layer
+    whose addition grows the boundary least (its tensor, if something outside will read it,
+    minus the tensors it is the last reader of, minus the request input when it is the last
+    entry), ties to the lower index. Range plans of this order can cut where the given order
+    cannot: on NASNet-A the given order finishes a cell before it starts the next one, so its
+    cuts inside a 28 x 28 stack carry seven feature maps or more (at least 8.2 ms on 1 Gbit/s);
+    this order runs the next cell's input convolutions first, and cuts carrying three exist in
+    every cell. A heuristic order: nothing exact depends on it.
+    """
+    g = inst.model
+    readers = [len(s) for s in g.succ]
+    waiting = [len(p) for p in g.pred]
+    entries_left = len(g.entries)
+    ready = list(g.entries)
+    order: list[int] = []
+
+    def growth(v: int) -> tuple[float, int]:
+        grow = g.tensor_bytes[v] if g.succ[v] or inst.sink is not None else 0.0
+        grow -= sum(g.tensor_bytes[u] for u in g.pred[v] if readers[u] == 1)
+        if inst.source is not None and not g.pred[v] and entries_left == 1:
+            grow -= g.input_bytes
+        return grow, v
+
+    while ready:
+        v = min(ready, key=growth)
+        ready.remove(v)
+        order.append(v)
+        entries_left -= not g.pred[v]
+        for u in g.pred[v]:
+            readers[u] -= 1
+        for w in g.succ[v]:
+            waiting[w] -= 1
+            if not waiting[w]:
+                ready.append(w)
+    return tuple(order)
 
 
 def colocation_cut_ok(inst: Instance) -> np.ndarray:

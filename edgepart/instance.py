@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -248,6 +248,18 @@ class Instance:
             if data.get(end) in ids:
                 data.pop(end)
         return load_instance(data)
+
+    def reordered(self, order: Sequence[int]) -> Instance:
+        """This instance with its layers listed in ``order`` (layer indices, a topological order
+        of the same graph): the same problem, so a plan of one (layers are named by id) is a
+        plan of the other, with the same cost; what changes is which sets are prefixes."""
+        layers = self.model.layers
+        if sorted(order) != list(range(len(layers))):
+            raise ValueError("order: not a permutation of the layers")
+        position = {layers[v].id: k for k, v in enumerate(order)}
+        if any(position[e.src] >= position[e.dst] for e in self.model.edges):
+            raise ValueError("order: not a topological order of the layers")
+        return replace(self, model=replace(self.model, layers=tuple(layers[v] for v in order)))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (links written as a full matrix)."""

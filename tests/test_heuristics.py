@@ -23,6 +23,7 @@ from edgepart import (
     solve,
     validate_plan,
 )
+from edgepart.cuts import low_alive_order
 from edgepart.instance import Instance
 from edgepart.solvers.base import METHODS, Objective, SolveOptions, get_method
 from edgepart.solvers.heuristics.common import RangeModel, RangePlan, balanced_cuts
@@ -282,3 +283,60 @@ def test_amp4ec_uses_every_device_by_score() -> None:
     inst = chain([1.0] * 6, [1.0] * 6, nd=3)
     result = solve(inst, "amp4ec")
     assert result.extra["k"] == 3 and len(stages(result)) == 3
+
+
+def two_branches() -> Instance:
+    """x feeds two branches a1 -> a2 and b1 -> b2 that meet at j, listed x, a1, b1, a2, b2, j.
+    Tensors (bytes): x 1, a1 10, b1 10, a2 1, b2 1, j 1; a1, a2, b1, b2 take 1 s on either of
+    two devices, x and j nothing; links 1 byte/s, no source or sink, overlap."""
+    data = random_instance(0, n=6, nd=2, chain=True, ends=False, uniform_links=True,
+                           class_times=False)
+    names = ["x", "a1", "b1", "a2", "b2", "j"]
+    out = {"x": 1, "a1": 10, "b1": 10, "a2": 1, "b2": 1, "j": 1}
+    for layer, name in zip(data["model"]["layers"], names, strict=True):
+        layer.update(id=name, flops=0.0 if name in "xj" else 1e7, output_bytes=out[name],
+                     param_bytes=0, work_bytes=0)
+    data["model"]["edges"] = [{"src": s, "dst": d} for s, d in (
+        ("x", "a1"), ("x", "b1"), ("a1", "a2"), ("b1", "b2"), ("a2", "j"), ("b2", "j"))]
+    for d in data["devices"]:
+        d.update(flops_per_s=1e7, memory_bytes=1e12)
+    data["links"] = {"default": {"bandwidth_bytes_per_s": 1.0, "latency_s": 0.0}}
+    data["cost_model"] = {"overlap": True, "transfer": "relay"}
+    return load_instance(data)
+
+
+def test_low_alive_order_finishes_a_branch_before_it_starts_the_next() -> None:
+    # By hand: after x, a1 and b1 each grow the boundary by 10 (x still has another reader):
+    # a1 (lower index). Then a2 grows it by 1 - 10 = -9, b1 by 10 - 1 = 9: a2. Then b1, b2, j.
+    inst = two_branches()
+    order = low_alive_order(inst)
+    assert [inst.model.layers[v].id for v in order] == ["x", "a1", "a2", "b1", "b2", "j"]
+    view = inst.reordered(order)
+    # prefixes of the new order carry 1, 11, 2, 11, 2 bytes; of the given order 1, 11, 20, 11, 2
+    assert RangeModel(view).boundary[1:-1].tolist() == [1, 11, 2, 11, 2]
+    assert RangeModel(inst).boundary[1:-1].tolist() == [1, 11, 20, 11, 2]
+
+
+def test_local_cuts_where_only_the_low_alive_order_can() -> None:
+    # By hand: one device takes 4 s. Two stages of 2 s each need the cut {x, a1, a2} (2 bytes,
+    # 2 s) or {x, b1, b2}: not a prefix of the given order, whose cuts carry 11 or 20 bytes
+    # (11 s, 20 s). So the range plans of the given order are at best 4 s, of the low-alive
+    # order 2 s (the optimum: every split of the 4 s of work into 2 + 2 is one of those two).
+    inst = two_branches()
+    result = solve(inst, "local")
+    assert result.objective_s == pytest.approx(2.0)
+    assert result.extra["given_order"]["dp_start_s"] == pytest.approx(4.0)
+    assert result.extra["low_alive_order"]["dp_start_s"] == pytest.approx(2.0)
+
+
+def test_a_reordered_instance_is_the_same_problem() -> None:
+    inst = two_branches()
+    view = inst.reordered([0, 1, 3, 2, 4, 5])
+    plan = solve(inst, "brute").plan
+    assert plan is not None
+    assert evaluate(view, plan) == evaluate(inst, plan)
+    assert solve(view, "brute").objective_s == pytest.approx(solve(inst, "brute").objective_s)
+    with pytest.raises(ValueError, match="topological"):
+        inst.reordered([1, 0, 2, 3, 4, 5])  # a1 before x
+    with pytest.raises(ValueError, match="permutation"):
+        inst.reordered([0, 1, 2, 3, 4, 4])
