@@ -5,7 +5,7 @@ reference (``auto`` when registered; ``brute`` otherwise, which only takes tiny 
 warm-started with the best heuristic plan. Every plan is scored by the one cost model. The
 *reference* is the proven optimum (the best objective among runs whose bound proves it) or, when
 nothing is proven, the best proven lower bound (the largest ``bound_s`` of any run, and
-:func:`edgepart.cost.lower_bound` for the period). ``gap_pct`` is
+:func:`edgepart.bounds.quick_bound` for the period). ``gap_pct`` is
 ``100 * (objective - reference) / reference``: the gap to the optimum when it is proven, an upper
 bound on it otherwise.
 
@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from edgepart.cost import StageMetrics, lower_bound
+from edgepart.bounds import quick_bound
+from edgepart.cost import StageMetrics
 from edgepart.instance import Instance
 from edgepart.plan import Plan
 from edgepart.results import OPTIMALITY_TOL, SolutionStatus, SolveResult, Termination
@@ -184,7 +185,7 @@ def _reference(inst: Instance, runs: Sequence[MethodRun], objective: Objective
         return min(proven), True
     bounds = [r.result.bound_s for r in runs if math.isfinite(r.result.bound_s)]
     if objective is Objective.BOTTLENECK:
-        bounds.append(lower_bound(inst))
+        bounds.append(quick_bound(inst))
     best = max(bounds, default=math.nan)
     return (best, False) if best > 0 else (math.nan, False)
 

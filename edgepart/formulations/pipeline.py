@@ -42,7 +42,7 @@ Constraints, each with its reason:
    :math:`C_d` enforced by :math:`y_{bd}`). Source and sink are stages of their own.
 8. Memory (only for devices that could overflow): parameters + :math:`W_d \ge w_v X_{vd}` +
    receive and send buffers :math:`\le` memory, enforced by :math:`y_{bd}` in relay.
-9. Lower bound :math:`P \ge` :func:`edgepart.cost.lower_bound` (work / total speed), and an upper
+9. Lower bound :math:`P \ge` :func:`edgepart.bounds.quick_bound` (the work bounds), and an upper
    bound from a warm-start plan when given. On relay transfers the formulation also computes
    ``floor``, :func:`edgepart.cuts.first_stages_bound` (source transfer, compute and boundaries
    of the first two stages over every pair of ideals they may be), which the driver uses as a
@@ -67,7 +67,8 @@ import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from edgepart.cost import lower_bound, tolerated
+from edgepart.bounds import quick_bound
+from edgepart.cost import tolerated
 from edgepart.cuts import first_stages_bound
 from edgepart.formulations.model import NO_DEADLINE, Deadline, Dim, LinearModel, Rounding, Terms
 from edgepart.instance import Instance, Link, Transfer
@@ -507,19 +508,20 @@ class PipelineFormulation:
                 m.capacity_le([(1.0, self.P)], -tolerated(self.max_period), Dim.TIME)
         else:
             m.objective = self.P
-            self._at_least(self.P, [], -lower_bound(self.inst))
-            self.floor = self._period_floor()
+            work = quick_bound(self.inst)
+            self._at_least(self.P, [], -work)
+            self.floor = self._period_floor(work)
             if self.max_latency is not None:
                 m.capacity_le([(1.0, self.L)], -tolerated(self.max_latency), Dim.TIME)
 
-    def _period_floor(self) -> float:
-        """A lower bound on every plan's period (capped at ``cap``):
-        :func:`edgepart.cost.lower_bound`, and on relay
+    def _period_floor(self, work: float) -> float:
+        """A lower bound on every plan's period (capped at ``cap``): ``work``
+        (:func:`edgepart.bounds.quick_bound`), and on relay
         transfers also :func:`edgepart.cuts.first_stages_bound` (the first two stages' source
         transfer, compute and boundaries), which the LP relaxation cannot see: it spreads every
         layer over all slots, so that no boundary carries a tensor (15.7 ms against 33.9 ms on
         Inception-v3)."""
-        floor = lower_bound(self.inst)
+        floor = work
         if self.inst.cost_model.transfer is Transfer.RELAY:
             floor = max(floor, first_stages_bound(self.inst, self.cap, self.deadline))
         return floor

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepart.bounds import quick_bound
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
 from edgepart.cuts import period_search
 from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
@@ -111,7 +112,7 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                       termination=Termination.INFEASIBLE, message="; ".join(reasons))
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
-    floor, found = lower_bound(inst, options.objective.value), {}
+    floor, found = quick_bound(inst, options.objective.value), {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
         search = period_search(inst, math.inf if warm_value is None else warm_value, floor,
                                Deadline.after(deadline.left() * LATTICE_SHARE))

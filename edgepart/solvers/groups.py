@@ -100,6 +100,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepart.bounds import work_bound
 from edgepart.cost import (
     LayerShape,
     SplitGroup,
@@ -879,10 +880,12 @@ def hybrid_lower_bound(inst: Instance, objective: Objective | str) -> float:
     :math:`1 = \sum_d x_{v,d} \le P \sum_d 1/t(v, d)`, i.e. :math:`P \ge h_v` for every layer,
     and with :math:`w_v = \min_d t(v,d)` and :math:`s_d = \max_v w_v/t(v,d)` (as in
     :func:`edgepart.cost.lower_bound`) :math:`\sum_v w_v \le \sum_d s_d W_d \le P \sum_d s_d`.
-    Memory, limits and groups sizes are ignored (a relaxation). A split layer whose output has
-    no element costs nothing in :mod:`edgepart.cost`; if any shape has none, every layer with a
-    shape counts 0 here (a weaker bound, still valid). Tight for a single layer split in
-    proportion to speed with free transfers.
+    The best prices in the last inequality give :func:`edgepart.bounds.work_bound`, the LP
+    optimum of these shares, which is used too. Memory, limits and groups sizes are ignored (a
+    relaxation). A split layer whose output has no element costs nothing in
+    :mod:`edgepart.cost`; if any shape has none, every layer with a shape counts 0 here (a weaker
+    bound, still valid; the LP bound, which counts every layer, is then left out). Tight for a
+    single layer split in proportion to speed with free transfers.
     """
     times = inst.times
     shapes = layer_shapes(inst)
@@ -895,7 +898,7 @@ def hybrid_lower_bound(inst: Instance, objective: Objective | str) -> float:
     speed = _speeds(times, best)
     total = sum(best)
     work = total / sum(speed) if sum(speed) > 0 else (math.inf if total > 0 else 0.0)
-    return max(max(shares, default=0.0), work)
+    return max(max(shares, default=0.0), work, 0.0 if empty else work_bound(inst))
 
 
 def _speeds(times: Sequence[Sequence[float]], best: Sequence[float]) -> list[float]:
