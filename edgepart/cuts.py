@@ -588,15 +588,21 @@ stage's layer times in another order than :mod:`edgepart.cost` (at most ``n`` ro
 ``2**-53`` each, far below this), so a term the evaluator puts at the threshold is kept, and a
 claimed bound is lowered by the same factor; both stay far inside ``OPTIMALITY_TOL``."""
 
-LATTICE_CELLS = 40_000_000
+LATTICE_CELLS = 64_000_000
 """Most states (ideals times used multisets times types) one question of :func:`period_search`
 visits before it gives up (no claim): every level is kept for the walk back, about 16 bytes a
-state (Inception-v3 on 8 devices: 19 million a question)."""
+state, so about 1 GB at most (Inception-v3 on 8 devices: 19 million a question; the 1,000-layer
+BERT of ``bench/graphs.py`` on 32 devices: 56 million, 1.1 GB peak for the whole process)."""
 
 
 LATTICE_STATES = 100_000
 """Most states per ideal (used multisets times types) :func:`period_search` accepts: devices
 that are all different (20 wireless nodes: a million multisets) make even one ideal too big."""
+
+
+NEAR = 0.005
+"""Relative gap below which :func:`period_search` asks just below each new incumbent: there a
+"no" ends the search, where bisection needed six more questions on a 1,000-layer BERT."""
 
 
 @dataclass(frozen=True)
@@ -637,8 +643,10 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
     Search: first just below ``upper`` (usually the incumbent's value, so a "no" proves it
     optimal to ``tol``), then bisection between the proven bound and the best plan, each "no"
     raising the bound to its pruned minimum; a plan found at a midpoint is followed by a
-    question just below it (Inception-v3: 4 questions instead of 11). Stops at ``deadline`` or
-    when one question visits more than ``max_cells`` states (no claim from that question).
+    question just below it (Inception-v3: 4 questions instead of 11), or every time once the
+    gap is under :data:`NEAR` (a 1,000-layer BERT on 32 devices: 11 questions instead of 18).
+    Stops at ``deadline`` or when one question visits more than ``max_cells`` states (no claim
+    from that question).
     """
     types = DeviceTypes.of(inst, range(len(inst.devices)))
     per_ideal = types.n_states * types.n_types
@@ -673,7 +681,8 @@ def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline
             why = "memory" if validate_plan(inst, plan) else f"a value of {value:.9g} s"
             return PeriodSearch(best, lo, asked, f"the sweep's plan at {theta:.9g} s has {why}")
         best, ub = plan, value
-        below = not below  # a new incumbent: try to prove it, but not twice in a row
+        # a new incumbent: try to prove it, but not twice in a row unless the gap is small
+        below = not below or ub - lo <= NEAR * ub
     return PeriodSearch(best, lo, asked)
 
 
@@ -692,10 +701,6 @@ class _Sweep:
     closable: tuple[int, ...]
     """Colocation groups as bit masks: a stage may end only at an ideal holding all or none."""
     overlap: bool
-    opens_from: np.ndarray
-    """Flat indices (S, T) of (state, next type) pairs where a device of that type is free ..."""
-    opens_to: np.ndarray
-    """... and of the state, with that device used, and type where the next stage opens."""
 
     @classmethod
     def of(cls, inst: Instance, types: DeviceTypes, lattice: _Lattice) -> _Sweep:
@@ -709,7 +714,7 @@ class _Sweep:
             np.array([inst.transfer_time(inst.source_index, d, g.input_bytes) for d in reps]),
             np.array([inst.transfer_time(d, inst.sink_index, alive_end) for d in reps]),
             tuple(sum(1 << g.index[lid] for lid in grp) for grp in g.colocate),
-            inst.cost_model.overlap, *_openings(types))
+            inst.cost_model.overlap)
 
     def answer(self, theta: float, deadline: Deadline, max_ideals: int
                ) -> tuple[Plan | None, float]:
@@ -798,18 +803,17 @@ class _SweepRun:
         tau = sw.lat[None] + level.nbytes[rows][:, None, None] * sw.inv_bw[None]  # (R, T, T2)
         if sw.overlap:
             fit = tau <= self.limit
-            self.note(tau[~fit & live.any(axis=1)[:, :, None]])
-            reach = np.matmul(live.astype(np.uint8), fit.astype(np.uint8)) > 0  # (R, S, T2)
+            if not fit.all():
+                self.note(tau[~fit & live.any(axis=1)[:, :, None]])
+            # (R, S, T2); 0/1 products summed in float32 are exact (T < 2**24) and use BLAS
+            reach = np.matmul(live.astype(np.float32), fit.astype(np.float32)) > 0
             value = np.where(reach, 0.0, np.inf)
         else:
             total = grown[:, :, :, None] + tau[:, None]
             fits = (total <= self.limit) & np.isfinite(total)  # theta may be inf
             self.note(total[~fits])
             value = np.where(fits, np.broadcast_to(tau[:, None], total.shape), np.inf).min(axis=2)
-        flat = level.opened[rows].reshape(len(grown), -1)
-        flat[:, sw.opens_to] = np.minimum(flat[:, sw.opens_to],
-                                          value.reshape(len(grown), -1)[:, sw.opens_from])
-        level.opened[rows] = flat.reshape(grown.shape)
+        level.opened[rows] = _opened(level.opened[rows], value, sw.types)
 
     def grow(self, level: _Level) -> _Level:
         """The next level: every state plus one addable layer in its open stage."""
@@ -839,7 +843,7 @@ class _SweepRun:
             lo = starts[g0]
             hi = starts[g0 + step] if g0 + step < len(starts) else len(kid)
             vals = self.cut(base[par[lo:hi]] + sw.times[lay[lo:hi]][:, None, :])
-            grown[g0:g0 + step] = np.minimum.reduceat(vals, starts[g0:g0 + step] - lo, axis=0)
+            grown[g0:g0 + step] = _group_min(vals, starts[g0:g0 + step] - lo)
         alive = np.flatnonzero(np.isfinite(grown).any(axis=(1, 2)))
         ideals = list(index)
         new_ideals: list[int] = []
@@ -909,13 +913,37 @@ _SWEEP_CHUNK = 4_000_000
 """Cells of one vectorised block of :meth:`_SweepRun.grow`."""
 
 
-def _openings(types: DeviceTypes) -> tuple[np.ndarray, np.ndarray]:
-    """:attr:`_Sweep.opens_from` and :attr:`_Sweep.opens_to`."""
-    nt = types.n_types
-    pairs = [(s * nt + t, (s + types.strides[t]) * nt + t)
-             for t, states in enumerate(types.addable) for s in states]
-    return (np.array([a for a, _ in pairs], dtype=np.int64),
-            np.array([b for _, b in pairs], dtype=np.int64))
+def _group_min(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``np.minimum.reduceat(vals, starts, axis=0)`` for increasing ``starts`` from 0: the
+    first row of every group, then the j-th rows folded in for the groups that have one (a
+    child ideal has as many rows as parents, at most the DAG's width; 2-10 times faster than
+    ``reduceat`` along the first axis on the sweep's arrays)."""
+    sizes = np.diff(np.r_[starts, len(vals)])
+    out = vals[starts]
+    for j in range(1, int(sizes.max(initial=1))):
+        more = np.flatnonzero(sizes > j)
+        out[more] = np.minimum(out[more], vals[starts[more] + j])
+    return out
+
+
+def _opened(opened: np.ndarray, value: np.ndarray, types: DeviceTypes) -> np.ndarray:
+    """``opened`` (R, S, T) lowered, for every type t, at state s + e_t by ``value[:, s, t]``
+    wherever s has a device of type t free (a stage of type t opens and uses one). A state is a
+    number in mixed radix (digit t = devices of type t used, stride ``strides[t]``, type 0 the
+    lowest digit), so with the state axis split into its digits, type t's step is a shift by
+    one along digit t's axis: slices, no index arrays."""
+    r, t_axis = len(opened), types.n_types
+    digits = tuple(int(c) + 1 for c in reversed(types.counts))  # C order: highest digit first
+    out = opened.reshape(r, *digits, t_axis)
+    src = value.reshape(r, *digits, t_axis)
+    for t in range(t_axis):
+        axis = 1 + t_axis - 1 - t
+        to = [slice(None)] * out.ndim
+        frm = [slice(None)] * out.ndim
+        to[axis], frm[axis] = slice(1, None), slice(None, -1)
+        to[-1] = frm[-1] = t
+        np.minimum(out[tuple(to)], src[tuple(frm)], out=out[tuple(to)])
+    return out.reshape(opened.shape)
 
 
 def _members(ideal: int) -> Iterator[int]:
