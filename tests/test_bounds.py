@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from strategies import cost_models, random_instance
 
 from edgepart import load_instance, solve
-from edgepart.bounds import _types, evaluate_prices, quick_bound, work_bound
+from edgepart.bounds import evaluate_prices, quick_bound, work_bound
 from edgepart.cost import lower_bound
 from edgepart.instance import Instance
 
@@ -62,9 +62,10 @@ def test_the_work_bound_never_exceeds_the_brute_force_optimum(
     assert work_bound(inst) <= best.objective_s * (1 + 1e-12)
     assert work_bound(inst) >= lower_bound(inst) * (1 - 1e-9) or (
         lower_bound(inst) == max(min(row) for row in inst.times))  # the largest-layer term
-    times, counts = _types(inst)
-    anything = np.array(prices[:len(counts)] + [0.0] * max(0, len(counts) - len(prices)))
-    assert evaluate_prices(times, counts, anything) <= best.objective_s * (1 + 1e-12)
+    times = np.array(inst.times)  # every device a type of its own: any prices per device
+    anything = np.array(prices[:len(inst.devices)])
+    ones = np.ones(len(inst.devices))
+    assert evaluate_prices(times, ones, anything) <= best.objective_s * (1 + 1e-12)
 
 
 def test_the_work_bound_with_a_layer_pinned_to_a_slow_device() -> None:
