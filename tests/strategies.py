@@ -34,6 +34,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from edgepart import load_instance
+from edgepart.instance import Instance
+
 CLASSES = ("a", "b", "c")
 SHAPES = ("chain", "forward", "dag")
 MAX_LAYERS = {1: 6, 2: 6, 3: 6, 4: 5, 5: 4}
@@ -183,3 +186,23 @@ def small_instances(draw: st.DrawFn, max_devices: int = 5) -> dict[str, Any]:
             "memory": draw(st.booleans()),
             "restrict": draw(st.sampled_from([1, 0, 2, 3])),
             "colocate": draw(st.booleans()), "classes": draw(st.sampled_from([3, 2]))}
+
+
+def two_branches() -> Instance:
+    """x feeds two branches a1 -> a2 and b1 -> b2 that meet at j, listed x, a1, b1, a2, b2, j.
+    Tensors (bytes): x 1, a1 10, b1 10, a2 1, b2 1, j 1; a1, a2, b1, b2 take 1 s on either of
+    two devices, x and j nothing; links 1 byte/s, no source or sink, overlap."""
+    data = random_instance(0, n=6, nd=2, chain=True, ends=False, uniform_links=True,
+                           class_times=False)
+    names = ["x", "a1", "b1", "a2", "b2", "j"]
+    out = {"x": 1, "a1": 10, "b1": 10, "a2": 1, "b2": 1, "j": 1}
+    for layer, name in zip(data["model"]["layers"], names, strict=True):
+        layer.update(id=name, flops=0.0 if name in "xj" else 1e7, output_bytes=out[name],
+                     param_bytes=0, work_bytes=0)
+    data["model"]["edges"] = [{"src": s, "dst": d} for s, d in (
+        ("x", "a1"), ("x", "b1"), ("a1", "a2"), ("b1", "b2"), ("a2", "j"), ("b2", "j"))]
+    for d in data["devices"]:
+        d.update(flops_per_s=1e7, memory_bytes=1e12)
+    data["links"] = {"default": {"bandwidth_bytes_per_s": 1.0, "latency_s": 0.0}}
+    data["cost_model"] = {"overlap": True, "transfer": "relay"}
+    return load_instance(data)

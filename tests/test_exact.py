@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
-from strategies import random_instance, small_instances
+from strategies import random_instance, small_instances, two_branches
 
 from edgepart import (
     Plan,
@@ -40,9 +40,11 @@ from edgepart import (
     solve,
     validate_plan,
 )
+from edgepart.cuts import PeriodSearch
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
 from edgepart.results import OPTIMALITY_TOL
+from edgepart.solvers import exact
 from edgepart.solvers.base import SolveOptions, respects_limits
 from edgepart.solvers.cpsat import run_cpsat
 from edgepart.solvers.exact import BackendResult, solve_exact
@@ -376,3 +378,18 @@ def test_cpsat_does_not_cut_the_inception_optimum_off_under_a_loose_cap() -> Non
     assert res.termination is Termination.OPTIMAL and res.values is not None
     assert evaluate(inst, form.decode(res.values)).bottleneck_s == pytest.approx(0.03386)
     assert res.bound_s <= 0.03386 * (1 + 1e-9)
+
+
+def test_where_the_lattice_search_stops_the_range_search_finds_a_warm_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # strategies.two_branches: optimum 2 s with the cut {x, a1, a2}, a prefix of the low-alive
+    # order only; with no warm-start method the warm start is one device (4 s). A lattice
+    # search that gives up at once leaves the range search over the low-alive order's prefixes,
+    # which finds the 2 s plan (reported), and the backend proves it.
+    monkeypatch.setattr(exact, "WARM_START_METHODS", ())
+    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline: PeriodSearch(
+        None, lower, 0, "more than 1 ideals"))
+    result = solve(two_branches(), "highs", time_limit=30)
+    assert result.extra["lattice"]["range_plan_s"] == pytest.approx(2.0)
+    assert result.status is SolutionStatus.OPTIMAL
+    assert result.objective_s == pytest.approx(2.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import cost_models, random_instance
+from strategies import cost_models, random_instance, two_branches
 
 from edgepart import (
     SolutionStatus,
@@ -283,26 +283,6 @@ def test_amp4ec_uses_every_device_by_score() -> None:
     inst = chain([1.0] * 6, [1.0] * 6, nd=3)
     result = solve(inst, "amp4ec")
     assert result.extra["k"] == 3 and len(stages(result)) == 3
-
-
-def two_branches() -> Instance:
-    """x feeds two branches a1 -> a2 and b1 -> b2 that meet at j, listed x, a1, b1, a2, b2, j.
-    Tensors (bytes): x 1, a1 10, b1 10, a2 1, b2 1, j 1; a1, a2, b1, b2 take 1 s on either of
-    two devices, x and j nothing; links 1 byte/s, no source or sink, overlap."""
-    data = random_instance(0, n=6, nd=2, chain=True, ends=False, uniform_links=True,
-                           class_times=False)
-    names = ["x", "a1", "b1", "a2", "b2", "j"]
-    out = {"x": 1, "a1": 10, "b1": 10, "a2": 1, "b2": 1, "j": 1}
-    for layer, name in zip(data["model"]["layers"], names, strict=True):
-        layer.update(id=name, flops=0.0 if name in "xj" else 1e7, output_bytes=out[name],
-                     param_bytes=0, work_bytes=0)
-    data["model"]["edges"] = [{"src": s, "dst": d} for s, d in (
-        ("x", "a1"), ("x", "b1"), ("a1", "a2"), ("b1", "b2"), ("a2", "j"), ("b2", "j"))]
-    for d in data["devices"]:
-        d.update(flops_per_s=1e7, memory_bytes=1e12)
-    data["links"] = {"default": {"bandwidth_bytes_per_s": 1.0, "latency_s": 0.0}}
-    data["cost_model"] = {"overlap": True, "transfer": "relay"}
-    return load_instance(data)
 
 
 def test_low_alive_order_finishes_a_branch_before_it_starts_the_next() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import random_instance
+from strategies import random_instance, two_branches
 
 from edgepart import (
     SolutionStatus,
@@ -314,3 +314,45 @@ def test_period_search_finds_the_brute_force_optimum(
             value = evaluate(inst, found.plan).bottleneck_s
             assert value == pytest.approx(optimum, rel=1e-9)
             assert found.bound >= optimum * (1 - 1e-6)
+
+
+# -- the range search (edgepart.cuts.range_search): the same sweep on the prefixes of an order ---
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), nd=st.integers(1, 4),
+       shape=st.sampled_from(["chain", "forward", "dag"]), ends=st.sampled_from(
+           [True, False, "source", "sink"]), overlap=st.booleans())
+def test_range_search_finds_the_best_range_plan_of_the_order(
+        seed: int, n: int, nd: int, shape: str, ends: bool | str, overlap: bool) -> None:
+    """The best range plan of an order is what the exact range DP (``dp``, pairs of prefixes)
+    finds on the instance listed in that order: for the given order and the low-alive one.
+    Relay, no memory limits (which the sweep does not check), pinned layers, colocation."""
+    inst = load_instance(random_instance(seed, n=n, nd=nd, shape=shape, ends=ends,
+                                         overlap=overlap, restrict=1, colocate=seed % 3 == 0,
+                                         uniform_links=seed % 2 == 0))
+    for order in (list(range(n)), list(cuts.low_alive_order(inst))):
+        ranges = solve(inst.reordered(order), "dp")
+        plan = cuts.range_search(inst, order, math.inf, 0.0)
+        if not ranges.has_plan:
+            assert plan is None
+            continue
+        assert plan is not None and validate_plan(inst, plan) == []
+        assert evaluate(inst, plan).bottleneck_s == pytest.approx(ranges.objective_s, rel=1e-6)
+        best = solve(inst, "brute").objective_s
+        assert evaluate(inst, plan).bottleneck_s >= best * (1 - 1e-12)
+
+
+def test_range_search_cuts_only_prefixes() -> None:
+    """:func:`strategies.two_branches` by hand (x feeds a1 -> a2 and b1 -> b2 that
+    meet at j; 1 s per branch layer on either of two devices, tensors a1, b1 10 bytes, the rest
+    1, links 1 byte/s): every cut of the given order x, a1, b1, a2, b2, j carries 11 or 20
+    bytes, so its best range plan is one device, 4 s; the order x, a1, a2, b1, b2, j cuts after
+    a2 with 2 bytes: 2 s (the optimum)."""
+    inst = two_branches()
+    given = cuts.range_search(inst, range(6), math.inf, 0.0)
+    assert given is not None and evaluate(inst, given).bottleneck_s == pytest.approx(4.0)
+    low = cuts.range_search(inst, [0, 1, 3, 2, 4, 5], math.inf, 0.0)
+    assert low is not None and evaluate(inst, low).bottleneck_s == pytest.approx(2.0)
+    assert cuts.range_search(inst, range(6), 4.0, 0.0) is None  # nothing beats 4 s

@@ -40,7 +40,7 @@ import numpy as np
 
 from edgepart.bounds import quick_bound
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
-from edgepart.cuts import period_search
+from edgepart.cuts import low_alive_order, period_search, range_search
 from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
 from edgepart.formulations.paths import Inapplicable, PathFormulation, PathModel
 from edgepart.formulations.pipeline import PipelineFormulation
@@ -114,14 +114,11 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     warm_value = None if warm is None else _value(inst, warm, options)
     floor, found = quick_bound(inst, options.objective.value), {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
-        search = period_search(inst, math.inf if warm_value is None else warm_value, floor,
-                               Deadline.after(deadline.left() * LATTICE_SHARE))
-        found = {"lattice": {"questions": search.questions, "bound_s": search.bound,
-                             "stopped": search.stopped}}
-        floor = max(floor, search.bound)
-        found_value = None if search.plan is None else _value(inst, search.plan, options)
+        found_plan, bound, found = _lattice_search(inst, warm_value, floor, deadline)
+        floor = max(floor, bound)
+        found_value = None if found_plan is None else _value(inst, found_plan, options)
         if found_value is not None and (warm_value is None or found_value < warm_value):
-            warm, warm_value = search.plan, found_value
+            warm, warm_value = found_plan, found_value
         if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
             return _finish(inst, options, name, _Outcome(
                 warm, Termination.OPTIMAL, floor,
@@ -222,6 +219,26 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
 
 LATTICE_SHARE = 0.5
 """Share of the time left that the lattice threshold search may use before the solver runs."""
+
+
+def _lattice_search(inst: Instance, warm_value: float | None, floor: float, deadline: Deadline
+                    ) -> tuple[Plan | None, float, dict[str, Any]]:
+    """:func:`~edgepart.cuts.period_search` with :data:`LATTICE_SHARE` of the time left: its
+    plan, its proven bound and what to report. Where it stops early (a wide DAG has too many
+    ideals) and time is left, :func:`~edgepart.cuts.range_search` over the prefixes of
+    :func:`~edgepart.cuts.low_alive_order` looks for a better warm start in the rest of that
+    share: a restriction, so it proves nothing (NASNet-A, 994 layers on 32 devices: 6.87 ms
+    against the local search's 7.25 ms, in 11 s)."""
+    share = Deadline.after(deadline.left() * LATTICE_SHARE)
+    upper = math.inf if warm_value is None else warm_value
+    search = period_search(inst, upper, floor, share)
+    report: dict[str, Any] = {"questions": search.questions, "bound_s": search.bound,
+                              "stopped": search.stopped}
+    plan = search.plan
+    if plan is None and search.stopped and share.left() > 0:
+        plan = range_search(inst, low_alive_order(inst), upper, max(floor, search.bound), share)
+        report["range_plan_s"] = None if plan is None else evaluate(inst, plan).bottleneck_s
+    return plan, search.bound, {"lattice": report}
 
 
 def _lattice_applies(inst: Instance, options: SolveOptions) -> bool:
