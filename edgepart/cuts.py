@@ -457,7 +457,8 @@ class _Lattice:
         if order is None:
             return cls(inst, tuple(sum(1 << u for u in p) for p in g.pred), g.succ, entries,
                        entries, full, kept)
-        pred, unlocks = [0] * len(order), [()] * len(order)
+        pred = [0] * len(order)
+        unlocks: list[tuple[int, ...]] = [()] * len(order)
         for before, after in itertools.pairwise(order):
             pred[after], unlocks[before] = 1 << before, (after,)
         return cls(inst, tuple(pred), tuple(unlocks), 1 << order[0] if order else 0, entries,
@@ -976,8 +977,8 @@ def _opened(opened: np.ndarray, value: np.ndarray, types: DeviceTypes) -> np.nda
     src = value.reshape(r, *digits, t_axis)
     for t in range(t_axis):
         axis = 1 + t_axis - 1 - t
-        to = [slice(None)] * out.ndim
-        frm = [slice(None)] * out.ndim
+        to: list[slice | int] = [slice(None)] * out.ndim
+        frm: list[slice | int] = [slice(None)] * out.ndim
         to[axis], frm[axis] = slice(1, None), slice(None, -1)
         to[-1] = frm[-1] = t
         np.minimum(out[tuple(to)], src[tuple(frm)], out=out[tuple(to)])

@@ -112,7 +112,8 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
                       termination=Termination.INFEASIBLE, message="; ".join(reasons))
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
-    floor, found = quick_bound(inst, options.objective.value), {}
+    floor = quick_bound(inst, options.objective.value)
+    found: dict[str, Any] = {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
         found_plan, bound, found = _lattice_search(inst, warm_value, floor, deadline)
         floor = max(floor, bound)
