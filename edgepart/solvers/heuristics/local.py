@@ -347,12 +347,12 @@ def layer_orders(inst: Instance) -> list[Instance]:
     return [inst] if order == tuple(range(len(order))) else [inst.reordered(order), inst]
 
 
-def _range_plans(view: Instance, options: SolveOptions, start: float, deadline: float
-                 ) -> tuple[list[Plan], dict[str, object]]:
-    """Step 1-3 on one layer order: coarse DP starts, the greedy path, local search from each
-    (the DP may use the first half of the time until ``deadline``)."""
-    rm = RangeModel(view)
-    subsets = device_subsets(view, rm)
+def _range_plans(rm: RangeModel, subsets: list[tuple[int, ...]], options: SolveOptions,
+                 start: float, deadline: float) -> tuple[list[Plan], dict[str, object]]:
+    """On the layer order of ``rm``: step 2's coarse DP on each device subset, the greedy path,
+    and step 3's local search from each (the DP may use the first half of the time until
+    ``deadline``)."""
+    view = rm.inst
     states = max(_state_size(view, s) for s in subsets)
     positions = coarse_positions(rm, max(16, math.isqrt(2 * DP_WORK // states)))
     starts = [rp for devices in subsets if (rp := _dp_start(
@@ -369,15 +369,15 @@ def _range_plans(view: Instance, options: SolveOptions, start: float, deadline: 
 def _local(inst: Instance, options: SolveOptions, start: float
            ) -> tuple[Plan | None, dict[str, object]]:
     budget = DEFAULT_TIME_S if options.time_limit is None else options.time_limit
-    views = layer_orders(inst)
+    models = [RangeModel(view) for view in layer_orders(inst)]
+    subsets = device_subsets(inst, models[-1])  # devices only: the same for every order
     plans: list[Plan | None] = []
     info: dict[str, object] = {}
-    for k, view in enumerate(views):  # order k may use what order k - 1 left unused
+    for k, rm in enumerate(models):  # order k may use what order k - 1 left unused
         found, view_info = _range_plans(
-            view, options, time.perf_counter(), start + budget * (k + 1) / len(views))
+            rm, subsets, options, time.perf_counter(), start + budget * (k + 1) / len(models))
         plans += found
-        info["given_order" if view is inst else "low_alive_order"] = view_info
-    subsets = device_subsets(inst, RangeModel(inst))
+        info["given_order" if rm.inst is inst else "low_alive_order"] = view_info
     plans += [_ideal_start(inst, devices, options.objective, start + budget)
               for devices in subsets]
     return best_plan(inst, plans, options), info
