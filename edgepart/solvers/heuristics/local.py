@@ -358,15 +358,29 @@ def layer_orders(inst: Instance) -> list[Instance]:
 
 def _local(inst: Instance, options: SolveOptions, start: float
            ) -> tuple[Plan | None, dict[str, object]]:
-    """Step 2's coarse DPs share the first half of the time, device subset by subset and, for
-    each, the given order before the low-alive one; the very first may run on to
-    :data:`FIRST_DP_SHARE` of it (so that a short limit still gets one DP start: on 994 layers
-    and 32 devices it takes 0.3-0.45 s, and a 1 s budget left it less than 0.5 s). The local
-    searches from every start share what is left, an equal slice per order (what one leaves,
-    the next may use)."""
     budget = DEFAULT_TIME_S if options.time_limit is None else options.time_limit
     models = [RangeModel(view) for view in layer_orders(inst)]
     subsets = device_subsets(inst, models[0])  # devices only: the same for every order
+    starts, info = _dp_starts(inst, models, subsets, options, start, budget)
+    plans: list[Plan | None] = []
+    half = start + budget / 2
+    for k, rm in enumerate(models):  # an equal slice of what is left per order
+        now = max(half, time.perf_counter())
+        until = now + (start + budget - now) / (len(models) - k)
+        plans += [improve(rm, rp, options.objective, until).to_plan(rm.inst) for rp in starts[k]]
+        plans += [rp.to_plan(rm.inst) for rp in starts[k]]
+    plans += [_ideal_start(inst, devices, options.objective, start + budget)
+              for devices in subsets]
+    return best_plan(inst, plans, options), info
+
+
+def _dp_starts(inst: Instance, models: list[RangeModel], subsets: list[tuple[int, ...]],
+               options: SolveOptions, start: float, budget: float
+               ) -> tuple[list[list[RangePlan]], dict[str, object]]:
+    """Per layer order, the coarse DP's plan on each device subset and the greedy path. The DPs
+    share the first half of the time, subset by subset and, for each, the given order first;
+    the very first may run on to :data:`FIRST_DP_SHARE` of it, so that a short limit still
+    gets one (994 layers on 32 devices: 0.3-0.45 s, and a 1 s budget left it under 0.5 s)."""
     half = start + budget / 2
     positions = [coarse_positions(rm, max(16, math.isqrt(
         2 * DP_WORK // max(_state_size(rm.inst, s) for s in subsets)))) for rm in models]
@@ -384,15 +398,7 @@ def _local(inst: Instance, options: SolveOptions, start: float
                               default=math.inf)}
         starts[k] += [rp for rp in (greedy_range_plan(rm.inst, rm),)
                       if rp is not None and rm.valid(rp)]
-    plans: list[Plan | None] = []
-    for k, rm in enumerate(models):
-        now = max(half, time.perf_counter())
-        until = now + (start + budget - now) / (len(models) - k)
-        plans += [improve(rm, rp, options.objective, until).to_plan(rm.inst) for rp in starts[k]]
-        plans += [rp.to_plan(rm.inst) for rp in starts[k]]
-    plans += [_ideal_start(inst, devices, options.objective, start + budget)
-              for devices in subsets]
-    return best_plan(inst, plans, options), info
+    return starts, info
 
 
 def best_heuristic_plan(inst: Instance, options: SolveOptions) -> Plan | None:
