@@ -356,3 +356,28 @@ def test_range_search_cuts_only_prefixes() -> None:
     low = cuts.range_search(inst, [0, 1, 3, 2, 4, 5], math.inf, 0.0)
     assert low is not None and evaluate(inst, low).bottleneck_s == pytest.approx(2.0)
     assert cuts.range_search(inst, range(6), 4.0, 0.0) is None  # nothing beats 4 s
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 6), nd=st.integers(4, 7),
+       overlap=st.booleans())
+def test_period_search_with_several_devices_per_type(seed: int, n: int, nd: int,
+                                                     overlap: bool) -> None:
+    """Uniform links and no source or sink, so devices of a class merge into types of several
+    devices each: the used multiset is a number of several digits (the sweep shifts along one
+    digit per opened stage). The optimum is the exact DP over ideals' (dp_ideals, its own code
+    and state layout)."""
+    inst = load_instance(random_instance(seed, n=n, nd=nd, ends=False, uniform_links=True,
+                                         overlap=overlap, classes=2 + seed % 2))
+    reference = solve(inst, "dp_ideals")
+    found = cuts.period_search(inst, math.inf, 0.0)
+    assert found.stopped == ""
+    if not reference.has_plan:
+        assert found.plan is None
+        return
+    assert found.plan is not None
+    assert evaluate(inst, found.plan).bottleneck_s == pytest.approx(reference.objective_s,
+                                                                    rel=1e-9)
+    assert reference.objective_s * (1 - 1e-6) <= found.bound <= reference.objective_s * (
+        1 + 1e-12)
