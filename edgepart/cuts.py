@@ -93,31 +93,13 @@ def low_alive_order(inst: Instance) -> tuple[int, ...]:
     this order runs the next cell's input convolutions first, and cuts carrying three exist in
     every cell. A heuristic order: nothing exact depends on it.
     """
-    g = inst.model
-    readers = [len(s) for s in g.succ]
-    waiting = [len(p) for p in g.pred]
-    entries_left = len(g.entries)
-    ready = list(g.entries)
-    order: list[int] = []
-
-    def growth(v: int) -> tuple[float, int]:
-        grow = g.tensor_bytes[v] if g.succ[v] or inst.sink is not None else 0.0
-        grow -= sum(g.tensor_bytes[u] for u in g.pred[v] if readers[u] == 1)
-        if inst.source is not None and not g.pred[v] and entries_left == 1:
-            grow -= g.input_bytes
-        return grow, v
-
-    while ready:
-        v = min(ready, key=growth)
-        ready.remove(v)
+    lattice = _Lattice.of(inst)
+    ideal, ready, order = 0, lattice.starts, []
+    while ready:  # the growth is _alive's update of the bytes, from 0
+        v = min(_members(ready), key=lambda u: (lattice._alive(0.0, u, ideal | 1 << u), u))
+        ideal |= 1 << v
+        ready = (ready ^ 1 << v) | lattice._ready(v, ideal)
         order.append(v)
-        entries_left -= not g.pred[v]
-        for u in g.pred[v]:
-            readers[u] -= 1
-        for w in g.succ[v]:
-            waiting[w] -= 1
-            if not waiting[w]:
-                ready.append(w)
     return tuple(order)
 
 
