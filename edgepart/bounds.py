@@ -37,7 +37,8 @@ from edgepart.cost import lower_bound
 from edgepart.instance import Instance
 from edgepart.solvers.milp import solver_output
 
-__all__ = ["MAX_LP_ROWS", "ROUNDING", "evaluate_prices", "quick_bound", "work_bound"]
+__all__ = ["MAX_LP_ROWS", "ROUNDING", "device_prices", "evaluate_prices", "quick_bound",
+           "work_bound"]
 
 MAX_LP_ROWS = 2_000_000
 """Most (layer, type) rows the LP may have; beyond it :func:`work_bound` answers 0."""
@@ -61,6 +62,22 @@ def work_bound(inst: Instance) -> float:
         return 0.0
     prices = _lp_prices(times, counts)
     return 0.0 if prices is None else evaluate_prices(times, counts, prices)
+
+
+def device_prices(inst: Instance) -> np.ndarray | None:
+    r"""The work bound's prices per device (:math:`y_d \ge 0`, :math:`\sum_d y_d = 1`; equal
+    on devices with equal time columns), or ``None`` where :func:`work_bound` finds none."""
+    times, counts = _types(inst)
+    if not times.size or np.isfinite(times).sum() > MAX_LP_ROWS:
+        return None
+    prices = _lp_prices(times, counts)
+    if prices is None:
+        return None
+    y = np.clip(prices, 0.0, None)
+    if not counts @ y > 0:
+        return None
+    column = {c: i for i, c in enumerate(dict.fromkeys(zip(*inst.times, strict=True)))}
+    return np.array([y[column[c]] for c in zip(*inst.times, strict=True)]) / (counts @ y)
 
 
 def evaluate_prices(times: np.ndarray, counts: np.ndarray, prices: np.ndarray) -> float:

@@ -35,6 +35,7 @@ __all__ = [
     "LATTICE_CELLS",
     "LATTICE_STATES",
     "MAX_IDEALS",
+    "RELAXED_IDEALS",
     "SUM_TOL",
     "CutCosts",
     "CutFamily",
@@ -49,6 +50,7 @@ __all__ = [
     "period_search",
     "prefix_family",
     "range_search",
+    "relaxed_search",
 ]
 
 MAX_IDEALS = 5_000
@@ -446,8 +448,9 @@ class _Lattice:
         return cls(inst, tuple(pred), tuple(unlocks), 1 << order[0] if order else 0, entries,
                    full, kept)
 
-    def has_at_most(self, limit: int, deadline: Deadline) -> bool:
-        """Whether the DAG has at most ``limit`` ideals (counted breadth first, up to it)."""
+    def count(self, limit: int, deadline: Deadline) -> int:
+        """The number of ideals of the DAG, counted breadth first; ``limit + 1`` once there are
+        more than ``limit``."""
         level, seen = {0: self.starts}, 1
         while level:
             nxt: dict[int, int] = {}
@@ -462,9 +465,9 @@ class _Lattice:
             seen += len(nxt)
             deadline.check()
             if seen > limit:
-                return False
+                return limit + 1
             level = nxt
-        return True
+        return seen
 
     def start_bytes(self) -> float:
         return self.inst.model.input_bytes if self.inst.source is not None else 0.0
@@ -667,41 +670,95 @@ def range_search(inst: Instance, order: Sequence[int], upper: float, lower: floa
                              tol).plan
 
 
-def _threshold_search(inst: Instance, lattice: _Lattice, upper: float, lower: float,
-                      deadline: Deadline, max_cells: int, tol: float) -> PeriodSearch:
-    """:func:`period_search` on the sets of ``lattice``."""
+RELAXED_IDEALS = 1_000_000
+"""Most ideals :func:`relaxed_search` sweeps: one question takes about 6 s per million on this
+project's 2-core machine (a 196-layer NASNet-A: 903,230 ideals)."""
+
+
+def relaxed_search(inst: Instance, prices: Sequence[float], upper: float, lower: float,
+                   deadline: Deadline = NO_DEADLINE, max_cells: int = LATTICE_CELLS,
+                   tol: float = 1e-7, precision: float = 1e-3) -> PeriodSearch:
+    r"""A lower bound on the period from :func:`period_search`'s sweep with the device counts
+    relaxed, for instances whose multisets of used devices are too many (64 devices of five
+    types: 486,000 states per ideal).
+
+    The sweep counts the stages per type exactly only for the types of highest price (as many
+    as fit), and the others on one priced counter: a stage of type :math:`t` adds
+    :math:`w_t = \lfloor s\,y_t \rfloor` and the total may not pass
+    :math:`\sum_t w_t n_t`, where :math:`y` are ``prices`` per device (e.g. the work bound's,
+    :func:`edgepart.bounds.device_prices`) and :math:`s` scales them to the states that fit
+    ``max_cells``. Every plan uses at most :math:`n_t` devices of type :math:`t`, so it meets
+    every counter: the sweep keeps it, and a "no" at :math:`\theta` proves every plan's period at
+    least the least pruned term, exactly as for :func:`period_search`. Transfers, compute,
+    contiguity and colocation stay exact, so the bound sees what the fractional work bound
+    cannot: a boundary every plan must pay (a 196-layer NASNet-A on 64 devices: 18.16 ms, the
+    work bound 1.68 ms) and stages that cannot follow each layer's best class. A "yes" is a plan
+    only when its stages' types fit the devices.
+
+    Search: first just below ``upper`` (a "no" proves the incumbent optimal to ``tol``), then
+    bisection until the bound is within ``precision`` of the least threshold the relaxation
+    met. Stops at ``deadline``, or at once on more than :data:`RELAXED_IDEALS` ideals."""
+    lattice = _Lattice.of(inst)
+    try:
+        ideals = lattice.count(RELAXED_IDEALS, deadline)
+    except OutOfTime:
+        return PeriodSearch(None, lower, 0, "time limit")
+    if ideals > RELAXED_IDEALS:
+        return PeriodSearch(None, lower, 0, f"more than {RELAXED_IDEALS} ideals")
     types = DeviceTypes.of(inst, range(len(inst.devices)))
-    per_ideal = types.n_states * types.n_types
+    states = min(LATTICE_STATES, max_cells // ideals) // types.n_types
+    if states < 1:
+        return PeriodSearch(None, lower, 0, f"{ideals} ideals")
+    counters = _Counters.priced(types, [float(prices[m[0]]) for m in types.members], states)
+    return _threshold_search(inst, lattice, upper, lower, deadline, max_cells, tol, counters,
+                             precision, ideals)
+
+
+def _threshold_search(inst: Instance, lattice: _Lattice, upper: float, lower: float,
+                      deadline: Deadline, max_cells: int, tol: float,
+                      counters: _Counters | None = None, precision: float | None = None,
+                      ideals: int | None = None) -> PeriodSearch:
+    """:func:`period_search` on the sets of ``lattice``, counting the stages with ``counters``
+    (default: exactly, per device type). ``hi`` is the least threshold known to be met, by a
+    plan or by the relaxation; the bisection stops when it is within ``precision`` (default
+    ``tol``) of the bound, after the first question (just below ``upper``). ``ideals``: the
+    lattice's size when the caller counted it."""
+    types = DeviceTypes.of(inst, range(len(inst.devices)))
+    counters = _Counters.exact(types) if counters is None else counters
+    per_ideal = counters.size * types.n_types
     if per_ideal > LATTICE_STATES:
         return PeriodSearch(None, lower, 0, f"{per_ideal} states per ideal (device types)")
     max_ideals = max(1, max_cells // per_ideal)
     try:
-        if not lattice.has_at_most(max_ideals, deadline):
+        if (ideals or lattice.count(max_ideals, deadline)) > max_ideals:
             return PeriodSearch(None, lower, 0, f"more than {max_ideals} ideals")
     except OutOfTime:
         return PeriodSearch(None, lower, 0, "time limit")
     sweep = _Sweep.of(inst, types, lattice)
     best: Plan | None = None
-    lo, ub, asked = lower, upper, 0
-    below = True  # the next question: just below the incumbent (else the midpoint)
-    while ub * (1 - tol) > lo:
-        theta = ub * (1 - tol) if below or not math.isfinite(ub) else (lo + ub) / 2
+    lo, ub, hi, asked = lower, upper, upper, 0
+    below = True  # the next question: just below hi (else the midpoint)
+    while hi * (1 - tol) > lo and (not asked or hi * (1 - (precision or tol)) > lo):
+        theta = hi * (1 - tol) if below or not math.isfinite(hi) else (lo + hi) / 2
         asked += 1
         try:
-            plan, pruned = sweep.answer(theta, deadline, max_ideals)
+            feasible, plan, pruned = sweep.answer(theta, deadline, max_ideals, counters)
         except _Exhausted:
             return PeriodSearch(best, lo, asked, f"a question visited over {max_ideals} ideals")
         except OutOfTime:
             return PeriodSearch(best, lo, asked, "time limit")
-        if plan is None:
+        if not feasible:
             lo = max(lo, pruned * (1 - SUM_TOL))
             below = False
+            continue
+        if plan is None:  # the relaxation meets theta; no plan does yet
+            hi, below = theta, False
             continue
         value = evaluate(inst, plan).bottleneck_s
         if validate_plan(inst, plan) or value >= ub:
             why = "memory" if validate_plan(inst, plan) else f"a value of {value:.9g} s"
             return PeriodSearch(best, lo, asked, f"the sweep's plan at {theta:.9g} s has {why}")
-        best, ub = plan, value
+        best, ub, hi = plan, value, value
         # a new incumbent: try to prove it, but not twice in a row unless the gap is small
         below = not below or ub - lo <= NEAR * ub
     return PeriodSearch(best, lo, asked)
@@ -737,12 +794,107 @@ class _Sweep:
             tuple(sum(1 << g.index[lid] for lid in grp) for grp in g.colocate),
             inst.cost_model.overlap)
 
-    def answer(self, theta: float, deadline: Deadline, max_ideals: int
-               ) -> tuple[Plan | None, float]:
-        """A plan meeting ``theta`` (memory unchecked), or ``None`` and the least pruned term."""
-        run = _SweepRun(self, theta, _Budget(max_ideals, deadline))
+    def answer(self, theta: float, deadline: Deadline, max_ideals: int, counters: _Counters
+               ) -> tuple[bool, Plan | None, float]:
+        """Whether the sweep meets ``theta``, a plan that does (memory unchecked; ``None`` when
+        the sweep meets it only as a relaxation) and the least pruned term."""
+        run = _SweepRun(self, theta, _Budget(max_ideals, deadline), counters)
         end = run.run()
-        return (None, run.pruned) if end is None else (run.plan(end), run.pruned)
+        return (False, None, run.pruned) if end is None else (True, run.plan(end), run.pruned)
+
+
+@dataclass(frozen=True)
+class _Counters:
+    r"""What a sweep counts of the stages opened so far: counter :math:`j` adds
+    :math:`w_{jt}` for each stage of type :math:`t` and may not pass its cap :math:`c_j`.
+
+    One counter per type (weight 1, cap its number of devices) is the multiset of used devices:
+    the exact problem (:meth:`exact`). Fewer counters, each a priced sum over several types with
+    cap :math:`c_j = \sum_t w_{jt} n_t`, are a relaxation (:meth:`priced`): a plan uses at most
+    :math:`n_t` devices of type :math:`t`, so it meets every such cap, and a sweep over them keeps
+    every plan (its "no" is a proof) while its "yes" may use more devices of a type than there are.
+    A state is a number in mixed radix, counter 0 the lowest digit."""
+
+    weights: np.ndarray
+    """(J, T) non-negative integers."""
+    caps: np.ndarray
+    """(J,) integers."""
+
+    @classmethod
+    def exact(cls, types: DeviceTypes) -> _Counters:
+        return cls(np.eye(types.n_types, dtype=np.int64), types.counts.astype(np.int64))
+
+    @classmethod
+    def priced(cls, types: DeviceTypes, prices: Sequence[float], states: int) -> _Counters:
+        """Exact counters for the types of highest price, while they leave room for a priced
+        counter of the other types in at most ``states`` states: its weights are the prices
+        scaled down to integers so that its cap fits (types whose scaled price rounds to 0 are
+        free). With room for none, the counters of the one-counter-per-type relaxation ..."""
+        counts = types.counts.astype(np.int64)
+        order = sorted(range(types.n_types), key=lambda t: -prices[t])
+        exact: list[int] = []
+        for t in order:
+            rest = [u for u in order if u not in exact and u != t]
+            room = states // math.prod(int(counts[u]) + 1 for u in [*exact, t])
+            if room < 1 + RESOLUTION * sum(int(counts[u]) for u in rest):
+                break
+            exact.append(t)
+        rest = [u for u in order if u not in exact]
+        rows = [np.eye(types.n_types, dtype=np.int64)[t] for t in exact]
+        caps = [int(counts[t]) for t in exact]
+        room = states // math.prod(c + 1 for c in caps)
+        total = sum(prices[u] * counts[u] for u in rest)
+        if rest and total > 0 and room > 1:
+            scale = (room - 1) / total
+            w = np.zeros(types.n_types, dtype=np.int64)
+            for u in rest:
+                w[u] = math.floor(prices[u] * scale)
+            if w.any():
+                rows.append(w)
+                caps.append(int(w @ counts))
+        weights = np.array(rows, dtype=np.int64).reshape(len(rows), types.n_types)
+        return cls(weights, np.array(caps, dtype=np.int64))
+
+    @cached_property
+    def strides(self) -> np.ndarray:
+        return np.cumprod(np.r_[1, self.caps + 1])[:-1].astype(np.int64)
+
+    @property
+    def size(self) -> int:
+        return math.prod(int(c) + 1 for c in self.caps)
+
+    def opens(self, t: int) -> bool:
+        """Whether a stage of type t fits the caps on its own."""
+        return bool((self.weights[:, t] <= self.caps).all())
+
+    def step(self, t: int) -> int:
+        """How far a stage of type t moves the state."""
+        return int(self.weights[:, t] @ self.strides)
+
+    def open(self, opened: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """``opened`` (R, S, T) lowered, for every type t, at state s + step(t) by
+        ``value[:, s, t]`` wherever that stays within the caps. With the state axis split into
+        its digits, a step is a shift along each digit by its weight: slices, no index arrays."""
+        r, n_types, n_counters = len(opened), opened.shape[-1], len(self.caps)
+        digits = tuple(int(c) + 1 for c in reversed(self.caps))  # C order: highest digit first
+        out = opened.reshape(r, *digits, n_types)
+        src = value.reshape(r, *digits, n_types)
+        for t in range(n_types):
+            if not self.opens(t):
+                continue
+            to: list[slice | int] = [slice(None)] * out.ndim
+            frm: list[slice | int] = [slice(None)] * out.ndim
+            for j, w in enumerate(self.weights[:, t].tolist()):
+                if w:
+                    axis = n_counters - j
+                    to[axis], frm[axis] = slice(w, None), slice(None, -w)
+            to[-1] = frm[-1] = t
+            np.minimum(out[tuple(to)], src[tuple(frm)], out=out[tuple(to)])
+        return out.reshape(opened.shape)
+
+
+RESOLUTION = 4
+"""Least cap per device of a priced counter before a type is given an exact counter of its own."""
 
 
 @dataclass
@@ -770,6 +922,7 @@ class _SweepRun:
     sweep: _Sweep
     theta: float
     budget: _Budget
+    counters: _Counters
     pruned: float = math.inf
     levels: list[_Level] = field(default_factory=list)
 
@@ -794,12 +947,12 @@ class _SweepRun:
     def run(self) -> tuple[int, int, int] | None:
         """Run the sweep; the final state (ideal, S, t) of a plan, or ``None``."""
         sw, lat = self.sweep, self.sweep.lattice
-        shape = (1, sw.types.n_states, sw.types.n_types)
+        shape = (1, self.counters.size, sw.types.n_types)
         opened = np.full(shape, np.inf)
         first = self.cut(sw.src.copy())  # the first stage's value: nothing (overlap) or receive
         for t in range(sw.types.n_types):
-            if math.isfinite(first[t]):
-                opened[0, sw.types.strides[t], t] = 0.0 if sw.overlap else first[t]
+            if math.isfinite(first[t]) and self.counters.opens(t):
+                opened[0, self.counters.step(t), t] = 0.0 if sw.overlap else first[t]
         level = _Level([0], np.array([lat.start_bytes()]), [lat.starts], np.full(shape, np.inf),
                        opened)
         while level.ideals:
@@ -834,7 +987,7 @@ class _SweepRun:
             fits = (total <= self.limit) & np.isfinite(total)  # theta may be inf
             self.note(total[~fits])
             value = np.where(fits, np.broadcast_to(tau[:, None], total.shape), np.inf).min(axis=2)
-        level.opened[rows] = _opened(level.opened[rows], value, sw.types)
+        level.opened[rows] = self.counters.open(level.opened[rows], value)
 
     def grow(self, level: _Level) -> _Level:
         """The next level: every state plus one addable layer in its open stage."""
@@ -887,9 +1040,11 @@ class _SweepRun:
         s, t = (int(x) for x in np.unravel_index(np.argmin(total), total.shape))
         return self.sweep.lattice.full, s, t
 
-    def plan(self, end: tuple[int, int, int]) -> Plan:
+    def plan(self, end: tuple[int, int, int]) -> Plan | None:
         """Walk back from the final state: each step removes one layer of the open stage whose
-        value it explains; a stage that started at the parent ideal steps to the stage before."""
+        value it explains; a stage that started at the parent ideal steps to the stage before.
+        ``None`` when the stages need more devices of a type than there are (a relaxation's
+        answer)."""
         sw, inst = self.sweep, self.sweep.lattice.inst
         ideal, s, t = end
         value = self.levels[-1].grown[0, s, t]
@@ -911,10 +1066,12 @@ class _SweepRun:
                 continue
             if not ideal:
                 break
-            s -= int(sw.types.strides[t])
+            s -= self.counters.step(t)
             t, value = self.previous(float(parents.nbytes[r]), grown, s, t)
             stage_types.append(t)
         last = len(stage_types) - 1
+        if any(stage_types.count(t) > len(m) for t, m in enumerate(sw.types.members)):
+            return None
         free = [list(m) for m in sw.types.members]
         devices = [free[t].pop(0) for t in reversed(stage_types)]
         return Plan.from_assignment(inst, [last - b for b in stage_of], devices, "lattice")
@@ -945,26 +1102,6 @@ def _group_min(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
         more = np.flatnonzero(sizes > j)
         out[more] = np.minimum(out[more], vals[starts[more] + j])
     return out
-
-
-def _opened(opened: np.ndarray, value: np.ndarray, types: DeviceTypes) -> np.ndarray:
-    """``opened`` (R, S, T) lowered, for every type t, at state s + e_t by ``value[:, s, t]``
-    wherever s has a device of type t free (a stage of type t opens and uses one). A state is a
-    number in mixed radix (digit t = devices of type t used, stride ``strides[t]``, type 0 the
-    lowest digit), so with the state axis split into its digits, type t's step is a shift by
-    one along digit t's axis: slices, no index arrays."""
-    r, t_axis = len(opened), types.n_types
-    digits = tuple(int(c) + 1 for c in reversed(types.counts))  # C order: highest digit first
-    out = opened.reshape(r, *digits, t_axis)
-    src = value.reshape(r, *digits, t_axis)
-    for t in range(t_axis):
-        axis = 1 + t_axis - 1 - t
-        to: list[slice | int] = [slice(None)] * out.ndim
-        frm: list[slice | int] = [slice(None)] * out.ndim
-        to[axis], frm[axis] = slice(1, None), slice(None, -1)
-        to[-1] = frm[-1] = t
-        np.minimum(out[tuple(to)], src[tuple(frm)], out=out[tuple(to)])
-    return out.reshape(opened.shape)
 
 
 def _members(ideal: int) -> Iterator[int]:
