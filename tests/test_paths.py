@@ -160,6 +160,9 @@ def test_too_many_arcs_or_candidates_fall_back_to_stages(monkeypatch: pytest.Mon
     monkeypatch.setattr(paths, "MAX_ARCS", 1)
     monkeypatch.setattr(exact, "period_search",  # the lattice search would answer first
                         lambda inst, upper, lower, deadline: PeriodSearch(None, lower, 0, "off"))
+    monkeypatch.setattr(exact, "relaxed_search",  # and so would its relaxation
+                        lambda inst, prices, upper, lower, deadline: PeriodSearch(
+                            None, lower, 0, "off"))
     result = solve(inst, "highs")
     assert result.extra["formulation"] == "stages"
     assert "more than 1 stage arcs" in result.extra["paths_not_used"]
