@@ -752,6 +752,8 @@ def _threshold_search(inst: Instance, lattice: _Lattice, upper: float, lower: fl
             below = False
             continue
         if plan is None:  # the relaxation meets theta; no plan does yet
+            if not math.isfinite(theta):
+                return PeriodSearch(best, lo, asked, "no finite threshold to bisect from")
             hi, below = theta, False
             continue
         value = evaluate(inst, plan).bottleneck_s
