@@ -709,23 +709,28 @@ def relaxed_search(inst: Instance, prices: Sequence[float], upper: float, lower:
     states = min(LATTICE_STATES, max_cells // ideals) // types.n_types
     if states < 1:
         return PeriodSearch(None, lower, 0, f"{ideals} ideals")
-    counters = _Counters.priced(types, [float(prices[m[0]]) for m in types.members], states)
-    return _threshold_search(inst, lattice, upper, lower, deadline, max_cells, tol, counters,
+    by_type = [float(prices[m[0]]) for m in types.members]
+    relaxations = [_Counters.priced(types, by_type, states, exact_first)
+                   for exact_first in (True, False)]
+    if relaxations[0].same(relaxations[1]):
+        relaxations.pop()
+    return _threshold_search(inst, lattice, upper, lower, deadline, max_cells, tol, relaxations,
                              precision, ideals)
 
 
 def _threshold_search(inst: Instance, lattice: _Lattice, upper: float, lower: float,
                       deadline: Deadline, max_cells: int, tol: float,
-                      counters: _Counters | None = None, precision: float | None = None,
+                      relaxations: Sequence[_Counters] = (), precision: float | None = None,
                       ideals: int | None = None) -> PeriodSearch:
-    """:func:`period_search` on the sets of ``lattice``, counting the stages with ``counters``
-    (default: exactly, per device type). ``hi`` is the least threshold known to be met, by a
-    plan or by the relaxation; the bisection stops when it is within ``precision`` (default
-    ``tol``) of the bound, after the first question (just below ``upper``). ``ideals``: the
-    lattice's size when the caller counted it."""
+    """:func:`period_search` on the sets of ``lattice``, counting the stages exactly per device
+    type, or with each of ``relaxations`` in turn until one says "no" (each is a relaxation, so
+    its "no" is a proof). ``hi`` is the least threshold known to be met, by a plan or by every
+    relaxation; the bisection stops when it is within ``precision`` (default ``tol``) of the
+    bound, after the first question (just below ``upper``). ``ideals``: the lattice's size when
+    the caller counted it."""
     types = DeviceTypes.of(inst, range(len(inst.devices)))
-    counters = _Counters.exact(types) if counters is None else counters
-    per_ideal = counters.size * types.n_types
+    alternatives = list(relaxations) or [_Counters.exact(types)]
+    per_ideal = max(c.size for c in alternatives) * types.n_types
     if per_ideal > LATTICE_STATES:
         return PeriodSearch(None, lower, 0, f"{per_ideal} states per ideal (device types)")
     max_ideals = max(1, max_cells // per_ideal)
@@ -742,7 +747,10 @@ def _threshold_search(inst: Instance, lattice: _Lattice, upper: float, lower: fl
         theta = hi * (1 - tol) if below or not math.isfinite(hi) else (lo + hi) / 2
         asked += 1
         try:
-            feasible, plan, pruned = sweep.answer(theta, deadline, max_ideals, counters)
+            for counters in alternatives:
+                feasible, plan, pruned = sweep.answer(theta, deadline, max_ideals, counters)
+                if not feasible or plan is not None:
+                    break
         except _Exhausted:
             return PeriodSearch(best, lo, asked, f"a question visited over {max_ideals} ideals")
         except OutOfTime:
@@ -827,15 +835,16 @@ class _Counters:
         return cls(np.eye(types.n_types, dtype=np.int64), types.counts.astype(np.int64))
 
     @classmethod
-    def priced(cls, types: DeviceTypes, prices: Sequence[float], states: int) -> _Counters:
-        """Exact counters for the types of highest price, while they leave room for a priced
-        counter of the other types in at most ``states`` states: its weights are the prices
-        scaled down to integers so that its cap fits (types whose scaled price rounds to 0 are
-        free). With room for none, the counters of the one-counter-per-type relaxation ..."""
+    def priced(cls, types: DeviceTypes, prices: Sequence[float], states: int,
+               exact_first: bool = True) -> _Counters:
+        """One priced counter in at most ``states`` states: its weights are the prices scaled
+        down to integers so that its cap fits (a type whose scaled price rounds to 0 is free).
+        With ``exact_first``, the types of highest price first get exact counters of their own,
+        as long as they leave the priced counter :data:`RESOLUTION` states per device."""
         counts = types.counts.astype(np.int64)
         order = sorted(range(types.n_types), key=lambda t: -prices[t])
         exact: list[int] = []
-        for t in order:
+        for t in order if exact_first else ():
             rest = [u for u in order if u not in exact and u != t]
             room = states // math.prod(int(counts[u]) + 1 for u in [*exact, t])
             if room < 1 + RESOLUTION * sum(int(counts[u]) for u in rest):
@@ -856,6 +865,10 @@ class _Counters:
                 caps.append(int(w @ counts))
         weights = np.array(rows, dtype=np.int64).reshape(len(rows), types.n_types)
         return cls(weights, np.array(caps, dtype=np.int64))
+
+    def same(self, other: _Counters) -> bool:
+        return (self.weights.shape == other.weights.shape
+                and bool((self.weights == other.weights).all() and (self.caps == other.caps).all()))
 
     @cached_property
     def strides(self) -> np.ndarray:
