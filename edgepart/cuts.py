@@ -9,10 +9,13 @@ neighbours' devices say. This module holds the pieces every cut-based method rea
 (prefixes of the layer order, or every ideal), devices merged into interchangeable *types*, and
 :class:`CutCosts`, the arrays of stage compute, memory feasibility and transfer times. The DPs
 (:mod:`edgepart.solvers.dp`), the path formulation (:mod:`edgepart.formulations.paths`) and the
-range heuristics use them; none of it calls a solver. Two bounds live here too:
+range heuristics use them; none of it calls a solver. Bounds live here too:
 :func:`first_stages_bound` (the cheapest first two stages) and :func:`period_search`, threshold
 questions on the period answered by one sweep over the ideal lattice (the MILP backends' driver
-asks them before it calls the solver on stage slots).
+asks them before it calls the solver on stage slots), with two variants of that sweep for where
+the lattice is too large: :func:`range_search` over the prefixes of one order (a restriction:
+plans) and :func:`relaxed_search` with the device counts relaxed to priced counters (a
+relaxation: bounds).
 """
 
 from __future__ import annotations
@@ -675,15 +678,17 @@ RELAXED_IDEALS = 1_000_000
 project's 2-core machine (a 196-layer NASNet-A: 903,230 ideals)."""
 
 
-def relaxed_search(inst: Instance, prices: Sequence[float], upper: float, lower: float,
-                   deadline: Deadline = NO_DEADLINE, max_cells: int = LATTICE_CELLS,
-                   tol: float = 1e-7, precision: float = 1e-3) -> PeriodSearch:
+def relaxed_search(inst: Instance, prices: Sequence[float] | np.ndarray, upper: float,
+                   lower: float, deadline: Deadline = NO_DEADLINE,
+                   max_cells: int = LATTICE_CELLS, tol: float = 1e-7, precision: float = 1e-3
+                   ) -> PeriodSearch:
     r"""A lower bound on the period from :func:`period_search`'s sweep with the device counts
     relaxed, for instances whose multisets of used devices are too many (64 devices of five
     types: 486,000 states per ideal).
 
-    The sweep counts the stages per type exactly only for the types of highest price (as many
-    as fit), and the others on one priced counter: a stage of type :math:`t` adds
+    Two relaxations are asked in turn, until one says "no": exact counters for the types of
+    highest price (as many as fit) and one priced counter for the others, then one priced
+    counter for every type. On a priced counter a stage of type :math:`t` adds
     :math:`w_t = \lfloor s\,y_t \rfloor` and the total may not pass
     :math:`\sum_t w_t n_t`, where :math:`y` are ``prices`` per device (e.g. the work bound's,
     :func:`edgepart.bounds.device_prices`) and :math:`s` scales them to the states that fit

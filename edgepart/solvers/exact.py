@@ -16,7 +16,9 @@ without limits first goes to :func:`edgepart.cuts.period_search`, before either 
 (unless the caller forced one): threshold questions answered by one sweep over the ideal lattice,
 whose "no" is a bound that sees transfers (the stage-slot LP bound does not) and whose "yes" is a
 better warm start; when the two meet, no solver is called (``backend`` ``lattice``), else its
-bound floors the formulation's.
+bound floors the formulation's. Where that sweep is too large, a range search
+(:func:`edgepart.cuts.range_search`, a restriction) looks for a better plan and a relaxed sweep
+(:func:`edgepart.cuts.relaxed_search`, device counts relaxed) for a better bound.
 
 The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
 bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
