@@ -58,9 +58,7 @@ def work_bound(inst: Instance) -> float:
     """The fractional work bound on the period (see the module docstring); 0 when the LP is too
     large (:data:`MAX_LP_ROWS`) or finds no prices."""
     times, counts = _types(inst)
-    if not times.size or np.isfinite(times).sum() > MAX_LP_ROWS:
-        return 0.0
-    prices = _lp_prices(times, counts)
+    prices = _column_prices(times, counts)
     return 0.0 if prices is None else evaluate_prices(times, counts, prices)
 
 
@@ -68,16 +66,19 @@ def device_prices(inst: Instance) -> np.ndarray | None:
     r"""The work bound's prices per device (:math:`y_d \ge 0`, :math:`\sum_d y_d = 1`; equal
     on devices with equal time columns), or ``None`` where :func:`work_bound` finds none."""
     times, counts = _types(inst)
-    if not times.size or np.isfinite(times).sum() > MAX_LP_ROWS:
-        return None
-    prices = _lp_prices(times, counts)
-    if prices is None:
-        return None
-    y = np.clip(prices, 0.0, None)
-    if not counts @ y > 0:
+    prices = _column_prices(times, counts)
+    y = None if prices is None else np.clip(prices, 0.0, None)
+    if y is None or not counts @ y > 0:
         return None
     column = {c: i for i, c in enumerate(dict.fromkeys(zip(*inst.times, strict=True)))}
     return np.array([y[column[c]] for c in zip(*inst.times, strict=True)]) / (counts @ y)
+
+
+def _column_prices(times: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+    """:func:`_lp_prices`, or ``None`` when the LP would be too large."""
+    if not times.size or np.isfinite(times).sum() > MAX_LP_ROWS:
+        return None
+    return _lp_prices(times, counts)
 
 
 def evaluate_prices(times: np.ndarray, counts: np.ndarray, prices: np.ndarray) -> float:
