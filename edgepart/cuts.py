@@ -615,12 +615,15 @@ NEAR = 0.005
 @dataclass(frozen=True)
 class PeriodSearch:
     """What :func:`period_search` found: its best plan (or ``None``), a proven lower bound on
-    every plan's period, the questions asked and why it stopped early (empty when it did not)."""
+    every plan's period, the questions asked and why it stopped early (empty when it did not);
+    ``device_states`` when it refused because the device types give too many states per ideal
+    (where :func:`relaxed_search` applies)."""
 
     plan: Plan | None
     bound: float
     questions: int
     stopped: str = ""
+    device_states: bool = False
 
 
 def period_search(inst: Instance, upper: float, lower: float, deadline: Deadline = NO_DEADLINE,
@@ -737,7 +740,8 @@ def _threshold_search(inst: Instance, lattice: _Lattice, upper: float, lower: fl
     alternatives = list(relaxations) or [_Counters.exact(types)]
     per_ideal = max(c.size for c in alternatives) * types.n_types
     if per_ideal > LATTICE_STATES:
-        return PeriodSearch(None, lower, 0, f"{per_ideal} states per ideal (device types)")
+        return PeriodSearch(None, lower, 0, f"{per_ideal} states per ideal (device types)",
+                            device_states=True)
     max_ideals = max(1, max_cells // per_ideal)
     try:
         if (ideals or lattice.count(max_ideals, deadline)) > max_ideals:

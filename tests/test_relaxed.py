@@ -157,13 +157,19 @@ def exact_optimum(inst: Instance) -> float:
 def test_the_exact_driver_proves_with_the_relaxation_where_the_lattice_stops(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The first hand instance above (optimum 2 s; the work bound 1.5 s): with the exact
-    lattice search giving up at once, the relaxed search proves the warm start's 2 s, so HiGHS
-    is never called (backend ``lattice``)."""
+    lattice search refusing for its device states, the relaxed search proves the warm start's
+    2 s, so HiGHS is never called (backend ``lattice``). Refusing for its ideals instead, the
+    relaxation is not asked and HiGHS proves it."""
     inst = chain_instance({"A": [1.0, 1.0, 1.0]}, [50.0, 1.0, 1.0], {"A": 2}, 1.0)
     monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline: PeriodSearch(
-        None, lower, 0, "more than 1 ideals"))
+        None, lower, 0, "many states per ideal", device_states=True))
     result = solve(inst, "highs", time_limit=30)
     assert result.status is SolutionStatus.OPTIMAL
     assert result.objective_s == pytest.approx(2.0)
     assert result.extra["backend"] == "lattice"
     assert result.extra["lattice"]["relaxed"]["questions"] >= 1
+    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline: PeriodSearch(
+        None, lower, 0, "more than 1 ideals"))
+    result = solve(inst, "highs", time_limit=30)
+    assert result.status is SolutionStatus.OPTIMAL and result.extra["backend"] == "highs"
+    assert "relaxed" not in result.extra["lattice"]
