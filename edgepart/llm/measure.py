@@ -42,11 +42,12 @@ def measure_unit_times(shape: DecoderShape, workload: Workload, *, repeats: int 
     import torch
 
     from edgepart.llm.build import build_causal_lm
-    from edgepart.profiling.measure import summarize, torch_threads
+    from edgepart.profiling.measure import summarize
+    from edgepart.profiling.numerics import torch_compute
 
     model = build_causal_lm(shape, "cpu")
     samples: dict[str, list[float]] = defaultdict(list)
-    with torch.inference_mode(), torch_threads(threads):
+    with torch.inference_mode(), torch_compute(threads):
         step = _request(model, workload)
         handles = _hooks(model, samples)
         for k in range(warmup + repeats):

@@ -68,6 +68,7 @@ from edgepart.profiling.catalog import DeviceClass
 from edgepart.profiling.clusters import Cluster
 from edgepart.profiling.estimator import DeviceFeatures, Estimator, trace_json
 from edgepart.profiling.granularity import coarsen
+from edgepart.profiling.numerics import torch_compute
 from edgepart.profiling.trace import TracedModel, Unit, example_input, trace_model
 
 if TYPE_CHECKING:
@@ -90,7 +91,6 @@ __all__ = [
     "time_forward",
     "time_nodes",
     "time_nodes_looped",
-    "torch_threads",
     "trace_path",
     "trace_record",
     "unit_features",
@@ -511,7 +511,7 @@ def measure_units(traced: TracedModel, spec: MeasureOn, threads: int = 1, window
     runtime runs whole stages, so the whole forward sets the total and the looped times only
     share it out among the units. Every window is scaled by the same factor.
     """
-    with torch_threads(threads), spec.applied():
+    with torch_compute(threads), spec.applied():
         node_windows = time_nodes_looped(traced, window_s=spec.window_s(), windows=windows,
                                          clock=spec.clock)
         forward_s = forward_rate(traced, 25 * spec.window_s(), spec.clock)
@@ -619,18 +619,6 @@ def time_forward(traced: TracedModel, *, repeats: int, warmup: int) -> tuple[flo
             if i >= warmup:
                 out.append(time.perf_counter() - start)
     return tuple(out)
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run torch's intra-op work on ``threads`` threads (None: leave it), restoring it after."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextmanager

@@ -3,7 +3,8 @@
 Two forms are accepted:
 
 * ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None, **kwargs)``; nothing is
-  downloaded, the weights are random (profiling needs shapes, not trained values);
+  downloaded, the weights are random, drawn from a fixed seed (profiling needs shapes, not
+  trained values; a profile and a run of one spec draw the same ones);
 * ``package.module:factory``: imports ``package.module`` and calls ``factory(**kwargs)``, which must
   return a ``torch.nn.Module`` (a class is a factory too).
 
@@ -25,8 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["build_model", "first_line", "parse_input_shape", "parse_model_args"]
 
 
-def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build the model named by ``spec`` in eval mode."""
+def build_model(spec: str, kwargs: Mapping[str, Any] | None = None, seed: int = 0) -> nn.Module:
+    """Build the model named by ``spec`` in eval mode, its random weights drawn from ``seed`` (so
+    a profile and a run of one spec compute with the same weights; torch's global random state
+    is left as it was)."""
+    import torch
     from torch import nn
 
     prefix, sep, name = spec.partition(":")
@@ -35,10 +39,12 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module
             f"model: expected 'torchvision:NAME' or 'package.module:factory', got {spec!r}"
         )
     args = dict(kwargs or {})
-    if prefix == "torchvision":
-        model = _torchvision_model(name, args)
-    else:
-        model = _call_factory(prefix, name, args)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if prefix == "torchvision":
+            model = _torchvision_model(name, args)
+        else:
+            model = _call_factory(prefix, name, args)
     if not isinstance(model, nn.Module):
         raise InputError(f"model: {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()

@@ -205,7 +205,7 @@ def benchmark(repeats: int = 10, threads: int | None = None) -> tuple[float, flo
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgepart.profiling.measure import torch_threads
+    from edgepart.profiling.numerics import torch_compute
 
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(512, 512, generator=generator)
@@ -215,7 +215,7 @@ def benchmark(repeats: int = 10, threads: int | None = None) -> tuple[float, flo
     dst = torch.zeros_like(src)
     parts: list[Callable[[], Any]] = [
         lambda: torch.mm(a, a), lambda: torch.nn.functional.conv2d(image, weight, padding=1)]
-    with torch.inference_mode(), torch_threads(threads):
+    with torch.inference_mode(), torch_compute(threads):
         with FlopCounterMode(display=False) as counter:
             for part in parts:
                 part()

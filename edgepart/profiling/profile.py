@@ -43,8 +43,8 @@ from edgepart.profiling.measure import (
     summarize,
     time_forward,
     time_nodes,
-    torch_threads,
 )
+from edgepart.profiling.numerics import torch_compute
 from edgepart.profiling.trace import TracedModel, Unit, trace_model, unit_shape
 
 __all__ = ["STATISTICS", "TIME_MODELS", "ProfileOptions", "profile_instance"]
@@ -79,7 +79,7 @@ def profile_instance(
                      options.granularity)
     costs = count_costs(traced)
     measured = options.time_model == "measured"
-    with torch_threads(options.threads):
+    with torch_compute(options.threads):
         samples = (time_nodes(traced, repeats=options.repeats, warmup=options.warmup)
                    if measured else {})
         forward = (time_forward(traced, repeats=options.repeats, warmup=options.warmup)

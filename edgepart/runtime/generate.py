@@ -184,12 +184,11 @@ class _Stage:
     """One stage's modules and the KV cache of each sequence it has seen."""
 
     def __init__(self, spec: StageSpec) -> None:
-        import torch
-
         from edgepart.llm.build import build_causal_lm
         from edgepart.llm.configs import DecoderShape
+        from edgepart.profiling.numerics import set_torch_compute
 
-        torch.set_num_threads(spec.threads)
+        set_torch_compute(spec.threads)  # as the profile (edgepart.profiling.numerics)
         model: Any = build_causal_lm(DecoderShape.from_config(spec.config, "stage"), "cpu",
                                      spec.seed)
         self.spec = spec

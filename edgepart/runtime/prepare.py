@@ -9,10 +9,9 @@ here too, so the driver does no model work while it measures.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from edgepart.cost import evaluate, validate_plan
 from edgepart.errors import InputError
 from edgepart.instance import CostModel, Instance, Transfer
 from edgepart.plan import Plan
+from edgepart.profiling.numerics import torch_compute
 from edgepart.runtime.emulate import (
     CPU_HEADROOM,
     Emulation,
@@ -109,7 +109,7 @@ def prepare(inst: Instance, plan: Plan, options: RunOptions) -> Prepared:
     if refusals:
         raise InputError(refusals)
     inputs = _inputs(shape, options.seed, min(options.requests, INPUT_POOL))
-    with _one_thread(), torch.no_grad():
+    with torch_compute(1), torch.no_grad():
         references = [model(x) for x in inputs]
     # the first comparison loads torch.testing's internals (0.7 s on a busy host): here, not on
     # the first answer, where it held up the driver and the requests behind it
@@ -179,17 +179,6 @@ def _inputs(shape: tuple[int, ...], seed: int, count: int) -> list[torch.Tensor]
     return [torch.randn(shape, generator=generator) for _ in range(count)]
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Compute on one thread, as every worker does (see :mod:`edgepart.runtime.worker`)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def stage_seconds(gm: fx.GraphModule, specs: Sequence[StageSpec], x: torch.Tensor,
                   repeats: int = 5) -> list[float]:
     """Single-thread time of every stage on this host: the least of ``repeats`` passes after a
@@ -197,7 +186,7 @@ def stage_seconds(gm: fx.GraphModule, specs: Sequence[StageSpec], x: torch.Tenso
     a CPU quota and top scheduling weight gets)."""
     stages = [build_stage(gm, spec) for spec in specs]
     samples: list[list[float]] = [[] for _ in stages]
-    with _one_thread(), torch.no_grad():
+    with torch_compute(1), torch.no_grad():
         for rep in range(repeats + 1):
             values: Any = (x,)
             for stage, times in zip(stages, samples, strict=True):

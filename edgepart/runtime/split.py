@@ -56,8 +56,7 @@ class StageSpec:
 
 def load_model(spec: str, seed: int = 0, weights: str | Path | None = None) -> nn.Module:
     """The model named by ``spec`` in eval mode: seeded random weights, or ``weights`` loaded."""
-    torch.manual_seed(seed)
-    model = build_model(spec)
+    model = build_model(spec, seed=seed)
     if weights is not None:
         _load_weights(model, Path(weights))
     return model.eval()
