@@ -189,7 +189,7 @@ def test_a_quota_slows_the_calling_thread_and_is_removed() -> None:
     from edgepart.runtime.emulate import limited
 
     with limited(0.25):
-        wall, cpu = _busy()
+        wall, cpu = _busy(2_000_000)  # ~50 ms of CPU: many CFS periods, not one burst
     # at 0.25 CPU the wall time is 4x the CPU time; generous for a shared host's noise
     assert wall / cpu > 2.5
     assert not list(Path("/sys/fs/cgroup/cpu").glob(f"edgepart-{os.getpid()}"))
