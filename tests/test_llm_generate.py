@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 pytest.importorskip("transformers")
+pytest.importorskip("torch")
+
+import torch
 
 from edgepart.cli import main
 from edgepart.instance import Instance, Workload, load_instance
@@ -131,10 +134,15 @@ def write_inputs(tmp_path: Path) -> tuple[str, str]:
 def test_run_generate_command_in_process(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     inst_path, plan_path = write_inputs(tmp_path)
+    torch.set_flush_denormal(False)
+    threads = torch.get_num_threads()
     assert main(["run", inst_path, plan_path, "--model", "hf:tiny-llama", "--generate",
                  str(NEW), "--prompt-tokens", str(PROMPT), "--in-process", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tokens_equal_generate"] is True
+    # the stages computed flushed on their threads; this process is left as it was
+    assert torch.get_num_threads() == threads
+    assert torch.tensor([torch.finfo(torch.float32).tiny]).mul_(0.5).item() > 0.0
     for st in report["stages"]:  # 3 sequences x 19 tokens held, as the instance counts
         assert st["kv_cache_bytes"] == pytest.approx(st["predicted_kv_cache_bytes"])
         assert st["param_bytes"] == st["predicted_param_bytes"]

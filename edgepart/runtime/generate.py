@@ -783,12 +783,15 @@ def _generate_as_asked(inst: Instance, plan: Plan, config: Mapping[str, Any],
             inst, plan, config, prompts, options.new_tokens, options.seed, prefill=prefill,
             decode=decode, fail=options.fail, master=options.master,
             heartbeat_timeout_s=options.heartbeat_timeout_s)
-    return generate_pipelined(
-        InProcess(), list(range(1, len(plan.stages) + 1)),
-        stage_specs(plan, config, options.seed, f"local-{time.time_ns()}",
-                    prefill=prefill, decode=decode),
-        prompts, options.new_tokens, [s.device for s in plan.stages],
-        prefill.transfer_s[0] if prefill else 0.0)
+    from edgepart.profiling.numerics import torch_compute
+
+    with torch_compute(None):  # the stages set threads and flushing: this process's are restored
+        return generate_pipelined(
+            InProcess(), list(range(1, len(plan.stages) + 1)),
+            stage_specs(plan, config, options.seed, f"local-{time.time_ns()}",
+                        prefill=prefill, decode=decode),
+            prompts, options.new_tokens, [s.device for s in plan.stages],
+            prefill.transfer_s[0] if prefill else 0.0)
 
 
 def _predictions(inst: Instance, plan: Plan, options: GenerationOptions) -> dict[str, float]:
