@@ -46,7 +46,7 @@ from edgepart.instance import Instance, load_instance
 from edgepart.interop import msr, pipedream
 from edgepart.plan import Plan, Stage
 from edgepart.profiling.catalog import load_catalog, parse_device_class
-from edgepart.profiling.clusters import Cluster, load_cluster
+from edgepart.profiling.clusters import Cluster, instance_devices, load_cluster
 
 __all__ = [
     "GENERATED_CLUSTERS", "SuiteInstance", "recombine", "seifer_cluster", "suite_instances",
@@ -136,8 +136,7 @@ def recombine(base: Mapping[str, Any], cluster: Cluster, name: str,
         "format_version": 1, "name": name,
         "description": f"{model['name']} layers of {base['name']} on cluster {cluster.name}",
         "model": model,
-        "devices": [{"id": d.id, "class": d.device_class.name, "memory_bytes": d.memory_bytes,
-                     "flops_per_s": d.device_class.flops_per_s} for d in cluster.devices],
+        "devices": instance_devices(cluster),
         "links": dict(cluster.links),
         "cost_model": dict(cost_model or base.get("cost_model", {})),
         "meta": {"suite_base": base["name"], "cluster": cluster.name},

@@ -13,6 +13,7 @@ from edgepart.cli import main
 from edgepart.errors import InputError
 from edgepart.profiling.clusters import (
     cluster_to_json,
+    instance_devices,
     load_cluster,
     mixed_links,
     seifer_bandwidth_mbit_s,
@@ -165,3 +166,14 @@ def test_bad_cluster_command_exits_2(argv: list[str], capsys: pytest.CaptureFixt
 def test_shipped_cluster_files_load(path: Path) -> None:
     cluster = load_cluster(path)
     assert cluster.source == cluster.sink == cluster.devices[0].id
+
+
+def test_instance_devices_carry_a_class_cpu_share_as_meta_cpus() -> None:
+    cluster = load_cluster({
+        "classes": {"amp_0.4cpu": {"memory_bytes": 512e6, "flops_per_s": 4e10, "cpus": 0.4}},
+        "devices": [{"class": "amp_0.4cpu", "count": 2}, {"class": "rpi4"}],
+        "generator": {"kind": "ethernet", "bandwidth_mbit_s": 1000}})
+    devices = instance_devices(cluster)
+    assert [d["id"] for d in devices] == ["amp_0.4cpu-0", "amp_0.4cpu-1", "rpi4-0"]
+    assert [d.get("meta") for d in devices] == [{"cpus": 0.4}, {"cpus": 0.4}, None]
+    assert devices[0]["memory_bytes"] == 512e6 and devices[0]["flops_per_s"] == 4e10

@@ -51,7 +51,7 @@ from edgepart.files import read_text
 from edgepart.instance import Instance
 from edgepart.interop._common import stable_topological_order, validated_instance
 from edgepart.profiling.catalog import DeviceClass, load_catalog
-from edgepart.profiling.clusters import Cluster
+from edgepart.profiling.clusters import Cluster, instance_devices
 
 __all__ = ["PROFILED_BATCH", "PipeDreamGraph", "PipeDreamNode", "instance_data",
            "parse_pipedream", "read_pipedream", "time_scales", "to_instance"]
@@ -211,8 +211,7 @@ def instance_data(graph: PipeDreamGraph, cluster: Cluster, *,
                   "layers": [_layer(by_id[v], scale, ratio) for v in order],
                   "edges": [{"src": s, "dst": d, "bytes": by_id[s].activation_bytes * ratio}
                             for s, d in model_edges]},
-        "devices": [{"id": d.id, "class": d.device_class.name, "memory_bytes": d.memory_bytes,
-                     "flops_per_s": d.device_class.flops_per_s} for d in cluster.devices],
+        "devices": instance_devices(cluster),
         "links": dict(cluster.links),
         "meta": {"imported_from": "pipedream", "profiled_batch": profiled_batch,
                  "batch_size": batch_size, "profiled_on": measured_on,

@@ -31,7 +31,7 @@ from edgepart.llm.costs import (
 )
 from edgepart.llm.measure import can_measure, measure_unit_times
 from edgepart.profiling.catalog import DeviceClass, load_catalog
-from edgepart.profiling.clusters import Cluster
+from edgepart.profiling.clusters import Cluster, instance_devices
 
 __all__ = ["LlmProfileOptions", "profile_llm_instance"]
 
@@ -86,8 +86,7 @@ def profile_llm_instance(shape: DecoderShape, cluster: Cluster, options: LlmProf
                   "layers": layers,
                   "edges": [{"src": a.id, "dst": b.id, "bytes": a.output_bytes}
                             for a, b in pairwise(units)]},
-        "devices": [{"id": d.id, "class": d.device_class.name, "memory_bytes": d.memory_bytes,
-                     "flops_per_s": d.device_class.flops_per_s} for d in cluster.devices],
+        "devices": instance_devices(cluster),
         "links": dict(cluster.links),
         "cost_model": {"overlap": True, "transfer": "relay"},
         "workload": w.to_dict(),

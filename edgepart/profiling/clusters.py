@@ -52,7 +52,8 @@ from edgepart.profiling.catalog import (
 
 __all__ = [
     "GENERATORS", "Cluster", "ClusterDevice", "cluster_to_json", "ethernet_links",
-    "load_cluster", "mixed_links", "seifer_bandwidth_mbit_s", "wireless_links",
+    "instance_devices", "load_cluster", "mixed_links", "seifer_bandwidth_mbit_s",
+    "wireless_links",
 ]
 
 BYTES_PER_MBIT = 125_000.0
@@ -333,6 +334,16 @@ def cluster_to_json(cluster: Cluster) -> dict[str, Any]:
     out.update({k: v for k, v in (("source", cluster.source), ("sink", cluster.sink)) if v})
     out["meta"] = dict(cluster.meta)
     return out
+
+
+def instance_devices(cluster: Cluster) -> list[dict[str, Any]]:
+    """The ``devices`` of an instance on ``cluster``: id, class, memory and FLOP/s, and, where
+    the class has a CPU share, ``meta.cpus`` (the share ``edgepart run --emulate stretch`` and
+    ``cgroup`` give the device's worker)."""
+    return [{"id": d.id, "class": d.device_class.name, "memory_bytes": d.memory_bytes,
+             "flops_per_s": d.device_class.flops_per_s,
+             **({"meta": {"cpus": d.device_class.cpus}} if d.device_class.cpus else {})}
+            for d in cluster.devices]
 
 
 def _class_json(c: DeviceClass) -> dict[str, Any]:

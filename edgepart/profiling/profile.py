@@ -34,7 +34,7 @@ from torch import nn
 
 from edgepart.errors import InputError
 from edgepart.profiling.catalog import DeviceClass, load_catalog
-from edgepart.profiling.clusters import Cluster
+from edgepart.profiling.clusters import Cluster, instance_devices
 from edgepart.profiling.granularity import GRANULARITIES, coarsen
 from edgepart.profiling.measure import (
     NodeCost,
@@ -97,8 +97,7 @@ def profile_instance(
         "model": {"name": traced.name.split(":")[-1],
                   "input_bytes": traced.value_bytes[traced.input_node],
                   "layers": layers, "edges": edges},
-        "devices": [{"id": d.id, "class": d.device_class.name, "memory_bytes": d.memory_bytes,
-                     "flops_per_s": d.device_class.flops_per_s} for d in cluster.devices],
+        "devices": instance_devices(cluster),
         "links": dict(cluster.links),
         "cost_model": {"overlap": True, "transfer": "relay"},
         "meta": _meta(traced, cluster, options, host_flops, layers, forward),
