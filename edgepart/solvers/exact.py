@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepart.bounds import device_prices, quick_bound
+from edgepart.bounds import device_prices, envelope_bound, quick_bound
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
 from edgepart.cuts import low_alive_order, period_search, range_search, relaxed_search
 from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
@@ -115,6 +115,8 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     warm = _warm_start(inst, options)
     warm_value = None if warm is None else _value(inst, warm, options)
     floor = quick_bound(inst, options.objective.value)
+    if options.objective is Objective.BOTTLENECK:  # the envelope sees contiguity
+        floor = max(floor, envelope_bound(inst))
     found: dict[str, Any] = {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
         found_plan, bound, found = _lattice_search(inst, warm_value, floor, deadline)
