@@ -18,7 +18,9 @@ whose "no" is a bound that sees transfers (the stage-slot LP bound does not) and
 better warm start; when the two meet, no solver is called (``backend`` ``lattice``), else its
 bound floors the formulation's. Where that sweep is too large, a range search
 (:func:`edgepart.cuts.range_search`, a restriction) looks for a better plan and a relaxed sweep
-(:func:`edgepart.cuts.relaxed_search`, device counts relaxed) for a better bound.
+(:func:`edgepart.cuts.relaxed_search`, device counts relaxed) for a better bound. Every period
+solve starts from the floor of :func:`edgepart.bounds.quick_bound` and
+:func:`edgepart.bounds.envelope_bound` (which sees that stages are contiguous).
 
 The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
 bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
