@@ -453,9 +453,9 @@ def _reuse_freed_memory() -> None:
     activations mapped fresh pages and paid their page faults, which a profile measured in one
     thread does not (glibc raises its threshold as the same block is freed and asked for again;
     a worker's tensors are freed in other threads, by the transport): MobileNetV2's first stage
-    at 224 x 224 (activations of 1.6-4.8 MB) used 8.2-8.4 ms of CPU a request against 5.6 ms
-    with these settings, the other two stages were unchanged. A no-op where malloc is not
-    glibc's."""
+    at 224 x 224 (activations of 1.6-4.8 MB), split in three, ``--inflight 1``, three runs each
+    way, used 7.1-7.8 ms of CPU a request without these settings and 5.9-6.6 ms with them; the
+    other two stages were unchanged. A no-op where malloc is not glibc's."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
