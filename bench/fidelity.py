@@ -14,7 +14,11 @@ scaled from the host's:
 Then for every configuration (a model on a cluster of such devices) the optimal plan (CP-SAT)
 runs: each worker's share is its device's ``meta.cpus``, fixed, never calibrated from the
 prediction. Reported: measured / predicted throughput (``--inflight auto``) and empty-pipeline
-latency (``--inflight 1``, p50), and the mean absolute error per mechanism.
+latency (``--inflight 1``, p50), and the mean absolute error per mechanism. Also printed: the
+host's idle cost (``edgepart devices probe``'s ``idle``: a small stage's CPU time after idling
+5, 20 and 80 ms over its time right after its previous run) and, per row, the real time a stage
+idles between requests at ``--inflight 1`` (``idle_gap_ms``: the latency times the time scale),
+so a stage compute ratio above 1 can be read against the host's own idle cost.
 
 The runtime's per-message cost on this host (``edgepart devices probe``'s ``rpc.per_message_s``,
 measured at the start) is added to every link's latency (``--rpc add``, the default: an emulated
@@ -150,6 +154,7 @@ def run_config(tmp: Path, data: dict[str, Any], plan: Plan, model: str, requests
         "latency_ratio": r3(latency / predicted.latency_s) if latency else None,
         "predicted_latency_no_rpc_ms": ms(without_rpc.latency_s),
         "stage_compute_ratio": _compute_ratios(lat),
+        "idle_gap_ms": round(latency * 1e3 * (lat.get("time_scale") or 1.0)) if latency else None,
         "stage_real_share": _real_shares(lat),
         "mismatches": run.get("mismatches", 0) + lat.get("mismatches", 0),
         "note": run.get("error") or lat.get("error") or "",
@@ -213,6 +218,18 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def idle_cost() -> None:
+    """Print how much slower a small stage runs here after idling (``edgepart devices probe``'s
+    ``idle``): at ``--inflight 1`` every stage idles about the pipeline's real latency
+    (``idle_gap_ms``) between requests, which the back-to-back profile does not see."""
+    from edgepart.profiling.probe import idle_cost as measure
+
+    cost = measure()
+    ratios = ", ".join(f"{cost.ratio(gap):.2f}x after {gap * 1e3:g} ms" for gap, _ in cost.after_s)
+    print(f"idle cost on this host: a {cost.busy_s * 1e3:.1f} ms stage takes {ratios}",
+          flush=True)
+
+
 def rpc_cost(mode: str) -> float:
     """The runtime's per-message cost here (``edgepart devices probe``), 0 with ``--rpc none``."""
     from edgepart.profiling.probe import message_cost
@@ -253,6 +270,7 @@ def main() -> None:
     periods = [int(p) for p in args.periods.split(",") if p]
     t0, load0 = time.perf_counter(), os.getloadavg()
     rpc_s = rpc_cost(args.rpc)
+    idle_cost()
     rows: list[dict[str, Any]] = []
     chosen = tuple(c for c in CONFIGS if args.only in (None, c[0]))
     amp4ec = tuple(c for c in chosen if c[3])

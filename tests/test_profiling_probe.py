@@ -11,7 +11,14 @@ import pytest
 
 from edgepart.cli import main
 from edgepart.profiling.clusters import load_cluster
-from edgepart.profiling.probe import MessageCost, cgroup_cpu_limit, cgroup_memory_limit
+from edgepart.profiling.probe import (
+    IDLE_GAPS_S,
+    IdleCost,
+    MessageCost,
+    cgroup_cpu_limit,
+    cgroup_memory_limit,
+    reference_stage,
+)
 
 
 def _write(path: Path, text: str) -> None:
@@ -64,6 +71,27 @@ def test_message_cost_is_the_line_through_two_sizes() -> None:
     assert noisy.bytes_per_s == math.inf and noisy.per_message_s == 2e-3
 
 
+def test_idle_cost_ratio_is_the_gap_time_over_the_busy_time() -> None:
+    # by hand: 6 ms right after the previous run, 6.6 ms after 20 ms idle -> 1.1
+    cost = IdleCost(6e-3, ((0.02, 6.6e-3), (0.08, 9e-3)))
+    assert cost.ratio(0.02) == pytest.approx(1.1) and cost.ratio(0.08) == pytest.approx(1.5)
+    assert [(g["gap_s"], g["ratio"]) for g in cost.to_json()["after_idle"]] == [(0.02, 1.1),
+                                                                                 (0.08, 1.5)]
+
+
+def test_reference_stage_is_seeded_and_leaves_the_global_generator_alone() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    first, image = reference_stage()
+    assert torch.equal(torch.rand(1), expected)
+    second, again = reference_stage()
+    assert torch.equal(image, again)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(),
+                                                 strict=True))
+
+
 def test_probe_command_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     assert main(["devices", "probe", "--repeats", "2"]) == 0
@@ -73,6 +101,10 @@ def test_probe_command_reports_this_machine(capsys: pytest.CaptureFixture[str]) 
     assert 0 < rpc["per_message_s"] < 0.5
     assert [s["bytes"] for s in rpc["samples"]] == [256, 4 << 20]
     assert all(s["seconds"] > 0 for s in rpc["samples"])
+    idle = data["idle"]  # the reference stage really ran after each gap
+    assert idle["busy_s"] > 0
+    assert [g["gap_s"] for g in idle["after_idle"]] == list(IDLE_GAPS_S)
+    assert all(g["cpu_s"] > 0 and g["ratio"] > 0 for g in idle["after_idle"])
     entry = data["class"]
     assert entry["memory_bytes"] > 2**20 and entry["flops_per_s"] > 1e8
     assert entry["memory_bandwidth_bytes_per_s"] > 1e7

@@ -82,11 +82,13 @@ def _add_llm_options(p: Any) -> None:
 def _add_devices(subparsers: Any) -> None:
     p = subparsers.add_parser("devices", help="device catalog and probing this machine")
     sub = p.add_subparsers(dest="devices_command", required=True)
-    probe = sub.add_parser("probe", help="this machine as a device class, and the runtime's "
-                           "per-message cost here (JSON)")
+    probe = sub.add_parser("probe", help="this machine as a device class, the runtime's "
+                           "per-message cost and the idle cost here (JSON)")
     probe.add_argument("--repeats", type=int, default=20, help="benchmark repeats (default 20)")
     probe.add_argument("--no-rpc", action="store_true",
                        help="skip the per-message RPC cost (it starts one local worker process)")
+    probe.add_argument("--no-idle", action="store_true",
+                       help="skip the idle cost (a small stage's CPU time after idling, ~2 s)")
     probe.set_defaults(handler=_probe)
     listing = sub.add_parser("list", help="the catalog's device classes (JSON)")
     listing.set_defaults(handler=_list)
@@ -185,7 +187,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise InputError(f"--repeats: must be >= 1, got {args.repeats}")
-    print_json(probe(args.repeats, rpc=not args.no_rpc).to_json())
+    print_json(probe(args.repeats, rpc=not args.no_rpc, idle=not args.no_idle).to_json())
     return EXIT_OK
 
 

@@ -23,6 +23,15 @@ What is reported:
   per-message cost is a latency: for a cluster emulated on this host (``edgepart run
   --emulate``), add ``per_message_s`` to every link's ``latency_s``, since every emulated message
   really pays it, and the link emulation can only hide it behind a link time longer than it.
+* ``idle`` (:class:`IdleCost`): how much more CPU time one small stage (:func:`reference_stage`:
+  the first layers of a MobileNetV2 at 224 x 224, ~6 ms, one thread) takes when it runs after
+  this thread idled ``gap`` seconds than right after its previous run, the median of
+  ``IDLE_REPEATS`` runs each way. A device that serves a stage keeps its own caches between
+  requests; a shared host (a cloud virtual machine) may not: on the 2-core VM of
+  docs/runtime.md the stage took 1.08x after 20 ms and 1.36-1.42x after 80 ms, most of it in
+  its first layer. Profiles time layers back to back, so a pipeline emulated on such a host
+  (``edgepart run --emulate``, where every stage idles between requests) runs slower than
+  predicted by about this ratio at its gaps; ``--no-idle`` skips it.
 
 The JSON output's ``class`` object can be pasted into a cluster file's ``classes`` as it is.
 """
@@ -40,8 +49,9 @@ from typing import Any
 
 from edgepart.profiling.catalog import load_catalog
 
-__all__ = ["MESSAGE_SIZES", "MessageCost", "ProbeResult", "benchmark", "cgroup_cpu_limit",
-           "cgroup_memory_limit", "message_cost", "probe"]
+__all__ = ["IDLE_GAPS_S", "IDLE_REPEATS", "MESSAGE_SIZES", "IdleCost", "MessageCost",
+           "ProbeResult", "benchmark", "cgroup_cpu_limit", "cgroup_memory_limit", "idle_cost",
+           "message_cost", "probe", "reference_stage"]
 
 _UNLIMITED = 1 << 60
 MESSAGE_SIZES = (256, 4 << 20)
@@ -85,6 +95,73 @@ def message_cost(repeats: int = 50) -> MessageCost:
     small, large = time_messages(MESSAGE_SIZES, repeats)
     return MessageCost(MESSAGE_SIZES[0], small, MESSAGE_SIZES[1], large)
 
+IDLE_GAPS_S = (0.005, 0.02, 0.08)
+"""Idle gaps the ``idle`` probe times the reference stage after (a stage's gap between requests
+is about the pipeline's period under load and its latency when it is empty)."""
+IDLE_REPEATS = 15
+
+
+@dataclass(frozen=True, slots=True)
+class IdleCost:
+    """CPU seconds of the reference stage right after its previous run (``busy_s``) and after
+    each idle gap (``after_s``: pairs of gap and CPU seconds), medians."""
+
+    busy_s: float
+    after_s: tuple[tuple[float, float], ...]
+
+    def ratio(self, gap_s: float) -> float:
+        """CPU time after idling ``gap_s`` (one of the measured gaps) over ``busy_s``."""
+        return dict(self.after_s)[gap_s] / self.busy_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {"busy_s": float(f"{self.busy_s:.4g}"),
+                "after_idle": [{"gap_s": gap, "cpu_s": float(f"{cpu:.4g}"),
+                                "ratio": round(cpu / self.busy_s, 3)}
+                               for gap, cpu in self.after_s]}
+
+
+def reference_stage() -> tuple[Any, Any]:
+    """The ``idle`` probe's stage and its input: MobileNetV2's stem and first two inverted
+    residual blocks (without batch norms) at 1 x 3 x 224 x 224, weights drawn from seed 0."""
+    import torch
+    from torch import nn
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        stage = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU6(), nn.Conv2d(32, 32, 3, 1, 1, groups=32),
+            nn.ReLU6(), nn.Conv2d(32, 16, 1), nn.Conv2d(16, 96, 1), nn.ReLU6(),
+            nn.Conv2d(96, 96, 3, 2, 1, groups=96), nn.ReLU6(), nn.Conv2d(96, 24, 1)).eval()
+        image = torch.randn(1, 3, 224, 224)
+    return stage, image
+
+
+def idle_cost(gaps_s: tuple[float, ...] = IDLE_GAPS_S, repeats: int = IDLE_REPEATS) -> IdleCost:
+    """Time the reference stage (thread CPU time, one torch thread, subnormals flushed) right
+    after a run of it and after sleeping each of ``gaps_s``, in turn, ``repeats`` rounds."""
+    import statistics
+
+    import torch
+
+    from edgepart.profiling.numerics import torch_compute
+
+    stage, image = reference_stage()
+    samples: dict[float, list[float]] = {gap: [] for gap in (0.0, *gaps_s)}
+    with torch.inference_mode(), torch_compute(1):
+        for _ in range(3):
+            stage(image)
+        for _ in range(repeats):
+            for gap, times in samples.items():
+                if gap:
+                    time.sleep(gap)
+                else:
+                    stage(image)
+                start = time.thread_time()
+                stage(image)
+                times.append(time.thread_time() - start)
+    busy = statistics.median(samples.pop(0.0))
+    return IdleCost(busy, tuple((gap, statistics.median(t)) for gap, t in samples.items()))
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -98,11 +175,14 @@ class ProbeResult:
     speed_factor: float
     source: str
     rpc: MessageCost | None = None
+    idle: IdleCost | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``class`` is an entry for a cluster file's ``classes`` as it stands."""
         rpc = {} if self.rpc is None else {"rpc": self.rpc.to_json()}
+        idle = {} if self.idle is None else {"idle": self.idle.to_json()}
         return {"name": self.name, "cpus": self.cpus, "speed_factor": self.speed_factor, **rpc,
+                **idle,
                 "class": {"memory_bytes": self.memory_bytes, "flops_per_s": self.flops_per_s,
                           "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
                           "description": f"{self.name}: {self.cpus:g} usable CPUs",
@@ -110,8 +190,9 @@ class ProbeResult:
 
 
 def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
-          proc: Path = Path("/proc"), rpc: bool = True) -> ProbeResult:
-    """Measure this machine (see the module docstring); ``rpc`` False: not the message cost."""
+          proc: Path = Path("/proc"), rpc: bool = True, idle: bool = True) -> ProbeResult:
+    """Measure this machine (see the module docstring); ``rpc`` False: not the message cost;
+    ``idle`` False: not the idle cost."""
     cpus = float(len(os.sched_getaffinity(0)))
     quota = cgroup_cpu_limit(cgroup_root, proc / "self" / "cgroup")
     memory = min(_mem_total(proc / "meminfo"),
@@ -129,6 +210,7 @@ def probe(repeats: int = 10, cgroup_root: Path = Path("/sys/fs/cgroup"),
         source=f"edgepart devices probe on {platform.node() or 'host'} "
                f"({platform.machine()}, {platform.processor() or 'cpu'})",
         rpc=message_cost() if rpc else None,
+        idle=idle_cost() if idle else None,
     )
 
 
