@@ -350,13 +350,20 @@ def test_cbc_honours_the_time_limit_on_a_model_it_preprocesses_for_long() -> Non
     assert result.bound_s <= result.objective_s
 
 
-def test_milp_backends_prove_vit_on_stage_slots_by_the_lattice_search() -> None:
+def test_milp_backends_prove_vit_without_a_solver_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """ViT-B/16 on 8 devices: HiGHS's stage-slot bound stopped at a 5.3% gap in 60 s; the
-    driver's lattice threshold search proves the optimum without a solver call. The value is
-    checked against CP-SAT's own proof on the same model (an independent search)."""
+    driver proves the optimum without a solver call, by the envelope bound (it meets the warm
+    start) and, with the envelope left out, by the lattice threshold search. The value is
+    checked against CP-SAT's own proof on the stage-slot model (an independent search)."""
     inst = load_instance(TINY.parent / "vit_b_16_8nodes.json")
     reference = solve(inst, "cpsat", time_limit=60)
     assert reference.status is SolutionStatus.OPTIMAL
+    result = solve(inst, "highs", time_limit=60)
+    assert result.status is SolutionStatus.OPTIMAL
+    assert result.solver_version == "no solver call: the envelope bound meets the warm start"
+    assert result.extra["backend"] == "bounds"
+    assert result.objective_s == pytest.approx(reference.objective_s, rel=1e-6)
+    monkeypatch.setattr(exact, "envelope_bound", lambda *args, **kwargs: 0.0)
     result = solve(inst, "highs", time_limit=60)
     assert result.status is SolutionStatus.OPTIMAL
     assert result.solver_version == "no solver call: the lattice threshold search proved it"

@@ -20,7 +20,9 @@ bound floors the formulation's. Where that sweep is too large, a range search
 (:func:`edgepart.cuts.range_search`, a restriction) looks for a better plan and a relaxed sweep
 (:func:`edgepart.cuts.relaxed_search`, device counts relaxed) for a better bound. Every period
 solve starts from the floor of :func:`edgepart.bounds.quick_bound` and
-:func:`edgepart.bounds.envelope_bound` (which sees that stages are contiguous).
+:func:`edgepart.bounds.envelope_bound` (which sees that stages are contiguous and that a
+boundary's message must fit the period); under formulation ``auto``, a warm start that meets
+that floor is optimal with no further search (``backend`` ``bounds``).
 
 The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
 bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
@@ -60,8 +62,12 @@ from edgepart.solvers.base import (
     respects_limits,
 )
 
-__all__ = ["FINISH_SHARE", "LATTICE_SHARE", "SEARCH_TOL", "Backend", "BackendResult", "solve_exact"]
+__all__ = ["ENVELOPE_SHARE", "FINISH_SHARE", "LATTICE_SHARE", "SEARCH_TOL", "Backend",
+           "BackendResult", "solve_exact"]
 
+ENVELOPE_SHARE = 0.25
+"""Share of the time left that :func:`edgepart.bounds.envelope_bound`'s pass over the ideals
+may take (it keeps the best bound proved by then)."""
 FINISH_SHARE = 0.03
 """Share of the time limit kept for what follows the solve: freeing the formulation and
 re-checking the plan took 1.5-2.2 s past a 60 s deadline on the 994-layer NASNet on 32 devices
@@ -118,7 +124,15 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     warm_value = None if warm is None else _value(inst, warm, options)
     floor = quick_bound(inst, options.objective.value)
     if options.objective is Objective.BOTTLENECK:  # the envelope sees contiguity
-        floor = max(floor, envelope_bound(inst))
+        floor = max(floor, envelope_bound(inst, upper=warm_value, deadline=Deadline.after(
+            deadline.left() * ENVELOPE_SHARE)))
+        if (options.formulation == "auto" and warm_value is not None
+                and relative_gap(warm_value, floor) <= OPTIMALITY_TOL):
+            return _finish(inst, options, name, _Outcome(
+                warm, Termination.OPTIMAL, floor,
+                "no solver call: the envelope bound meets the warm start",
+                extra={"backend": "bounds", "formulation": "envelope"}),
+                warm, warm_value, start)
     found: dict[str, Any] = {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
         found_plan, bound, found = _lattice_search(inst, warm_value, floor, deadline)
