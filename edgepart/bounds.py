@@ -106,7 +106,7 @@ ENVELOPE_STATES = 20_000
 """Most multisets of device types :func:`envelope_bound` keeps an envelope for (above: 0)."""
 ENVELOPE_LAYERS = 5_000
 """Most layers :func:`envelope_bound` takes (its descendant sets grow as their square)."""
-ENVELOPE_PRECISION = 1e-4
+ENVELOPE_PRECISION = 1e-7
 """Relative width at which :func:`envelope_bound`'s bisection stops."""
 ENVELOPE_IDEALS = 8_000_000
 """Most ideals :func:`envelope_bound` enumerates (about 100 bytes each while it runs); beyond,

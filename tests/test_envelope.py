@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from strategies import random_instance
 from test_relaxed import chain_instance, exact_optimum
 
-from edgepart import load_instance, solve
+from edgepart import SolutionStatus, load_instance, solve
 from edgepart.bounds import ENVELOPE_PRECISION, ROUNDING, envelope_bound, work_bound
 from edgepart.cuts import alive_bytes
 from edgepart.formulations.model import Deadline
@@ -237,9 +237,12 @@ def random_topological_order(inst: Instance, rng: random.Random) -> list[int]:
 
 
 def test_the_exact_driver_floors_with_it() -> None:
-    """The chain above through HiGHS: proven at 6 s, its bound at least the envelope's."""
+    """The chain above through HiGHS: the envelope meets the warm start's 6 s (the optimum), so
+    the driver proves it with no solver call."""
     inst = chain_instance({"A": [1.0, 5.0, 1.0], "B": [5.0, 1.0, 5.0]}, [1.0, 1.0, 1.0],
                           {"A": 1, "B": 1}, 1e12)
     result = solve(inst, "highs", time_limit=30)
+    assert result.status is SolutionStatus.OPTIMAL
     assert result.objective_s == pytest.approx(6.0)
-    assert result.bound_s >= envelope_bound(inst) * (1 - 1e-12)
+    assert result.bound_s >= 6.0 * (1 - OPTIMALITY_TOL)
+    assert result.extra["backend"] == "bounds"
