@@ -133,11 +133,12 @@ def work_bound(inst: Instance) -> float:
 
 def envelope_bound(inst: Instance, order: Sequence[int] | None = None,
                    upper: float | None = None, deadline: Deadline = NO_DEADLINE) -> float:
-    """The envelope bound on the period (see the module docstring): first over the prefix
-    signatures of ``order`` (default: the layers' listed order), then over the ideals themselves
-    where there are at most :data:`ENVELOPE_IDEALS` of them. ``upper``: the period of a known
-    plan (the bisection looks below it, and tries just below it first, so a bound that meets it
-    proves the plan); ``deadline``: the ideal pass stops there with the best bound it proved.
+    """The envelope bound on the period (see the module docstring): over the ideals themselves
+    where there are at most :data:`ENVELOPE_IDEALS` of them, else (or when the deadline stopped
+    that pass) over the prefix signatures of ``order`` (default: the layers' listed order).
+    ``upper``: the period of a known plan (the bisection looks below it, and tries just below it
+    first, so a bound that meets it proves the plan); ``deadline``: the ideal pass stops there
+    with the best bound it proved.
     0 with more than :data:`ENVELOPE_STATES` multisets of device types or
     :data:`ENVELOPE_LAYERS` layers."""
     times, counts = _types(inst)
@@ -149,13 +150,16 @@ def envelope_bound(inst: Instance, order: Sequence[int] | None = None,
     below = _descendants(inst, order)
     search = _Envelope(counts, times.sum(axis=0))
     high = float(times.sum(axis=0).max()) if upper is None else upper
-    low = search.largest_unmet(_signature_points(order, times, below), 0.0, high, NO_DEADLINE)
     try:
         ideals = _ideal_points(inst, order, times, below, upper, deadline)
     except OutOfTime:
         ideals = None
+    low = 0.0
     if ideals is not None:
         low = search.largest_unmet(ideals, low, high, deadline, probe_top=upper is not None)
+    if ideals is None or deadline.left() < 0:  # the signatures' bound is weaker, and quick
+        low = max(low, search.largest_unmet(_signature_points(order, times, below), 0.0, high,
+                                            NO_DEADLINE))
     return low * (1 - ROUNDING)
 
 
@@ -190,7 +194,7 @@ class _Points:
         return self._reach[count]
 
 
-_BLOCK = 256
+_BLOCK = 32
 """Rows per block of :class:`_Reach` (a query scans at most one block)."""
 
 
@@ -216,27 +220,48 @@ class _Reach:
             prefix.append(np.maximum.accumulate(blocks, axis=0))
         return cls(points, admissible, tuple(prefix))
 
-    def best(self, t: int, key: float) -> np.ndarray | None:
-        """The largest values (per type) over the admissible rows whose key for type ``t`` is
-        at most ``key``; ``None`` when there is none."""
-        k = int(np.searchsorted(self.points.sorted_keys[t], key, side="right"))
+    def best(self, t: int, keys: np.ndarray) -> np.ndarray:
+        """Per key, the largest values (per type) over the admissible rows whose key for type
+        ``t`` is at most it (``-inf`` where there is none): the block prefix, then the rows of
+        the last partial block."""
+        n_types = self.points.values.shape[1]
+        k = np.searchsorted(self.points.sorted_keys[t], keys, side="right")
         blocks = k // _BLOCK
-        best = self.prefix[t][blocks - 1] if blocks else None
-        tail = self.points.rows[t][blocks * _BLOCK:k]
-        if self.admissible is not None:
-            tail = tail[self.admissible[tail]]
-        if len(tail):
-            top = self.points.values[tail].max(axis=0)
-            best = top if best is None else np.maximum(best, top)
-        return None if best is None or not np.isfinite(best).any() else best
+        out = np.full((len(k), n_types), -np.inf)
+        some = blocks > 0
+        out[some] = self.prefix[t][blocks[some] - 1]
+        lengths = k - blocks * _BLOCK
+        width = int(lengths.max(initial=0))
+        if width:
+            offset = np.arange(width)
+            valid = offset[None, :] < lengths[:, None]
+            rows = self.points.rows[t][np.where(valid, blocks[:, None] * _BLOCK + offset, 0)]
+            if self.admissible is not None:
+                valid &= self.admissible[rows]
+            tail = np.where(valid[..., None], self.points.values[rows], -np.inf)
+            out = np.maximum(out, tail.max(axis=1))
+        return out
 
 
 @dataclass
 class _Envelope:
-    """The envelope recursion over the multisets of device types (module docstring)."""
+    """The envelope recursion over the multisets of device types (module docstring), a level
+    (multiset size) at a time: ``states[i]`` is multiset ``i`` (mixed radix, ``strides``)."""
 
     counts: np.ndarray
     total: np.ndarray
+    states: np.ndarray = field(init=False)
+    strides: np.ndarray = field(init=False)
+    levels: list[np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        counts = [int(c) for c in self.counts]
+        self.states = np.array(list(itertools.product(*(range(c + 1) for c in counts))),
+                               dtype=np.int64).reshape(-1, len(counts))
+        self.strides = np.array([math.prod(c + 1 for c in counts[t + 1:])
+                                 for t in range(len(counts))], dtype=np.int64)
+        size = self.states.sum(axis=1)
+        self.levels = [np.flatnonzero(size == k) for k in range(int(size.max(initial=0)) + 1)]
 
     def largest_unmet(self, points: _Points, low: float, high: float, deadline: Deadline,
                       probe_top: bool = False) -> float:
@@ -257,26 +282,26 @@ class _Envelope:
         return low
 
     def met(self, points: _Points, theta: float, deadline: Deadline) -> bool:
+        """Whether some sequence of stages, one per device used, ends every layer within
+        ``theta`` in the relaxation (``envelope[i]``: the reach of multiset ``i``)."""
         slack = theta * (1 + ROUNDING)
         reach = points.reach(slack)
-        counts = [int(c) for c in self.counts]
-        states = _multisets(counts)
-        envelope = {states[0]: np.zeros(len(counts))}
-        for step, s in enumerate(states):  # every s after each s - e_t
-            deadline.check_every(step, 1_000)
-            m = envelope.get(s)
-            if m is None:
-                continue
-            for t, count in enumerate(counts):
-                if s[t] == count:
+        envelope = np.full((len(self.states), len(self.counts)), -np.inf)
+        envelope[0] = 0.0
+        for level in self.levels:
+            deadline.check()
+            level = level[np.isfinite(envelope[level, 0])]
+            for t, count in enumerate(self.counts):
+                free = level[self.states[level, t] < count]
+                if not len(free):
                     continue
-                if self.total[t] - m[t] <= slack:
+                m = envelope[free, t]
+                if (self.total[t] - m <= slack).any():
                     return True
-                best = reach.best(t, m[t] + slack)
-                if best is not None:
-                    nxt = (*s[:t], s[t] + 1, *s[t + 1:])
-                    had = envelope.get(nxt)
-                    envelope[nxt] = best if had is None else np.maximum(had, best)
+                best = reach.best(t, m + slack)
+                found = np.isfinite(best[:, 0])
+                nxt = free[found] + self.strides[t]
+                envelope[nxt] = np.maximum(envelope[nxt], best[found])
         return False
 
 
@@ -416,13 +441,6 @@ class _Windows:
             else:
                 nbytes += g.input_bytes
         return nbytes
-
-
-def _multisets(counts: Sequence[int]) -> list[tuple[int, ...]]:
-    """Every multiset of at most ``counts[t]`` of each type, by total size (so each comes
-    after every multiset one smaller)."""
-    every = itertools.product(*(range(c + 1) for c in counts))
-    return sorted(every, key=sum)
 
 
 def device_prices(inst: Instance) -> np.ndarray | None:

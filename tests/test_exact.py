@@ -394,8 +394,8 @@ def test_where_the_lattice_search_stops_the_range_search_finds_a_warm_start(
     # search that gives up at once leaves the range search over the low-alive order's prefixes,
     # which finds the 2 s plan (reported), and the backend proves it.
     monkeypatch.setattr(exact, "WARM_START_METHODS", ())
-    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline: PeriodSearch(
-        None, lower, 0, "more than 1 ideals"))
+    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline, **_: (
+        PeriodSearch(None, lower, 0, "more than 1 ideals")))
     result = solve(two_branches(), "highs", time_limit=30)
     assert result.extra["lattice"]["range_plan_s"] == pytest.approx(2.0)
     assert result.status is SolutionStatus.OPTIMAL

@@ -159,7 +159,8 @@ def test_too_many_arcs_or_candidates_fall_back_to_stages(monkeypatch: pytest.Mon
     expected = json.loads((TINY / "dag5_relay.optimum.json").read_text())["bottleneck"]
     monkeypatch.setattr(paths, "MAX_ARCS", 1)
     monkeypatch.setattr(exact, "period_search",  # the lattice search would answer first
-                        lambda inst, upper, lower, deadline: PeriodSearch(None, lower, 0, "off"))
+                        lambda inst, upper, lower, deadline, **_: PeriodSearch(
+                            None, lower, 0, "off"))
     monkeypatch.setattr(exact, "relaxed_search",  # and so would its relaxation
                         lambda inst, prices, upper, lower, deadline: PeriodSearch(
                             None, lower, 0, "off"))
@@ -285,6 +286,19 @@ def test_period_search_by_hand() -> None:
     assert 3.0 * (1 - 1e-6) <= found.bound <= 3.0
     proof = cuts.period_search(inst, 3.0, 0.0)
     assert proof.plan is None and proof.questions == 1 and proof.bound >= 3.0 * (1 - 1e-6)
+
+
+def test_period_search_asks_at_a_tight_floor_first() -> None:
+    """:func:`two_layer_chain` (optimum 3) with ``floor_first``: told a bound just below 3, the
+    first question, just above it, finds the 3 s plan and proves it (one question); told a weak
+    bound (1), that question says "no" and the search goes on to the same proof."""
+    inst = two_layer_chain()
+    tight = cuts.period_search(inst, math.inf, 3.0 * (1 - 1e-9), floor_first=True)
+    assert tight.questions == 1 and tight.plan is not None
+    assert evaluate(inst, tight.plan).bottleneck_s == pytest.approx(3.0)
+    weak = cuts.period_search(inst, math.inf, 1.0, floor_first=True)
+    assert weak.plan is not None and evaluate(inst, weak.plan).bottleneck_s == pytest.approx(3.0)
+    assert 3.0 * (1 - 1e-6) <= weak.bound <= 3.0 and weak.questions >= 2
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,

@@ -164,15 +164,15 @@ def test_the_exact_driver_proves_with_the_relaxation_where_the_lattice_stops(
     is after the second layer, 2 s of compute, is left out: this test is about the searches.)"""
     inst = chain_instance({"A": [1.0, 1.0, 1.0]}, [50.0, 1.0, 1.0], {"A": 2}, 1.0)
     monkeypatch.setattr(exact, "envelope_bound", lambda *args, **kwargs: 0.0)
-    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline: PeriodSearch(
-        None, lower, 0, "many states per ideal", device_states=True))
+    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline, **_: (
+        PeriodSearch(None, lower, 0, "many states per ideal", device_states=True)))
     result = solve(inst, "highs", time_limit=30)
     assert result.status is SolutionStatus.OPTIMAL
     assert result.objective_s == pytest.approx(2.0)
     assert result.extra["backend"] == "lattice"
     assert result.extra["lattice"]["relaxed"]["questions"] >= 1
-    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline: PeriodSearch(
-        None, lower, 0, "more than 1 ideals"))
+    monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline, **_: (
+        PeriodSearch(None, lower, 0, "more than 1 ideals")))
     result = solve(inst, "highs", time_limit=30)
     assert result.status is SolutionStatus.OPTIMAL and result.extra["backend"] == "highs"
     assert "relaxed" not in result.extra["lattice"]

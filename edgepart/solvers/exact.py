@@ -257,7 +257,7 @@ def _lattice_search(inst: Instance, warm_value: float | None, floor: float, dead
     proves (a 196-layer NASNet-A on 8 devices: CP-SAT's 4.7 s became 32.6 s)."""
     share = Deadline.after(deadline.left() * LATTICE_SHARE)
     upper = math.inf if warm_value is None else warm_value
-    search = period_search(inst, upper, floor, share)
+    search = period_search(inst, upper, floor, share, floor_first=True)
     report: dict[str, Any] = {"questions": search.questions, "bound_s": search.bound,
                               "stopped": search.stopped}
     plan, bound = search.plan, max(floor, search.bound)
