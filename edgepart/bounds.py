@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import highspy
@@ -175,7 +175,7 @@ class _Points:
     rows: tuple[np.ndarray, ...]
     sorted_keys: tuple[np.ndarray, ...]
     tau: np.ndarray
-    _reach: dict[int, _Reach] = field(default_factory=dict)
+    _last: tuple[int, _Reach] | None = None
 
     @classmethod
     def of(cls, keys: np.ndarray, values: np.ndarray, tau: np.ndarray) -> _Points:
@@ -184,14 +184,14 @@ class _Points:
         return cls(values, rows, tuple(keys[r, t] for t, r in enumerate(rows)), tau)
 
     def reach(self, theta: float) -> _Reach:
-        """The reach structure of the rows that may be boundaries below ``theta`` (one per
-        number of such rows: the bisection asks few distinct ones)."""
+        """The reach structure of the rows that may be boundaries below ``theta``; the last one
+        is kept while the number of such rows stays the same (most of a bisection's questions,
+        and all of them where every row may be a boundary)."""
         admissible = self.tau <= theta
         count = int(admissible.sum())
-        if count not in self._reach:
-            self._reach.clear()
-            self._reach[count] = _Reach.of(self, None if count == len(self.tau) else admissible)
-        return self._reach[count]
+        if self._last is None or self._last[0] != count:
+            self._last = (count, _Reach.of(self, None if count == len(self.tau) else admissible))
+        return self._last[1]
 
 
 _BLOCK = 32
@@ -339,26 +339,24 @@ def _ideal_points(inst: Instance, order: Sequence[int], times: np.ndarray,
     boundary of a plan better than ``upper``). ``None`` beyond :data:`ENVELOPE_IDEALS` ideals
     or where a signature's window has more than :data:`ENVELOPE_WINDOW` layers."""
     windows = _Windows(inst, order, times, below)
-    rows_w, rows_b = [np.zeros((1, times.shape[1]))], [np.zeros(1)]
+    rows_w, rows_tau = [np.zeros((1, times.shape[1]))], [np.zeros(1)]  # the empty set
     count = 1
     cap = math.inf if upper is None else upper * (1 + ROUNDING)
-    for p in range(len(order)):
+    for window in windows.each():
         deadline.check()
-        window = windows.at(p)
         if window is None:
             return None
         work, nbytes = window
         count += len(nbytes)
         if count > ENVELOPE_IDEALS:
             return None
-        keep = windows.transfer(nbytes) <= cap
+        tau = windows.transfer(nbytes)
+        keep = tau <= cap
         rows_w.append(work[keep])
-        rows_b.append(nbytes[keep])
-    rows_w.append(times.sum(axis=0)[None])
-    rows_b.append(np.zeros(1))
-    work = np.concatenate(rows_w)
-    tau = windows.transfer(np.concatenate(rows_b))
-    tau[0] = tau[-1] = 0.0  # the start and the end are no boundary
+        rows_tau.append(tau[keep])
+    rows_w.append(times.sum(axis=0)[None])  # the full set
+    rows_tau.append(np.zeros(1))
+    work, tau = np.concatenate(rows_w), np.concatenate(rows_tau)
     keys = work if inst.cost_model.overlap else work + tau[:, None]
     return _Points.of(keys, work, tau)
 
@@ -393,36 +391,48 @@ class _Windows:
             return np.zeros_like(nbytes)
         return self.min_latency + nbytes / self.max_bandwidth
 
-    def at(self, p: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(work per type, relay bytes alive) of every ideal of signature ``p``, or ``None``
-        when its window is wider than :data:`ENVELOPE_WINDOW` layers."""
+    def each(self) -> Iterator[tuple[np.ndarray, np.ndarray] | None]:
+        """Per signature p = 0..n-1 in turn, (work per type, relay bytes alive) of its ideals,
+        or ``None`` when its window is wider than :data:`ENVELOPE_WINDOW` layers. L_p, its work
+        and its *frontier* (the layers whose tensor may still leave it) grow one layer a time."""
+        g = self.inst.model
+        inside: set[int] = set()
+        frontier: set[int] = set()
+        work = np.zeros(self.times.shape[1])
+        for p, v in enumerate(self.order):
+            yield self._window(p, inside, frontier, work)
+            inside.add(v)
+            work = work + self.times[v]
+            if g.succ[v] or self.inst.sink is not None:
+                frontier.add(v)
+            frontier -= {u for u in g.pred[v] if all(w in inside for w in g.succ[u])}
+
+    def _window(self, p: int, inside: set[int], frontier: set[int], prefix_work: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The ideals of signature ``p`` (L_p = ``inside``, whose work is ``prefix_work``)."""
         g, order = self.inst.model, self.order
-        prefix = (1 << p) - 1
-        bits = ((1 << len(order)) - 1) & ~self.below[p] & ~prefix
+        bits = ((1 << len(order)) - 1) & ~self.below[p] & ~((1 << p) - 1)
         if bits.bit_count() > ENVELOPE_WINDOW:
             return None
         window = [order[i] for i in range(p, len(order)) if bits >> i & 1]
         local = {v: j for j, v in enumerate(window)}
-        inside = set(order[:p])
         sets = np.zeros(1, dtype=np.uint64)
         for j, v in enumerate(window):  # topological: each layer after its predecessors
             need = np.uint64(sum(1 << local[u] for u in g.pred[v] if u in local))
             sets = np.concatenate([sets, sets[(sets & need) == need] | np.uint64(1 << j)])
         member = ((sets[:, None] >> np.arange(len(window), dtype=np.uint64)[None]) & np.uint64(1)
                   ).astype(bool)
-        work = self.times[order[:p]].sum(axis=0) + member.astype(float) @ self.times[window]
-        return work, self._alive(sets, member, window, local, inside)
+        work = prefix_work + member.astype(float) @ self.times[window]
+        return work, self._alive(sets, member, window, local, inside, sorted(frontier))
 
     def _alive(self, sets: np.ndarray, member: np.ndarray, window: list[int],
-               local: dict[int, int], inside: set[int]) -> np.ndarray:
+               local: dict[int, int], inside: set[int], frontier: list[int]) -> np.ndarray:
         """Relay bytes alive across each ideal (:func:`edgepart.cuts.alive_bytes`): a tensor
         made inside with a consumer outside (or a model output, with a sink), the request input
         while an entry is outside (with a source)."""
         g, inst = self.inst.model, self.inst
         nbytes = np.zeros(len(sets))
-        makers = [u for u in inside if any(w not in inside for w in g.succ[u])
-                  or (not g.succ[u] and inst.sink is not None)] + window
-        for u in makers:
+        for u in frontier + window:
             made = member[:, local[u]] if u in local else True
             later = [w for w in g.succ[u] if w not in inside]
             if not g.succ[u]:

@@ -126,13 +126,10 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     if options.objective is Objective.BOTTLENECK:  # the envelope sees contiguity
         floor = max(floor, envelope_bound(inst, upper=warm_value, deadline=Deadline.after(
             deadline.left() * ENVELOPE_SHARE)))
-        if (options.formulation == "auto" and warm_value is not None
-                and relative_gap(warm_value, floor) <= OPTIMALITY_TOL):
-            return _finish(inst, options, name, _Outcome(
-                warm, Termination.OPTIMAL, floor,
-                "no solver call: the envelope bound meets the warm start",
-                extra={"backend": "bounds", "formulation": "envelope"}),
-                warm, warm_value, start)
+        if options.formulation == "auto" and _meets(warm_value, floor):
+            return _finish(inst, options, name, _proven_by(
+                warm, floor, "the envelope bound meets the warm start",
+                {"backend": "bounds", "formulation": "envelope"}), warm, warm_value, start)
     found: dict[str, Any] = {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
         found_plan, bound, found = _lattice_search(inst, warm_value, floor, deadline)
@@ -140,12 +137,10 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
         found_value = None if found_plan is None else _value(inst, found_plan, options)
         if found_value is not None and (warm_value is None or found_value < warm_value):
             warm, warm_value = found_plan, found_value
-        if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
-            return _finish(inst, options, name, _Outcome(
-                warm, Termination.OPTIMAL, floor,
-                "no solver call: the lattice threshold search proved it",
-                extra={"backend": "lattice", "formulation": "ideals", **found}),
-                warm, warm_value, start)
+        if _meets(warm_value, floor):
+            return _finish(inst, options, name, _proven_by(
+                warm, floor, "the lattice threshold search proved it",
+                {"backend": "lattice", "formulation": "ideals", **found}), warm, warm_value, start)
     try:
         paths, why_not = _paths(inst, options, prefer, warm_value, deadline)
     except OutOfTime:
@@ -172,6 +167,16 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     out.extra.update(found)
     out.extra["backend"] = getattr(chosen, "__name__", "").removeprefix("run_")
     return _finish(inst, options, name, out, warm, warm_value, start)
+
+
+def _meets(warm_value: float | None, floor: float) -> bool:
+    """Whether the warm start is within the optimality tolerance of the proven floor."""
+    return warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL
+
+
+def _proven_by(warm: Plan | None, floor: float, how: str, extra: dict[str, Any]) -> _Outcome:
+    """The warm start, proven optimal by ``floor`` before any solver ran (``how``)."""
+    return _Outcome(warm, Termination.OPTIMAL, floor, f"no solver call: {how}", extra=extra)
 
 
 def _call(backend: Backend, model: LinearModel, options: SolveOptions) -> BackendResult:
@@ -221,9 +226,8 @@ def _solve_stages(inst: Instance, options: SolveOptions, backend: Backend, warm:
     extra: dict[str, Any] = {"formulation": "stages", "variables": len(form.model.vars),
                              "constraints": len(form.model.constraints)}
     floor = max(floor, form.floor)
-    if warm_value is not None and relative_gap(warm_value, floor) <= OPTIMALITY_TOL:
-        return _Outcome(None, Termination.OPTIMAL, floor, extra=extra, version=(
-            "no solver call: the first-stages bound meets the warm start"))
+    if _meets(warm_value, floor):
+        return _proven_by(None, floor, "the first-stages bound meets the warm start", extra)
     if warm is not None:
         _hint(form.model, form.hint(warm), options)
     res = backend(form.model, options.with_time_left(deadline))
