@@ -91,6 +91,7 @@ import numpy as np
 from edgepart.cost import lower_bound
 from edgepart.formulations.model import NO_DEADLINE, Deadline, OutOfTime
 from edgepart.instance import Instance, Transfer
+from edgepart.plan import Plan
 from edgepart.results import OPTIMALITY_TOL
 from edgepart.solvers.milp import solver_output
 
@@ -102,8 +103,9 @@ MAX_LP_ROWS = 2_000_000
 """Most (layer, type) rows the LP may have; beyond it :func:`work_bound` answers 0."""
 ROUNDING = 1e-12
 """Relative amount the evaluated bound is lowered by, for the rounding of its sum."""
-ENVELOPE_STATES = 20_000
-"""Most multisets of device types :func:`envelope_bound` keeps an envelope for (above: 0)."""
+ENVELOPE_STATES = 100_000
+"""Most multisets of device types :func:`envelope` keeps an envelope for (above: bound 0): 64
+devices of four classes (50,625) take about 0.3 s a question."""
 ENVELOPE_LAYERS = 5_000
 """Most layers :func:`envelope_bound` takes (its descendant sets grow as their square)."""
 ENVELOPE_PRECISION = 1e-7
@@ -131,20 +133,39 @@ def work_bound(inst: Instance) -> float:
     return 0.0 if prices is None else evaluate_prices(times, counts, prices)
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """What :func:`envelope` found: ``bound``, a lower bound on every plan's period, and
+    ``plan``, the relaxation's witness at the least period it met made into a plan (``None``
+    where the ideal pass did not run or met nothing below ``upper``). The plan is only a
+    candidate: it has not been evaluated or validated."""
+
+    bound: float
+    plan: Plan | None = None
+
+
 def envelope_bound(inst: Instance, order: Sequence[int] | None = None,
                    upper: float | None = None, deadline: Deadline = NO_DEADLINE) -> float:
+    """:func:`envelope`'s bound alone."""
+    return envelope(inst, order, upper, deadline).bound
+
+
+def envelope(inst: Instance, order: Sequence[int] | None = None, upper: float | None = None,
+             deadline: Deadline = NO_DEADLINE) -> Envelope:
     """The envelope bound on the period (see the module docstring): over the ideals themselves
     where there are at most :data:`ENVELOPE_IDEALS` of them, else (or when the deadline stopped
     that pass) over the prefix signatures of ``order`` (default: the layers' listed order).
     ``upper``: the period of a known plan (the bisection looks below it, and tries just below it
     first, so a bound that meets it proves the plan); ``deadline``: the ideal pass stops there
-    with the best bound it proved.
-    0 with more than :data:`ENVELOPE_STATES` multisets of device types or
-    :data:`ENVELOPE_LAYERS` layers."""
+    with the best bound it proved. Bound 0 with more than :data:`ENVELOPE_STATES` multisets of
+    device types or :data:`ENVELOPE_LAYERS` layers.
+
+    The ideal pass also returns the witness of the least period it met, as a plan (module
+    docstring, *The witness*)."""
     times, counts = _types(inst)
     if (math.prod(int(c) + 1 for c in counts) > ENVELOPE_STATES
             or not 0 < len(times) <= ENVELOPE_LAYERS):
-        return 0.0
+        return Envelope(0.0)
     order = list(range(len(times))) if order is None else list(order)
     times = np.where(np.isfinite(times), times, 0.0)
     below = _descendants(inst, order)
@@ -154,13 +175,36 @@ def envelope_bound(inst: Instance, order: Sequence[int] | None = None,
         ideals = _ideal_points(inst, order, times, below, upper, deadline)
     except OutOfTime:
         ideals = None
-    low = 0.0
+    low, plan = 0.0, None
     if ideals is not None:
-        low = search.largest_unmet(ideals, low, high, deadline, probe_top=upper is not None)
+        low, met = search.largest_unmet(  # without upper, high is one stage of the slowest type
+            ideals, low, high, deadline, probe_top=upper is not None, high_met=upper is None)
+        stages = None if met is None else search.witness(ideals, met, deadline)
+        plan = None if stages is None else _witness_plan(inst, ideals, stages)
     if ideals is None or deadline.left() < 0:  # the signatures' bound is weaker, and quick
         low = max(low, search.largest_unmet(_signature_points(order, times, below), 0.0, high,
-                                            NO_DEADLINE))
-    return low * (1 - ROUNDING)
+                                            NO_DEADLINE)[0])
+    return Envelope(low * (1 - ROUNDING), plan)
+
+
+def _witness_plan(inst: Instance, points: _Points, stages: Sequence[tuple[int, int]]
+                  ) -> Plan | None:
+    """The plan of a witness (its stages' end rows and device types, in order): stage j runs
+    the union of the ends up to its own minus the union before it (so the stages nest even
+    where the relaxation's ends do not), on the next device of its type not used yet."""
+    assert points.ideals is not None
+    free = [list(m) for m in _type_members(inst)]
+    stage_of = np.full(len(inst.model.layers), -1)
+    done = np.zeros(len(inst.model.layers), dtype=bool)
+    devices = []
+    for j, (row, t) in enumerate(stages):
+        end = points.ideals.layers(row) | done
+        stage_of[end & ~done] = j
+        done = end
+        devices.append(free[t].pop(0))
+    if not done.all():
+        return None
+    return Plan.from_assignment(inst, stage_of.tolist(), devices, "envelope witness")
 
 
 @dataclass
@@ -169,19 +213,22 @@ class _Points:
     its key ``keys[r, t]`` is at most theta above the reach of type ``t`` so far, and then the
     reach of every type becomes at least ``values[r]``; no plan of period theta has a boundary
     at a row whose ``tau`` (a lower bound on that boundary's transfer) is above theta. Stored
-    per type in key order: ``rows[t]`` (row numbers) and ``sorted_keys[t]``."""
+    per type in key order: ``rows[t]`` (row numbers) and ``sorted_keys[t]``. ``ideals``: the
+    layer set of each row, where rows are ideals (row 0 the empty set)."""
 
     values: np.ndarray
     rows: tuple[np.ndarray, ...]
     sorted_keys: tuple[np.ndarray, ...]
     tau: np.ndarray
+    ideals: _IdealRows | None = None
     _last: tuple[int, _Reach] | None = None
 
     @classmethod
-    def of(cls, keys: np.ndarray, values: np.ndarray, tau: np.ndarray) -> _Points:
+    def of(cls, keys: np.ndarray, values: np.ndarray, tau: np.ndarray,
+           ideals: _IdealRows | None = None) -> _Points:
         rows = tuple(np.argsort(keys[:, t], kind="stable").astype(np.int64)
                      for t in range(keys.shape[1]))
-        return cls(values, rows, tuple(keys[r, t] for t, r in enumerate(rows)), tau)
+        return cls(values, rows, tuple(keys[r, t] for t, r in enumerate(rows)), tau, ideals)
 
     def reach(self, theta: float) -> _Reach:
         """The reach structure of the rows that may be boundaries below ``theta``; the last one
@@ -206,30 +253,41 @@ class _Reach:
     points: _Points
     admissible: np.ndarray | None
     prefix: tuple[np.ndarray, ...]
+    _prefix_rows: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(cls, points: _Points, admissible: np.ndarray | None) -> _Reach:
-        n_types = points.values.shape[1]
-        prefix = []
-        for rows in points.rows:
-            full = len(rows) // _BLOCK * _BLOCK
-            vals = points.values[rows[:full]]
-            if admissible is not None:
-                vals[~admissible[rows[:full]]] = -np.inf
-            blocks = vals.reshape(-1, _BLOCK, n_types).max(axis=1, initial=-np.inf)
-            prefix.append(np.maximum.accumulate(blocks, axis=0))
-        return cls(points, admissible, tuple(prefix))
+        return cls(points, admissible, tuple(
+            np.maximum.accumulate(cls._blocks(points, admissible, t).max(axis=1, initial=-np.inf),
+                                  axis=0)
+            for t in range(len(points.rows))))
 
-    def best(self, t: int, keys: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _blocks(points: _Points, admissible: np.ndarray | None, t: int) -> np.ndarray:
+        """(full blocks, _BLOCK, types): the values of type ``t``'s rows in key order, -inf
+        where a row is not admissible."""
+        rows = points.rows[t]
+        full = len(rows) // _BLOCK * _BLOCK
+        vals = points.values[rows[:full]]
+        if admissible is not None:
+            vals[~admissible[rows[:full]]] = -np.inf
+        return vals.reshape(-1, _BLOCK, vals.shape[1])
+
+    def best(self, t: int, keys: np.ndarray, with_rows: bool = False
+             ) -> tuple[np.ndarray, np.ndarray | None]:
         """Per key, the largest values (per type) over the admissible rows whose key for type
         ``t`` is at most it (``-inf`` where there is none): the block prefix, then the rows of
-        the last partial block."""
+        the last partial block. With ``with_rows``, also the row each value comes from."""
         n_types = self.points.values.shape[1]
         k = np.searchsorted(self.points.sorted_keys[t], keys, side="right")
         blocks = k // _BLOCK
         out = np.full((len(k), n_types), -np.inf)
         some = blocks > 0
         out[some] = self.prefix[t][blocks[some] - 1]
+        arg = None
+        if with_rows:
+            arg = np.full((len(k), n_types), -1, dtype=np.int64)
+            arg[some] = self.prefix_rows(t)[blocks[some] - 1]
         lengths = k - blocks * _BLOCK
         width = int(lengths.max(initial=0))
         if width:
@@ -239,8 +297,26 @@ class _Reach:
             if self.admissible is not None:
                 valid &= self.admissible[rows]
             tail = np.where(valid[..., None], self.points.values[rows], -np.inf)
+            if arg is not None:
+                at = tail.argmax(axis=1)
+                better = np.take_along_axis(tail, at[:, None, :], axis=1)[:, 0] > out
+                arg = np.where(better, np.take_along_axis(rows, at, axis=1), arg)
             out = np.maximum(out, tail.max(axis=1))
-        return out
+        return out, arg
+
+    def prefix_rows(self, t: int) -> np.ndarray:
+        """The row of each of ``prefix[t]``'s values: in the last block up to there that set a
+        new maximum (or tied it), its row of that value."""
+        if t not in self._prefix_rows:
+            blocks = self._blocks(self.points, self.admissible, t)
+            at = blocks.argmax(axis=1)  # (blocks, types)
+            starts = np.arange(len(blocks))[:, None] * _BLOCK
+            rows = self.points.rows[t][starts + at]
+            record = np.where(blocks.max(axis=1) >= self.prefix[t],
+                              np.arange(len(blocks))[:, None], 0)
+            last = np.maximum.accumulate(record, axis=0)
+            self._prefix_rows[t] = np.take_along_axis(rows, last, axis=0)
+        return self._prefix_rows[t]
 
 
 @dataclass
@@ -264,26 +340,59 @@ class _Envelope:
         self.levels = [np.flatnonzero(size == k) for k in range(int(size.max(initial=0)) + 1)]
 
     def largest_unmet(self, points: _Points, low: float, high: float, deadline: Deadline,
-                      probe_top: bool = False) -> float:
+                      probe_top: bool = False, high_met: bool = False
+                      ) -> tuple[float, float | None]:
         """The largest theta in ``[low, high]`` found not met (``low`` is taken as not met),
-        bisected to :data:`ENVELOPE_PRECISION`; with ``probe_top``, theta just below ``high``
-        is asked first (within :data:`~edgepart.results.OPTIMALITY_TOL`). Stops at the
-        deadline with what it has."""
+        bisected to :data:`ENVELOPE_PRECISION`, and the least theta known to be met (``None``:
+        none; ``high_met``: ``high`` is); with ``probe_top``, theta just below ``high`` is
+        asked first (within :data:`~edgepart.results.OPTIMALITY_TOL`). Stops at the deadline
+        with what it has."""
+        met = high if high_met else None
         try:
             if probe_top:
                 top = high * (1 - OPTIMALITY_TOL / 2)
                 if top > low and not self.met(points, top, deadline):
-                    return top
+                    return top, None
+                met = high = top
             while high - low > ENVELOPE_PRECISION * high:
                 mid = (low + high) / 2
-                low, high = (low, mid) if self.met(points, mid, deadline) else (mid, high)
+                if self.met(points, mid, deadline):
+                    met = high = mid
+                else:
+                    low = mid
         except OutOfTime:
             pass
-        return low
+        return low, met
 
     def met(self, points: _Points, theta: float, deadline: Deadline) -> bool:
         """Whether some sequence of stages, one per device used, ends every layer within
-        ``theta`` in the relaxation (``envelope[i]``: the reach of multiset ``i``)."""
+        ``theta`` in the relaxation."""
+        return self._sweep(points, theta, deadline) is not None
+
+    def witness(self, points: _Points, theta: float, deadline: Deadline
+                ) -> list[tuple[int, int]] | None:
+        """The stages (end row, device type) of a sequence that meets ``theta``, in order (the
+        last ends at the full set), or ``None`` at the deadline. Each stage starts at the row
+        its predecessor's envelope value came from, so every stage's key is within theta of
+        its start's."""
+        trail = _Trail.of(len(self.states), len(self.counts))
+        try:
+            end = self._sweep(points, theta, deadline, trail)
+        except OutOfTime:
+            return None
+        assert end is not None, "witness asked at a theta that is not met"
+        state, t = end
+        stages = [(len(points.values) - 1, t)]
+        while state:
+            state, t, row = trail.back(state, t)
+            stages.append((row, t))
+        return stages[::-1]
+
+    def _sweep(self, points: _Points, theta: float, deadline: Deadline,
+               trail: _Trail | None = None) -> tuple[int, int] | None:
+        """The multiset and type of a last stage that ends every layer within ``theta`` (or
+        ``None``), by the recursion over the levels (``envelope[i]``: the reach of multiset
+        ``i``). ``trail`` records where each envelope value came from."""
         slack = theta * (1 + ROUNDING)
         reach = points.reach(slack)
         envelope = np.full((len(self.states), len(self.counts)), -np.inf)
@@ -296,13 +405,45 @@ class _Envelope:
                 if not len(free):
                     continue
                 m = envelope[free, t]
-                if (self.total[t] - m <= slack).any():
-                    return True
-                best = reach.best(t, m + slack)
+                done = np.flatnonzero(self.total[t] - m <= slack)
+                if len(done):
+                    return int(free[done[0]]), t
+                best, rows = reach.best(t, m + slack, with_rows=trail is not None)
                 found = np.isfinite(best[:, 0])
                 nxt = free[found] + self.strides[t]
+                if trail is not None and rows is not None:
+                    trail.record(nxt, best[found] > envelope[nxt], free[found], t, rows[found])
                 envelope[nxt] = np.maximum(envelope[nxt], best[found])
-        return False
+        return None
+
+
+@dataclass
+class _Trail:
+    """Per multiset and type, the row its envelope value came from and the stage that reached
+    it (the multiset before, the stage's type)."""
+
+    rows: np.ndarray
+    before: np.ndarray
+    stage_type: np.ndarray
+
+    @classmethod
+    def of(cls, states: int, types: int) -> _Trail:
+        rows = np.full((states, types), -1, dtype=np.int64)
+        rows[0] = 0  # the empty multiset is at the empty set
+        return cls(rows, np.zeros((states, types), dtype=np.int64),
+                   np.zeros((states, types), dtype=np.int64))
+
+    def record(self, nxt: np.ndarray, improved: np.ndarray, before: np.ndarray, t: int,
+               rows: np.ndarray) -> None:
+        self.rows[nxt] = np.where(improved, rows, self.rows[nxt])
+        self.before[nxt] = np.where(improved, before[:, None], self.before[nxt])
+        self.stage_type[nxt] = np.where(improved, t, self.stage_type[nxt])
+
+    def back(self, state: int, t: int) -> tuple[int, int, int]:
+        """The stage that ended where multiset ``state``'s value for type ``t`` came from:
+        (multiset before it, its type, its end row)."""
+        before, u = int(self.before[state, t]), int(self.stage_type[state, t])
+        return before, u, int(self.rows[state, t])
 
 
 def _signature_points(order: Sequence[int], times: np.ndarray, below: Sequence[int]
@@ -340,25 +481,67 @@ def _ideal_points(inst: Instance, order: Sequence[int], times: np.ndarray,
     or where a signature's window has more than :data:`ENVELOPE_WINDOW` layers."""
     windows = _Windows(inst, order, times, below)
     rows_w, rows_tau = [np.zeros((1, times.shape[1]))], [np.zeros(1)]  # the empty set
+    rows_p, rows_mask = [np.zeros(1, dtype=np.int32)], [np.zeros(1, dtype=np.uint64)]
+    layers = []
     count = 1
     cap = math.inf if upper is None else upper * (1 + ROUNDING)
-    for window in windows.each():
+    for p, window in enumerate(windows.each()):
         deadline.check()
         if window is None:
             return None
-        work, nbytes = window
-        count += len(nbytes)
+        count += len(window.nbytes)
         if count > ENVELOPE_IDEALS:
             return None
-        tau = windows.transfer(nbytes)
+        tau = windows.transfer(window.nbytes)
         keep = tau <= cap
-        rows_w.append(work[keep])
+        rows_w.append(window.work[keep])
         rows_tau.append(tau[keep])
+        rows_p.append(np.full(int(keep.sum()), p, dtype=np.int32))
+        rows_mask.append(window.sets[keep])
+        layers.append(window.layers)
     rows_w.append(times.sum(axis=0)[None])  # the full set
     rows_tau.append(np.zeros(1))
     work, tau = np.concatenate(rows_w), np.concatenate(rows_tau)
     keys = work if inst.cost_model.overlap else work + tau[:, None]
-    return _Points.of(keys, work, tau)
+    ideals = _IdealRows(order, layers, np.concatenate(rows_p), np.concatenate(rows_mask))
+    return _Points.of(keys, work, tau, ideals)
+
+
+@dataclass(frozen=True)
+class _IdealRows:
+    """The layer sets of the ideal pass's rows: row 0 is the empty set, the last the full set,
+    every other the order's first ``signature[r]`` layers plus the layers ``window[p]`` picked
+    by the bits of ``mask[r]``."""
+
+    order: Sequence[int]
+    window: list[list[int]]
+    signature: np.ndarray
+    mask: np.ndarray
+
+    def layers(self, row: int) -> np.ndarray:
+        """(n,) bool: the layers of row ``row``'s ideal."""
+        n = len(self.order)
+        out = np.zeros(n, dtype=bool)
+        if row >= len(self.signature):  # the full set
+            out[:] = True
+            return out
+        if row == 0:
+            return out
+        p, mask = int(self.signature[row]), int(self.mask[row])
+        out[list(self.order[:p])] = True
+        out[[v for j, v in enumerate(self.window[p]) if mask >> j & 1]] = True
+        return out
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The ideals of one signature: their work per type, relay bytes alive and masks over the
+    window's ``layers``."""
+
+    work: np.ndarray
+    nbytes: np.ndarray
+    sets: np.ndarray
+    layers: list[int]
 
 
 @dataclass
@@ -391,9 +574,9 @@ class _Windows:
             return np.zeros_like(nbytes)
         return self.min_latency + nbytes / self.max_bandwidth
 
-    def each(self) -> Iterator[tuple[np.ndarray, np.ndarray] | None]:
-        """Per signature p = 0..n-1 in turn, (work per type, relay bytes alive) of its ideals,
-        or ``None`` when its window is wider than :data:`ENVELOPE_WINDOW` layers. L_p, its work
+    def each(self) -> Iterator[_Window | None]:
+        """Per signature p = 0..n-1 in turn, its ideals, or ``None`` when its window is wider
+        than :data:`ENVELOPE_WINDOW` layers. L_p, its work
         and its *frontier* (the layers whose tensor may still leave it) grow one layer a time."""
         g = self.inst.model
         inside: set[int] = set()
@@ -408,7 +591,7 @@ class _Windows:
             frontier -= {u for u in g.pred[v] if all(w in inside for w in g.succ[u])}
 
     def _window(self, p: int, inside: set[int], frontier: set[int], prefix_work: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray] | None:
+                ) -> _Window | None:
         """The ideals of signature ``p`` (L_p = ``inside``, whose work is ``prefix_work``)."""
         g, order = self.inst.model, self.order
         bits = ((1 << len(order)) - 1) & ~self.below[p] & ~((1 << p) - 1)
@@ -423,7 +606,8 @@ class _Windows:
         member = ((sets[:, None] >> np.arange(len(window), dtype=np.uint64)[None]) & np.uint64(1)
                   ).astype(bool)
         work = prefix_work + member.astype(float) @ self.times[window]
-        return work, self._alive(sets, member, window, local, inside, sorted(frontier))
+        return _Window(work, self._alive(sets, member, window, local, inside, sorted(frontier)),
+                       sets, window)
 
     def _alive(self, sets: np.ndarray, member: np.ndarray, window: list[int],
                local: dict[int, int], inside: set[int], frontier: list[int]) -> np.ndarray:
@@ -483,6 +667,14 @@ def evaluate_prices(times: np.ndarray, counts: np.ndarray, prices: np.ndarray) -
     with np.errstate(invalid="ignore"):  # 0 * inf where a zero price meets a forbidden type
         cost = np.where(np.isfinite(times), times * y[None, :], np.inf).min(axis=1)
     return math.fsum(c for c in cost.tolist() if math.isfinite(c)) * (1 - ROUNDING)
+
+
+def _type_members(inst: Instance) -> list[list[int]]:
+    """The devices of each of :func:`_types`'s types (equal time columns), in that order."""
+    members: dict[tuple[float, ...], list[int]] = {}
+    for d, column in enumerate(zip(*inst.times, strict=True)):
+        members.setdefault(column, []).append(d)
+    return list(members.values())
 
 
 def _types(inst: Instance) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 """The envelope bound (:func:`edgepart.bounds.envelope_bound`): exact on a chain's compute, never
-above the optimum on any instance shape or layer order, and what it adds to the exact driver."""
+above the optimum on any instance shape or layer order, and what it adds to the exact driver;
+its witness (:func:`edgepart.bounds.envelope`): a plan, the optimum on a chain."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 from strategies import random_instance
 from test_relaxed import chain_instance, exact_optimum
 
-from edgepart import SolutionStatus, load_instance, solve
-from edgepart.bounds import ENVELOPE_PRECISION, ROUNDING, envelope_bound, work_bound
+from edgepart import SolutionStatus, evaluate, load_instance, solve, validate_plan
+from edgepart.bounds import ENVELOPE_PRECISION, ROUNDING, envelope, envelope_bound, work_bound
 from edgepart.cuts import alive_bytes
 from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance
@@ -138,9 +139,35 @@ def test_the_envelope_never_passes_the_optimum(
                                          restrict=seed % 3, colocate=seed % 4 == 0))
     order = random_topological_order(inst, random.Random(seed)) if shuffle else None
     optimum = exact_optimum(inst)
-    assert envelope_bound(inst, order) <= optimum * (1 + 1e-12)
+    found = envelope(inst, order)
+    assert found.bound <= optimum * (1 + 1e-12)
+    if found.plan is not None:  # a witness: every layer once, each device at most once
+        stages = [st.layers for st in found.plan.stages]
+        assert sorted(lid for layers in stages for lid in layers) == sorted(
+            layer.id for layer in inst.model.layers)
+        assert len({st.device for st in found.plan.stages}) == len(stages)
+        if not validate_plan(inst, found.plan):
+            assert evaluate(inst, found.plan).bottleneck_s >= optimum * (1 - 1e-12)
     if math.isfinite(optimum):  # told the optimum: pruned rows, the first question below it
         assert envelope_bound(inst, order, upper=optimum) <= optimum * (1 + 1e-12)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 6), nd=st.integers(1, 5))
+def test_on_a_chain_the_witness_is_an_optimal_plan(seed: int, n: int, nd: int) -> None:
+    """A chain with the same link between every two devices, overlap and no source, sink or
+    memory limit: the relaxation is then the problem itself (every ideal is a prefix, so the
+    stages nest; a boundary's least transfer is its transfer), so its witness at the least
+    period met is an optimal plan (brute force), and the bound meets it."""
+    inst = load_instance(random_instance(seed, n=n, nd=nd, shape="chain", ends=False,
+                                         uniform_links=True))
+    optimum = exact_optimum(inst)
+    found = envelope(inst)
+    assert found.plan is not None and not validate_plan(inst, found.plan)
+    period = evaluate(inst, found.plan).bottleneck_s
+    assert period == pytest.approx(optimum, rel=1e-9)
+    assert found.bound <= optimum <= found.bound * (1 + 2 * ENVELOPE_PRECISION)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -246,3 +273,17 @@ def test_the_exact_driver_floors_with_it() -> None:
     assert result.objective_s == pytest.approx(6.0)
     assert result.bound_s >= 6.0 * (1 - OPTIMALITY_TOL)
     assert result.extra["backend"] == "bounds"
+
+
+def test_the_exact_driver_proves_the_witness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain above with no warm start at all (``_warm_start`` answers ``None``): the
+    envelope's witness is a plan of 6 s, which its bound proves; no solver is called."""
+    from edgepart.solvers import exact
+    monkeypatch.setattr(exact, "_warm_start", lambda inst, options: None)
+    inst = chain_instance({"A": [1.0, 5.0, 1.0], "B": [5.0, 1.0, 5.0]}, [1.0, 1.0, 1.0],
+                          {"A": 1, "B": 1}, 1e12)
+    result = solve(inst, "highs", time_limit=30)
+    assert result.status is SolutionStatus.OPTIMAL
+    assert result.objective_s == pytest.approx(6.0)
+    assert result.extra["formulation"] == "envelope"
+    assert "witness" in result.solver_version

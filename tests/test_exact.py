@@ -40,6 +40,7 @@ from edgepart import (
     solve,
     validate_plan,
 )
+from edgepart.bounds import Envelope
 from edgepart.cuts import PeriodSearch
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
@@ -363,7 +364,7 @@ def test_milp_backends_prove_vit_without_a_solver_call(monkeypatch: pytest.Monke
     assert result.solver_version == "no solver call: the envelope bound meets the warm start"
     assert result.extra["backend"] == "bounds"
     assert result.objective_s == pytest.approx(reference.objective_s, rel=1e-6)
-    monkeypatch.setattr(exact, "envelope_bound", lambda *args, **kwargs: 0.0)
+    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
     result = solve(inst, "highs", time_limit=60)
     assert result.status is SolutionStatus.OPTIMAL
     assert result.solver_version == "no solver call: the lattice threshold search proved it"
@@ -392,8 +393,10 @@ def test_where_the_lattice_search_stops_the_range_search_finds_a_warm_start(
     # strategies.two_branches: optimum 2 s with the cut {x, a1, a2}, a prefix of the low-alive
     # order only; with no warm-start method the warm start is one device (4 s). A lattice
     # search that gives up at once leaves the range search over the low-alive order's prefixes,
-    # which finds the 2 s plan (reported), and the backend proves it.
+    # which finds the 2 s plan (reported), and the backend proves it. (The envelope's witness
+    # would find that plan first: it is left out.)
     monkeypatch.setattr(exact, "WARM_START_METHODS", ())
+    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
     monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline, **_: (
         PeriodSearch(None, lower, 0, "more than 1 ideals")))
     result = solve(two_branches(), "highs", time_limit=30)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepart.bounds import device_prices, envelope_bound, quick_bound
+from edgepart.bounds import device_prices, envelope, quick_bound
 from edgepart.cost import evaluate, infeasibility_reasons, lower_bound, validate_plan
 from edgepart.cuts import low_alive_order, period_search, range_search, relaxed_search
 from edgepart.formulations.model import Deadline, LinearModel, OutOfTime
@@ -124,11 +124,16 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     warm_value = None if warm is None else _value(inst, warm, options)
     floor = quick_bound(inst, options.objective.value)
     if options.objective is Objective.BOTTLENECK:  # the envelope sees contiguity
-        floor = max(floor, envelope_bound(inst, upper=warm_value, deadline=Deadline.after(
-            deadline.left() * ENVELOPE_SHARE)))
+        env = envelope(inst, upper=warm_value, deadline=Deadline.after(
+            deadline.left() * ENVELOPE_SHARE))
+        floor = max(floor, env.bound)
+        better = best_plan(inst, [warm, env.plan], options)
+        if better is not None and better is not warm:
+            warm, warm_value = better, _value(inst, better, options)
         if options.formulation == "auto" and _meets(warm_value, floor):
+            how = "its witness" if warm is env.plan else "the warm start"
             return _finish(inst, options, name, _proven_by(
-                warm, floor, "the envelope bound meets the warm start",
+                warm, floor, f"the envelope bound meets {how}",
                 {"backend": "bounds", "formulation": "envelope"}), warm, warm_value, start)
     found: dict[str, Any] = {}
     if lattice and options.formulation == "auto" and _lattice_applies(inst, options):
