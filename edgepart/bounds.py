@@ -76,6 +76,22 @@ as a 64-bit mask (windows of at most :data:`ENVELOPE_WINDOW` layers, at most
 :data:`ENVELOPE_IDEALS` ideals; else only the signature pass runs). Measured on the 994-layer
 NASNet-A on 32 devices (Ethernet, 6,769,480 ideals; 2.6 s to enumerate, 8.6 s in all): 6.66 ms
 against the signature pass's 2.97 ms, the work bound's 5.37 ms and the best plan's 6.81 ms.
+
+**The witness.** Where the ideal pass meets a :math:`\theta`, the sweep can record, per multiset
+and type, the row each envelope value came from and the stage that reached it; walking back from
+the multiset that finishes gives a sequence of stages (end row, type), each within :math:`\theta`
+of the row its predecessor's value came from. :func:`envelope` does that once, at the least
+:math:`\theta` it met, and makes a plan of it: stage :math:`j` runs the union of the ends up to
+its own minus the union before it (so the stages nest even where the ends do not), on the next
+unused device of its type. The plan is evaluated and validated by the caller like any other. On
+a chain whose links are all equal, with overlap, the relaxation is the problem itself minus
+memory and the source's and sink's transfers (every ideal is a prefix, so ends nest; a boundary's
+least transfer is its transfer), so the witness is an optimal plan and the bound proves it: a
+2,000-layer chain and a 1,994-layer BERT on 64 devices, which no solver proved in 60 s, in
+15-17 s (the BERT's ideals nest there too). On a wide DAG the ends do not nest and the plan is
+far off (NASNet-A, 508 layers on 16 devices: 167.6 ms against the optimum 106.47 ms; two of its
+15 ends drop 2 and 4 layers of the end before, and a beam search over nested ends with the
+witness's sequence of types found nothing below 137 ms: the slack is the relaxation's own).
 """
 
 from __future__ import annotations
@@ -220,15 +236,27 @@ class _Points:
     rows: tuple[np.ndarray, ...]
     sorted_keys: tuple[np.ndarray, ...]
     tau: np.ndarray
+    tau_in_key: bool
     ideals: _IdealRows | None = None
     _last: tuple[int, _Reach] | None = None
 
     @classmethod
-    def of(cls, keys: np.ndarray, values: np.ndarray, tau: np.ndarray,
-           ideals: _IdealRows | None = None) -> _Points:
+    def of(cls, values: np.ndarray, tau: np.ndarray, tau_in_key: bool,
+           ideals: _IdealRows | None = None, keys: np.ndarray | None = None) -> _Points:
+        """Rows with these values; each key is the value, plus ``tau`` where ``tau_in_key``
+        (or ``keys``, given: then :meth:`key` does not apply)."""
+        if keys is None:
+            keys = values + tau[:, None] if tau_in_key else values
         rows = tuple(np.argsort(keys[:, t], kind="stable").astype(np.int64)
                      for t in range(keys.shape[1]))
-        return cls(values, rows, tuple(keys[r, t] for t, r in enumerate(rows)), tau, ideals)
+        return cls(values, rows, tuple(keys[r, t] for t, r in enumerate(rows)), tau,
+                   tau_in_key, ideals)
+
+    def key(self, row: int, t: int) -> float:
+        """Row ``row``'s key for type ``t``, where :meth:`of` computed the keys (the same sum
+        in the same order)."""
+        value = self.values[row, t]
+        return float(value + self.tau[row] if self.tau_in_key else value)
 
     def reach(self, theta: float) -> _Reach:
         """The reach structure of the rows that may be boundaries below ``theta``; the last one
@@ -253,41 +281,30 @@ class _Reach:
     points: _Points
     admissible: np.ndarray | None
     prefix: tuple[np.ndarray, ...]
-    _prefix_rows: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(cls, points: _Points, admissible: np.ndarray | None) -> _Reach:
-        return cls(points, admissible, tuple(
-            np.maximum.accumulate(cls._blocks(points, admissible, t).max(axis=1, initial=-np.inf),
-                                  axis=0)
-            for t in range(len(points.rows))))
+        n_types = points.values.shape[1]
+        prefix = []
+        for rows in points.rows:
+            full = len(rows) // _BLOCK * _BLOCK
+            vals = points.values[rows[:full]]
+            if admissible is not None:
+                vals[~admissible[rows[:full]]] = -np.inf
+            blocks = vals.reshape(-1, _BLOCK, n_types).max(axis=1, initial=-np.inf)
+            prefix.append(np.maximum.accumulate(blocks, axis=0))
+        return cls(points, admissible, tuple(prefix))
 
-    @staticmethod
-    def _blocks(points: _Points, admissible: np.ndarray | None, t: int) -> np.ndarray:
-        """(full blocks, _BLOCK, types): the values of type ``t``'s rows in key order, -inf
-        where a row is not admissible."""
-        rows = points.rows[t]
-        full = len(rows) // _BLOCK * _BLOCK
-        vals = points.values[rows[:full]]
-        if admissible is not None:
-            vals[~admissible[rows[:full]]] = -np.inf
-        return vals.reshape(-1, _BLOCK, vals.shape[1])
-
-    def best(self, t: int, keys: np.ndarray, with_rows: bool = False
-             ) -> tuple[np.ndarray, np.ndarray | None]:
+    def best(self, t: int, keys: np.ndarray) -> np.ndarray:
         """Per key, the largest values (per type) over the admissible rows whose key for type
         ``t`` is at most it (``-inf`` where there is none): the block prefix, then the rows of
-        the last partial block. With ``with_rows``, also the row each value comes from."""
+        the last partial block."""
         n_types = self.points.values.shape[1]
         k = np.searchsorted(self.points.sorted_keys[t], keys, side="right")
         blocks = k // _BLOCK
         out = np.full((len(k), n_types), -np.inf)
         some = blocks > 0
         out[some] = self.prefix[t][blocks[some] - 1]
-        arg = None
-        if with_rows:
-            arg = np.full((len(k), n_types), -1, dtype=np.int64)
-            arg[some] = self.prefix_rows(t)[blocks[some] - 1]
         lengths = k - blocks * _BLOCK
         width = int(lengths.max(initial=0))
         if width:
@@ -297,26 +314,8 @@ class _Reach:
             if self.admissible is not None:
                 valid &= self.admissible[rows]
             tail = np.where(valid[..., None], self.points.values[rows], -np.inf)
-            if arg is not None:
-                at = tail.argmax(axis=1)
-                better = np.take_along_axis(tail, at[:, None, :], axis=1)[:, 0] > out
-                arg = np.where(better, np.take_along_axis(rows, at, axis=1), arg)
             out = np.maximum(out, tail.max(axis=1))
-        return out, arg
-
-    def prefix_rows(self, t: int) -> np.ndarray:
-        """The row of each of ``prefix[t]``'s values: in the last block up to there that set a
-        new maximum (or tied it), its row of that value."""
-        if t not in self._prefix_rows:
-            blocks = self._blocks(self.points, self.admissible, t)
-            at = blocks.argmax(axis=1)  # (blocks, types)
-            starts = np.arange(len(blocks))[:, None] * _BLOCK
-            rows = self.points.rows[t][starts + at]
-            record = np.where(blocks.max(axis=1) >= self.prefix[t],
-                              np.arange(len(blocks))[:, None], 0)
-            last = np.maximum.accumulate(record, axis=0)
-            self._prefix_rows[t] = np.take_along_axis(rows, last, axis=0)
-        return self._prefix_rows[t]
+        return out
 
 
 @dataclass
@@ -367,32 +366,46 @@ class _Envelope:
     def met(self, points: _Points, theta: float, deadline: Deadline) -> bool:
         """Whether some sequence of stages, one per device used, ends every layer within
         ``theta`` in the relaxation."""
-        return self._sweep(points, theta, deadline) is not None
+        return self._sweep(points, theta, deadline)[0] is not None
 
     def witness(self, points: _Points, theta: float, deadline: Deadline
                 ) -> list[tuple[int, int]] | None:
         """The stages (end row, device type) of a sequence that meets ``theta``, in order (the
-        last ends at the full set), or ``None`` at the deadline. Each stage starts at the row
-        its predecessor's envelope value came from, so every stage's key is within theta of
-        its start's."""
-        trail = _Trail.of(len(self.states), len(self.counts))
+        last ends at the full set), or ``None`` at the deadline: from the multiset that
+        finishes back to the empty one, each stage ends at a row whose value is the envelope
+        value the next stage started from, and is within theta of the envelope value it
+        started from itself."""
         try:
-            end = self._sweep(points, theta, deadline, trail)
+            end, envelope = self._sweep(points, theta, deadline)
         except OutOfTime:
             return None
         assert end is not None, "witness asked at a theta that is not met"
+        slack = theta * (1 + ROUNDING)
+        admissible = points.tau <= slack
         state, t = end
         stages = [(len(points.values) - 1, t)]
         while state:
-            state, t, row = trail.back(state, t)
+            row, t, state = self._stage_to(points, envelope, state, t, slack, admissible)
             stages.append((row, t))
         return stages[::-1]
 
-    def _sweep(self, points: _Points, theta: float, deadline: Deadline,
-               trail: _Trail | None = None) -> tuple[int, int] | None:
+    def _stage_to(self, points: _Points, envelope: np.ndarray, state: int, t: int,
+                  slack: float, admissible: np.ndarray) -> tuple[int, int, int]:
+        """A stage the sweep took to reach multiset ``state`` at an admissible row whose value
+        for type ``t`` is ``envelope[state, t]``: (that row, the stage's type, the multiset
+        before it). The sweep's own test, so some row and stage always pass it."""
+        for row in np.flatnonzero((points.values[:, t] == envelope[state, t]) & admissible):
+            for u in np.flatnonzero(self.states[state] > 0):
+                before = state - int(self.strides[u])
+                if points.key(int(row), int(u)) <= envelope[before, u] + slack:
+                    return int(row), int(u), before
+        raise AssertionError("an envelope value that no stage reached")
+
+    def _sweep(self, points: _Points, theta: float, deadline: Deadline
+               ) -> tuple[tuple[int, int] | None, np.ndarray]:
         """The multiset and type of a last stage that ends every layer within ``theta`` (or
-        ``None``), by the recursion over the levels (``envelope[i]``: the reach of multiset
-        ``i``). ``trail`` records where each envelope value came from."""
+        ``None``) by the recursion over the levels, and the envelopes so far
+        (``envelope[i]``: the reach of multiset ``i``)."""
         slack = theta * (1 + ROUNDING)
         reach = points.reach(slack)
         envelope = np.full((len(self.states), len(self.counts)), -np.inf)
@@ -407,43 +420,12 @@ class _Envelope:
                 m = envelope[free, t]
                 done = np.flatnonzero(self.total[t] - m <= slack)
                 if len(done):
-                    return int(free[done[0]]), t
-                best, rows = reach.best(t, m + slack, with_rows=trail is not None)
+                    return (int(free[done[0]]), t), envelope
+                best = reach.best(t, m + slack)
                 found = np.isfinite(best[:, 0])
                 nxt = free[found] + self.strides[t]
-                if trail is not None and rows is not None:
-                    trail.record(nxt, best[found] > envelope[nxt], free[found], t, rows[found])
                 envelope[nxt] = np.maximum(envelope[nxt], best[found])
-        return None
-
-
-@dataclass
-class _Trail:
-    """Per multiset and type, the row its envelope value came from and the stage that reached
-    it (the multiset before, the stage's type)."""
-
-    rows: np.ndarray
-    before: np.ndarray
-    stage_type: np.ndarray
-
-    @classmethod
-    def of(cls, states: int, types: int) -> _Trail:
-        rows = np.full((states, types), -1, dtype=np.int64)
-        rows[0] = 0  # the empty multiset is at the empty set
-        return cls(rows, np.zeros((states, types), dtype=np.int64),
-                   np.zeros((states, types), dtype=np.int64))
-
-    def record(self, nxt: np.ndarray, improved: np.ndarray, before: np.ndarray, t: int,
-               rows: np.ndarray) -> None:
-        self.rows[nxt] = np.where(improved, rows, self.rows[nxt])
-        self.before[nxt] = np.where(improved, before[:, None], self.before[nxt])
-        self.stage_type[nxt] = np.where(improved, t, self.stage_type[nxt])
-
-    def back(self, state: int, t: int) -> tuple[int, int, int]:
-        """The stage that ended where multiset ``state``'s value for type ``t`` came from:
-        (multiset before it, its type, its end row)."""
-        before, u = int(self.before[state, t]), int(self.stage_type[state, t])
-        return before, u, int(self.rows[state, t])
+        return None, envelope
 
 
 def _signature_points(order: Sequence[int], times: np.ndarray, below: Sequence[int]
@@ -455,7 +437,7 @@ def _signature_points(order: Sequence[int], times: np.ndarray, below: Sequence[i
     for p, bits in enumerate(below):
         upper[p] = lower[-1] - ordered[[j for j in range(p, len(order)) if bits >> j & 1]].sum(
             axis=0)
-    return _Points.of(lower, upper, np.zeros(len(lower)))
+    return _Points.of(upper, np.zeros(len(lower)), False, keys=lower)
 
 
 def _descendants(inst: Instance, order: Sequence[int]) -> list[int]:
@@ -501,10 +483,9 @@ def _ideal_points(inst: Instance, order: Sequence[int], times: np.ndarray,
         layers.append(window.layers)
     rows_w.append(times.sum(axis=0)[None])  # the full set
     rows_tau.append(np.zeros(1))
-    work, tau = np.concatenate(rows_w), np.concatenate(rows_tau)
-    keys = work if inst.cost_model.overlap else work + tau[:, None]
     ideals = _IdealRows(order, layers, np.concatenate(rows_p), np.concatenate(rows_mask))
-    return _Points.of(keys, work, tau, ideals)
+    return _Points.of(np.concatenate(rows_w), np.concatenate(rows_tau),
+                      not inst.cost_model.overlap, ideals)
 
 
 @dataclass(frozen=True)
