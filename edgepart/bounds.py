@@ -167,14 +167,15 @@ def envelope_bound(inst: Instance, order: Sequence[int] | None = None,
 
 
 def envelope(inst: Instance, order: Sequence[int] | None = None, upper: float | None = None,
-             deadline: Deadline = NO_DEADLINE) -> Envelope:
+             deadline: Deadline = NO_DEADLINE, lower: float = 0.0) -> Envelope:
     """The envelope bound on the period (see the module docstring): over the ideals themselves
     where there are at most :data:`ENVELOPE_IDEALS` of them, else (or when the deadline stopped
     that pass) over the prefix signatures of ``order`` (default: the layers' listed order).
     ``upper``: the period of a known plan (the bisection looks below it, and tries just below it
     first, so a bound that meets it proves the plan); ``deadline``: the ideal pass stops there
-    with the best bound it proved. Bound 0 with more than :data:`ENVELOPE_STATES` multisets of
-    device types or :data:`ENVELOPE_LAYERS` layers.
+    with the best bound it proved; ``lower``: a lower bound on every plan's period known
+    already, where the bisection starts. Bound 0 with more than :data:`ENVELOPE_STATES`
+    multisets of device types or :data:`ENVELOPE_LAYERS` layers.
 
     The ideal pass also returns the witness of the least period it met, as a plan (module
     docstring, *The witness*)."""
@@ -191,14 +192,14 @@ def envelope(inst: Instance, order: Sequence[int] | None = None, upper: float | 
         ideals = _ideal_points(inst, order, times, below, upper, deadline)
     except OutOfTime:
         ideals = None
-    low, plan = 0.0, None
+    low, plan = min(lower, high), None
     if ideals is not None:
         low, met = search.largest_unmet(  # without upper, high is one stage of the slowest type
             ideals, low, high, deadline, probe_top=upper is not None, high_met=upper is None)
         stages = None if met is None else search.witness(ideals, met, deadline)
         plan = None if stages is None else _witness_plan(inst, ideals, stages)
     if ideals is None or deadline.left() < 0:  # the signatures' bound is weaker, and quick
-        low = max(low, search.largest_unmet(_signature_points(order, times, below), 0.0, high,
+        low = max(low, search.largest_unmet(_signature_points(order, times, below), low, high,
                                             NO_DEADLINE)[0])
     return Envelope(low * (1 - ROUNDING), plan)
 
@@ -348,9 +349,9 @@ class _Envelope:
         with what it has."""
         met = high if high_met else None
         try:
-            if probe_top:
-                top = high * (1 - OPTIMALITY_TOL / 2)
-                if top > low and not self.met(points, top, deadline):
+            top = high * (1 - OPTIMALITY_TOL / 2)
+            if probe_top and top > low:
+                if not self.met(points, top, deadline):
                     return top, None
                 met = high = top
             while high - low > ENVELOPE_PRECISION * high:

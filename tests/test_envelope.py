@@ -17,7 +17,14 @@ from strategies import random_instance
 from test_relaxed import chain_instance, exact_optimum
 
 from edgepart import SolutionStatus, evaluate, load_instance, solve, validate_plan
-from edgepart.bounds import ENVELOPE_PRECISION, ROUNDING, envelope, envelope_bound, work_bound
+from edgepart.bounds import (
+    ENVELOPE_PRECISION,
+    ROUNDING,
+    envelope,
+    envelope_bound,
+    quick_bound,
+    work_bound,
+)
 from edgepart.cuts import alive_bytes
 from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance
@@ -150,6 +157,10 @@ def test_the_envelope_never_passes_the_optimum(
             assert evaluate(inst, found.plan).bottleneck_s >= optimum * (1 - 1e-12)
     if math.isfinite(optimum):  # told the optimum: pruned rows, the first question below it
         assert envelope_bound(inst, order, upper=optimum) <= optimum * (1 + 1e-12)
+        # a floor to start from (the quick bound; the optimum itself: no question to ask)
+        for lower in (quick_bound(inst), optimum):
+            assert envelope(inst, order, upper=optimum, lower=lower).bound <= optimum * (
+                1 + 1e-12)
 
 
 @settings(max_examples=100, deadline=None, derandomize=True, database=None,

@@ -124,7 +124,7 @@ def solve_exact(inst: Instance, options: SolveOptions, name: str,
     warm_value = None if warm is None else _value(inst, warm, options)
     floor = quick_bound(inst, options.objective.value)
     if options.objective is Objective.BOTTLENECK:  # the envelope sees contiguity
-        env = envelope(inst, upper=warm_value, deadline=Deadline.after(
+        env = envelope(inst, upper=warm_value, lower=floor, deadline=Deadline.after(
             deadline.left() * ENVELOPE_SHARE))
         floor = max(floor, env.bound)
         better = best_plan(inst, [warm, env.plan], options)
