@@ -29,6 +29,7 @@ runs.
 
     python bench/scale.py [--time-limit 60] [--quick] [--cbc] [--methods cpsat,highs,auto]
                           [--json FILE] [--csv FILE] [--write-docs] [--no-skip] [--only REGEX]
+    python bench/scale.py --from-json FILE [--write-docs] [--csv FILE]  # report a saved run
 
 The full grid takes about 35 minutes at 60 s per solve on 2 busy cores; ``--quick`` (a few small
 instances, 10 s per solve unless ``--time-limit`` says otherwise) about 2 minutes.
@@ -278,8 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, default=None, help="write every row as CSV")
     parser.add_argument("--write-docs", action="store_true",
                         help="write the table and summary into docs/results.md")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="report a run saved with --json instead of running one")
     parser.add_argument("--results-file", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        publish(args, saved["rows"], saved["meta"]["methods"], saved["meta"])
+        return
     limit = args.time_limit or (10.0 if args.quick else 60.0)
     methods = [m for m in args.methods.split(",") if m] + (["cbc"] if args.cbc else [])
     for m in methods:
@@ -337,9 +344,15 @@ def main(argv: list[str] | None = None) -> None:
             "wall_s": round(wall, 1), "load_start": load_start, "load_end": load_end,
             "cpus": os.cpu_count(), "edgepart": __version__,
             "python": platform.python_version(), "machine": platform.machine()}
-    body = report(rows, methods, meta)
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    publish(args, rows, methods, meta)
+
+
+def publish(args: argparse.Namespace, rows: list[dict[str, Any]], methods: list[str],
+            meta: dict[str, Any]) -> None:
+    """Print the report of a run (and write it as CSV and into docs/results.md if asked)."""
+    body = report(rows, methods, meta)
     if args.csv:
         pd.DataFrame(rows).to_csv(args.csv, index=False)
     if args.write_docs:
