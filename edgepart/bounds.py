@@ -77,11 +77,12 @@ as a 64-bit mask (windows of at most :data:`ENVELOPE_WINDOW` layers, at most
 NASNet-A on 32 devices (Ethernet, 6,769,480 ideals; 2.6 s to enumerate, 8.6 s in all): 6.66 ms
 against the signature pass's 2.97 ms, the work bound's 5.37 ms and the best plan's 6.81 ms.
 
-**The witness.** Where the ideal pass meets a :math:`\theta`, the sweep can record, per multiset
-and type, the row each envelope value came from and the stage that reached it; walking back from
-the multiset that finishes gives a sequence of stages (end row, type), each within :math:`\theta`
-of the row its predecessor's value came from. :func:`envelope` does that once, at the least
-:math:`\theta` it met, and makes a plan of it: stage :math:`j` runs the union of the ends up to
+**The witness.** Where the ideal pass meets a :math:`\theta`, walking the recursion back from the
+multiset that finishes gives a sequence of stages (end row, type): each ends at a row whose value
+is the envelope value the next stage starts from, and its key is within :math:`\theta` of the
+envelope value it starts from itself (found by the sweep's own test on the envelopes of one more
+sweep at that :math:`\theta`). :func:`envelope` does that once, at the least :math:`\theta` it
+met, and makes a plan of it: stage :math:`j` runs the union of the ends up to
 its own minus the union before it (so the stages nest even where the ends do not), on the next
 unused device of its type. The plan is evaluated and validated by the caller like any other. On
 a chain whose links are all equal, with overlap, the relaxation is the problem itself minus
@@ -492,11 +493,11 @@ def _ideal_points(inst: Instance, order: Sequence[int], times: np.ndarray,
 @dataclass(frozen=True)
 class _IdealRows:
     """The layer sets of the ideal pass's rows: row 0 is the empty set, the last the full set,
-    every other the order's first ``signature[r]`` layers plus the layers ``window[p]`` picked
-    by the bits of ``mask[r]``."""
+    every other the order's first ``p = signature[r]`` layers plus the layers of ``windows[p]``
+    picked by the bits of ``mask[r]``."""
 
     order: Sequence[int]
-    window: list[list[int]]
+    windows: list[list[int]]
     signature: np.ndarray
     mask: np.ndarray
 
@@ -511,12 +512,12 @@ class _IdealRows:
             return out
         p, mask = int(self.signature[row]), int(self.mask[row])
         out[list(self.order[:p])] = True
-        out[[v for j, v in enumerate(self.window[p]) if mask >> j & 1]] = True
+        out[[v for j, v in enumerate(self.windows[p]) if mask >> j & 1]] = True
         return out
 
 
 @dataclass(frozen=True)
-class _Window:
+class _SignatureIdeals:
     """The ideals of one signature: their work per type, relay bytes alive and masks over the
     window's ``layers``."""
 
@@ -556,7 +557,7 @@ class _Windows:
             return np.zeros_like(nbytes)
         return self.min_latency + nbytes / self.max_bandwidth
 
-    def each(self) -> Iterator[_Window | None]:
+    def each(self) -> Iterator[_SignatureIdeals | None]:
         """Per signature p = 0..n-1 in turn, its ideals, or ``None`` when its window is wider
         than :data:`ENVELOPE_WINDOW` layers. L_p, its work
         and its *frontier* (the layers whose tensor may still leave it) grow one layer a time."""
@@ -573,7 +574,7 @@ class _Windows:
             frontier -= {u for u in g.pred[v] if all(w in inside for w in g.succ[u])}
 
     def _window(self, p: int, inside: set[int], frontier: set[int], prefix_work: np.ndarray
-                ) -> _Window | None:
+                ) -> _SignatureIdeals | None:
         """The ideals of signature ``p`` (L_p = ``inside``, whose work is ``prefix_work``)."""
         g, order = self.inst.model, self.order
         bits = ((1 << len(order)) - 1) & ~self.below[p] & ~((1 << p) - 1)
@@ -588,8 +589,8 @@ class _Windows:
         member = ((sets[:, None] >> np.arange(len(window), dtype=np.uint64)[None]) & np.uint64(1)
                   ).astype(bool)
         work = prefix_work + member.astype(float) @ self.times[window]
-        return _Window(work, self._alive(sets, member, window, local, inside, sorted(frontier)),
-                       sets, window)
+        nbytes = self._alive(sets, member, window, local, inside, sorted(frontier))
+        return _SignatureIdeals(work, nbytes, sets, window)
 
     def _alive(self, sets: np.ndarray, member: np.ndarray, window: list[int],
                local: dict[int, int], inside: set[int], frontier: list[int]) -> np.ndarray:
