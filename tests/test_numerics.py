@@ -52,6 +52,26 @@ def test_profile_and_run_build_the_same_weights_without_touching_the_global_gene
     assert not torch.equal(other["conv1.weight"], run["conv1.weight"])
 
 
+def test_a_language_model_is_built_from_its_seed_without_touching_the_global_generator(
+        ) -> None:
+    # build_causal_lm seeded torch's global generator and left it so (every later draw in the
+    # process followed from its seed)
+    pytest.importorskip("transformers")
+    from edgepart.llm.build import build_causal_lm
+    from edgepart.llm.configs import SHIPPED, DecoderShape
+
+    shape = DecoderShape.from_config(SHIPPED["tiny-llama"].config, "tiny-llama")
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_causal_lm(shape, "cpu", seed=0).state_dict()
+    assert torch.equal(torch.rand(3), expected_next)
+    again = build_causal_lm(shape, "cpu", seed=0).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = build_causal_lm(shape, "cpu", seed=1).state_dict()
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
 HEAP_CHECK = """
 import ctypes, sys
 if sys.argv[1] == "set":

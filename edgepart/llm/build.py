@@ -21,18 +21,20 @@ __all__ = ["build_causal_lm", "unit_param_counts"]
 
 
 def build_causal_lm(shape: DecoderShape, device: str = "meta", seed: int = 0) -> nn.Module:
-    """The model of ``shape`` in eval mode on ``device`` (random weights from ``seed``)."""
+    """The model of ``shape`` in eval mode on ``device`` (random weights from ``seed``; torch's
+    global random state is left as it was)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from edgepart.profiling.numerics import seeded
 
     fields = {k: v for k, v in shape.config.items() if k not in ("model_type", "architectures")}
     try:
         config = AutoConfig.for_model(shape.model_type, **fields)
     except (TypeError, ValueError) as err:
         raise InputError(f"config {shape.name}: transformers rejects it: {err}") from None
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded(seed), torch.device(device):
         model = AutoModelForCausalLM.from_config(config)
     return model.eval()
 

@@ -30,8 +30,9 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None, seed: int = 
     """Build the model named by ``spec`` in eval mode, its random weights drawn from ``seed`` (so
     a profile and a run of one spec compute with the same weights; torch's global random state
     is left as it was)."""
-    import torch
     from torch import nn
+
+    from edgepart.profiling.numerics import seeded
 
     prefix, sep, name = spec.partition(":")
     if not sep or not prefix or not name:
@@ -39,8 +40,7 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None, seed: int = 
             f"model: expected 'torchvision:NAME' or 'package.module:factory', got {spec!r}"
         )
     args = dict(kwargs or {})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if prefix == "torchvision":
             model = _torchvision_model(name, args)
         else:

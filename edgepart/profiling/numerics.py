@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["set_torch_compute", "torch_compute"]
+__all__ = ["seeded", "set_torch_compute", "torch_compute"]
 
 
 def set_torch_compute(threads: int | None) -> tuple[int, bool]:
@@ -54,3 +54,13 @@ def _flushing() -> bool:
     """Whether this thread flushes subnormals now (torch has no getter: one product tells)."""
     smallest_normal = torch.finfo(torch.float32).tiny
     return bool(torch.tensor([smallest_normal]).mul_(0.5).item() == 0.0)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw from torch's CPU generator seeded with ``seed`` (a model's random weights: the
+    profile, the run and a probe build the same ones), leaving torch's global random state as
+    it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

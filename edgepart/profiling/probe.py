@@ -126,8 +126,9 @@ def reference_stage() -> tuple[Any, Any]:
     import torch
     from torch import nn
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    from edgepart.profiling.numerics import seeded
+
+    with seeded(0):
         stage = nn.Sequential(
             nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU6(), nn.Conv2d(32, 32, 3, 1, 1, groups=32),
             nn.ReLU6(), nn.Conv2d(32, 16, 1), nn.Conv2d(16, 96, 1), nn.ReLU6(),
