@@ -20,9 +20,10 @@ bound floors the formulation's. Where that sweep is too large, a range search
 (:func:`edgepart.cuts.range_search`, a restriction) looks for a better plan and a relaxed sweep
 (:func:`edgepart.cuts.relaxed_search`, device counts relaxed) for a better bound. Every period
 solve starts from the floor of :func:`edgepart.bounds.quick_bound` and
-:func:`edgepart.bounds.envelope_bound` (which sees that stages are contiguous and that a
-boundary's message must fit the period); under formulation ``auto``, a warm start that meets
-that floor is optimal with no further search (``backend`` ``bounds``).
+:func:`edgepart.bounds.envelope` (which sees that stages are contiguous and that a
+boundary's message must fit the period; its witness, made a plan, competes with the warm start);
+under formulation ``auto``, a warm start that meets that floor is optimal with no further search
+(``backend`` ``bounds``).
 
 The formulation ``auto`` picks what the backend does best (``paths`` for the MILP solvers, whose
 bound on the stage-slot model stays at the trivial work/speed bound; ``stages`` for CP-SAT) and
@@ -66,7 +67,7 @@ __all__ = ["ENVELOPE_SHARE", "FINISH_SHARE", "LATTICE_SHARE", "SEARCH_TOL", "Bac
            "BackendResult", "solve_exact"]
 
 ENVELOPE_SHARE = 0.25
-"""Share of the time left that :func:`edgepart.bounds.envelope_bound`'s pass over the ideals
+"""Share of the time left that :func:`edgepart.bounds.envelope`'s pass over the ideals
 may take (it keeps the best bound proved by then)."""
 FINISH_SHARE = 0.03
 """Share of the time limit kept for what follows the solve: freeing the formulation and
