@@ -249,8 +249,9 @@ class _Points:
         (or ``keys``, given: then :meth:`key` does not apply)."""
         if keys is None:
             keys = values + tau[:, None] if tau_in_key else values
-        rows = tuple(np.argsort(keys[:, t], kind="stable").astype(np.int64)
-                     for t in range(keys.shape[1]))
+        # equal keys in any order (a query takes every row up to a key): quicksort, 2-2.5x
+        # faster than a stable sort here
+        rows = tuple(np.argsort(keys[:, t]).astype(np.int64) for t in range(keys.shape[1]))
         return cls(values, rows, tuple(keys[r, t] for t, r in enumerate(rows)), tau,
                    tau_in_key, ideals)
 
