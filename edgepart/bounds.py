@@ -74,7 +74,7 @@ with :math:`s` only through their largest :math:`W_t`, which the envelope keeps.
 signature :math:`p` is :math:`L_p` plus a predecessor-closed subset of its window, enumerated
 as a 64-bit mask (windows of at most :data:`ENVELOPE_WINDOW` layers, at most
 :data:`ENVELOPE_IDEALS` ideals; else only the signature pass runs). Measured on the 994-layer
-NASNet-A on 32 devices (Ethernet, 6,769,480 ideals; 2.6 s to enumerate, 8.6 s in all): 6.66 ms
+NASNet-A on 32 devices (Ethernet, 6,769,480 ideals; 2.6 s to enumerate, 6.3 s in all): 6.66 ms
 against the signature pass's 2.97 ms, the work bound's 5.37 ms and the best plan's 6.81 ms.
 
 **The witness.** Where the ideal pass meets a :math:`\theta`, walking the recursion back from the
