@@ -80,8 +80,8 @@ against the signature pass's 2.97 ms, the work bound's 5.37 ms and the best plan
 **The witness.** Where the ideal pass meets a :math:`\theta`, walking the recursion back from the
 multiset that finishes gives a sequence of stages (end row, type): each ends at a row whose value
 is the envelope value the next stage starts from, and its key is within :math:`\theta` of the
-envelope value it starts from itself (found by the sweep's own test on the envelopes of one more
-sweep at that :math:`\theta`). :func:`envelope` does that once, at the least :math:`\theta` it
+envelope value it starts from itself (found by the sweep's own test on the envelopes the
+bisection kept from its sweep at that :math:`\theta`). :func:`envelope` does that once, at the least :math:`\theta` it
 met, and makes a plan of it: stage :math:`j` runs the union of the ends up to
 its own minus the union before it (so the stages nest even where the ends do not), on the next
 unused device of its type. The plan is evaluated and validated by the caller like any other. On
@@ -197,19 +197,18 @@ def envelope(inst: Instance, order: Sequence[int] | None = None, upper: float | 
     if ideals is not None:
         low, met = search.largest_unmet(  # without upper, high is one stage of the slowest type
             ideals, low, high, deadline, probe_top=upper is not None, high_met=upper is None)
-        stages = None if met is None else search.witness(ideals, met, deadline)
-        plan = None if stages is None else _witness_plan(inst, ideals, stages)
+        plan = None if met is None else _witness_plan(inst, ideals, search.witness(ideals, met))
     if ideals is None or deadline.left() < 0:  # the signatures' bound is weaker, and quick
         low = max(low, search.largest_unmet(_signature_points(order, times, below), low, high,
                                             NO_DEADLINE)[0])
     return Envelope(low * (1 - ROUNDING), plan)
 
 
-def _witness_plan(inst: Instance, points: _Points, stages: Sequence[tuple[int, int]]
-                  ) -> Plan | None:
-    """The plan of a witness (its stages' end rows and device types, in order): stage j runs
-    the union of the ends up to its own minus the union before it (so the stages nest even
-    where the relaxation's ends do not), on the next device of its type not used yet."""
+def _witness_plan(inst: Instance, points: _Points, stages: Sequence[tuple[int, int]]) -> Plan:
+    """The plan of a witness (its stages' end rows and device types, in order; the last ends at
+    the full set): stage j runs the union of the ends up to its own minus the union before it
+    (so the stages nest even where the relaxation's ends do not), on the next device of its
+    type not used yet."""
     assert points.ideals is not None
     free = [list(m) for m in _type_members(inst)]
     stage_of = np.full(len(inst.model.layers), -1)
@@ -220,8 +219,6 @@ def _witness_plan(inst: Instance, points: _Points, stages: Sequence[tuple[int, i
         stage_of[end & ~done] = j
         done = end
         devices.append(free[t].pop(0))
-    if not done.all():
-        return None
     return Plan.from_assignment(inst, stage_of.tolist(), devices, "envelope witness")
 
 
@@ -321,6 +318,16 @@ class _Reach:
         return out
 
 
+@dataclass(frozen=True)
+class _Met:
+    """A theta the envelope recursion met: the multiset and type of the stage that finished,
+    and the envelopes of the sweep then (what :meth:`_Envelope.witness` walks back)."""
+
+    theta: float
+    end: tuple[int, int]
+    envelope: np.ndarray
+
+
 @dataclass
 class _Envelope:
     """The envelope recursion over the multisets of device types (module docstring), a level
@@ -343,54 +350,51 @@ class _Envelope:
 
     def largest_unmet(self, points: _Points, low: float, high: float, deadline: Deadline,
                       probe_top: bool = False, high_met: bool = False
-                      ) -> tuple[float, float | None]:
+                      ) -> tuple[float, _Met | None]:
         """The largest theta in ``[low, high]`` found not met (``low`` is taken as not met),
-        bisected to :data:`ENVELOPE_PRECISION`, and the least theta known to be met (``None``:
-        none; ``high_met``: ``high`` is); with ``probe_top``, theta just below ``high`` is
-        asked first (within :data:`~edgepart.results.OPTIMALITY_TOL`). Stops at the deadline
-        with what it has."""
-        met = high if high_met else None
+        bisected to :data:`ENVELOPE_PRECISION`, and the sweep of the least theta found met
+        (``None``: none; ``high_met``: ``high`` is met, and is swept at the end when nothing
+        below it was); with ``probe_top``, theta just below ``high`` is asked first (within
+        :data:`~edgepart.results.OPTIMALITY_TOL`). Stops at the deadline with what it has."""
+        met = None
         try:
             top = high * (1 - OPTIMALITY_TOL / 2)
             if probe_top and top > low:
-                if not self.met(points, top, deadline):
+                met = self._met(points, top, deadline)
+                if met is None:
                     return top, None
-                met = high = top
+                high = top
             while high - low > ENVELOPE_PRECISION * high:
                 mid = (low + high) / 2
-                if self.met(points, mid, deadline):
-                    met = high = mid
-                else:
+                found = self._met(points, mid, deadline)
+                if found is None:
                     low = mid
+                else:
+                    met, high = found, mid
+            if met is None and high_met:
+                met = self._met(points, high, deadline)
         except OutOfTime:
             pass
         return low, met
 
-    def met(self, points: _Points, theta: float, deadline: Deadline) -> bool:
-        """Whether some sequence of stages, one per device used, ends every layer within
-        ``theta`` in the relaxation."""
-        return self._sweep(points, theta, deadline)[0] is not None
-
-    def witness(self, points: _Points, theta: float, deadline: Deadline
-                ) -> list[tuple[int, int]] | None:
-        """The stages (end row, device type) of a sequence that meets ``theta``, in order (the
-        last ends at the full set), or ``None`` at the deadline: from the multiset that
-        finishes back to the empty one, each stage ends at a row whose value is the envelope
-        value the next stage started from, and is within theta of the envelope value it
-        started from itself."""
-        try:
-            end, envelope = self._sweep(points, theta, deadline)
-        except OutOfTime:
-            return None
-        assert end is not None, "witness asked at a theta that is not met"
-        slack = theta * (1 + ROUNDING)
+    def witness(self, points: _Points, met: _Met) -> list[tuple[int, int]]:
+        """The stages (end row, device type) of a sequence that meets ``met.theta``, in order
+        (the last ends at the full set): from the multiset that finishes back to the empty one,
+        each stage ends at a row whose value is the envelope value the next stage started from,
+        and is within theta of the envelope value it started from itself."""
+        slack = met.theta * (1 + ROUNDING)
         admissible = points.tau <= slack
-        state, t = end
+        state, t = met.end
         stages = [(len(points.values) - 1, t)]
         while state:
-            row, t, state = self._stage_to(points, envelope, state, t, slack, admissible)
+            row, t, state = self._stage_to(points, met.envelope, state, t, slack, admissible)
             stages.append((row, t))
         return stages[::-1]
+
+    def _met(self, points: _Points, theta: float, deadline: Deadline) -> _Met | None:
+        """The sweep at ``theta`` where it ends every layer within it, else ``None``."""
+        end, envelope = self._sweep(points, theta, deadline)
+        return None if end is None else _Met(theta, end, envelope)
 
     def _stage_to(self, points: _Points, envelope: np.ndarray, state: int, t: int,
                   slack: float, admissible: np.ndarray) -> tuple[int, int, int]:
@@ -629,8 +633,10 @@ def device_prices(inst: Instance) -> np.ndarray | None:
     y = None if prices is None else np.clip(prices, 0.0, None)
     if y is None or not counts @ y > 0:
         return None
-    column = {c: i for i, c in enumerate(dict.fromkeys(zip(*inst.times, strict=True)))}
-    return np.array([y[column[c]] for c in zip(*inst.times, strict=True)]) / (counts @ y)
+    per_device = np.empty(len(inst.devices))
+    for price, members in zip(y, _type_members(inst), strict=True):
+        per_device[members] = price
+    return per_device / (counts @ y)
 
 
 def _column_prices(times: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
@@ -663,11 +669,9 @@ def _type_members(inst: Instance) -> list[list[int]]:
 
 def _types(inst: Instance) -> tuple[np.ndarray, np.ndarray]:
     """(n, T) seconds per layer and type of devices with equal time columns, and the counts."""
-    columns: dict[tuple[float, ...], int] = {}
-    for column in zip(*inst.times, strict=True):
-        columns[column] = columns.get(column, 0) + 1
-    times = np.array(list(columns), dtype=float).T.reshape(len(inst.model.layers), len(columns))
-    return times, np.array(list(columns.values()), dtype=float)
+    members = _type_members(inst)
+    times = np.array(inst.times, dtype=float).reshape(len(inst.model.layers), len(inst.devices))
+    return times[:, [m[0] for m in members]], np.array([len(m) for m in members], dtype=float)
 
 
 def _lp_prices(times: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
