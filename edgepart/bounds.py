@@ -81,9 +81,9 @@ against the signature pass's 2.97 ms, the work bound's 5.37 ms and the best plan
 multiset that finishes gives a sequence of stages (end row, type): each ends at a row whose value
 is the envelope value the next stage starts from, and its key is within :math:`\theta` of the
 envelope value it starts from itself (found by the sweep's own test on the envelopes the
-bisection kept from its sweep at that :math:`\theta`). :func:`envelope` does that once, at the least :math:`\theta` it
-met, and makes a plan of it: stage :math:`j` runs the union of the ends up to
-its own minus the union before it (so the stages nest even where the ends do not), on the next
+bisection kept from its sweep at that :math:`\theta`). :func:`envelope` does that once, at the
+least :math:`\theta` it met, and makes a plan of it: stage :math:`j` runs the union of the ends
+up to its own minus the union before it (so the stages nest even where the ends do not), on the next
 unused device of its type. The plan is evaluated and validated by the caller like any other. On
 a chain whose links are all equal, with overlap, the relaxation is the problem itself minus
 memory and the source's and sink's transfers (every ideal is a prefix, so ends nest; a boundary's

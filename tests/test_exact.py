@@ -21,6 +21,7 @@ import math
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,6 @@ from edgepart import (
     solve,
     validate_plan,
 )
-from edgepart.bounds import Envelope
 from edgepart.cuts import PeriodSearch
 from edgepart.formulations.pipeline import PipelineFormulation
 from edgepart.instance import Instance
@@ -351,7 +351,8 @@ def test_cbc_honours_the_time_limit_on_a_model_it_preprocesses_for_long() -> Non
     assert result.bound_s <= result.objective_s
 
 
-def test_milp_backends_prove_vit_without_a_solver_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_milp_backends_prove_vit_without_a_solver_call(
+        leave_out_envelope: Callable[[], None]) -> None:
     """ViT-B/16 on 8 devices: HiGHS's stage-slot bound stopped at a 5.3% gap in 60 s; the
     driver proves the optimum without a solver call, by the envelope bound (it meets the warm
     start) and, with the envelope left out, by the lattice threshold search. The value is
@@ -364,7 +365,7 @@ def test_milp_backends_prove_vit_without_a_solver_call(monkeypatch: pytest.Monke
     assert result.solver_version == "no solver call: the envelope bound meets the warm start"
     assert result.extra["backend"] == "bounds"
     assert result.objective_s == pytest.approx(reference.objective_s, rel=1e-6)
-    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
+    leave_out_envelope()
     result = solve(inst, "highs", time_limit=60)
     assert result.status is SolutionStatus.OPTIMAL
     assert result.solver_version == "no solver call: the lattice threshold search proved it"
@@ -389,14 +390,14 @@ def test_cpsat_does_not_cut_the_inception_optimum_off_under_a_loose_cap() -> Non
 
 
 def test_where_the_lattice_search_stops_the_range_search_finds_a_warm_start(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, leave_out_envelope: Callable[[], None]) -> None:
     # strategies.two_branches: optimum 2 s with the cut {x, a1, a2}, a prefix of the low-alive
     # order only; with no warm-start method the warm start is one device (4 s). A lattice
     # search that gives up at once leaves the range search over the low-alive order's prefixes,
     # which finds the 2 s plan (reported), and the backend proves it. (The envelope's witness
     # would find that plan first: it is left out.)
     monkeypatch.setattr(exact, "WARM_START_METHODS", ())
-    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
+    leave_out_envelope()
     monkeypatch.setattr(exact, "period_search", lambda inst, upper, lower, deadline, **_: (
         PeriodSearch(None, lower, 0, "more than 1 ideals")))
     result = solve(two_branches(), "highs", time_limit=30)

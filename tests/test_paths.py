@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,6 @@ from edgepart import (
     solve,
     validate_plan,
 )
-from edgepart.bounds import Envelope
 from edgepart.cuts import PeriodSearch
 from edgepart.formulations import paths
 from edgepart.formulations.paths import Inapplicable, PathFormulation
@@ -132,11 +132,12 @@ def test_search_from_a_poor_warm_start_proves_the_optimum(p: dict[str, object],
     assert result.gap <= OPTIMALITY_TOL
 
 
-def test_the_search_bisects_and_counts_its_questions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_search_bisects_and_counts_its_questions(
+        monkeypatch: pytest.MonkeyPatch, leave_out_envelope: Callable[[], None]) -> None:
     inst = load_instance(SUITE / "vgg16_4nodes.json")
     monkeypatch.setattr(exact, "WARM_START_METHODS", ())
     # the envelope's witness would start the search at the optimum: left out
-    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
+    leave_out_envelope()
     result = solve(inst, "highs", formulation="paths")
     expected = solve(inst, "cpsat", formulation="stages")
     assert result.status is SolutionStatus.OPTIMAL

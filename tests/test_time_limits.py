@@ -18,15 +18,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from edgepart import SolutionStatus, SolveResult, Termination, load_instance, solve, validate_plan
-from edgepart.bounds import Envelope
 from edgepart.formulations.model import Deadline
 from edgepart.instance import Instance
-from edgepart.solvers import exact, stoppable
+from edgepart.solvers import stoppable
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 2.0
@@ -74,7 +74,7 @@ def test_the_command_counts_loading_too(tmp_path: Path) -> None:
 NASNET_LIMIT = 12.0
 
 
-def test_highs_stops_on_a_big_stage_slot_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_highs_stops_on_a_big_stage_slot_model(leave_out_envelope: Callable[[], None]) -> None:
     """NASNet-A, 196 layers on 8 devices (stage slots: 4,399 variables, 32,075 rows; too many
     ideals for paths or the lattice search). HiGHS spends long steps here that check neither its
     clock nor its callbacks (presolve probing; a root mod-k separation round of 28 s). Before HiGHS
@@ -83,7 +83,7 @@ def test_highs_stops_on_a_big_stage_slot_model(monkeypatch: pytest.MonkeyPatch) 
     host); the overrun depends on where the deadline falls, so this test caught it once in two.
     (The envelope's bound and witness now start HiGHS so close to the optimum that it proves it
     in about 11.7 s: they are left out, so that HiGHS still runs into the deadline.)"""
-    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
+    leave_out_envelope()
     g = graphs.nasnet(**graphs.nasnet_cells_for(200))
     inst = load_instance(graphs.instance(g, 8, name="nasnet196_8dev"))
     result = stopped_in_time(inst, "highs", NASNET_LIMIT)
@@ -191,7 +191,7 @@ def process_state(pid: int) -> str:
 CPSAT_LIMIT = 14.0
 
 
-def test_cpsat_stops_in_a_long_presolve(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpsat_stops_in_a_long_presolve(leave_out_envelope: Callable[[], None]) -> None:
     """NASNet-A, 300 layers on 16 devices (stage slots: 14,103 variables, 176,371 rows). CP-SAT's
     presolve has steps that do not look at the clock (TransformClausesToExactlyOne ran 2.9 s
     here, twice, on a 2-core host shared with other jobs, load ~5.5). Before CP-SAT ran in a
@@ -202,7 +202,7 @@ def test_cpsat_stops_in_a_long_presolve(monkeypatch: pytest.MonkeyPatch) -> None
     valid, with a bound below it. (The envelope bound over the ideals floors this model so
     close to the optimum that CP-SAT then proves it within the limit: it is left out here, so
     that CP-SAT still runs into the deadline.)"""
-    monkeypatch.setattr(exact, "envelope", lambda *args, **kwargs: Envelope(0.0))
+    leave_out_envelope()
     g = graphs.nasnet(**graphs.nasnet_cells_for(300))
     inst = load_instance(graphs.instance(g, 16, name="nasnet_300_16dev"))
     stopped_in_time(inst, "cpsat", CPSAT_LIMIT)
